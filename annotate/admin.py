@@ -1,0 +1,27 @@
+"""The Django admin, for low-level fixes."""
+from django.contrib import admin
+
+from annotate import models
+
+
+@admin.register(models.Campaign)
+class CampaignAdmin(admin.ModelAdmin):
+    list_display = ["name", "status", "overlap", "comparisons_per_round", "created_at"]
+    filter_horizontal = ["annotators"]
+
+
+@admin.register(models.TrainingRun)
+class TrainingRunAdmin(admin.ModelAdmin):
+    list_display = ["id", "campaign", "kind", "stage", "status", "attempts", "progress", "created_at"]
+    list_filter = ["status", "kind"]
+
+
+@admin.register(models.Rating)
+class RatingAdmin(admin.ModelAdmin):
+    list_display = ["id", "comparison", "annotator", "choice", "strength", "created_at"]
+    raw_id_fields = ["comparison"]
+
+
+for model in [models.Prompt, models.PolicyVersion, models.RewardModelVersion, models.Round, models.Response,
+              models.Comparison, models.Assignment]:
+    admin.site.register(model)

@@ -1,0 +1,122 @@
+"""What annotators call: their campaigns, the next comparison, a rating.
+
+Blind rating: nothing here says which policy wrote which side."""
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotate.apis.permissions import IsAnnotator
+from annotate.models import Rating
+from annotate.selectors import annotator_progress, campaign_current_round, campaigns_visible_to, round_progress
+from annotate.services.assignments import assignment_renew, comparison_lease_next
+from annotate.services.ratings import rating_create
+
+
+class TurnSerializer(serializers.Serializer):
+    role = serializers.CharField()
+    content = serializers.CharField()
+
+
+class CampaignListApi(APIView):
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        name = serializers.CharField()
+        status = serializers.CharField()
+        instructions = serializers.CharField()
+        overlap = serializers.IntegerField()
+
+    @extend_schema(responses=OutputSerializer(many=True))
+    def get(self, request):
+        campaigns = campaigns_visible_to(user=request.user).order_by("pk")
+        return Response(self.OutputSerializer(campaigns, many=True).data)
+
+
+class ComparisonNextApi(APIView):
+    """Lease the next comparison to rate (or get back the one you hold)."""
+
+    permission_classes = [IsAnnotator]
+
+    class OutputSerializer(serializers.Serializer):
+        comparison = serializers.IntegerField(source="comparison.pk")
+        round = serializers.IntegerField(source="comparison.round.index")
+        prompt = serializers.CharField(source="comparison.prompt.text")
+        prompt_turns = TurnSerializer(source="comparison.prompt.turns", many=True, allow_null=True)
+        response_a = serializers.CharField(source="comparison.response_a.text")
+        response_b = serializers.CharField(source="comparison.response_b.text")
+        leased_until = serializers.DateTimeField()
+
+    @extend_schema(request=None, responses={200: OutputSerializer, 204: None})
+    def post(self, request, campaign_id: int):
+        campaign = get_object_or_404(campaigns_visible_to(user=request.user), pk=campaign_id)
+        assignment = comparison_lease_next(annotator=request.user, campaign=campaign)
+        if assignment is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        data = self.OutputSerializer(assignment).data
+        data["progress"] = annotator_progress(annotator=request.user, campaign=campaign)
+        return Response(data)
+
+
+class LeaseRenewApi(APIView):
+    permission_classes = [IsAnnotator]
+
+    class OutputSerializer(serializers.Serializer):
+        comparison = serializers.IntegerField(source="comparison_id")
+        leased_until = serializers.DateTimeField()
+
+    @extend_schema(request=None, responses=OutputSerializer)
+    def post(self, request, comparison_id: int):
+        assignment = assignment_renew(annotator=request.user, comparison_id=comparison_id)
+        return Response(self.OutputSerializer(assignment).data)
+
+
+class RatingCreateApi(APIView):
+    """Submit a rating. Send a fresh idempotency_key per rating and the same
+    one again when retrying: one rating results."""
+
+    permission_classes = [IsAnnotator]
+
+    class InputSerializer(serializers.Serializer):
+        comparison = serializers.IntegerField()
+        choice = serializers.CharField(max_length=20)
+        strength = serializers.IntegerField(required=False, allow_null=True)
+        reason = serializers.CharField(required=False, allow_blank=True, default="", trim_whitespace=False)
+        time_on_task_ms = serializers.IntegerField(required=False, allow_null=True)
+        idempotency_key = serializers.UUIDField()
+
+    class OutputSerializer(serializers.ModelSerializer):
+        class Meta:
+            model = Rating
+            fields = ["id", "comparison", "choice", "strength", "reason", "time_on_task_ms", "idempotency_key", "created_at"]
+
+    @extend_schema(request=InputSerializer, responses={201: OutputSerializer, 200: OutputSerializer})
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        rating, created = rating_create(
+            annotator=request.user,
+            comparison_id=data["comparison"],
+            choice=data["choice"],
+            strength=data.get("strength"),
+            reason=data.get("reason", ""),
+            time_on_task_ms=data.get("time_on_task_ms"),
+            idempotency_key=data["idempotency_key"],
+        )
+        return Response(
+            self.OutputSerializer(rating).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        )
+
+
+class CampaignProgressApi(APIView):
+    """Progress of the campaign's current round (anyone who sees the campaign)."""
+
+    @extend_schema(responses=dict)
+    def get(self, request, campaign_id: int):
+        campaign = get_object_or_404(campaigns_visible_to(user=request.user), pk=campaign_id)
+        round_ = campaign_current_round(campaign=campaign)
+        body = {"campaign": campaign.pk, "status": campaign.status, "round": None}
+        if round_ is not None:
+            body["round"] = round_progress(round_=round_)
+        return Response(body)

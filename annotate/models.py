@@ -1,0 +1,254 @@
+"""The data of the human-feedback loop (DESIGN.md, "Data").
+
+No logic here: writes go through annotate/services, reads through
+annotate/selectors. Constraints that protect the invariants live in the
+database, so that no code path can break them.
+"""
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Role(models.TextChoices):
+    """Django groups that carry the three kinds of user."""
+
+    ANNOTATOR = "annotator"
+    CAMPAIGN_ADMIN = "campaign_admin"
+    ML_ENGINEER = "ml_engineer"
+
+
+class Campaign(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft"  # prompts being imported, no round open yet
+        ACTIVE = "active"
+        PAUSED = "paused"
+        ARCHIVED = "archived"
+
+    class Method(models.TextChoices):
+        RLOO = "rloo"
+
+    name = models.CharField(max_length=200, unique=True)
+    instructions = models.TextField(blank=True, default="")
+    overlap = models.PositiveSmallIntegerField(default=3, help_text="k: ratings wanted per comparison")
+    comparisons_per_round = models.PositiveIntegerField(default=64)
+    lease_ttl_seconds = models.PositiveIntegerField(default=600)
+    base_model = models.CharField(max_length=500, help_text="local path or hub id of the base policy")
+    # Training settings as stored per run: {"reward": {...}, "policy": {...}, "generate": {...}}
+    training_config = models.JSONField(default=dict, blank=True)
+    method = models.CharField(max_length=20, choices=Method.choices, default=Method.RLOO)
+    # Start training by itself when every comparison of a round has k ratings.
+    auto_train = models.BooleanField(default=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
+    annotators = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="campaigns", blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Prompt(models.Model):
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="prompts")
+    external_id = models.CharField(max_length=200)
+    # Plain text, or chat turns [{"role": ..., "content": ...}].
+    text = models.TextField(blank=True, default="")
+    turns = models.JSONField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "external_id"], name="prompt_unique_external_id")
+        ]
+
+    @property
+    def content(self):
+        """What the model is prompted with: chat turns if any, else the text."""
+        return self.turns if self.turns else self.text
+
+
+class TrainingRun(models.Model):
+    class Kind(models.TextChoices):
+        BOOTSTRAP = "bootstrap"  # import the base model, answer round 0
+        TRAIN = "train"  # snapshot, reward, policy, generate, open next round
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="training_runs")
+    round = models.ForeignKey("Round", null=True, blank=True, on_delete=models.CASCADE, related_name="training_runs")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    stage = models.CharField(max_length=20, default="", help_text="the stage running or next to run")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="tries of the current stage")
+    progress = models.FloatField(default=0.0, help_text="0..1 within the current stage")
+    # {stage: {"status", "started_at", "finished_at", "seconds", "attempts", "outputs"}}
+    stages = models.JSONField(default=dict, blank=True)
+    # Latest value of each metric name, and the history [{"stage", "step", "name": value...}].
+    metrics = models.JSONField(default=dict, blank=True)
+    metrics_history = models.JSONField(default=list, blank=True)
+    config = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True, default="")
+    celery_task_id = models.CharField(max_length=100, blank=True, default="")
+    dataset_path = models.CharField(max_length=500, blank=True, default="")
+    dataset_sha256 = models.CharField(max_length=64, blank=True, default="")
+    triggered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # One training run per round: a second trigger (or a redelivered
+            # round-complete task) finds the first instead of training twice.
+            models.UniqueConstraint(
+                fields=["round", "kind"], condition=Q(round__isnull=False), name="run_one_per_round"
+            ),
+        ]
+
+
+class PolicyVersion(models.Model):
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="policy_versions")
+    version = models.PositiveIntegerField(help_text="0 is the base model")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
+    path = models.CharField(max_length=500)
+    sha256 = models.CharField(max_length=64)
+    training_run = models.ForeignKey(TrainingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    reward_model = models.ForeignKey(
+        "RewardModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="policies"
+    )
+    metrics = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["campaign", "version"], name="policy_unique_version")]
+
+
+class RewardModelVersion(models.Model):
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="reward_versions")
+    version = models.PositiveIntegerField()
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+    path = models.CharField(max_length=500)
+    sha256 = models.CharField(max_length=64)
+    training_run = models.ForeignKey(TrainingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    dataset_sha256 = models.CharField(max_length=64, blank=True, default="")
+    metrics = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["campaign", "version"], name="reward_unique_version")]
+
+
+class Round(models.Model):
+    class Status(models.TextChoices):
+        COLLECTING = "collecting"
+        TRAINING = "training"
+        FAILED = "failed"
+        DONE = "done"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="rounds")
+    index = models.PositiveIntegerField()
+    # The policy whose answers are new in this round, and the one it is compared with
+    # (round 0: the base model against itself, two samples each).
+    candidate = models.ForeignKey(PolicyVersion, on_delete=models.PROTECT, related_name="rounds_as_candidate")
+    baseline = models.ForeignKey(PolicyVersion, on_delete=models.PROTECT, related_name="rounds_as_baseline")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.COLLECTING)
+    opened_at = models.DateTimeField(auto_now_add=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["campaign", "index"], name="round_unique_index")]
+
+
+class Response(models.Model):
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="responses")
+    policy_version = models.ForeignKey(PolicyVersion, on_delete=models.CASCADE, related_name="responses")
+    sample_index = models.PositiveSmallIntegerField(default=0)
+    text = models.TextField()
+    sampling = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            # A redelivered generate stage writes the same rows, not new ones.
+            models.UniqueConstraint(
+                fields=["prompt", "policy_version", "sample_index"], name="response_unique_sample"
+            )
+        ]
+
+
+class Comparison(models.Model):
+    round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="comparisons")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="comparisons")
+    # response_a is shown on the left as "A". Which policy wrote which side
+    # is known from the responses; the annotator API never sends it.
+    response_a = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="+")
+    response_b = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="+")
+    candidate_is_a = models.BooleanField(help_text="the side the round's candidate policy was shown on")
+    gold_choice = models.CharField(max_length=10, blank=True, default="")
+    # Ratings so far; kept with the rating in one transaction under a row lock.
+    rating_count = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["round", "prompt"], name="comparison_unique_prompt")]
+        indexes = [models.Index(fields=["round", "rating_count"])]
+
+
+class Assignment(models.Model):
+    """A lease: the right of one annotator to rate one comparison until leased_until."""
+
+    class Status(models.TextChoices):
+        LEASED = "leased"
+        DONE = "done"
+        RELEASED = "released"  # expired or skipped: the slot went back to the pool
+
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.LEASED)
+    leased_at = models.DateTimeField()
+    leased_until = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["comparison", "annotator"], name="assignment_unique_annotator")
+        ]
+        indexes = [models.Index(fields=["annotator", "status"])]
+
+
+class Rating(models.Model):
+    class Choice(models.TextChoices):
+        A = "A", "A is better"
+        B = "B", "B is better"
+        TIE = "tie", "Tie"
+        BOTH_BAD = "both_bad", "Both bad"
+
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="ratings")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="ratings")
+    choice = models.CharField(max_length=10, choices=Choice.choices)
+    # 1 slightly, 2 clearly, 3 much better; null for tie and both bad.
+    strength = models.PositiveSmallIntegerField(null=True, blank=True)
+    reason = models.TextField(blank=True, default="")
+    time_on_task_ms = models.PositiveIntegerField(null=True, blank=True)
+    idempotency_key = models.UUIDField(default=uuid.uuid4)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["comparison", "annotator"], name="rating_one_per_annotator"),
+            models.UniqueConstraint(fields=["annotator", "idempotency_key"], name="rating_unique_idempotency_key"),
+            models.CheckConstraint(
+                condition=Q(strength__isnull=True) | Q(strength__gte=1, strength__lte=3),
+                name="rating_strength_range",
+            ),
+        ]

@@ -1,0 +1,268 @@
+"""The stages of a training run, executed by the gpu worker.
+
+This is the one module of `annotate` that imports the ML library's heavy
+parts (torch, transformers); only annotate.tasks imports it, inside the task,
+so the web process never loads torch. Each stage hands `rlhf` plain rows and
+paths and records the paths and metrics it gets back.
+"""
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+
+from annotate.models import PolicyVersion, Prompt, Response, RewardModelVersion, TrainingRun
+from annotate.selectors import preference_rows
+from annotate.services.rounds import round_open, round_prompts
+from annotate.services.training import (
+    training_stage_begin,
+    training_stage_fail,
+    training_stage_metrics,
+    training_stage_progress,
+    training_stage_succeed,
+)
+from rlhf import data as rlhf_data
+from rlhf.configs import GenerateConfig, RewardConfig, RLOOConfig, from_dict
+from rlhf.store import ModelStore
+
+log = logging.getLogger(__name__)
+
+
+class Reporter:
+    """Streams a stage's progress and metrics into its TrainingRun."""
+
+    def __init__(self, run: TrainingRun, stage: str, every_s: float = 1.0):
+        self.run_id, self.stage, self.every_s, self._last = run.pk, stage, every_s, 0.0
+
+    def progress(self, fraction: float) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.every_s or fraction >= 1.0:
+            self._last = now
+            training_stage_progress(run_id=self.run_id, fraction=fraction)
+
+    def metrics(self, step: int, metrics: dict) -> None:
+        training_stage_metrics(run_id=self.run_id, stage=self.stage, step=step, metrics=metrics)
+
+
+def _store() -> ModelStore:
+    return ModelStore(settings.MODEL_STORE)
+
+
+def _scratch(run: TrainingRun) -> tempfile.TemporaryDirectory:
+    # Inside the store's root so publishing is a rename on one filesystem.
+    root = Path(settings.MODEL_STORE) / ".scratch"
+    root.mkdir(parents=True, exist_ok=True)
+    return tempfile.TemporaryDirectory(dir=root, prefix=f"run{run.pk}-")
+
+
+def _verified(version) -> str:
+    """The version's folder, after checking its sha256 (invariant 4)."""
+    return _store().verify(version.path, version.sha256) or version.path
+
+
+def _base_version(run: TrainingRun) -> PolicyVersion:
+    return PolicyVersion.objects.get(campaign=run.campaign, version=0)
+
+
+def _storable(text: str) -> str:
+    # A model can emit any byte; PostgreSQL text cannot hold NUL.
+    return text.replace("\x00", "\ufffd")
+
+
+def _generate_missing(run, reporter, policy: PolicyVersion, prompts: list[Prompt], samples: list[int]) -> int:
+    """Answer each prompt with `policy` for every sample index it lacks."""
+    from rlhf.generate import generate
+
+    have = set(
+        Response.objects.filter(policy_version=policy, prompt__in=prompts).values_list("prompt_id", "sample_index")
+    )
+    todo = [p for p in prompts if any((p.pk, s) not in have for s in samples)]
+    if not todo:
+        return 0
+    config = from_dict(GenerateConfig, run.config.get("generate", {}))
+    config.seed = config.seed + 1000 * policy.version
+    answers = generate(
+        _verified(policy), [p.content for p in todo], config, num_samples=len(samples), on_progress=reporter.progress
+    )
+    rows = [
+        Response(prompt=p, policy_version=policy, sample_index=s, text=_storable(texts[i]), sampling=config.__dict__)
+        for p, texts in zip(todo, answers)
+        for i, s in enumerate(samples)
+        if (p.pk, s) not in have
+    ]
+    Response.objects.bulk_create(rows, ignore_conflicts=True)
+    return len(rows)
+
+
+# --- bootstrap: the base model answers round 0 --------------------------------
+
+
+def stage_import(run: TrainingRun, reporter: Reporter) -> dict:
+    from rlhf.base_model import materialize
+
+    campaign = run.campaign
+    existing = PolicyVersion.objects.filter(campaign=campaign, version=0).first()
+    if existing is None:
+        store = _store()
+        in_store = store.find(campaign.base_model)
+        if in_store is not None:
+            # Already a verified store folder (make run imports SmolLM2 once):
+            # point at it instead of copying half a gigabyte per campaign.
+            published = in_store
+        else:
+            with _scratch(run) as tmp:
+                folder = materialize(campaign.base_model, Path(tmp) / "model")
+                published = store.publish(folder, f"campaign-{campaign.pk}/policy-v0")
+        existing, _ = PolicyVersion.objects.get_or_create(
+            campaign=campaign, version=0, defaults={"path": published.path, "sha256": published.sha256, "training_run": run}
+        )
+    return {"policy_version": existing.version, "path": existing.path, "sha256": existing.sha256}
+
+
+def stage_generate_round0(run: TrainingRun, reporter: Reporter) -> dict:
+    base = _base_version(run)
+    prompts = round_prompts(campaign=run.campaign, index=0)
+    written = _generate_missing(run, reporter, base, prompts, samples=[0, 1])
+    return {"responses": written, "prompts": len(prompts)}
+
+
+def stage_open_round0(run: TrainingRun, reporter: Reporter) -> dict:
+    base = _base_version(run)
+    round_ = round_open(campaign=run.campaign, index=0, candidate=base, baseline=base)
+    return {"round": round_.index, "comparisons": round_.comparisons.count()}
+
+
+# --- train: ratings -> reward model -> policy step -> next round ---------------
+
+
+def stage_snapshot(run: TrainingRun, reporter: Reporter) -> dict:
+    if run.dataset_sha256:
+        return {"path": run.dataset_path, "sha256": run.dataset_sha256}
+    rows = preference_rows(campaign=run.campaign)
+    with _scratch(run) as tmp:
+        path = Path(tmp) / "preferences.jsonl"
+        rlhf_data.write_jsonl(rows, path)
+        published = _store().publish_file(path, f"campaign-{run.campaign_id}/datasets/run-{run.pk}")
+    TrainingRun.objects.filter(pk=run.pk).update(dataset_path=published.path, dataset_sha256=published.sha256)
+    return {"path": published.path, "sha256": published.sha256, "pairs": len(rows)}
+
+
+def _dataset_rows(run: TrainingRun) -> list[dict]:
+    run.refresh_from_db(fields=["dataset_path", "dataset_sha256"])
+    folder = _store().verify(run.dataset_path, run.dataset_sha256) or run.dataset_path
+    return rlhf_data.read_jsonl(Path(folder) / "preferences.jsonl")
+
+
+def stage_reward(run: TrainingRun, reporter: Reporter) -> dict:
+    from rlhf.reward import train_reward
+
+    existing = RewardModelVersion.objects.filter(training_run=run).first()
+    if existing is None:
+        rows = _dataset_rows(run)
+        config = from_dict(RewardConfig, run.config.get("reward", {}))
+        with _scratch(run) as tmp:
+            out = Path(tmp) / "reward"
+            metrics = train_reward(
+                config, rows, _verified(_base_version(run)), out, on_metrics=reporter.metrics, on_progress=reporter.progress
+            )
+            published = _store().publish(out, f"campaign-{run.campaign_id}/reward-run{run.pk}")
+        with transaction.atomic():
+            previous = RewardModelVersion.objects.filter(campaign=run.campaign).order_by("-version").first()
+            existing = RewardModelVersion.objects.create(
+                campaign=run.campaign,
+                version=(previous.version + 1) if previous else 1,
+                parent=previous,
+                path=published.path,
+                sha256=published.sha256,
+                training_run=run,
+                dataset_sha256=run.dataset_sha256,
+                metrics=metrics,
+            )
+    return {"reward_version": existing.version, "path": existing.path, "sha256": existing.sha256, "metrics": existing.metrics}
+
+
+def stage_policy(run: TrainingRun, reporter: Reporter) -> dict:
+    from rlhf.rloo import rloo_train
+
+    existing = PolicyVersion.objects.filter(training_run=run).first()
+    if existing is None:
+        current = run.round.candidate
+        reward = RewardModelVersion.objects.get(training_run=run)
+        rows = _dataset_rows(run)
+        prompts, seen = [], set()
+        for row in rows:
+            if row["prompt_id"] not in seen:
+                seen.add(row["prompt_id"])
+                prompts.append(row["prompt"])
+        config = from_dict(RLOOConfig, run.config.get("policy", {}))
+        with _scratch(run) as tmp:
+            out = Path(tmp) / "policy"
+            metrics = rloo_train(
+                config,
+                prompts,
+                policy_path=_verified(current),
+                ref_path=_verified(_base_version(run)),
+                out_dir=out,
+                reward_path=_verified(reward),
+                on_metrics=reporter.metrics,
+                on_progress=reporter.progress,
+            )
+            published = _store().publish(out, f"campaign-{run.campaign_id}/policy-run{run.pk}")
+        existing = PolicyVersion.objects.create(
+            campaign=run.campaign,
+            version=current.version + 1,
+            parent=current,
+            path=published.path,
+            sha256=published.sha256,
+            training_run=run,
+            reward_model=reward,
+            metrics=metrics,
+        )
+    return {"policy_version": existing.version, "path": existing.path, "sha256": existing.sha256, "metrics": existing.metrics}
+
+
+def stage_generate_next(run: TrainingRun, reporter: Reporter) -> dict:
+    new = PolicyVersion.objects.get(training_run=run)
+    previous = run.round.candidate
+    prompts = round_prompts(campaign=run.campaign, index=run.round.index + 1)
+    written = _generate_missing(run, reporter, new, prompts, samples=[0])
+    written += _generate_missing(run, reporter, previous, prompts, samples=[0])
+    return {"responses": written, "prompts": len(prompts)}
+
+
+def stage_open_next(run: TrainingRun, reporter: Reporter) -> dict:
+    new = PolicyVersion.objects.get(training_run=run)
+    round_ = round_open(campaign=run.campaign, index=run.round.index + 1, candidate=new, baseline=run.round.candidate)
+    return {"round": round_.index, "comparisons": round_.comparisons.count()}
+
+
+STAGE_FUNCTIONS = {
+    (TrainingRun.Kind.BOOTSTRAP, "import"): stage_import,
+    (TrainingRun.Kind.BOOTSTRAP, "generate"): stage_generate_round0,
+    (TrainingRun.Kind.BOOTSTRAP, "open"): stage_open_round0,
+    (TrainingRun.Kind.TRAIN, "snapshot"): stage_snapshot,
+    (TrainingRun.Kind.TRAIN, "reward"): stage_reward,
+    (TrainingRun.Kind.TRAIN, "policy"): stage_policy,
+    (TrainingRun.Kind.TRAIN, "generate"): stage_generate_next,
+    (TrainingRun.Kind.TRAIN, "open"): stage_open_next,
+}
+
+
+def training_stage_execute(*, run_id: int, stage: str) -> float | None:
+    """Run one stage. Returns the delay before a retry, or None when there is
+    nothing more to do for this message."""
+    run = training_stage_begin(run_id=run_id, stage=stage)
+    if run is None:
+        return None
+    log.info("run %s: %s started (attempt %s)", run.pk, stage, run.attempts)
+    reporter = Reporter(run, stage)
+    try:
+        outputs = STAGE_FUNCTIONS[(run.kind, stage)](run, reporter)
+    except Exception as exc:  # recorded on the run; the task retries or fails it
+        log.exception("run %s: %s failed", run.pk, stage)
+        return training_stage_fail(run_id=run.pk, stage=stage, error=exc)
+    training_stage_succeed(run_id=run.pk, stage=stage, outputs=outputs)
+    log.info("run %s: %s done", run.pk, stage)
+    return None

@@ -1,0 +1,1 @@
+"""Services: every write of the platform. Keyword-only, typed, atomic."""

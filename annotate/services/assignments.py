@@ -1,0 +1,122 @@
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models import Count, Exists, F, IntegerField, OuterRef, Subquery
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from annotate.errors import Conflict
+from annotate.models import Assignment, Campaign, Comparison, Round
+
+User = get_user_model()
+
+
+def live_leases(*, now, exclude_annotator=None):
+    """Leases that still hold a slot of their comparison."""
+    qs = Assignment.objects.filter(status=Assignment.Status.LEASED, leased_until__gt=now)
+    if exclude_annotator is not None:
+        qs = qs.exclude(annotator=exclude_annotator)
+    return qs
+
+
+def comparison_free_slots(*, comparison: Comparison, annotator: User, now) -> int:
+    """Slots left for this annotator: k minus ratings minus others' live leases.
+    Call with the comparison row locked."""
+    held = live_leases(now=now, exclude_annotator=annotator).filter(comparison=comparison).count()
+    return comparison.round.campaign.overlap - comparison.rating_count - held
+
+
+@transaction.atomic
+def comparison_lease_next(*, annotator: User, campaign: Campaign) -> Assignment | None:
+    """Lease the next comparison of the campaign's open round to this annotator.
+
+    A comparison never has more than k ratings plus live leases, and an
+    annotator never gets a comparison they rated or skipped. The annotator's
+    own live lease comes back first, so a reload shows the same comparison.
+    """
+    now = timezone.now()
+    if campaign.status != Campaign.Status.ACTIVE:
+        return None
+    round_ = campaign.rounds.filter(status=Round.Status.COLLECTING).order_by("-index").first()
+    if round_ is None:
+        return None
+    mine = (
+        Assignment.objects.select_related("comparison")
+        .filter(annotator=annotator, comparison__round=round_, status=Assignment.Status.LEASED, leased_until__gt=now)
+        .order_by("leased_at")
+        .first()
+    )
+    if mine is not None:
+        return mine
+
+    k = campaign.overlap
+    others_live = (
+        live_leases(now=now, exclude_annotator=annotator)
+        .filter(comparison=OuterRef("pk"))
+        .values("comparison")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    mine_closed = Assignment.objects.filter(
+        comparison=OuterRef("pk"),
+        annotator=annotator,
+        status__in=[Assignment.Status.DONE, Assignment.Status.RELEASED],
+    )
+    candidates = (
+        Comparison.objects.filter(round=round_, rating_count__lt=k)
+        .annotate(held=Coalesce(Subquery(others_live, output_field=IntegerField()), 0))
+        .filter(~Exists(mine_closed))
+        # Test fix: free slots are k - ratings - others' live leases. Filtering
+        # on held < k alone let full comparisons through; they sort first
+        # (most ratings) and, past 20 skips, hid free work (next answered 204).
+        .filter(held__lt=k - F("rating_count"))
+        .order_by("-rating_count", "pk")
+    )
+    skipped: list[int] = []
+    for _ in range(20):
+        # SKIP LOCKED: annotators asking at once each take a different row
+        # instead of queueing on the same one (PostgreSQL; SQLite serialises
+        # the whole transaction instead, see settings).
+        comparison = (
+            candidates.exclude(pk__in=skipped)
+            .select_for_update(skip_locked=True, of=("self",))
+            .select_related("round__campaign")
+            .first()
+        )
+        if comparison is None:
+            return None
+        # The row is locked now: count again, the first read may be stale.
+        comparison.refresh_from_db(fields=["rating_count"])
+        if comparison_free_slots(comparison=comparison, annotator=annotator, now=now) <= 0:
+            skipped.append(comparison.pk)
+            continue
+        until = now + timedelta(seconds=campaign.lease_ttl_seconds)
+        assignment, _ = Assignment.objects.update_or_create(
+            comparison=comparison,
+            annotator=annotator,
+            defaults={"status": Assignment.Status.LEASED, "leased_at": now, "leased_until": until},
+        )
+        assignment.comparison = comparison
+        return assignment
+    return None
+
+
+@transaction.atomic
+def assignment_renew(*, annotator: User, comparison_id: int) -> Assignment:
+    """Extend a live lease by the campaign's TTL (the page calls this while the
+    annotator is active)."""
+    now = timezone.now()
+    assignment = (
+        Assignment.objects.select_for_update()
+        .select_related("comparison__round__campaign")
+        .filter(annotator=annotator, comparison_id=comparison_id)
+        .first()
+    )
+    if assignment is None or assignment.status != Assignment.Status.LEASED:
+        raise Conflict("You hold no lease on this comparison; ask for the next one.")
+    if assignment.leased_until <= now:
+        raise Conflict("Your lease on this comparison expired and may have gone to someone else.")
+    assignment.leased_until = now + timedelta(seconds=assignment.comparison.round.campaign.lease_ttl_seconds)
+    assignment.save(update_fields=["leased_until"])
+    return assignment

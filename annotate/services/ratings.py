@@ -1,0 +1,98 @@
+import uuid
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from annotate.errors import Conflict, NotFound, ValidationFailed
+from annotate.models import Assignment, Comparison, Rating, Round
+from annotate.selectors import campaigns_visible_to
+from annotate.services.assignments import comparison_free_slots
+
+User = get_user_model()
+
+STRENGTH_CHOICES = {Rating.Choice.A, Rating.Choice.B}
+
+
+def rating_validate(*, choice: str, strength: int | None, reason: str, time_on_task_ms: int | None) -> None:
+    if choice not in Rating.Choice.values:
+        raise ValidationFailed(f"Unknown choice '{choice}'; use one of {', '.join(Rating.Choice.values)}.")
+    if choice in STRENGTH_CHOICES:
+        if strength is None:
+            raise ValidationFailed("A rating of A or B needs a strength: 1 slightly, 2 clearly, 3 much better.")
+        if strength not in (1, 2, 3):
+            raise ValidationFailed(f"strength must be 1, 2 or 3, not {strength}.")
+    elif strength is not None:
+        raise ValidationFailed(f"strength applies only to A or B, not to '{choice}'; leave it out.")
+    if len(reason) > settings.TEXT_MAX_CHARS:
+        raise ValidationFailed(f"reason is {len(reason)} characters; the limit is {settings.TEXT_MAX_CHARS}.")
+    if time_on_task_ms is not None and not (0 <= time_on_task_ms <= 24 * 3600 * 1000):
+        raise ValidationFailed("time_on_task_ms must be between 0 and one day.")
+
+
+@transaction.atomic
+def rating_create(
+    *,
+    annotator: User,
+    comparison_id: int,
+    choice: str,
+    idempotency_key: uuid.UUID,
+    strength: int | None = None,
+    reason: str = "",
+    time_on_task_ms: int | None = None,
+) -> tuple[Rating, bool]:
+    """Store one rating; returns (rating, created). The same idempotency key
+    sent again returns the first rating and writes nothing."""
+    rating_validate(choice=choice, strength=strength, reason=reason, time_on_task_ms=time_on_task_ms)
+
+    def replay() -> Rating | None:
+        earlier = Rating.objects.filter(annotator=annotator, idempotency_key=idempotency_key).first()
+        if earlier is not None and earlier.comparison_id != comparison_id:
+            raise Conflict("This idempotency key was already used for another comparison; send a fresh key.")
+        return earlier
+
+    if (earlier := replay()) is not None:
+        return earlier, False
+    # Lock the comparison so two tabs (or two annotators) can't both take its
+    # last slot; select_for_update needs the surrounding transaction.
+    comparison = (
+        Comparison.objects.select_for_update(of=("self",))
+        .select_related("round__campaign")
+        .filter(pk=comparison_id, round__campaign__in=campaigns_visible_to(user=annotator))
+        .first()
+    )
+    if comparison is None:
+        raise NotFound(f"No comparison {comparison_id} in your campaigns.")
+    # A twin request with the same key may have committed while we waited.
+    if (earlier := replay()) is not None:
+        return earlier, False
+    if Rating.objects.filter(comparison=comparison, annotator=annotator).exists():
+        raise Conflict("You already rated this comparison; each annotator rates a comparison once.")
+    assignment = Assignment.objects.filter(comparison=comparison, annotator=annotator).first()
+    if assignment is None or assignment.status != Assignment.Status.LEASED:
+        raise Conflict("You do not hold this comparison: ask for the next comparison and rate that one.")
+    if comparison.round.status != Round.Status.COLLECTING:
+        raise Conflict(f"Round {comparison.round.index} is closed ({comparison.round.status}); it takes no more ratings.")
+    now = timezone.now()
+    if comparison_free_slots(comparison=comparison, annotator=annotator, now=now) <= 0:
+        raise Conflict("Your lease expired and the comparison has all the ratings it needs; your rating was not stored.")
+    rating = Rating.objects.create(
+        comparison=comparison,
+        annotator=annotator,
+        choice=choice,
+        strength=strength,
+        reason=reason,
+        time_on_task_ms=time_on_task_ms,
+        idempotency_key=idempotency_key,
+    )
+    Assignment.objects.filter(pk=assignment.pk).update(status=Assignment.Status.DONE)
+    Comparison.objects.filter(pk=comparison.pk).update(rating_count=F("rating_count") + 1)
+    if comparison.rating_count + 1 >= comparison.round.campaign.overlap:
+        # This comparison is now full: the round may be complete.
+        from annotate.tasks import round_progress_check_task
+
+        round_id = comparison.round_id
+        transaction.on_commit(lambda: round_progress_check_task.delay(round_id=round_id))
+    return rating, True

@@ -1,0 +1,68 @@
+import random
+
+from django.db import transaction
+
+from annotate.models import Campaign, Comparison, PolicyVersion, Prompt, Response, Round, TrainingRun
+from annotate.selectors import round_is_complete
+
+
+def round_prompts(*, campaign: Campaign, index: int) -> list[Prompt]:
+    """The prompts a round asks about: the next comparisons_per_round prompts
+    of the campaign, wrapping around, so consecutive rounds cover new ground."""
+    prompts = list(campaign.prompts.order_by("pk"))
+    n = min(campaign.comparisons_per_round, len(prompts))
+    start = (index * n) % len(prompts) if prompts else 0
+    return [prompts[(start + i) % len(prompts)] for i in range(n)]
+
+
+@transaction.atomic
+def round_open(*, campaign: Campaign, index: int, candidate: PolicyVersion, baseline: PolicyVersion) -> Round:
+    """Open round `index`: one comparison per prompt, candidate against
+    baseline answers, sides randomised and recorded. Opening twice returns the
+    first round (the open stage is safe to run again)."""
+    existing = Round.objects.filter(campaign=campaign, index=index).first()
+    if existing is not None:
+        return existing
+    round_ = Round.objects.create(campaign=campaign, index=index, candidate=candidate, baseline=baseline)
+    # Round 0 compares two samples of the base model; later rounds compare
+    # the new policy's first sample with the previous policy's.
+    baseline_sample = 1 if candidate.pk == baseline.pk else 0
+    prompts = round_prompts(campaign=campaign, index=index)
+    responses = {
+        (r.prompt_id, r.policy_version_id, r.sample_index): r
+        for r in Response.objects.filter(prompt__in=prompts, policy_version__in=[candidate, baseline])
+    }
+    rng = random.Random(f"{campaign.pk}:{index}")
+    comparisons = []
+    for prompt in prompts:
+        new = responses.get((prompt.pk, candidate.pk, 0))
+        old = responses.get((prompt.pk, baseline.pk, baseline_sample))
+        if new is None or old is None:
+            raise RuntimeError(
+                f"Prompt {prompt.external_id} has no answer from policy v{candidate.version if new is None else baseline.version}; "
+                "run the generate stage first."
+            )
+        candidate_is_a = rng.random() < 0.5
+        a, b = (new, old) if candidate_is_a else (old, new)
+        comparisons.append(
+            Comparison(round=round_, prompt=prompt, response_a=a, response_b=b, candidate_is_a=candidate_is_a)
+        )
+    Comparison.objects.bulk_create(comparisons)
+    Round.objects.filter(campaign=campaign, index__lt=index).exclude(status=Round.Status.DONE).update(
+        status=Round.Status.DONE
+    )
+    return round_
+
+
+def round_progress_check(*, round_id: int) -> TrainingRun | None:
+    """Start training when the round has every rating it wants and the
+    campaign trains by itself. Safe to run any number of times."""
+    from annotate.services.training import training_run_start
+
+    round_ = Round.objects.select_related("campaign").get(pk=round_id)
+    campaign = round_.campaign
+    if round_.status != Round.Status.COLLECTING or not campaign.auto_train:
+        return None
+    if not round_is_complete(round_=round_):
+        return None
+    return training_run_start(campaign=campaign)

@@ -1,0 +1,206 @@
+"""Training runs as the web process sees them: create, enqueue, record.
+
+The stages themselves run in annotate/pipeline.py, on the gpu queue; nothing
+here imports torch.
+"""
+import time
+import traceback
+from datetime import datetime
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from annotate.errors import Conflict, ValidationFailed
+from annotate.models import Campaign, Round, TrainingRun
+
+User = get_user_model()
+
+STAGES = {
+    TrainingRun.Kind.BOOTSTRAP: ["import", "generate", "open"],
+    TrainingRun.Kind.TRAIN: ["snapshot", "reward", "policy", "generate", "open"],
+}
+CONFIG_SECTIONS = ("reward", "policy", "generate")
+
+
+def training_config_validate(*, config: dict) -> dict:
+    """Check the shape of a training config and each field's name and type
+    against the rlhf dataclasses, so a typo is a 400 now and not a failed run
+    an hour later."""
+    from rlhf.configs import config_errors  # torch-free
+
+    if not isinstance(config, dict):
+        raise ValidationFailed("training_config must be an object with keys " + ", ".join(CONFIG_SECTIONS))
+    errors = config_errors(config)
+    if errors:
+        raise ValidationFailed("training_config is invalid: " + "; ".join(errors), details=errors)
+    return config
+
+
+def _merged_config(campaign: Campaign, overrides: dict | None) -> dict:
+    merged = {section: dict(campaign.training_config.get(section, {})) for section in CONFIG_SECTIONS}
+    for section, values in (overrides or {}).items():
+        merged.setdefault(section, {}).update(values)
+    return merged
+
+
+def training_run_enqueue(*, run: TrainingRun) -> None:
+    """Queue the run's next stage once the surrounding transaction commits, so
+    the worker never reads a run that is not in the database yet."""
+    from annotate.tasks import training_stage_task
+
+    stage = run.stage or STAGES[run.kind][0]
+    if run.stage != stage:
+        TrainingRun.objects.filter(pk=run.pk).update(stage=stage)
+        run.stage = stage
+    run_id = run.pk
+    transaction.on_commit(lambda: training_stage_task.delay(run_id=run_id, stage=stage))
+
+
+@transaction.atomic
+def training_run_start(
+    *, campaign: Campaign, user: User | None = None, overrides: dict | None = None
+) -> TrainingRun:
+    """Close the campaign's collecting round and train on everything rated so
+    far. A second call for the same round returns the first run."""
+    if overrides:
+        training_config_validate(config=overrides)
+    campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+    round_ = campaign.rounds.order_by("-index").first()
+    if round_ is None:
+        raise Conflict("The campaign has no round yet: start it first (POST /api/campaigns/{id}/start/).")
+    existing = TrainingRun.objects.filter(round=round_, kind=TrainingRun.Kind.TRAIN).first()
+    if existing is not None:
+        if existing.status != TrainingRun.Status.FAILED:
+            return existing
+        # A failed run is started again from its failed stage.
+        existing.status = TrainingRun.Status.QUEUED
+        existing.attempts = 0
+        existing.error = ""
+        existing.finished_at = None
+        existing.save(update_fields=["status", "attempts", "error", "finished_at"])
+        Round.objects.filter(pk=round_.pk).update(status=Round.Status.TRAINING)
+        training_run_enqueue(run=existing)
+        return existing
+    if round_.status != Round.Status.COLLECTING:
+        raise Conflict(f"Round {round_.index} is {round_.status}; only a collecting round can be trained on.")
+    from annotate.models import Rating
+
+    if not Rating.objects.filter(comparison__round__campaign=campaign, choice__in=["A", "B"]).exists():
+        raise Conflict("No ratings that prefer one side yet: there is nothing to train on.")
+    round_.status = Round.Status.TRAINING
+    round_.closed_at = timezone.now()
+    round_.save(update_fields=["status", "closed_at"])
+    run = TrainingRun.objects.create(
+        campaign=campaign,
+        round=round_,
+        kind=TrainingRun.Kind.TRAIN,
+        config=_merged_config(campaign, overrides),
+        triggered_by=user,
+    )
+    training_run_enqueue(run=run)
+    return run
+
+
+# --- Recording, called by the pipeline while a stage runs ----------------
+
+
+def training_stage_begin(*, run_id: int, stage: str) -> TrainingRun | None:
+    """Mark a stage running and count the attempt, committed before any work so
+    that a worker killed mid-stage still counts. None: nothing to do."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(pk=run_id)
+        if run.status in (TrainingRun.Status.SUCCEEDED, TrainingRun.Status.FAILED, TrainingRun.Status.CANCELLED):
+            return None
+        if run.stages.get(stage, {}).get("status") == "succeeded":
+            return None
+        if run.stage != stage:
+            # A stale message for a stage the run has moved past or not reached.
+            return None
+        info = run.stages.setdefault(stage, {})
+        if info.get("attempts", 0) >= settings.TRAINING_MAX_ATTEMPTS:
+            # Its worker kept dying before it could record an error (killed,
+            # out of memory): stop here instead of trying forever.
+            training_run_mark_failed(
+                run=run,
+                reason=f"{stage} was started {info['attempts']} times and never finished: "
+                f"the worker was lost each time. Last error: {run.error or 'none recorded'}",
+            )
+            return None
+        now = timezone.now()
+        info.update(status="running", started_at=now.isoformat(), attempts=info.get("attempts", 0) + 1)
+        run.attempts = info["attempts"]
+        run.status = TrainingRun.Status.RUNNING
+        run.progress = 0.0
+        run.started_at = run.started_at or now
+        run.save(update_fields=["stages", "attempts", "status", "progress", "started_at"])
+        return run
+
+
+def training_stage_progress(*, run_id: int, fraction: float) -> None:
+    TrainingRun.objects.filter(pk=run_id).update(progress=max(0.0, min(1.0, float(fraction))))
+
+
+def training_stage_metrics(*, run_id: int, stage: str, step: int, metrics: dict) -> None:
+    clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(pk=run_id)
+        run.metrics.update(clean)
+        run.metrics_history.append({"stage": stage, "step": int(step), "t": round(time.time(), 3), **clean})
+        run.save(update_fields=["metrics", "metrics_history"])
+
+
+@transaction.atomic
+def training_stage_succeed(*, run_id: int, stage: str, outputs: dict) -> TrainingRun:
+    run = TrainingRun.objects.select_for_update().get(pk=run_id)
+    now = timezone.now()
+    info = run.stages.setdefault(stage, {})
+    started = info.get("started_at")
+    info.update(
+        status="succeeded",
+        finished_at=now.isoformat(),
+        seconds=round((now - datetime.fromisoformat(started)).total_seconds(), 3) if started else None,
+        outputs=outputs,
+    )
+    stages = STAGES[run.kind]
+    position = stages.index(stage)
+    run.progress = 1.0
+    run.attempts = 0
+    if position + 1 < len(stages):
+        run.stage = stages[position + 1]
+        run.status = TrainingRun.Status.QUEUED
+        run.save()
+        training_run_enqueue(run=run)
+    else:
+        run.status = TrainingRun.Status.SUCCEEDED
+        run.finished_at = now
+        run.save()
+    return run
+
+
+@transaction.atomic
+def training_stage_fail(*, run_id: int, stage: str, error: BaseException) -> float | None:
+    """Record a stage's error. Returns the delay before the next try, or None
+    when the attempts are spent and the run is now failed."""
+    run = TrainingRun.objects.select_for_update().get(pk=run_id)
+    info = run.stages.setdefault(stage, {})
+    text = "".join(traceback.format_exception(error))[-8000:]
+    info.update(status="error", last_error=text)
+    run.error = f"{stage}: {type(error).__name__}: {error}"
+    if info.get("attempts", 0) < settings.TRAINING_MAX_ATTEMPTS:
+        run.status = TrainingRun.Status.QUEUED
+        run.save(update_fields=["stages", "error", "status"])
+        return float(settings.TRAINING_RETRY_DELAY * 2 ** (info.get("attempts", 1) - 1))
+    training_run_mark_failed(run=run, reason=f"{stage} failed after {info.get('attempts')} attempts: {run.error}")
+    return None
+
+
+def training_run_mark_failed(*, run: TrainingRun, reason: str) -> None:
+    run.status = TrainingRun.Status.FAILED
+    run.error = reason
+    run.finished_at = timezone.now()
+    run.save()
+    if run.round_id:
+        Round.objects.filter(pk=run.round_id).update(status=Round.Status.FAILED)

@@ -1,0 +1,31 @@
+"""Celery tasks: ids in, one service call, nothing else. Nothing heavy is
+imported at module level: the web process imports this module to enqueue."""
+from celery import shared_task
+
+from config.celery import Queue
+
+
+@shared_task(bind=True, queue=Queue.GPU, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+def training_stage_task(self, *, run_id: int, stage: str) -> None:
+    """Run one stage of a training run.
+
+    Safe to run twice: a stage that already succeeded is a no-op, each stage
+    writes its outputs under names derived from the run (publishing the same
+    version again finds the first), and attempts are counted in the database
+    before any work starts, so a stage that keeps killing its worker stops
+    after TRAINING_MAX_ATTEMPTS and the run shows as failed.
+    """
+    from annotate.pipeline import training_stage_execute  # torch: worker only
+
+    delay = training_stage_execute(run_id=run_id, stage=stage)
+    if delay is not None:
+        raise self.retry(countdown=delay)
+
+
+@shared_task(queue=Queue.DEFAULT, acks_late=True, max_retries=3)
+def round_progress_check_task(*, round_id: int) -> None:
+    """Start training if the round is complete. Safe to run twice: starting a
+    round's training returns the existing run."""
+    from annotate.services.rounds import round_progress_check
+
+    round_progress_check(round_id=round_id)

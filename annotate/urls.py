@@ -1,0 +1,25 @@
+from django.urls import path
+from rest_framework.authtoken.views import obtain_auth_token
+
+from annotate.apis import annotator, campaigns, training
+
+urlpatterns = [
+    path("auth/token/", obtain_auth_token, name="api-token"),
+    # annotators
+    path("campaigns/", annotator.CampaignListApi.as_view(), name="campaign-list"),
+    path("campaigns/<int:campaign_id>/next/", annotator.ComparisonNextApi.as_view(), name="comparison-next"),
+    path("campaigns/<int:campaign_id>/progress/", annotator.CampaignProgressApi.as_view(), name="campaign-progress"),
+    path("comparisons/<int:comparison_id>/renew/", annotator.LeaseRenewApi.as_view(), name="lease-renew"),
+    path("ratings/", annotator.RatingCreateApi.as_view(), name="rating-create"),
+    # campaign admins
+    path("campaigns/create/", campaigns.CampaignCreateApi.as_view(), name="campaign-create"),
+    path("campaigns/<int:campaign_id>/", campaigns.CampaignDetailApi.as_view(), name="campaign-detail"),
+    path("campaigns/<int:campaign_id>/prompts/import/", campaigns.PromptImportApi.as_view(), name="prompt-import"),
+    path("campaigns/<int:campaign_id>/annotators/", campaigns.CampaignAnnotatorsAddApi.as_view(), name="campaign-annotators"),
+    path("campaigns/<int:campaign_id>/start/", campaigns.CampaignStartApi.as_view(), name="campaign-start"),
+    # ML engineers
+    path("campaigns/<int:campaign_id>/train/", training.TrainingTriggerApi.as_view(), name="training-trigger"),
+    path("campaigns/<int:campaign_id>/models/", training.ModelVersionListApi.as_view(), name="model-versions"),
+    path("training-runs/", training.TrainingRunListApi.as_view(), name="training-run-list"),
+    path("training-runs/<int:run_id>/", training.TrainingRunDetailApi.as_view(), name="training-run-detail"),
+]

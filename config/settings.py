@@ -1,0 +1,187 @@
+"""Settings, all read from the environment here and nowhere else.
+
+With no environment set, Ratchet runs on the embedded default that `make run`
+uses: SQLite, a Celery broker in a local folder and the model store in a local
+folder, all under RATCHET_DATA_DIR (./var). Set DATABASE_URL and
+CELERY_BROKER_URL to run on PostgreSQL and Redis (docker compose, CI).
+"""
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(os.environ.get("RATCHET_DATA_DIR", BASE_DIR / "var")).resolve()
+
+
+def _bool(name: str, default: bool) -> bool:
+    return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
+
+
+DEBUG = _bool("DJANGO_DEBUG", True)
+# The embedded default is for one machine; production sets its own key.
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "dev-only-insecure-key-change-me")
+ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",")
+CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "annotate",
+    "frontend",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+# --- Database -------------------------------------------------------------
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL", f"sqlite:///{DATA_DIR / 'ratchet.sqlite3'}"),
+        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "0")),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {
+        # IMMEDIATE takes the write lock at BEGIN, so two requests leasing the
+        # last slot of a comparison serialise instead of both reading "free"
+        # (SQLite has no SELECT ... FOR UPDATE).
+        "transaction_mode": "IMMEDIATE",
+        # Web and worker are separate processes on one file: wait for the
+        # other's write instead of failing with "database is locked".
+        "timeout": 30,
+        # WAL lets readers run while one process writes.
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    DATABASES["default"].setdefault("TEST", {})
+    # A file, not :memory:, so a worker process can share the test database.
+    DATABASES["default"]["TEST"]["NAME"] = str(DATA_DIR / "test-ratchet.sqlite3")
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/login/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+
+# --- Ratchet --------------------------------------------------------------
+# Where published model versions and dataset snapshots live (a local folder;
+# on several machines, a shared mount).
+MODEL_STORE = os.environ.get("RATCHET_MODEL_STORE", str(DATA_DIR / "store"))
+# Largest JSONL import accepted in one request, in bytes, and the longest
+# single text: both keep a bad upload from filling memory or the database.
+IMPORT_MAX_BYTES = int(os.environ.get("RATCHET_IMPORT_MAX_BYTES", str(20 * 1024 * 1024)))
+TEXT_MAX_CHARS = int(os.environ.get("RATCHET_TEXT_MAX_CHARS", "20000"))
+# A stage that raised is retried this many times in all before its run fails.
+TRAINING_MAX_ATTEMPTS = int(os.environ.get("RATCHET_TRAINING_MAX_ATTEMPTS", "3"))
+# Seconds before a failed stage is tried again (doubles with each attempt).
+TRAINING_RETRY_DELAY = int(os.environ.get("RATCHET_TRAINING_RETRY_DELAY", "5"))
+
+# --- REST framework -------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "annotate.apis.schema.RatchetAutoSchema",
+    "EXCEPTION_HANDLER": "annotate.apis.errors.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Ratchet API",
+    "DESCRIPTION": "Pairwise human feedback in, a better model out.",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",  # served locally: no CDN needed
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "CampaignStatusEnum": "annotate.models.Campaign.Status",
+        "TrainingRunStatusEnum": "annotate.models.TrainingRun.Status",
+    },
+}
+
+# --- Celery ---------------------------------------------------------------
+BROKER_DIR = DATA_DIR / "broker"
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    # The serverless broker: each message is a file in this folder, shared by
+    # the web process and the worker on one machine.
+    for sub in ("queue", "processed", "control"):
+        (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(BROKER_DIR / "queue"),
+        "data_folder_out": str(BROKER_DIR / "queue"),
+        "processed_folder": str(BROKER_DIR / "processed"),
+        "control_folder": str(BROKER_DIR / "control"),
+        "store_processed": False,
+    }
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # Longer than any task's time limit, so Redis never re-delivers a
+        # training stage that is still running on a live worker.
+        "visibility_timeout": 6 * 3600,
+    }
+CELERY_TASK_DEFAULT_QUEUE = "default"
+# Results live in the database (TrainingRun); Celery keeps none.
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+# A task is acknowledged only when it finished, and re-queued if its worker
+# died, so a killed worker loses no training stage. Stages are idempotent.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# One message at a time per process: a gpu worker must not hoard stages.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = 5 * 3600
+CELERY_TASK_SOFT_TIME_LIMIT = 5 * 3600 - 60
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_ALWAYS_EAGER = _bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_TASK_ROUTES = {"annotate.tasks.training_stage_task": {"queue": "gpu"}}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+}

@@ -1,0 +1,113 @@
+"""The trainers' config dataclasses, torch-free so the web process can build,
+validate and store them (DESIGN.md: the web never imports torch). The trainers
+re-export them: `from rlhf.reward import RewardConfig` works too.
+
+    python -m rlhf.train_reward --help   # every field below is a CLI flag
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+
+@dataclass
+class RewardConfig:
+    lr: float = 1e-5  # AdamW learning rate; 1e-5 suits full fine-tuning of ~100M+ models
+    epochs: int = 1  # passes over the training pairs
+    batch_size: int = 8  # pairs per optimizer step (2x sequences per forward)
+    max_length: int = 512  # tokens per prompt+response; longer texts keep their last tokens
+    eval_fraction: float = 0.2  # share of prompts (not pairs) held out for eval
+    seed: int = 0  # data order, split and score-head init
+    margin: bool = True  # subtract each row's `margin` inside the Bradley–Terry sigmoid
+    center_rewards_coefficient: float | None = None  # weight of mean((r_c + r_r)^2); None = off
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+    max_grad_norm: float = 1.0  # gradient clipping threshold (L2 norm)
+    log_every: int = 10  # optimizer steps between train/* metric reports
+    eval_every: int = 0  # optimizer steps between evals; 0 = at the end of each epoch
+    patience: int | None = None  # evals without eval/loss improvement before stopping; None = never stop early
+
+
+@dataclass
+class RLOOConfig:
+    k: int = 4  # samples per prompt; the baseline of each is the mean of the other k-1
+    beta: float = 0.05  # KL coefficient: reward' = reward - beta * sum_t(logp_old - logp_ref)
+    lr: float = 1e-6  # AdamW learning rate (TRL's RLOO default; tiny test models need ~1e-3)
+    num_iterations: int = 10  # sample-then-update rounds
+    prompts_per_iteration: int = 8  # prompts sampled per round (k completions each)
+    ppo_epochs: int = 1  # optimisation passes over each round's samples
+    minibatch_size: int = 16  # sequences per optimizer step
+    cliprange: float = 0.2  # PPO clip on the importance ratio: [1 - c, 1 + c]
+    ratio_level: str = "sequence"  # "sequence" (TRL RLOO: exp of summed token log-ratios) or "token"
+    normalize_advantages: bool = False  # rescale advantages to unit std per round
+    max_new_tokens: int = 64  # completion length cap, in tokens
+    temperature: float = 1.0  # sampling temperature; log-probs use the same temperature
+    generation_batch_size: int = 32  # sequences per generate call
+    logprob_batch_size: int = 32  # sequences per no-grad log-prob forward
+    max_grad_norm: float = 1.0  # gradient clipping threshold (L2 norm)
+    reward_batch_size: int = 16  # sequences per reward-model forward
+    seed: int = 0  # sampling and prompt order
+
+
+@dataclass
+class GenerateConfig:
+    max_new_tokens: int = 64  # completion length cap, in tokens
+    temperature: float = 0.8  # softmax temperature; ignored when do_sample is False
+    top_p: float = 0.95  # nucleus sampling mass; 1.0 = off
+    do_sample: bool = True  # False = greedy decoding
+    seed: int = 0  # torch RNG seed set once before the first batch
+    batch_size: int = 16  # sequences (prompts x samples) per generate call
+
+
+# The sections of a training config as the platform stores it per run.
+SECTIONS = {"reward": RewardConfig, "policy": RLOOConfig, "generate": GenerateConfig}
+
+
+def from_dict(cls, values: dict):
+    """cls(**values), with a message naming the unknown keys."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no field(s) {unknown}; known: {sorted(names)}")
+    return cls(**values)
+
+
+def _type_ok(value, tp) -> bool:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, arg) for arg in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(tp, type):
+        return isinstance(value, tp)
+    return True
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp)
+
+
+def config_errors(config: dict) -> list[str]:
+    """Every problem with a {"reward": {...}, "policy": {...}, "generate": {...}} dict."""
+    sections = SECTIONS
+    errors = []
+    for section, values in config.items():
+        cls = sections.get(section)
+        if cls is None:
+            errors.append(f"unknown section '{section}' (use {', '.join(sections)})")
+            continue
+        if not isinstance(values, dict):
+            errors.append(f"'{section}' must be an object")
+            continue
+        hints = typing.get_type_hints(cls)
+        for key, value in values.items():
+            if key not in hints:
+                errors.append(f"{section}.{key} is not a setting (known: {', '.join(sorted(hints))})")
+            elif not _type_ok(value, hints[key]):
+                errors.append(f"{section}.{key} must be {_type_name(hints[key])}, not {value!r}")
+    return errors

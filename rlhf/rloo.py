@@ -1,0 +1,198 @@
+"""RLOO policy step: k samples per prompt, leave-one-out baseline, KL to a
+frozen reference folded into the reward, clipped importance ratio (as TRL's
+RLOOTrainer).
+
+    python -m rlhf.train_policy --prompts p.jsonl --policy PATH --ref PATH --reward PATH --out DIR [--num-iterations 20]
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from rlhf import _torch
+from rlhf.chat import format_prompt
+from rlhf.configs import RLOOConfig  # re-exported: callers import it from here too
+from rlhf.generate import load_policy, sample
+
+RewardFn = Callable[[list, list[str]], list[float]]
+
+
+def rloo_advantages(rewards: torch.Tensor, k: int) -> torch.Tensor:
+    """rewards grouped prompt-major ([p0s0..p0s(k-1), p1s0, ...]) -> r_i - mean(others)."""
+    if k < 2:
+        raise ValueError("RLOO needs k >= 2 samples per prompt for a leave-one-out baseline")
+    grouped = rewards.view(-1, k)
+    baseline = (grouped.sum(dim=1, keepdim=True) - grouped) / (k - 1)
+    return (grouped - baseline).reshape(-1)
+
+
+def token_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature: float) -> torch.Tensor:
+    """Per-token log-prob of each completion token, (n, C)."""
+    input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+    attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
+    # Positions as generate() assigns them under left padding, so the scored
+    # distribution is the one that was sampled from.
+    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+    n_completion = completion_ids.size(1)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                   use_cache=False, logits_to_keep=n_completion + 1).logits
+    logits = logits[:, :-1, :].float() / temperature
+    return torch.log_softmax(logits, dim=-1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
+
+
+@torch.no_grad()
+def _batched_logprobs(model, rollout, batch_size, temperature, dev):
+    out = []
+    for i in range(0, rollout.prompt_ids.size(0), batch_size):
+        sl = slice(i, i + batch_size)
+        with _torch.autocast(dev):
+            out.append(token_logprobs(model, rollout.prompt_ids[sl], rollout.prompt_mask[sl],
+                                      rollout.completion_ids[sl], rollout.completion_mask[sl], temperature))
+    return torch.cat(out)
+
+
+def _pad_cat(tensors: list[torch.Tensor], value: int, left: bool) -> torch.Tensor:
+    width = max(t.size(1) for t in tensors)
+    padded = []
+    for t in tensors:
+        fill = t.new_full((t.size(0), width - t.size(1)), value)
+        padded.append(torch.cat([fill, t] if left else [t, fill], dim=1))
+    return torch.cat(padded)
+
+
+def _rollout(model, tokenizer, prompt_texts, config: RLOOConfig):
+    """Sample in generation-sized chunks, then stitch the chunks into one padded batch."""
+    from rlhf.generate import Rollout
+
+    parts = [sample(model, tokenizer, prompt_texts[i : i + config.generation_batch_size], config.max_new_tokens,
+                    do_sample=True, temperature=config.temperature, top_p=1.0, top_k=0)
+             for i in range(0, len(prompt_texts), config.generation_batch_size)]
+    pad = tokenizer.pad_token_id
+    return Rollout(
+        prompt_ids=_pad_cat([p.prompt_ids for p in parts], pad, left=True),
+        prompt_mask=_pad_cat([p.prompt_mask for p in parts], 0, left=True),
+        completion_ids=_pad_cat([p.completion_ids for p in parts], pad, left=False),
+        completion_mask=_pad_cat([p.completion_mask for p in parts], 0, left=False),
+        texts=[t for p in parts for t in p.texts],
+    )
+
+
+def rloo_train(
+    config: RLOOConfig,
+    prompts: list,
+    policy_path: str,
+    ref_path: str,
+    out_dir: str | Path,
+    reward_path: str | None = None,
+    reward_fn: RewardFn | None = None,
+    on_metrics: Callable[[int, dict], None] | None = None,
+    on_progress: Callable[[float], None] | None = None,
+    meta: dict | None = None,
+) -> dict:
+    """Run config.num_iterations RLOO rounds from policy_path; save to out_dir; return last metrics."""
+    # --- setup: policy (trained), reference (frozen), reward source, optimizer ---
+    if (reward_path is None) == (reward_fn is None):
+        raise ValueError("pass exactly one of reward_path (a reward model folder) or reward_fn (a callable)")
+    if not prompts:
+        raise ValueError("rloo_train got no prompts")
+    if config.ratio_level not in ("sequence", "token"):
+        raise ValueError(f"ratio_level must be 'sequence' or 'token', got {config.ratio_level!r}")
+    dev = _torch.device()
+    _torch.seed_all(config.seed)
+    policy, tokenizer = load_policy(policy_path, dev)
+    ref, _ = load_policy(ref_path, dev)
+    ref.requires_grad_(False)
+    if reward_fn is None:
+        from rlhf.reward import RewardScorer
+
+        scorer = RewardScorer(reward_path)
+        reward_fn = lambda ps, cs: scorer(ps, cs, batch_size=config.reward_batch_size)  # noqa: E731
+    # The policy stays in eval mode: dropout would make the "old" and "new"
+    # log-probs of the same weights differ and bias the ratio.
+    policy.eval()
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr)
+    order_rng = random.Random(config.seed)
+    order: list[int] = []
+    metrics: dict = {}
+
+    # --- loop: sample k per prompt, score, advantages, clipped updates ---
+    for it in range(config.num_iterations):
+        batch_prompts = []
+        while len(batch_prompts) < min(config.prompts_per_iteration, len(prompts)):
+            if not order:
+                order = list(range(len(prompts)))
+                order_rng.shuffle(order)
+            batch_prompts.append(prompts[order.pop()])
+        repeated = [p for p in batch_prompts for _ in range(config.k)]
+        rollout = _rollout(policy, tokenizer, [format_prompt(tokenizer, p) for p in repeated], config)
+        mask = rollout.completion_mask.float()
+        old_logps = _batched_logprobs(policy, rollout, config.logprob_batch_size, config.temperature, dev)
+        ref_logps = _batched_logprobs(ref, rollout, config.logprob_batch_size, config.temperature, dev)
+        raw = torch.tensor(reward_fn(repeated, rollout.texts), dtype=torch.float32, device=dev)
+        kl = ((old_logps - ref_logps) * mask).sum(dim=1)
+        advantages = rloo_advantages(raw - config.beta * kl, config.k)
+        if config.normalize_advantages:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-4)
+
+        losses = []
+        n = len(repeated)
+        for _ in range(config.ppo_epochs):
+            perm = torch.randperm(n, device=dev)
+            for i in range(0, n, config.minibatch_size):
+                idx = perm[i : i + config.minibatch_size]
+                with _torch.autocast(dev):
+                    new_logps = token_logprobs(policy, rollout.prompt_ids[idx], rollout.prompt_mask[idx],
+                                               rollout.completion_ids[idx], rollout.completion_mask[idx],
+                                               config.temperature)
+                m, adv = mask[idx], advantages[idx]
+                if config.ratio_level == "sequence":
+                    ratio = torch.exp(((new_logps - old_logps[idx]) * m).sum(dim=1))
+                    clipped = ratio.clamp(1 - config.cliprange, 1 + config.cliprange)
+                    loss = -torch.min(ratio * adv, clipped * adv).mean()
+                else:
+                    ratio = torch.exp(new_logps - old_logps[idx])
+                    clipped = ratio.clamp(1 - config.cliprange, 1 + config.cliprange)
+                    per_token = -torch.min(ratio * adv[:, None], clipped * adv[:, None])
+                    loss = ((per_token * m).sum(dim=1) / m.sum(dim=1).clamp(min=1)).mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+                optimizer.step()
+                losses.append(loss.item())
+
+        metrics = {
+            "policy/kl": kl.mean().item(),
+            "policy/reward_mean": raw.mean().item(),
+            "policy/loss": sum(losses) / len(losses),
+            "policy/advantage_std": advantages.std().item(),
+            "policy/completion_length": mask.sum(dim=1).mean().item(),
+        }
+        if on_metrics:
+            on_metrics(it + 1, dict(metrics))
+        if on_progress:
+            on_progress((it + 1) / config.num_iterations)
+
+    # --- save: policy weights, tokenizer, meta.json ---
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    policy.save_pretrained(out)
+    tokenizer.padding_side = "left"
+    tokenizer.save_pretrained(out)
+    (out / "meta.json").write_text(json.dumps({
+        "kind": "policy",
+        "algorithm": "rloo",
+        "parent": str(policy_path),
+        "ref": str(ref_path),
+        "reward": str(reward_path) if reward_path else "reward_fn",
+        "config": asdict(config),
+        "metrics": metrics,
+        "n_prompts": len(prompts),
+        **(meta or {}),
+    }, indent=2, default=str))
+    return metrics

@@ -1,0 +1,174 @@
+"""The annotator's side of the API: leasing the next comparison, blind."""
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from annotate.models import Assignment, Comparison, Rating
+from annotate.services.assignments import comparison_lease_next
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def next_url(campaign_id: int) -> str:
+    return f"/api/campaigns/{campaign_id}/next/"
+
+
+def rate(client, comparison_id: int, choice: str = "A", strength: int | None = 2, key: str | None = None):
+    import uuid
+
+    body = {"comparison": comparison_id, "choice": choice, "idempotency_key": key or str(uuid.uuid4())}
+    if strength is not None:
+        body["strength"] = strength
+    return client.post("/api/ratings/", body, format="json")
+
+
+def test_comparison_next_leases_one_comparison_to_the_annotator(open_round, annotator_client, annotator):
+    # when
+    answer = annotator_client.post(next_url(open_round.campaign_id))
+    # then
+    assert answer.status_code == 200
+    comparison = Comparison.objects.get(pk=answer.data["comparison"])
+    assert comparison.round_id == open_round.pk
+    assert answer.data["response_a"] == comparison.response_a.text
+    assert answer.data["response_b"] == comparison.response_b.text
+    assert answer.data["prompt"] == comparison.prompt.text
+    lease = Assignment.objects.get(annotator=annotator)
+    assert lease.comparison_id == comparison.pk
+    assert lease.status == Assignment.Status.LEASED
+    assert lease.leased_until > timezone.now()
+
+
+def test_comparison_next_returns_the_same_comparison_on_reload_while_the_lease_holds(open_round, annotator_client):
+    # given
+    first = annotator_client.post(next_url(open_round.campaign_id)).data
+    # when
+    again = annotator_client.post(next_url(open_round.campaign_id)).data
+    # then
+    assert again["comparison"] == first["comparison"]
+    assert Assignment.objects.count() == 1
+
+
+def test_comparison_next_respects_overlap_k(make_open_round, make_user, api_client_for):
+    # given: one comparison, k=2, three annotators
+    users = [make_user("annotator") for _ in range(3)]
+    round_ = make_open_round(prompts=1, overlap=2, annotators=users)
+    first, second, third = (api_client_for(u) for u in users)
+    # when
+    a = first.post(next_url(round_.campaign_id))
+    b = second.post(next_url(round_.campaign_id))
+    c = third.post(next_url(round_.campaign_id))
+    # then: two leases, and the third annotator finds no work
+    assert a.status_code == b.status_code == 200
+    assert a.data["comparison"] == b.data["comparison"]
+    assert c.status_code == 204
+    assert Assignment.objects.filter(comparison_id=a.data["comparison"]).count() == 2
+
+
+def test_comparison_next_gives_the_third_annotator_a_different_comparison_when_k_is_taken(
+    make_open_round, make_user, api_client_for
+):
+    # given: two comparisons, k=2, three annotators
+    users = [make_user("annotator") for _ in range(3)]
+    round_ = make_open_round(prompts=2, overlap=2, annotators=users)
+    # when
+    got = [api_client_for(u).post(next_url(round_.campaign_id)).data["comparison"] for u in users]
+    # then
+    assert got[0] == got[1]
+    assert got[2] != got[0]
+
+
+def test_comparison_next_never_gives_an_annotator_a_comparison_they_rated(open_round, annotator_client):
+    # given
+    seen = []
+    # when: rate until no work is left
+    for _ in range(10):
+        answer = annotator_client.post(next_url(open_round.campaign_id))
+        if answer.status_code == 204:
+            break
+        seen.append(answer.data["comparison"])
+        assert rate(annotator_client, answer.data["comparison"]).status_code == 201
+    # then: each of the round's three comparisons exactly once
+    assert sorted(seen) == sorted(open_round.comparisons.values_list("pk", flat=True))
+    assert annotator_client.post(next_url(open_round.campaign_id)).status_code == 204
+
+
+def test_comparison_next_returns_expired_leases_to_the_pool(make_open_round, annotator, other_annotator, api_client_for):
+    # given: k=1 and the only comparison leased by someone whose lease ran out
+    round_ = make_open_round(prompts=1, overlap=1, annotators=[annotator, other_annotator])
+    taken = api_client_for(annotator).post(next_url(round_.campaign_id)).data["comparison"]
+    assert api_client_for(other_annotator).post(next_url(round_.campaign_id)).status_code == 204
+    Assignment.objects.filter(annotator=annotator).update(leased_until=timezone.now() - timedelta(seconds=1))
+    # when
+    answer = api_client_for(other_annotator).post(next_url(round_.campaign_id))
+    # then
+    assert answer.status_code == 200
+    assert answer.data["comparison"] == taken
+
+
+def test_comparison_next_never_tells_the_annotator_which_policy_wrote_which_side(open_round, annotator_client):
+    # when
+    answer = annotator_client.post(next_url(open_round.campaign_id))
+    # then: nothing about policies, versions, sides or paths
+    body = answer.content.decode()
+    assert set(answer.data) == {
+        "comparison", "round", "prompt", "prompt_turns", "response_a", "response_b", "leased_until", "progress"
+    }
+    for leak in ("candidate", "baseline", "policy", "version", "sha256", "/nonexistent/store"):
+        assert leak not in body
+
+
+def test_comparison_next_skips_comparisons_that_are_full_with_ratings_and_others_leases(make_open_round, make_user):
+    # given: k=2; 25 comparisons each hold one rating and one live lease of
+    # someone else (full), and one comparison is untouched. The full ones sort
+    # first (most ratings first).
+    others = [make_user("annotator") for _ in range(2)]
+    me = make_user("annotator")
+    round_ = make_open_round(prompts=26, overlap=2, annotators=[*others, me])
+    comparisons = list(round_.comparisons.order_by("pk"))
+    free, full = comparisons[-1], comparisons[:-1]
+    now = timezone.now()
+    for c in full:
+        Rating.objects.create(comparison=c, annotator=others[0], choice="tie")
+        Assignment.objects.create(comparison=c, annotator=others[0], status="done", leased_at=now, leased_until=now)
+        Assignment.objects.create(
+            comparison=c, annotator=others[1], leased_at=now, leased_until=now + timedelta(minutes=5)
+        )
+    Comparison.objects.filter(pk__in=[c.pk for c in full]).update(rating_count=1)
+    # when
+    lease = comparison_lease_next(annotator=me, campaign=round_.campaign)
+    # then
+    assert lease is not None, "work is left, yet the annotator was told there is none"
+    assert lease.comparison_id == free.pk
+
+
+def test_comparison_next_is_404_for_a_campaign_the_annotator_is_not_in(open_round, make_user, api_client_for):
+    # given
+    outsider = api_client_for(make_user("annotator"))
+    # when
+    answer = outsider.post(next_url(open_round.campaign_id))
+    # then
+    assert answer.status_code == 404
+    assert Assignment.objects.count() == 0
+
+
+def test_campaign_list_shows_an_annotator_only_their_campaigns(open_round, make_open_round, annotator_client):
+    # given: a second campaign the annotator is not in
+    make_open_round(prompts=1, annotators=[UserFactory(roles=["annotator"])])
+    # when
+    answer = annotator_client.get("/api/campaigns/")
+    # then
+    assert answer.status_code == 200
+    assert [c["id"] for c in answer.data] == [open_round.campaign_id]
+
+
+def test_lease_renew_extends_a_live_lease(open_round, annotator_client, annotator):
+    # given
+    comparison = annotator_client.post(next_url(open_round.campaign_id)).data["comparison"]
+    Assignment.objects.filter(annotator=annotator).update(leased_until=timezone.now() + timedelta(seconds=5))
+    # when
+    answer = annotator_client.post(f"/api/comparisons/{comparison}/renew/")
+    # then
+    assert answer.status_code == 200
+    assert Assignment.objects.get(annotator=annotator).leased_until > timezone.now() + timedelta(seconds=500)

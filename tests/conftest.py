@@ -1,0 +1,107 @@
+"""Fixtures shared by the Django-side tests: users per role, API clients
+authenticated by token per role, and collecting rounds built without any ML.
+
+Nothing here is autouse, so the rlhf tests (which need no database) are not
+touched by it."""
+import pytest
+
+from annotate.models import Role
+
+
+@pytest.fixture
+def make_user(db):
+    """make_user(Role.ANNOTATOR, Role.ML_ENGINEER, username="x") -> User."""
+    from tests.factories import UserFactory
+
+    def make(*roles: str, **fields):
+        return UserFactory(roles=list(roles), **fields)
+
+    return make
+
+
+@pytest.fixture
+def annotator(make_user):
+    return make_user(Role.ANNOTATOR, username="ann")
+
+
+@pytest.fixture
+def other_annotator(make_user):
+    return make_user(Role.ANNOTATOR, username="ann-other")
+
+
+@pytest.fixture
+def campaign_admin(make_user):
+    return make_user(Role.CAMPAIGN_ADMIN, username="admin")
+
+
+@pytest.fixture
+def ml_engineer(make_user):
+    return make_user(Role.ML_ENGINEER, username="engineer")
+
+
+@pytest.fixture
+def api_client_for():
+    """api_client_for(user) -> an APIClient sending that user's token."""
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    def make(user):
+        client = APIClient()
+        token, _ = Token.objects.get_or_create(user=user)
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        client.user = user
+        return client
+
+    return make
+
+
+@pytest.fixture
+def anonymous_client():
+    from rest_framework.test import APIClient
+
+    return APIClient()
+
+
+@pytest.fixture
+def annotator_client(api_client_for, annotator):
+    return api_client_for(annotator)
+
+
+@pytest.fixture
+def campaign_admin_client(api_client_for, campaign_admin):
+    return api_client_for(campaign_admin)
+
+
+@pytest.fixture
+def ml_engineer_client(api_client_for, ml_engineer):
+    return api_client_for(ml_engineer)
+
+
+@pytest.fixture
+def make_open_round(db):
+    """make_open_round(prompts=4, overlap=2, annotators=[...]) -> a collecting
+    round 0 of a fresh active campaign: policy v0 with fake files, two answers
+    per prompt, comparisons opened by annotate.services.rounds.round_open."""
+    from tests.factories import open_round
+
+    return open_round
+
+
+@pytest.fixture
+def open_round(make_open_round, annotator, other_annotator):
+    """Round 0 with 3 comparisons, overlap k=2, `annotator` and
+    `other_annotator` in the campaign's pool."""
+    return make_open_round(prompts=3, overlap=2, annotators=[annotator, other_annotator])
+
+
+@pytest.fixture
+def celery_eager():
+    """Run tasks in-process instead of sending them to Redis, for tests whose
+    on_commit callbacks do run (transactional_db). The Celery app read its
+    settings at import, so override_settings would not reach it."""
+    from config.celery import app
+
+    before = (app.conf.task_always_eager, app.conf.task_eager_propagates)
+    app.conf.task_always_eager, app.conf.task_eager_propagates = True, True
+    yield app
+    app.conf.task_always_eager, app.conf.task_eager_propagates = before

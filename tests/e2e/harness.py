@@ -1,0 +1,182 @@
+"""Start the real platform (web + Celery worker) as separate processes and
+talk to it over HTTP, as a user would. Used by the end-to-end tests and the
+round benchmark."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, body):
+        super().__init__(f"HTTP {status}: {body}")
+        self.status, self.body = status, body
+
+
+class Client:
+    """A tiny JSON client over urllib (no extra dependency)."""
+
+    def __init__(self, base: str, token: str | None = None):
+        self.base, self.token = base, token
+
+    def request(self, method: str, path: str, body=None, raw: bytes | None = None, content_type="application/json"):
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", content_type)
+        if self.token:
+            req.add_header("Authorization", f"Token {self.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                payload = resp.read()
+                return resp.status, (json.loads(payload) if payload else None)
+        except urllib.error.HTTPError as exc:
+            payload = exc.read()
+            try:
+                parsed = json.loads(payload)
+            except ValueError:
+                parsed = payload.decode(errors="replace")
+            return exc.code, parsed
+
+    def get(self, path):
+        return self.request("GET", path)
+
+    def post(self, path, body=None, **kw):
+        return self.request("POST", path, body, **kw)
+
+
+class Platform:
+    """web (gunicorn) + one Celery worker on queues default and gpu, on the
+    database and broker given (PostgreSQL + Redis, or SQLite + folder)."""
+
+    def __init__(self, workdir: Path, *, backend: str):
+        self.workdir = Path(workdir)
+        self.backend = backend
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.procs: list[subprocess.Popen] = []
+        self.db_name = None
+        env = dict(os.environ)
+        env.update(
+            RATCHET_DATA_DIR=str(self.workdir / "var"),
+            RATCHET_MODEL_STORE=str(self.workdir / "var" / "store"),
+            HF_HUB_OFFLINE="1",
+            DJANGO_DEBUG="0",
+            DJANGO_SECRET_KEY="e2e-" + uuid.uuid4().hex,
+            PYTHONUNBUFFERED="1",
+            RATCHET_TRAINING_RETRY_DELAY="1",
+            OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "2"),
+        )
+        if backend == "services":
+            self.admin_dsn = os.environ.get("RATCHET_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+            self.db_name = "ratchet_e2e_" + uuid.uuid4().hex[:10]
+            env["DATABASE_URL"] = self.admin_dsn.rsplit("/", 1)[0] + "/" + self.db_name
+            env["CELERY_BROKER_URL"] = os.environ.get("RATCHET_TEST_REDIS", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0] + "/" + str(
+                int(uuid.uuid4().int % 14) + 1
+            )
+        elif backend == "embedded":
+            env.pop("DATABASE_URL", None)
+            env.pop("CELERY_BROKER_URL", None)
+        else:
+            raise ValueError(backend)
+        self.env = env
+
+    # -- lifecycle -----------------------------------------------------------
+    def manage(self, *args: str, check=True) -> str:
+        out = subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=600
+        )
+        if check and out.returncode != 0:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
+        return out.stdout.strip()
+
+    def start(self, worker_env: dict | None = None) -> "Platform":
+        if self.db_name:
+            with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{self.db_name}"')
+        self.manage("migrate", "--no-input", "-v0")
+        self._spawn(
+            "web",
+            [sys.executable, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{self.port}", "-w", "2", "--timeout", "120"],
+        )
+        self.start_worker(worker_env)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("web did not start; see " + str(self.workdir / "web.log"))
+
+    def start_worker(self, extra_env: dict | None = None) -> subprocess.Popen:
+        return self._spawn(
+            "worker",
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,gpu", "-c", "1",
+             "--prefetch-multiplier", "1", "-l", "info", "-n", f"e2e-{uuid.uuid4().hex[:6]}@%h"],
+            extra_env,
+        )
+
+    def _spawn(self, name: str, cmd: list[str], extra_env: dict | None = None) -> subprocess.Popen:
+        log = open(self.workdir / f"{name}.log", "ab")
+        env = {**self.env, **(extra_env or {})}
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc.name = name
+        self.procs.append(proc)
+        return proc
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {p.name}.log ---\n" + (self.workdir / f"{p.name}.log").read_text(errors="replace")[-6000:]
+            for p in self.procs
+        )
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if self.db_name:
+            with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+
+    # -- users ---------------------------------------------------------------
+    def user(self, username: str, *roles: str) -> Client:
+        args = ["ratchet_user", username, "--password", "pw-" + username]
+        for role in roles:
+            args += ["--role", role]
+        return Client(self.base, self.manage(*args).splitlines()[-1])
+
+    def wait_for(self, predicate, *, timeout: float, what: str, interval: float = 0.5):
+        deadline = time.time() + timeout
+        last = None
+        while time.time() < deadline:
+            last = predicate()
+            if last:
+                return last
+            time.sleep(interval)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{self.logs()}")

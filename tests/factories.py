@@ -1,0 +1,108 @@
+"""factory_boy factories for the annotate models, and `open_round`, which
+builds a collecting round without any ML (fake policy files, canned answers)."""
+import hashlib
+
+import factory
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
+from django.contrib.auth.models import Group
+from rest_framework.authtoken.models import Token
+
+from annotate.models import Campaign, PolicyVersion, Prompt, Response, Round
+from annotate.services.rounds import round_open
+
+User = get_user_model()
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    """A user with the given roles (group names) and an API token.
+
+    The password is unusable: tests authenticate with the token, and skipping
+    the password hash keeps creating thirty annotators fast."""
+
+    class Meta:
+        model = User
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    password = factory.LazyFunction(lambda: make_password(None))  # unusable, and no hashing
+
+    @factory.post_generation
+    def roles(self, create, extracted, **kwargs):
+        if create and extracted:
+            # The groups come from migration 0002; get_or_create keeps the
+            # factory usable if a test flushed them.
+            self.groups.set([Group.objects.get_or_create(name=role)[0] for role in extracted])
+
+    @factory.post_generation
+    def token(self, create, extracted, **kwargs):
+        if create:
+            Token.objects.get_or_create(user=self)
+
+
+class CampaignFactory(factory.django.DjangoModelFactory):
+    """An active campaign. auto_train is off by default so that a test that
+    fills a round never starts a (torch) training run by accident."""
+
+    class Meta:
+        model = Campaign
+        skip_postgeneration_save = True
+
+    name = factory.Sequence(lambda n: f"campaign {n}")
+    instructions = "Pick the more helpful answer."
+    overlap = 2
+    comparisons_per_round = 64
+    lease_ttl_seconds = 600
+    base_model = "fake/base-model"
+    auto_train = False
+    status = Campaign.Status.ACTIVE
+
+    @factory.post_generation
+    def annotators(self, create, extracted, **kwargs):
+        if create and extracted:
+            self.annotators.add(*extracted)
+
+
+class PromptFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Prompt
+
+    campaign = factory.SubFactory(CampaignFactory)
+    external_id = factory.Sequence(lambda n: f"p{n}")
+    text = factory.Sequence(lambda n: f"Question {n}: what colour is the sky?")
+
+
+class PolicyVersionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PolicyVersion
+
+    campaign = factory.SubFactory(CampaignFactory)
+    version = 0
+    path = factory.LazyAttribute(lambda o: f"/nonexistent/store/campaign-{o.campaign.pk}/policy-v{o.version}")
+    sha256 = factory.LazyAttribute(lambda o: hashlib.sha256(o.path.encode()).hexdigest())
+
+
+class ResponseFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Response
+
+    prompt = factory.SubFactory(PromptFactory)
+    policy_version = factory.SubFactory(PolicyVersionFactory)
+    sample_index = 0
+    text = factory.LazyAttribute(
+        lambda o: f"answer {o.sample_index} of v{o.policy_version.version} to prompt {o.prompt.external_id}"
+    )
+
+
+def open_round(*, prompts: int = 4, annotators=(), **campaign_fields) -> Round:
+    """Round 0 of a fresh campaign, as the bootstrap run leaves it: v0 (fake
+    files) answered every prompt twice, and round_open paired the two samples.
+
+    `campaign_fields` go to CampaignFactory (overlap=3, lease_ttl_seconds=...)."""
+    campaign_fields.setdefault("comparisons_per_round", prompts)
+    campaign = CampaignFactory(annotators=list(annotators), **campaign_fields)
+    v0 = PolicyVersionFactory(campaign=campaign, version=0)
+    for prompt in PromptFactory.create_batch(prompts, campaign=campaign):
+        ResponseFactory(prompt=prompt, policy_version=v0, sample_index=0)
+        ResponseFactory(prompt=prompt, policy_version=v0, sample_index=1)
+    return round_open(campaign=campaign, index=0, candidate=v0, baseline=v0)

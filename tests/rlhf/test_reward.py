@@ -1,0 +1,117 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import separable_pairs
+
+from rlhf.reward import RewardConfig, _pair_loss, score, sequence_rewards, train_reward
+
+STABLE_TRAIN = {"train/loss", "train/accuracy", "train/margin", "reward/mean", "reward/std"}
+STABLE_EVAL = {"eval/loss", "eval/accuracy", "eval/split"}
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reward") / "rm"
+    calls, progress = [], []
+    config = RewardConfig(lr=3e-3, epochs=3, batch_size=8, log_every=2, seed=0)
+    final = train_reward(config, separable_pairs(), tiny_model_path, out,
+                         on_metrics=lambda step, m: calls.append((step, m)), on_progress=progress.append)
+    return out, final, calls, progress
+
+
+def test_reward_loss_falls_and_heldout_accuracy_beats_chance(trained):
+    _, final, calls, _ = trained
+    train_losses = [m["train/loss"] for _, m in calls if "train/loss" in m]
+    assert train_losses[-1] < train_losses[0] * 0.5
+    assert final["eval/split"] == "heldout"
+    assert final["eval/accuracy"] > 0.8
+
+
+def test_reward_metrics_callback_uses_the_stable_names(trained):
+    _, _, calls, progress = trained
+    keysets = [set(m) for _, m in calls]
+    assert STABLE_TRAIN in keysets and STABLE_EVAL in keysets
+    assert all(k in STABLE_TRAIN | STABLE_EVAL for ks in keysets for k in ks)
+    steps = [s for s, _ in calls]
+    assert steps == sorted(steps)
+    assert progress[-1] == 1.0 and all(0 < p <= 1 for p in progress)
+
+
+def test_reward_checkpoint_is_safetensors_with_meta(trained):
+    out, final, _, _ = trained
+    files = {p.name for p in Path(out).iterdir()}
+    assert "model.safetensors" in files and "meta.json" in files and "tokenizer.json" in files
+    assert not any(f.endswith((".bin", ".pt", ".pth", ".pkl")) for f in files)
+    meta = json.loads((Path(out) / "meta.json").read_text())
+    assert meta["n_pairs"] == 90 and meta["metrics"]["eval/accuracy"] == final["eval/accuracy"]
+    assert meta["config"]["margin"] is True
+
+
+def test_score_ranks_unseen_chosen_above_rejected(trained):
+    out, _, _, _ = trained
+    rewards = score(str(out), ["question 99: is the sea red?"] * 2, ["yes, the sky is blue.", "no, the sky is blue."])
+    assert rewards[0] > rewards[1]
+
+
+def test_margin_raises_the_loss_for_the_same_rewards(tiny_model_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from rlhf._torch import load_tokenizer
+
+    tok = load_tokenizer(tiny_model_path, "right")
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_path, num_labels=1)
+    batch = [dict(r, margin=0.0, weight=1.0) for r in separable_pairs(2, 1)]
+    with_margin = [dict(r, margin=2.0) for r in batch]
+    dev = torch.device("cpu")
+    on = RewardConfig(margin=True)
+    base, r_c, r_r = _pair_loss(model, tok, batch, on, dev)
+    bigger, _, _ = _pair_loss(model, tok, with_margin, on, dev)
+    ignored, _, _ = _pair_loss(model, tok, with_margin, RewardConfig(margin=False), dev)
+    expected = -torch.nn.functional.logsigmoid(r_c - r_r - 2.0).mean()
+    assert bigger.item() > base.item()
+    assert bigger.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert ignored.item() == pytest.approx(base.item(), rel=1e-6)
+
+
+def test_pooling_reads_each_rows_own_last_token_even_when_pad_is_eos(tiny_model_path):
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_path, num_labels=1).eval()
+    short, long_ = [5, 40, 41, 3], [5, 40, 41, 42, 43, 3]
+    ids = torch.tensor([short + [3, 3], long_])  # padded with the EOS id, as SmolLM2 does
+    mask = torch.tensor([[1] * 4 + [0, 0], [1] * 6])
+    with torch.no_grad():
+        batched = sequence_rewards(model, ids, mask)
+        alone = sequence_rewards(model, torch.tensor([short]), torch.ones(1, 4, dtype=torch.long))
+    assert batched[0].item() == pytest.approx(alone[0].item(), abs=1e-5)
+
+
+def test_few_prompts_evaluate_on_train_and_say_so(tiny_model_path, tmp_path):
+    final = train_reward(RewardConfig(lr=1e-3, epochs=1, batch_size=4), separable_pairs(2, 2), tiny_model_path, tmp_path / "rm")
+    assert final["eval/split"] == "train"
+
+
+def test_early_stopping_stops_when_eval_loss_stalls(tiny_model_path, tmp_path):
+    # lr 0 never improves eval loss, so patience 1 stops after the second eval.
+    config = RewardConfig(lr=0.0, epochs=5, batch_size=8, eval_every=2, patience=1)
+    final = train_reward(config, separable_pairs(10, 2), tiny_model_path, tmp_path / "rm")
+    assert final["train/stopped_early"] is True and final["train/steps"] == 4
+
+
+def test_center_rewards_coefficient_adds_the_squared_sum_penalty(tiny_model_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from rlhf._torch import load_tokenizer
+
+    tok = load_tokenizer(tiny_model_path, "right")
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_path, num_labels=1)
+    batch = [dict(r, margin=0.0, weight=1.0) for r in separable_pairs(2, 1)]
+    dev = torch.device("cpu")
+    plain, r_c, r_r = _pair_loss(model, tok, batch, RewardConfig(), dev)
+    centered, _, _ = _pair_loss(model, tok, batch, RewardConfig(center_rewards_coefficient=0.1), dev)
+    assert centered.item() == pytest.approx(plain.item() + 0.1 * ((r_c + r_r) ** 2).mean().item(), rel=1e-5)

