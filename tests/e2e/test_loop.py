@@ -1,14 +1,13 @@
 """The whole loop, end to end, as users drive it: real web and worker
 processes, on PostgreSQL + Redis and on the embedded default."""
 import random
-import uuid
 from pathlib import Path
 
 import pytest
 from safetensors.numpy import load_file
 
 from rlhf.store import verify_folder
-from tests.e2e.harness import Platform
+from tests.e2e.harness import Platform, rate_everything
 
 pytestmark = pytest.mark.e2e
 
@@ -46,33 +45,6 @@ def platform(request, tmp_path):
         yield p.start()
     finally:
         p.stop()
-
-
-def rate_everything(annotators, campaign_id: int, rng: random.Random) -> int:
-    """Each annotator takes work until none is left; returns ratings made."""
-    made = 0
-    active = list(annotators)
-    while active:
-        for client in list(active):
-            status, body = client.post(f"/api/campaigns/{campaign_id}/next/")
-            if status == 204:
-                active.remove(client)
-                continue
-            assert status == 200, body
-            assert "policy" not in str(body.keys()), "the annotator API must not reveal which model wrote a side"
-            choice = rng.choice(["A", "A", "B", "tie"])
-            payload = {
-                "comparison": body["comparison"],
-                "choice": choice,
-                "idempotency_key": str(uuid.uuid4()),
-                "time_on_task_ms": rng.randint(2000, 9000),
-            }
-            if choice in ("A", "B"):
-                payload["strength"] = rng.randint(1, 3)
-            status, rating = client.post("/api/ratings/", payload)
-            assert status == 201, rating
-            made += 1
-    return made
 
 
 def test_ratings_in_trained_model_out_next_round_open(platform: Platform, tiny_model: str):

@@ -1,0 +1,57 @@
+"""Web and Celery workers together, for one machine (`make run`). Ctrl-C stops all."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from annotate.services.demo import DEMO_USERS
+
+
+class Command(BaseCommand):
+    help = "Serve the platform and run its workers in one terminal; Ctrl-C stops everything."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--addr", default="127.0.0.1:8000")
+
+    def handle(self, *args, addr, **options):
+        python = sys.executable
+        commands = {
+            "web": [python, "manage.py", "runserver", addr, "--noreload"],
+            # Short jobs (round changes) never wait behind a training stage.
+            "worker": [python, "-m", "celery", "-A", "config", "worker", "-Q", "default", "-c", "2",
+                       "-n", "default@%h", "-l", "warning"],
+            # One training stage at a time, as on a GPU.
+            "gpu-worker": [python, "-m", "celery", "-A", "config", "worker", "-Q", "gpu", "-c", "1",
+                           "--prefetch-multiplier", "1", "-n", "gpu@%h", "-l", "info"],
+        }
+        procs = {name: subprocess.Popen(cmd, cwd=settings.BASE_DIR) for name, cmd in commands.items()}
+        self.stdout.write(self.style.SUCCESS(f"\nRatchet is up: http://{addr}/"))
+        self.stdout.write(f"  API docs: http://{addr}/api/docs/    database: {settings.DATABASES['default']['NAME']}")
+        for kind, (username, _) in DEMO_USERS.items():
+            self.stdout.write(f"  {kind:<9} login: {username} / password: {username}")
+        self.stdout.write("Ctrl-C stops the web server and the workers.\n")
+
+        def stop(*_):
+            for proc in procs.values():
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            deadline = time.time() + 20
+            for proc in procs.values():
+                try:
+                    proc.wait(timeout=max(0.1, deadline - time.time()))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            sys.exit(0)
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        while True:
+            for name, proc in procs.items():
+                if proc.poll() is not None:
+                    self.stderr.write(f"{name} exited with code {proc.returncode}; stopping the others.")
+                    stop()
+            time.sleep(1)

@@ -1,0 +1,245 @@
+"""Training runs as the web process sees them: start once, and the stage
+bookkeeping that makes a crashed or failing stage stop after a bounded number
+of tries (DESIGN.md invariant 5). The stages themselves (torch) never run
+here: enqueueing is intercepted, since what is tested is the bookkeeping."""
+import uuid
+
+import pytest
+from django.test import override_settings
+
+from annotate.errors import Conflict
+from annotate.models import Assignment, Rating, Round, TrainingRun
+from annotate.services.ratings import rating_create
+from annotate.services.rounds import round_progress_check
+from annotate.services.training import (
+    STAGES,
+    training_run_start,
+    training_stage_begin,
+    training_stage_fail,
+    training_stage_succeed,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def enqueued(monkeypatch):
+    """Stages sent to the gpu queue, as (run_id, stage), instead of a broker."""
+    from annotate import tasks
+
+    sent = []
+    monkeypatch.setattr(tasks.training_stage_task, "delay", lambda **kw: sent.append((kw["run_id"], kw["stage"])))
+    return sent
+
+
+def rated(round_, annotator, choice="A"):
+    """Have `annotator` rate the first comparison of the round."""
+    comparison = round_.comparisons.order_by("pk").first()
+    Assignment.objects.create(
+        comparison=comparison, annotator=annotator, leased_at=round_.opened_at, leased_until="2999-01-01T00:00Z"
+    )
+    rating, _ = rating_create(
+        annotator=annotator, comparison_id=comparison.pk, choice=choice,
+        strength=2 if choice in "AB" else None, idempotency_key=uuid.uuid4(),
+    )
+    return rating
+
+
+@pytest.fixture
+def trained_round(open_round, annotator):
+    rated(open_round, annotator, "A")
+    return open_round
+
+
+def test_training_run_start_closes_the_round_and_creates_one_run(
+    trained_round, ml_engineer, enqueued, django_capture_on_commit_callbacks
+):
+    # when
+    with django_capture_on_commit_callbacks(execute=True):
+        run = training_run_start(campaign=trained_round.campaign, user=ml_engineer)
+    # then
+    trained_round.refresh_from_db()
+    assert trained_round.status == Round.Status.TRAINING and trained_round.closed_at is not None
+    assert TrainingRun.objects.get() == run
+    assert (run.kind, run.status, run.stage, run.triggered_by) == ("train", "queued", "snapshot", ml_engineer)
+    assert enqueued == [(run.pk, "snapshot")]
+
+
+def test_training_run_start_twice_returns_the_same_run(trained_round, enqueued, django_capture_on_commit_callbacks):
+    # given
+    with django_capture_on_commit_callbacks(execute=True):
+        first = training_run_start(campaign=trained_round.campaign)
+    # when
+    with django_capture_on_commit_callbacks(execute=True):
+        second = training_run_start(campaign=trained_round.campaign)
+    # then
+    assert second.pk == first.pk
+    assert TrainingRun.objects.count() == 1
+    assert enqueued == [(first.pk, "snapshot")]
+
+
+def test_training_run_start_without_a_or_b_ratings_is_409(open_round, annotator, other_annotator, enqueued):
+    # given: only a tie and a both-bad: nothing says which answer is better
+    rated(open_round, annotator, "tie")
+    rated(open_round, other_annotator, "both_bad")
+    # when / then
+    with pytest.raises(Conflict, match="nothing to train on"):
+        training_run_start(campaign=open_round.campaign)
+    open_round.refresh_from_db()
+    assert open_round.status == Round.Status.COLLECTING
+    assert TrainingRun.objects.count() == 0
+
+
+def test_training_trigger_api_answers_409_without_ratings_and_202_with(open_round, annotator, ml_engineer_client, enqueued):
+    url = f"/api/campaigns/{open_round.campaign_id}/train/"
+    # when / then
+    refused = ml_engineer_client.post(url, {}, format="json")
+    assert refused.status_code == 409 and "nothing to train on" in refused.data["detail"]
+    rated(open_round, annotator, "B")
+    accepted = ml_engineer_client.post(url, {"config": {"reward": {"epochs": 1}}}, format="json")
+    assert accepted.status_code == 202
+    assert accepted.data["config"]["reward"] == {"epochs": 1}
+
+
+def test_training_trigger_api_rejects_a_bad_config_override_and_keeps_collecting(
+    trained_round, ml_engineer_client, enqueued
+):
+    answer = ml_engineer_client.post(
+        f"/api/campaigns/{trained_round.campaign_id}/train/", {"config": {"policy": {"klcoef": 1}}}, format="json"
+    )
+    assert answer.status_code == 400 and "policy.klcoef" in answer.data["detail"]
+    trained_round.refresh_from_db()
+    assert trained_round.status == Round.Status.COLLECTING
+    assert TrainingRun.objects.count() == 0
+
+
+def test_round_progress_check_starts_training_only_when_the_round_is_full_and_auto_train_is_on(
+    make_open_round, annotator, other_annotator, enqueued
+):
+    # given: one comparison, k=2, auto_train on
+    round_ = make_open_round(prompts=1, overlap=2, auto_train=True, annotators=[annotator, other_annotator])
+    rated(round_, annotator, "A")
+    assert round_progress_check(round_id=round_.pk) is None
+    # when
+    rated(round_, other_annotator, "B")
+    run = round_progress_check(round_id=round_.pk)
+    # then
+    assert run is not None and run.round_id == round_.pk
+    assert round_progress_check(round_id=round_.pk) is None  # round is training now
+
+
+def test_round_progress_check_leaves_a_full_round_alone_when_auto_train_is_off(
+    make_open_round, annotator, enqueued
+):
+    round_ = make_open_round(prompts=1, overlap=1, auto_train=False, annotators=[annotator])
+    rated(round_, annotator, "A")
+    assert round_progress_check(round_id=round_.pk) is None
+    assert TrainingRun.objects.count() == 0
+
+
+def test_training_stage_succeed_moves_to_the_next_stage_and_queues_it(
+    trained_round, enqueued, django_capture_on_commit_callbacks
+):
+    # given
+    run = training_run_start(campaign=trained_round.campaign)
+    assert training_stage_begin(run_id=run.pk, stage="snapshot") is not None
+    # when
+    with django_capture_on_commit_callbacks(execute=True):
+        training_stage_succeed(run_id=run.pk, stage="snapshot", outputs={"rows": 1})
+    # then
+    run.refresh_from_db()
+    assert (run.stage, run.status, run.attempts) == ("reward", "queued", 0)
+    assert run.stages["snapshot"]["status"] == "succeeded" and run.stages["snapshot"]["outputs"] == {"rows": 1}
+    assert enqueued == [(run.pk, "reward")]
+    # and a redelivered snapshot message is a no-op
+    assert training_stage_begin(run_id=run.pk, stage="snapshot") is None
+
+
+def test_training_run_succeeds_after_its_last_stage(trained_round, enqueued):
+    run = training_run_start(campaign=trained_round.campaign)
+    for stage in STAGES[TrainingRun.Kind.TRAIN]:
+        assert training_stage_begin(run_id=run.pk, stage=stage) is not None
+        training_stage_succeed(run_id=run.pk, stage=stage, outputs={})
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.SUCCEEDED and run.finished_at is not None
+    assert training_stage_begin(run_id=run.pk, stage="open") is None
+
+
+def test_training_stage_begin_ignores_a_stage_the_run_is_not_at(trained_round, enqueued):
+    run = training_run_start(campaign=trained_round.campaign)
+    assert training_stage_begin(run_id=run.pk, stage="policy") is None
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.QUEUED and run.stages == {}
+
+
+@override_settings(TRAINING_MAX_ATTEMPTS=3, TRAINING_RETRY_DELAY=5)
+def test_training_stage_that_fails_is_retried_until_max_attempts_then_the_run_fails(trained_round, enqueued):
+    # given
+    run = training_run_start(campaign=trained_round.campaign)
+    delays = []
+    # when: the reward stage raises on every attempt
+    for _ in range(3):
+        assert training_stage_begin(run_id=run.pk, stage="snapshot") is not None
+        delays.append(training_stage_fail(run_id=run.pk, stage="snapshot", error=RuntimeError("CUDA out of memory")))
+    # then: two retries with growing delays, then the run and its round fail with the error visible
+    assert delays == [5.0, 10.0, None]
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.FAILED and run.finished_at is not None
+    assert "CUDA out of memory" in run.error and "3 attempts" in run.error
+    assert "RuntimeError" in run.stages["snapshot"]["last_error"]
+    assert Round.objects.get(pk=trained_round.pk).status == Round.Status.FAILED
+    # and a redelivered message does not start it again
+    assert training_stage_begin(run_id=run.pk, stage="snapshot") is None
+
+
+@override_settings(TRAINING_MAX_ATTEMPTS=2)
+def test_training_stage_whose_worker_died_every_time_fails_the_run_on_the_next_begin(trained_round, enqueued):
+    # given: the stage began twice and its worker was killed each time (no fail recorded)
+    run = training_run_start(campaign=trained_round.campaign)
+    assert training_stage_begin(run_id=run.pk, stage="snapshot") is not None
+    assert training_stage_begin(run_id=run.pk, stage="snapshot") is not None
+    # when: the broker redelivers it once more
+    began = training_stage_begin(run_id=run.pk, stage="snapshot")
+    # then
+    assert began is None
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.FAILED
+    assert "started 2 times" in run.error
+    assert Round.objects.get(pk=trained_round.pk).status == Round.Status.FAILED
+
+
+@override_settings(TRAINING_MAX_ATTEMPTS=1)
+def test_training_run_start_again_after_a_failure_resumes_the_failed_run(
+    trained_round, enqueued, django_capture_on_commit_callbacks
+):
+    # given: a run that failed at the reward stage
+    run = training_run_start(campaign=trained_round.campaign)
+    training_stage_begin(run_id=run.pk, stage="snapshot")
+    training_stage_succeed(run_id=run.pk, stage="snapshot", outputs={})
+    training_stage_begin(run_id=run.pk, stage="reward")
+    assert training_stage_fail(run_id=run.pk, stage="reward", error=ValueError("boom")) is None
+    # when
+    with django_capture_on_commit_callbacks(execute=True):
+        again = training_run_start(campaign=trained_round.campaign)
+    # then: the same run, queued at its failed stage
+    assert again.pk == run.pk and TrainingRun.objects.count() == 1
+    run.refresh_from_db()
+    assert (run.status, run.stage, run.error) == ("queued", "reward", "")
+    assert Round.objects.get(pk=trained_round.pk).status == Round.Status.TRAINING
+    assert enqueued[-1] == (run.pk, "reward")
+
+
+def test_ratings_are_refused_once_the_round_is_training(trained_round, other_annotator, api_client_for, enqueued):
+    # given: the other annotator holds a lease when training starts
+    client = api_client_for(other_annotator)
+    comparison = client.post(f"/api/campaigns/{trained_round.campaign_id}/next/").data["comparison"]
+    training_run_start(campaign=trained_round.campaign)
+    # when
+    answer = client.post(
+        "/api/ratings/", {"comparison": comparison, "choice": "tie", "idempotency_key": str(uuid.uuid4())}, format="json"
+    )
+    # then
+    assert answer.status_code == 409 and "closed" in answer.data["detail"]
+    assert Rating.objects.count() == 1
+    # and there is no more work in the campaign
+    assert client.post(f"/api/campaigns/{trained_round.campaign_id}/next/").status_code == 204
