@@ -15,7 +15,9 @@ def materialize(reference: str, out_dir: str | Path) -> str:
     """Write the model and tokenizer named by `reference` into out_dir as
     safetensors; returns out_dir."""
     out = Path(out_dir)
-    src = Path(reference)
+    src = Path(reference).expanduser()
+    if reference.startswith(("/", "./", "../", "~")) and not src.is_dir():
+        raise FileNotFoundError(f"The base model folder {reference} does not exist on this worker.")
     if src.is_dir():
         pickles = [p.name for p in src.rglob("*") if p.name.lower().endswith(FORBIDDEN_SUFFIXES)]
         if not list(src.glob("*.safetensors")):

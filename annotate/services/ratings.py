@@ -2,7 +2,7 @@ import uuid
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -78,15 +78,22 @@ def rating_create(
     now = timezone.now()
     if comparison_free_slots(comparison=comparison, annotator=annotator, now=now) <= 0:
         raise Conflict("Your lease expired and the comparison has all the ratings it needs; your rating was not stored.")
-    rating = Rating.objects.create(
-        comparison=comparison,
-        annotator=annotator,
-        choice=choice,
-        strength=strength,
-        reason=reason,
-        time_on_task_ms=time_on_task_ms,
-        idempotency_key=idempotency_key,
-    )
+    try:
+        # A savepoint, so a constraint violation leaves the transaction usable.
+        with transaction.atomic():
+            rating = Rating.objects.create(
+                comparison=comparison,
+                annotator=annotator,
+                choice=choice,
+                strength=strength,
+                reason=reason,
+                time_on_task_ms=time_on_task_ms,
+                idempotency_key=idempotency_key,
+            )
+    except IntegrityError:
+        # The same key sent at the same moment for another comparison (its
+        # row lock is not ours): the database's unique key decides.
+        raise Conflict("This idempotency key was already used for another comparison; send a fresh key.") from None
     Assignment.objects.filter(pk=assignment.pk).update(status=Assignment.Status.DONE)
     Comparison.objects.filter(pk=comparison.pk).update(rating_count=F("rating_count") + 1)
     if comparison.rating_count + 1 >= comparison.round.campaign.overlap:

@@ -1,9 +1,13 @@
+import logging
 import random
 
 from django.db import transaction
 
+from annotate.errors import Conflict
 from annotate.models import Campaign, Comparison, PolicyVersion, Prompt, Response, Round, TrainingRun
 from annotate.selectors import round_is_complete
+
+log = logging.getLogger(__name__)
 
 
 def round_prompts(*, campaign: Campaign, index: int) -> list[Prompt]:
@@ -65,4 +69,10 @@ def round_progress_check(*, round_id: int) -> TrainingRun | None:
         return None
     if not round_is_complete(round_=round_):
         return None
-    return training_run_start(campaign=campaign)
+    try:
+        return training_run_start(campaign=campaign)
+    except Conflict as exc:
+        # e.g. every rating was a tie: nothing to train on. The round stays
+        # open; an engineer can still trigger training or extend it.
+        log.warning("round %s is complete but not trained on: %s", round_id, exc.message)
+        return None

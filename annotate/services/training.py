@@ -75,12 +75,14 @@ def training_run_start(
     if existing is not None:
         if existing.status != TrainingRun.Status.FAILED:
             return existing
-        # A failed run is started again from its failed stage.
+        # A failed run is started again from its failed stage, with that
+        # stage's attempts counted afresh.
         existing.status = TrainingRun.Status.QUEUED
         existing.attempts = 0
+        existing.stages.get(existing.stage, {})["attempts"] = 0
         existing.error = ""
         existing.finished_at = None
-        existing.save(update_fields=["status", "attempts", "error", "finished_at"])
+        existing.save(update_fields=["status", "attempts", "stages", "error", "finished_at"])
         Round.objects.filter(pk=round_.pk).update(status=Round.Status.TRAINING)
         training_run_enqueue(run=existing)
         return existing

@@ -227,6 +227,8 @@ def test_training_run_start_again_after_a_failure_resumes_the_failed_run(
     assert (run.status, run.stage, run.error) == ("queued", "reward", "")
     assert Round.objects.get(pk=trained_round.pk).status == Round.Status.TRAINING
     assert enqueued[-1] == (run.pk, "reward")
+    # and the failed stage gets its tries afresh
+    assert training_stage_begin(run_id=run.pk, stage="reward") is not None
 
 
 def test_ratings_are_refused_once_the_round_is_training(trained_round, other_annotator, api_client_for, enqueued):

@@ -111,3 +111,36 @@ def test_ratings_in_trained_model_out_next_round_open(platform: Platform, tiny_m
     # Round 1 is served to annotators: new policy against the previous one.
     status, body = annotators[0].post(f"/api/campaigns/{cid}/next/")
     assert status == 200 and body["round"] == 1
+
+
+@pytest.fixture
+def services_platform(tmp_path):
+    p = Platform(tmp_path, backend="services")
+    try:
+        yield p.start()
+    finally:
+        p.stop()
+
+
+def test_a_stage_that_keeps_failing_is_retried_then_the_run_shows_failed_with_its_error(services_platform):
+    platform = services_platform
+    admin = platform.user("bob", "campaign_admin", "ml_engineer")
+    status, campaign = admin.post(
+        "/api/campaigns/create/", {"name": "broken", "base_model": "/nonexistent/model-folder", "overlap": 1}
+    )
+    assert status == 201, campaign
+    cid = campaign["id"]
+    admin.post(f"/api/campaigns/{cid}/prompts/import/", raw=b'{"external_id": "1", "prompt": "Hi?"}',
+               content_type="application/x-ndjson")
+    status, start = admin.post(f"/api/campaigns/{cid}/start/")
+    assert status == 202
+
+    def finished():
+        run = admin.get(f"/api/training-runs/{start['training_run']}/")[1]
+        return run if run["status"] in ("failed", "succeeded") else None
+
+    run = platform.wait_for(finished, timeout=120, what="the bootstrap run to give up")
+    assert run["status"] == "failed"
+    assert run["stages"]["import"]["attempts"] == 3
+    assert "import failed after 3 attempts" in run["error"]
+    assert "The base model folder /nonexistent/model-folder does not exist" in run["error"]
