@@ -218,6 +218,8 @@ class Assignment(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.LEASED)
     leased_at = models.DateTimeField()
     leased_until = models.DateTimeField()
+    # Why the annotator gave it back unrated (skip); empty otherwise.
+    skip_reason = models.TextField(blank=True, default="")
 
     class Meta:
         constraints = [
@@ -252,3 +254,31 @@ class Rating(models.Model):
                 name="rating_strength_range",
             ),
         ]
+
+
+class Export(models.Model):
+    """A data file pulled out of the platform: what was asked for (the
+    filters), where the file lies and its sha256. The row is written only
+    after the file is complete (as for model versions, invariant 4)."""
+
+    class Kind(models.TextChoices):
+        PREFERENCES = "preferences"  # TRL's prompt / chosen / rejected pairs, with weights
+        RATINGS = "ratings"  # every rating, with its round, prompt and the versions on each side
+
+    class Format(models.TextChoices):
+        JSONL = "jsonl"
+        CSV = "csv"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="exports")
+    # Only this round's ratings; null: every round of the campaign.
+    round = models.ForeignKey(Round, null=True, blank=True, on_delete=models.CASCADE, related_name="exports")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    format = models.CharField(max_length=10, choices=Format.choices)
+    path = models.CharField(max_length=500)
+    sha256 = models.CharField(max_length=64)
+    rows = models.PositiveIntegerField()
+    size_bytes = models.PositiveBigIntegerField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)

@@ -1,7 +1,7 @@
 from django.urls import path
 from rest_framework.authtoken.views import obtain_auth_token
 
-from annotate.apis import annotator, campaigns, training
+from annotate.apis import annotator, campaigns, exports, quality, training
 
 urlpatterns = [
     path("auth/token/", obtain_auth_token, name="api-token"),
@@ -10,6 +10,7 @@ urlpatterns = [
     path("campaigns/<int:campaign_id>/next/", annotator.ComparisonNextApi.as_view(), name="comparison-next"),
     path("campaigns/<int:campaign_id>/progress/", annotator.CampaignProgressApi.as_view(), name="campaign-progress"),
     path("comparisons/<int:comparison_id>/renew/", annotator.LeaseRenewApi.as_view(), name="lease-renew"),
+    path("comparisons/<int:comparison_id>/skip/", annotator.ComparisonSkipApi.as_view(), name="comparison-skip"),
     path("ratings/", annotator.RatingCreateApi.as_view(), name="rating-create"),
     # campaign admins
     path("campaigns/create/", campaigns.CampaignCreateApi.as_view(), name="campaign-create"),
@@ -22,4 +23,9 @@ urlpatterns = [
     path("campaigns/<int:campaign_id>/models/", training.ModelVersionListApi.as_view(), name="model-versions"),
     path("training-runs/", training.TrainingRunListApi.as_view(), name="training-run-list"),
     path("training-runs/<int:run_id>/", training.TrainingRunDetailApi.as_view(), name="training-run-detail"),
+    # admins and engineers: data quality, leaderboard, exports
+    path("campaigns/<int:campaign_id>/quality/", quality.CampaignQualityApi.as_view(), name="campaign-quality"),
+    path("campaigns/<int:campaign_id>/leaderboard/", quality.CampaignLeaderboardApi.as_view(), name="campaign-leaderboard"),
+    path("campaigns/<int:campaign_id>/exports/", exports.ExportCreateApi.as_view(), name="export-create"),
+    path("exports/<int:export_id>/download/", exports.ExportDownloadApi.as_view(), name="export-download"),
 ]

@@ -108,6 +108,9 @@ STATIC_ROOT = DATA_DIR / "static"
 # Where published model versions and dataset snapshots live (a local folder;
 # on several machines, a shared mount).
 MODEL_STORE = os.environ.get("RATCHET_MODEL_STORE", str(DATA_DIR / "store"))
+# Data exports (preference pairs, raw ratings) for download: a local folder,
+# since the web process serves them from disk.
+EXPORT_DIR = os.environ.get("RATCHET_EXPORT_DIR", str(DATA_DIR / "exports"))
 # Largest JSONL import accepted in one request, in bytes, and the longest
 # single text: both keep a bad upload from filling memory or the database.
 IMPORT_MAX_BYTES = int(os.environ.get("RATCHET_IMPORT_MAX_BYTES", str(20 * 1024 * 1024)))

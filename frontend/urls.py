@@ -6,5 +6,8 @@ from frontend import views
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(template_name="frontend/login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("campaigns/<int:campaign_id>/rate/", views.rate, name="rate"),
+    # Reached when nothing in front of Django serves /static/ (gunicorn, DEBUG off).
+    path("static/frontend/<path:path>", views.static_file, name="frontend-static"),
     path("", views.home, name="home"),
 ]

@@ -1,13 +1,70 @@
-from django.contrib.auth.decorators import login_required
-from django.shortcuts import render
+from pathlib import Path
 
-from annotate.selectors import campaign_current_round, campaigns_visible_to, round_progress, user_roles
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import get_object_or_404, render
+from django.utils.cache import patch_cache_control
+from django.views.decorators.gzip import gzip_page
+from django.views.decorators.http import require_safe
+from django.views.static import serve
+
+from annotate.models import Role
+from annotate.selectors import (
+    annotator_progress,
+    campaign_current_round,
+    campaigns_visible_to,
+    round_progress,
+    user_roles,
+)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static" / "frontend"
 
 
 @login_required
 def home(request):
+    roles = user_roles(user=request.user)
+    is_annotator = Role.ANNOTATOR in roles
     rows = []
     for campaign in campaigns_visible_to(user=request.user).order_by("pk"):
         round_ = campaign_current_round(campaign=campaign)
-        rows.append({"campaign": campaign, "progress": round_progress(round_=round_) if round_ else None})
-    return render(request, "frontend/home.html", {"rows": rows, "roles": sorted(user_roles(user=request.user))})
+        rows.append(
+            {
+                "campaign": campaign,
+                "progress": round_progress(round_=round_) if round_ else None,
+                "mine": annotator_progress(annotator=request.user, campaign=campaign) if is_annotator else None,
+                "can_rate": is_annotator and campaign.status == campaign.Status.ACTIVE and round_ is not None,
+            }
+        )
+    return render(
+        request, "frontend/home.html", {"rows": rows, "roles": sorted(roles), "is_annotator": is_annotator}
+    )
+
+
+@login_required
+def rate(request, campaign_id: int):
+    """The rating page. Everything it shows comes from the annotator API
+    (which never says which model wrote which side); the template only
+    carries the campaign's name and instructions."""
+    campaign = get_object_or_404(campaigns_visible_to(user=request.user), pk=campaign_id)
+    if Role.ANNOTATOR not in user_roles(user=request.user):
+        return render(request, "frontend/not_annotator.html", {"campaign": campaign}, status=403)
+    config = {
+        "campaign": campaign.pk,
+        "name": campaign.name,
+        "instructions": campaign.instructions,
+        "user": request.user.username,
+    }
+    return render(request, "frontend/rate.html", {"campaign": campaign, "config": config})
+
+
+@require_safe
+@gzip_page
+def static_file(request, path: str):
+    """The page's own static files, so that gunicorn (DEBUG off) serves them
+    without a collectstatic step or another server. Vendored files carry their
+    version in the name and are cached for good; the rest revalidate."""
+    response = serve(request, path, document_root=STATIC_DIR)
+    if path.startswith("vendor/"):
+        patch_cache_control(response, public=True, max_age=365 * 24 * 3600, immutable=True)
+    else:
+        patch_cache_control(response, no_cache=True)
+    return response

@@ -11,6 +11,7 @@ store as a campaign's base model. Never commit it (538 MB in fp32).
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 import sys
 from pathlib import Path
@@ -56,7 +57,12 @@ def import_smollm2(out_dir: str | Path, dtype: str = "float32", progress: bool =
         bar.set_postfix_str("copy weights")
         # save_pretrained refuses GGUF-loaded models; a plain model with the
         # same config and weights saves normally.
-        plain = LlamaForCausalLM(gguf_model.config).to(torch_dtype)
+        # The loaded config still says "quantized with gguf"; a copy without
+        # that note makes a plain checkpoint that later trainers can save.
+        config = copy.deepcopy(gguf_model.config)
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        plain = LlamaForCausalLM(config).to(torch_dtype)
         missing, unexpected = plain.load_state_dict(gguf_model.state_dict(), strict=False)
         # Tied embeddings legitimately have no separate lm_head entry.
         missing = [k for k in missing if not (k == "lm_head.weight" and gguf_model.config.tie_word_embeddings)]

@@ -6,9 +6,10 @@ import factory
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import Group
+from django.db.models import Count, OuterRef, Subquery
 from rest_framework.authtoken.models import Token
 
-from annotate.models import Campaign, PolicyVersion, Prompt, Response, Round
+from annotate.models import Campaign, Comparison, PolicyVersion, Prompt, Rating, Response, Round
 from annotate.services.rounds import round_open
 
 User = get_user_model()
@@ -106,3 +107,40 @@ def open_round(*, prompts: int = 4, annotators=(), **campaign_fields) -> Round:
         ResponseFactory(prompt=prompt, policy_version=v0, sample_index=0)
         ResponseFactory(prompt=prompt, policy_version=v0, sample_index=1)
     return round_open(campaign=campaign, index=0, candidate=v0, baseline=v0)
+
+
+def version_chain_rounds(*, versions: int, prompts: int, annotators=(), **campaign_fields) -> list[Round]:
+    """Rounds 0..versions-1 of a fresh campaign, as training leaves them: round
+    0 compares two samples of v0, round i the answers of v_i with those of
+    v_(i-1). Prompts and answers are bulk-created, so hundreds are cheap."""
+    campaign_fields.setdefault("comparisons_per_round", prompts)
+    campaign = CampaignFactory(annotators=list(annotators), **campaign_fields)
+    chain = []
+    for v in range(versions):
+        chain.append(PolicyVersionFactory(campaign=campaign, version=v, parent=chain[-1] if chain else None))
+    rows = Prompt.objects.bulk_create(
+        Prompt(campaign=campaign, external_id=f"p{i}", text=f"Question {i}?") for i in range(prompts)
+    )
+    Response.objects.bulk_create(
+        Response(prompt=p, policy_version=v, sample_index=s, text=f"answer {s} of v{v.version} to {p.external_id}")
+        for p in rows
+        for v in chain
+        for s in ((0, 1) if v.version == 0 else (0,))
+    )
+    rounds = [round_open(campaign=campaign, index=0, candidate=chain[0], baseline=chain[0])]
+    for v in range(1, versions):
+        rounds.append(round_open(campaign=campaign, index=v, candidate=chain[v], baseline=chain[v - 1]))
+    return rounds
+
+
+def ratings_bulk_create(rows) -> list[Rating]:
+    """Store ratings directly, skipping leases and checks, for tests of what is
+    computed from ratings. `rows`: dicts of Rating fields (comparison or
+    comparison_id, annotator or annotator_id, choice, strength, ...).
+    Keeps each comparison's rating_count."""
+    ratings = Rating.objects.bulk_create((Rating(**row) for row in rows), batch_size=2000)
+    counts = (
+        Rating.objects.filter(comparison=OuterRef("pk")).order_by().values("comparison").annotate(n=Count("pk")).values("n")
+    )
+    Comparison.objects.filter(pk__in={r.comparison_id for r in ratings}).update(rating_count=Subquery(counts))
+    return ratings

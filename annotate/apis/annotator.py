@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 from annotate.apis.permissions import IsAnnotator
 from annotate.models import Rating
 from annotate.selectors import annotator_progress, campaign_current_round, campaigns_visible_to, round_progress
-from annotate.services.assignments import assignment_renew, comparison_lease_next
+from annotate.services.assignments import assignment_renew, assignment_skip, comparison_lease_next
 from annotate.services.ratings import rating_create
 
 
@@ -34,9 +34,24 @@ class CampaignListApi(APIView):
 
 
 class ComparisonNextApi(APIView):
-    """Lease the next comparison to rate (or get back the one you hold)."""
+    """Lease the next comparison to rate (or get back the one you hold).
+
+    `exclude`: comparisons the page already shows; you get another one (your
+    other live lease, or a new lease) so the page can prefetch. At most two
+    live leases per annotator and campaign."""
 
     permission_classes = [IsAnnotator]
+
+    class InputSerializer(serializers.Serializer):
+        exclude = serializers.ListField(child=serializers.IntegerField(), required=False, max_length=10)
+
+    class RoundProgressSerializer(serializers.Serializer):
+        # Counts only: which policy is in the round is not the annotator's business.
+        round = serializers.IntegerField()
+        comparisons = serializers.IntegerField()
+        ratings = serializers.IntegerField()
+        target_ratings = serializers.IntegerField()
+        fraction = serializers.FloatField()
 
     class OutputSerializer(serializers.Serializer):
         comparison = serializers.IntegerField(source="comparison.pk")
@@ -47,14 +62,19 @@ class ComparisonNextApi(APIView):
         response_b = serializers.CharField(source="comparison.response_b.text")
         leased_until = serializers.DateTimeField()
 
-    @extend_schema(request=None, responses={200: OutputSerializer, 204: None})
+    @extend_schema(request=InputSerializer, responses={200: OutputSerializer, 204: None})
     def post(self, request, campaign_id: int):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
         campaign = get_object_or_404(campaigns_visible_to(user=request.user), pk=campaign_id)
-        assignment = comparison_lease_next(annotator=request.user, campaign=campaign)
+        assignment = comparison_lease_next(
+            annotator=request.user, campaign=campaign, exclude=serializer.validated_data.get("exclude", [])
+        )
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         data = self.OutputSerializer(assignment).data
         data["progress"] = annotator_progress(annotator=request.user, campaign=campaign)
+        data["round_progress"] = self.RoundProgressSerializer(round_progress(round_=assignment.comparison.round)).data
         return Response(data)
 
 
@@ -68,6 +88,29 @@ class LeaseRenewApi(APIView):
     @extend_schema(request=None, responses=OutputSerializer)
     def post(self, request, comparison_id: int):
         assignment = assignment_renew(annotator=request.user, comparison_id=comparison_id)
+        return Response(self.OutputSerializer(assignment).data)
+
+
+class ComparisonSkipApi(APIView):
+    """Give a comparison you hold back unrated, with a reason; you never get it again."""
+
+    permission_classes = [IsAnnotator]
+
+    class InputSerializer(serializers.Serializer):
+        reason = serializers.CharField(allow_blank=True)
+
+    class OutputSerializer(serializers.Serializer):
+        comparison = serializers.IntegerField(source="comparison_id")
+        status = serializers.CharField()
+        skip_reason = serializers.CharField()
+
+    @extend_schema(request=InputSerializer, responses=OutputSerializer)
+    def post(self, request, comparison_id: int):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        assignment = assignment_skip(
+            annotator=request.user, comparison_id=comparison_id, reason=serializer.validated_data["reason"]
+        )
         return Response(self.OutputSerializer(assignment).data)
 
 

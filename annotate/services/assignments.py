@@ -1,15 +1,21 @@
+from collections.abc import Collection
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Count, Exists, F, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from annotate.errors import Conflict
+from annotate.errors import Conflict, ValidationFailed
 from annotate.models import Assignment, Campaign, Comparison, Round
 
 User = get_user_model()
+
+# Live leases one annotator may hold in a campaign: the comparison on screen
+# and the one the page prefetched, so the next appears at once after a submit.
+MAX_LIVE_LEASES = 2
 
 
 def live_leases(*, now, exclude_annotator=None):
@@ -28,27 +34,45 @@ def comparison_free_slots(*, comparison: Comparison, annotator: User, now) -> in
 
 
 @transaction.atomic
-def comparison_lease_next(*, annotator: User, campaign: Campaign) -> Assignment | None:
+def comparison_lease_next(
+    *, annotator: User, campaign: Campaign, exclude: Collection[int] = ()
+) -> Assignment | None:
     """Lease the next comparison of the campaign's open round to this annotator.
 
     A comparison never has more than k ratings plus live leases, and an
     annotator never gets a comparison they rated or skipped. The annotator's
     own live lease comes back first, so a reload shows the same comparison.
+
+    `exclude`: comparisons the page already shows; it gets another live lease
+    of mine or a new one (prefetch). An annotator holds at most
+    MAX_LIVE_LEASES live leases in a campaign; asking for more is a Conflict.
     """
+    exclude = {int(pk) for pk in exclude}
     now = timezone.now()
     if campaign.status != Campaign.Status.ACTIVE:
         return None
     round_ = campaign.rounds.filter(status=Round.Status.COLLECTING).order_by("-index").first()
     if round_ is None:
         return None
+    mine_live = Assignment.objects.filter(
+        annotator=annotator, comparison__round=round_, status=Assignment.Status.LEASED, leased_until__gt=now
+    )
     mine = (
-        Assignment.objects.select_related("comparison")
-        .filter(annotator=annotator, comparison__round=round_, status=Assignment.Status.LEASED, leased_until__gt=now)
+        # Everything the next API sends, in the same query.
+        mine_live.select_related(
+            "comparison__round__campaign", "comparison__round__candidate", "comparison__round__baseline",
+            "comparison__prompt", "comparison__response_a", "comparison__response_b",
+        )
+        .exclude(comparison_id__in=exclude)
         .order_by("leased_at")
         .first()
     )
     if mine is not None:
         return mine
+    if exclude and mine_live.count() >= MAX_LIVE_LEASES:
+        raise Conflict(
+            f"You already hold {MAX_LIVE_LEASES} comparisons of this campaign; rate or skip one before asking for another."
+        )
 
     k = campaign.overlap
     others_live = (
@@ -65,6 +89,7 @@ def comparison_lease_next(*, annotator: User, campaign: Campaign) -> Assignment 
     )
     candidates = (
         Comparison.objects.filter(round=round_, rating_count__lt=k)
+        .exclude(pk__in=exclude)
         .annotate(held=Coalesce(Subquery(others_live, output_field=IntegerField()), 0))
         .filter(~Exists(mine_closed))
         # Test fix: free slots are k - ratings - others' live leases. Filtering
@@ -81,7 +106,8 @@ def comparison_lease_next(*, annotator: User, campaign: Campaign) -> Assignment 
         comparison = (
             candidates.exclude(pk__in=skipped)
             .select_for_update(skip_locked=True, of=("self",))
-            .select_related("round__campaign")
+            # The round's versions are for round_progress in the next API.
+            .select_related("round__campaign", "round__candidate", "round__baseline")
             .first()
         )
         if comparison is None and not skipped:
@@ -127,4 +153,30 @@ def assignment_renew(*, annotator: User, comparison_id: int) -> Assignment:
         raise Conflict("Your lease on this comparison expired and may have gone to someone else.")
     assignment.leased_until = now + timedelta(seconds=assignment.comparison.round.campaign.lease_ttl_seconds)
     assignment.save(update_fields=["leased_until"])
+    return assignment
+
+
+@transaction.atomic
+def assignment_skip(*, annotator: User, comparison_id: int, reason: str) -> Assignment:
+    """Give a leased comparison back unrated, saying why. The slot returns to
+    the pool at once and this annotator never gets the comparison again."""
+    reason = reason.strip()
+    if not reason:
+        raise ValidationFailed("Say why you skip this comparison (reason is empty).")
+    if len(reason) > settings.TEXT_MAX_CHARS:
+        raise ValidationFailed(f"reason is {len(reason)} characters; the limit is {settings.TEXT_MAX_CHARS}.")
+    # FOR UPDATE: a rating of the same comparison sent at the same moment
+    # either lands first (and the skip is refused) or finds the lease released.
+    assignment = (
+        Assignment.objects.select_for_update().filter(annotator=annotator, comparison_id=comparison_id).first()
+    )
+    if assignment is None:
+        raise Conflict(f"You hold no lease on comparison {comparison_id}, so there is nothing to skip.")
+    if assignment.status == Assignment.Status.DONE:
+        raise Conflict(f"You already rated comparison {comparison_id}; a rating cannot be skipped.")
+    if assignment.status == Assignment.Status.RELEASED:
+        raise Conflict(f"Comparison {comparison_id} was already given back (skipped or expired).")
+    assignment.status = Assignment.Status.RELEASED
+    assignment.skip_reason = reason
+    assignment.save(update_fields=["status", "skip_reason"])
     return assignment

@@ -113,7 +113,8 @@ def test_comparison_next_never_tells_the_annotator_which_policy_wrote_which_side
     # then: nothing about policies, versions, sides or paths
     body = answer.content.decode()
     assert set(answer.data) == {
-        "comparison", "round", "prompt", "prompt_turns", "response_a", "response_b", "leased_until", "progress"
+        "comparison", "round", "prompt", "prompt_turns", "response_a", "response_b", "leased_until", "progress",
+        "round_progress",
     }
     for leak in ("candidate", "baseline", "policy", "version", "sha256", "/nonexistent/store"):
         assert leak not in body
@@ -172,3 +173,39 @@ def test_lease_renew_extends_a_live_lease(open_round, annotator_client, annotato
     # then
     assert answer.status_code == 200
     assert Assignment.objects.get(annotator=annotator).leased_until > timezone.now() + timedelta(seconds=500)
+
+
+def test_comparison_skip_gives_the_slot_back_and_the_annotator_never_gets_it_again(
+    make_open_round, annotator, other_annotator, api_client_for
+):
+    # given: k=1, one comparison, leased by me
+    round_ = make_open_round(prompts=1, overlap=1, annotators=[annotator, other_annotator])
+    me = api_client_for(annotator)
+    comparison = me.post(next_url(round_.campaign_id)).data["comparison"]
+    # when
+    answer = me.post(f"/api/comparisons/{comparison}/skip/", {"reason": "I can't read this language"}, format="json")
+    # then
+    assert answer.status_code == 200
+    assert me.post(next_url(round_.campaign_id)).status_code == 204
+    assert api_client_for(other_annotator).post(next_url(round_.campaign_id)).data["comparison"] == comparison
+    assert rate(me, comparison).status_code == 409
+
+
+def test_comparison_skip_without_a_reason_is_400_and_keeps_the_lease(open_round, annotator_client, annotator):
+    comparison = annotator_client.post(next_url(open_round.campaign_id)).data["comparison"]
+    answer = annotator_client.post(f"/api/comparisons/{comparison}/skip/", {"reason": "  "}, format="json")
+    assert answer.status_code == 400
+    assert Assignment.objects.get(annotator=annotator).status == Assignment.Status.LEASED
+
+
+def test_comparison_next_with_exclude_prefetches_a_second_lease_and_no_third(open_round, annotator_client):
+    # given
+    url = next_url(open_round.campaign_id)
+    first = annotator_client.post(url).data["comparison"]
+    # when
+    second = annotator_client.post(url, {"exclude": [first]}, format="json")
+    third = annotator_client.post(url, {"exclude": [first, second.data["comparison"]]}, format="json")
+    # then
+    assert second.status_code == 200 and second.data["comparison"] != first
+    assert third.status_code == 409
+    assert Assignment.objects.count() == 2

@@ -13,6 +13,7 @@ EVERY_API = [
     ("post", "/api/campaigns/1/next/"),
     ("get", "/api/campaigns/1/progress/"),
     ("post", "/api/comparisons/1/renew/"),
+    ("post", "/api/comparisons/1/skip/"),
     ("post", "/api/ratings/"),
     ("post", "/api/campaigns/create/"),
     ("get", "/api/campaigns/1/"),
@@ -23,6 +24,10 @@ EVERY_API = [
     ("get", "/api/campaigns/1/models/"),
     ("get", "/api/training-runs/"),
     ("get", "/api/training-runs/1/"),
+    ("get", "/api/campaigns/1/quality/"),
+    ("get", "/api/campaigns/1/leaderboard/"),
+    ("post", "/api/campaigns/1/exports/"),
+    ("get", "/api/exports/1/download/"),
 ]
 
 

@@ -40,3 +40,6 @@ def test_import_smollm2_gives_a_loadable_safetensors_llama(tmp_path):
     with torch.no_grad():
         gen = model.generate(**ids, max_new_tokens=12, do_sample=False)
     assert "Paris" in tok.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    # A plain checkpoint: no GGUF note left, so trained copies can be saved.
+    assert "quantization_config" not in (Path(out) / "config.json").read_text()
+    model.save_pretrained(tmp_path / "again")

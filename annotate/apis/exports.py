@@ -1,0 +1,82 @@
+"""Data out of the platform, for campaign admins and ML engineers: create an
+export (preference pairs in TRL's schema, or raw ratings) and download it."""
+from pathlib import Path
+
+from django.http import FileResponse
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiTypes, extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotate.apis.permissions import IsAdminOrEngineer
+from annotate.errors import NotFound
+from annotate.models import Campaign, Export
+from annotate.selectors import campaign_round
+from annotate.services.exports import export_create
+
+CONTENT_TYPES = {Export.Format.JSONL: "application/jsonl", Export.Format.CSV: "text/csv"}
+
+
+class ExportOutputSerializer(serializers.ModelSerializer):
+    round = serializers.IntegerField(source="round.index", allow_null=True, default=None)
+    download_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Export
+        fields = ["id", "campaign", "round", "kind", "format", "rows", "size_bytes", "sha256", "download_url", "created_at"]
+
+    def get_download_url(self, export: Export) -> str:
+        url = reverse("export-download", kwargs={"export_id": export.pk})
+        request = self.context.get("request")
+        return request.build_absolute_uri(url) if request is not None else url
+
+
+class ExportCreateApi(APIView):
+    """Write an export now and answer with its sha256, row count and download
+    URL. `kind`: `preferences` (JSONL: prompt, chosen, rejected, margin, weight,
+    ids) or `ratings` (JSONL or CSV: every rating with round, prompt, and the
+    policy version on each side). `round`: that round only."""
+
+    permission_classes = [IsAdminOrEngineer]
+
+    class InputSerializer(serializers.Serializer):
+        # Plain strings, so that the service's message (which names the
+        # allowed values) is what an unknown kind or format gets.
+        kind = serializers.CharField()
+        format = serializers.CharField(default=Export.Format.JSONL)
+        round = serializers.IntegerField(required=False, allow_null=True, min_value=0)
+
+    @extend_schema(request=InputSerializer, responses={201: ExportOutputSerializer})
+    def post(self, request, campaign_id: int):
+        campaign = get_object_or_404(Campaign, pk=campaign_id)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        export = export_create(
+            campaign=campaign,
+            kind=data["kind"],
+            format=data["format"],
+            round_=campaign_round(campaign=campaign, index=data.get("round")),
+            user=request.user,
+        )
+        return Response(ExportOutputSerializer(export, context={"request": request}).data, status=status.HTTP_201_CREATED)
+
+
+class ExportDownloadApi(APIView):
+    """The export's file, streamed; its sha256 is in the `X-Checksum-SHA256` header."""
+
+    permission_classes = [IsAdminOrEngineer]
+
+    @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    def get(self, request, export_id: int):
+        export = get_object_or_404(Export, pk=export_id)
+        path = Path(export.path)
+        if not path.is_file():
+            raise NotFound(f"Export {export.pk}'s file {path} is gone; create the export again.")
+        answer = FileResponse(
+            open(path, "rb"), as_attachment=True, filename=path.name, content_type=CONTENT_TYPES[export.format]
+        )
+        answer["X-Checksum-SHA256"] = export.sha256
+        return answer

@@ -1,0 +1,111 @@
+"""What campaign admins and ML engineers read about the ratings: agreement and
+annotator quality, and the models as people see them (the leaderboard)."""
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotate.apis.permissions import IsAdminOrEngineer
+from annotate.models import Campaign
+from annotate.selectors import campaign_leaderboard, campaign_quality, campaign_round
+
+
+class CampaignQualityApi(APIView):
+    """Inter-annotator agreement (Krippendorff's alpha on the ordinal scale,
+    percent agreement), Dawid-Skene consensus, and per annotator: gold
+    accuracy, agreement with the consensus, left-side pick rate, tie and
+    both-bad rates, median seconds, and the reliability weight their A/B
+    ratings get in reward-model training. `?round=N`: that round only."""
+
+    permission_classes = [IsAdminOrEngineer]
+
+    class OutputSerializer(serializers.Serializer):
+        class AnnotatorSerializer(serializers.Serializer):
+            annotator_id = serializers.IntegerField()
+            username = serializers.CharField()
+            n = serializers.IntegerField()
+            gold_n = serializers.IntegerField()
+            gold_accuracy = serializers.FloatField(allow_null=True)
+            consensus_n = serializers.IntegerField()
+            consensus_agreement = serializers.FloatField(allow_null=True)
+            left_pick_rate = serializers.FloatField(allow_null=True, help_text="share of A among A/B picks")
+            tie_rate = serializers.FloatField()
+            both_bad_rate = serializers.FloatField()
+            median_seconds = serializers.FloatField(allow_null=True)
+            reliability = serializers.FloatField(allow_null=True, help_text="Dawid-Skene kappa; null: too few ratings")
+            estimated_accuracy = serializers.FloatField(allow_null=True)
+            weight = serializers.FloatField(help_text="reward-model sample weight")
+
+        campaign = serializers.IntegerField()
+        round = serializers.IntegerField(allow_null=True)
+        n_ratings = serializers.IntegerField()
+        n_comparisons = serializers.IntegerField()
+        n_annotators = serializers.IntegerField()
+        alpha = serializers.FloatField(allow_null=True)
+        alpha_units = serializers.IntegerField()
+        alpha_both_bad_missing = serializers.IntegerField()
+        alpha_note = serializers.CharField()
+        percent_agreement = serializers.FloatField(allow_null=True)
+        agreement_pairs = serializers.IntegerField()
+        consensus_method = serializers.CharField()
+        consensus_labels = serializers.DictField(child=serializers.IntegerField())
+        annotators = AnnotatorSerializer(many=True)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("round", int, description="only this round's ratings")],
+        responses=OutputSerializer,
+    )
+    def get(self, request, campaign_id: int):
+        campaign = get_object_or_404(Campaign, pk=campaign_id)
+        round_ = campaign_round(campaign=campaign, index=request.query_params.get("round"))
+        return Response(self.OutputSerializer(campaign_quality(campaign=campaign, round_=round_)).data)
+
+
+class CampaignLeaderboardApi(APIView):
+    """Bradley-Terry scores of the campaign's policy versions (Elo-like
+    scale) with bootstrap 95% intervals, and each round's win rate of its
+    candidate over its baseline with a Wilson 95% interval."""
+
+    permission_classes = [IsAdminOrEngineer]
+
+    class InputSerializer(serializers.Serializer):
+        resamples = serializers.IntegerField(min_value=0, max_value=2000, default=200)
+
+    class OutputSerializer(serializers.Serializer):
+        class VersionSerializer(serializers.Serializer):
+            version = serializers.IntegerField()
+            policy_version_id = serializers.IntegerField()
+            n = serializers.IntegerField(help_text="ratings this version was in")
+            score = serializers.FloatField(allow_null=True)
+            lower = serializers.FloatField(allow_null=True)
+            upper = serializers.FloatField(allow_null=True)
+
+        class RoundSerializer(serializers.Serializer):
+            round = serializers.IntegerField()
+            candidate_version = serializers.IntegerField()
+            baseline_version = serializers.IntegerField()
+            same_policy = serializers.BooleanField()
+            n = serializers.IntegerField()
+            wins = serializers.IntegerField()
+            ties = serializers.IntegerField()
+            losses = serializers.IntegerField()
+            win_rate = serializers.FloatField(allow_null=True, help_text="ties count half")
+            lower = serializers.FloatField(allow_null=True)
+            upper = serializers.FloatField(allow_null=True)
+
+        campaign = serializers.IntegerField()
+        method = serializers.CharField()
+        scale = serializers.CharField()
+        interval = serializers.CharField()
+        n_ratings = serializers.IntegerField()
+        versions = VersionSerializer(many=True)
+        rounds = RoundSerializer(many=True)
+
+    @extend_schema(parameters=[InputSerializer], responses=OutputSerializer)
+    def get(self, request, campaign_id: int):
+        campaign = get_object_or_404(Campaign, pk=campaign_id)
+        params = self.InputSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        board = campaign_leaderboard(campaign=campaign, resamples=params.validated_data["resamples"])
+        return Response(self.OutputSerializer(board).data)

@@ -1,0 +1,117 @@
+"""Exports: preference pairs (TRL's schema) and raw ratings written to a file
+under settings.EXPORT_DIR one row at a time, and recorded, with the filters
+that chose them and the file's sha256, in an `Export` row.
+
+Memory stays flat however many ratings there are: the rows come from a
+chunked database iterator (annotate.selectors) and go straight to the file
+and the hash. The file is written under a temporary name and renamed when
+complete; the Export row is created only then, so a listed export always has
+a whole file behind it."""
+import csv
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from annotate.errors import ValidationFailed
+from annotate.models import Campaign, Export, Round
+from annotate.selectors import RATING_EXPORT_COLUMNS, preference_rows_iter, rating_export_rows
+
+User = get_user_model()
+
+
+class _HashingWriter:
+    """A text sink for json / csv that encodes, hashes and writes as it goes."""
+
+    def __init__(self, file):
+        self.file = file
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, text: str) -> int:
+        data = text.encode("utf-8")
+        self.sha256.update(data)
+        self.file.write(data)
+        self.size += len(data)
+        return len(text)
+
+
+def _write_jsonl(rows: Iterable[dict], sink: _HashingWriter) -> int:
+    count = 0
+    for count, row in enumerate(rows, start=1):
+        sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return count
+
+
+def _write_csv(rows: Iterable[dict], sink: _HashingWriter, columns: list[str]) -> int:
+    writer = csv.DictWriter(sink, fieldnames=columns)
+    writer.writeheader()
+    count = 0
+    for count, row in enumerate(rows, start=1):
+        writer.writerow(row)
+    return count
+
+
+def export_validate(*, kind: str, format: str) -> None:
+    if kind not in Export.Kind.values:
+        raise ValidationFailed(f"Unknown export kind '{kind}'; use one of {', '.join(Export.Kind.values)}.")
+    if format not in Export.Format.values:
+        raise ValidationFailed(f"Unknown export format '{format}'; use one of {', '.join(Export.Format.values)}.")
+    if kind == Export.Kind.PREFERENCES and format != Export.Format.JSONL:
+        # A prompt may be chat turns (a list), which a CSV cell cannot carry
+        # in a way TRL or `datasets` would read back.
+        raise ValidationFailed("Preference exports are JSONL only (prompts may be chat turns); use format 'jsonl'.")
+
+
+def export_create(
+    *, campaign: Campaign, kind: str, format: str, round_: Round | None = None, user: User | None = None
+) -> Export:
+    """Write the campaign's (or one round's) preferences or ratings to a new
+    file and record it. Bad kind, format or round: ValidationFailed, nothing written."""
+    export_validate(kind=kind, format=format)
+    if round_ is not None and round_.campaign_id != campaign.pk:
+        raise ValidationFailed(f"Round {round_.index} belongs to another campaign.")
+
+    if kind == Export.Kind.PREFERENCES:
+        rows = preference_rows_iter(campaign=campaign, round_=round_)
+    else:
+        rows = rating_export_rows(campaign=campaign, round_=round_)
+    folder = Path(settings.EXPORT_DIR) / f"campaign-{campaign.pk}"
+    folder.mkdir(parents=True, exist_ok=True)
+    scope = f"round{round_.index}" if round_ is not None else "all"
+    stamp = timezone.now().strftime("%Y%m%dT%H%M%S")
+    path = folder / f"{kind}-{scope}-{stamp}-{uuid.uuid4().hex[:8]}.{format}"
+    partial = path.with_name(f".{path.name}.partial")
+
+    # write: to a temporary name, hashing as it goes
+    try:
+        with open(partial, "wb") as file:
+            sink = _HashingWriter(file)
+            if format == Export.Format.JSONL:
+                count = _write_jsonl(rows, sink)
+            else:
+                count = _write_csv(rows, sink, list(RATING_EXPORT_COLUMNS))
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+    # record: only now that the file is whole
+    return Export.objects.create(
+        campaign=campaign,
+        round=round_,
+        kind=kind,
+        format=format,
+        path=str(path),
+        sha256=sink.sha256.hexdigest(),
+        rows=count,
+        size_bytes=sink.size,
+        created_by=user if user is not None and user.is_authenticated else None,
+    )

@@ -1,0 +1,534 @@
+// The rating page: keyboard first, the next comparison at once, nothing lost.
+//
+// - The comparison on screen and one prefetched behind it are both leased
+//   (POST next with `exclude`); a submit shows the prefetched one at once.
+// - A submit goes to an outbox in localStorage with its idempotency key and
+//   is sent (and re-sent with backoff on network failure) until the server
+//   answers: 2xx = stored, 4xx = said plainly and dropped. The same key twice
+//   makes one rating on the server.
+// - Leases are renewed while the annotator is active; one that is lost
+//   anyway is said plainly, and the submit then waits for the server's answer
+//   before moving on.
+// - Time on task counts only while the page is visible.
+// Blind: the API sends no model names, and nothing here shows any.
+import { marked } from "./vendor/marked-18.2.1.esm.js";
+
+const config = JSON.parse(document.getElementById("rate-config").textContent);
+const $ = (id) => document.getElementById(id);
+const main = $("rate");
+const form = $("rating-form");
+const OUTBOX_KEY = `ratchet.outbox.v1.${config.user}.${config.campaign}`;
+const TIME_KEY = `ratchet.time.v1.${config.user}`;
+const ACTIVE_WINDOW_MS = 60_000; // input within the last minute = active
+window.__ratchetTimings = []; // ms from submit key press to the next comparison painted (bench/)
+
+// --- small helpers ----------------------------------------------------------
+function uuid4() {
+  const b = crypto.getRandomValues(new Uint8Array(16)); // randomUUID needs a secure context
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+function csrfToken() {
+  const m = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+  return m ? decodeURIComponent(m[1]) : "";
+}
+
+let serverOffsetMs = 0; // server clock - local clock, from the Date header
+
+async function api(path, body) {
+  const resp = await fetch(path, {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken(), Accept: "application/json" },
+    body: JSON.stringify(body ?? {}),
+  });
+  const date = Date.parse(resp.headers.get("Date") || "");
+  if (!Number.isNaN(date)) serverOffsetMs = date - Date.now();
+  let data = null;
+  if (resp.status !== 204) {
+    try { data = await resp.json(); } catch { data = null; }
+  }
+  return { status: resp.status, data };
+}
+
+function errorText(data, status) {
+  if (data && typeof data.detail === "string") return data.detail;
+  if (data && typeof data === "object") return Object.entries(data).map(([k, v]) => `${k}: ${v}`).join("; ");
+  return `the server answered ${status}`;
+}
+
+function markdown(text) {
+  const html = marked.parse(text || "", { gfm: true, breaks: false, async: false });
+  return window.DOMPurify.sanitize(html, {
+    // No requests to other hosts from model output, nothing that looks like a control.
+    FORBID_TAGS: ["img", "style", "form", "input", "button", "textarea", "select", "iframe", "video", "audio"],
+    FORBID_ATTR: ["style"],
+  });
+}
+
+function escapeHtml(s) {
+  return String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+
+function promptHtml(item) {
+  if (Array.isArray(item.prompt_turns) && item.prompt_turns.length) {
+    return item.prompt_turns
+      .map((t) => {
+        const role = escapeHtml(t.role || "user");
+        return `<div class="turn role-${role.replace(/[^a-z]/gi, "")}"><div class="role">${role}</div>${markdown(t.content)}</div>`;
+      })
+      .join("");
+  }
+  return markdown(item.prompt);
+}
+
+// Render once, when the comparison arrives (so showing a prefetched one is only a DOM swap).
+function prepare(data) {
+  return {
+    data,
+    html: { prompt: promptHtml(data), a: markdown(data.response_a), b: markdown(data.response_b) },
+    leaseEnd: Date.parse(data.leased_until) - serverOffsetMs, // local clock
+    leaseTtl: Math.max(30_000, Date.parse(data.leased_until) - (Date.now() + serverOffsetMs)),
+    leaseLost: false,
+    key: uuid4(),
+  };
+}
+
+// --- counters ---------------------------------------------------------------
+// The server's counts from the latest `next` answer, plus ratings stored since that request was sent.
+let confirmed = 0;
+let base = null; // {progress, round_progress, confirmedAtRequest}
+
+function renderCounters() {
+  if (!base) return;
+  const extra = confirmed - base.confirmedAtRequest;
+  $("count-today").textContent = base.progress.mine_today + extra;
+  $("count-campaign").textContent = base.progress.mine_in_campaign + extra;
+  const r = base.round_progress;
+  if (r) {
+    const ratings = Math.min(r.ratings + extra, r.target_ratings);
+    $("round-label").textContent = `round ${r.round}`;
+    $("round-bar").max = r.target_ratings || 1;
+    $("round-bar").value = ratings;
+    $("round-text").textContent = `${ratings} / ${r.target_ratings} ratings (${r.target_ratings ? Math.round((100 * ratings) / r.target_ratings) : 0}%)`;
+  }
+}
+
+// --- outbox: submits and skips that must reach the server -------------------
+function outboxRead() {
+  try { return JSON.parse(localStorage.getItem(OUTBOX_KEY) || "[]"); } catch { return []; }
+}
+function outboxWrite(items) { localStorage.setItem(OUTBOX_KEY, JSON.stringify(items)); }
+function outboxAdd(item) { outboxWrite([...outboxRead().filter((i) => i.key !== item.key), item]); }
+function outboxRemove(key) { outboxWrite(outboxRead().filter((i) => i.key !== key)); }
+const pendingIds = () => outboxRead().map((i) => i.body.comparison ?? i.comparison);
+
+let draining = false;
+let retryTimer = null;
+let backoffMs = 1000;
+const waiters = new Map(); // outbox key -> resolve(result), for submits that wait for the answer
+
+async function sendOne(item) {
+  if (item.kind === "skip") return api(`/api/comparisons/${item.comparison}/skip/`, { reason: item.reason });
+  return api("/api/ratings/", item.body);
+}
+
+async function drain() {
+  if (draining) return;
+  draining = true;
+  clearTimeout(retryTimer);
+  try {
+    // Oldest first, until the outbox is empty (items added meanwhile included).
+    for (let item = outboxRead()[0]; item; item = outboxRead()[0]) {
+      let result;
+      try {
+        result = await sendOne(item);
+      } catch (err) {
+        result = { status: 0, data: null }; // the network failed: keep it, try again
+      }
+      const { status, data } = result;
+      if (status === 0 || status >= 500 || status === 429 || status === 403) {
+        const waiting = outboxRead().length;
+        const why = status === 403 ? "you seem to be logged out (log in again in another tab; it is kept)" : "no answer from the server";
+        setStatus(`${waiting} ${waiting === 1 ? "submit" : "submits"} not sent yet: ${why}. Retrying in ${Math.round(backoffMs / 1000)} s.`);
+        retryTimer = setTimeout(drain, backoffMs);
+        backoffMs = Math.min(backoffMs * 2, 30_000);
+        waiters.get(item.key)?.({ status, data, pending: true });
+        return;
+      }
+      backoffMs = 1000;
+      outboxRemove(item.key);
+      if (status >= 200 && status < 300) {
+        if (item.kind !== "skip" && status === 201) confirmed += 1;
+        renderCounters();
+      } else if (!waiters.has(item.key)) {
+        const what = item.kind === "skip" ? "Your skip of an earlier comparison" : "Your rating of an earlier comparison";
+        showNotice(`${what} was not stored: ${errorText(data, status)}`, true);
+      }
+      waiters.get(item.key)?.({ status, data, pending: false });
+      waiters.delete(item.key);
+    }
+    setStatus("");
+    if (prefetchWanted && !prefetched && !prefetching) prefetch();
+  } finally {
+    draining = false;
+  }
+}
+window.addEventListener("online", () => { backoffMs = 1000; drain(); });
+
+// --- messages ---------------------------------------------------------------
+function setStatus(text) { $("status").textContent = text; }
+function showNotice(text, bad = false) {
+  const n = $("notice");
+  n.textContent = text;
+  n.classList.toggle("bad", bad);
+  n.hidden = false;
+}
+function clearNotice() { $("notice").hidden = true; $("notice").textContent = ""; }
+
+// --- time on task: only while the page is visible ---------------------------
+let visibleMs = 0;
+let visibleSince = null;
+function timeStart(comparisonId) {
+  let saved = {};
+  try { saved = JSON.parse(sessionStorage.getItem(TIME_KEY) || "{}"); } catch {}
+  visibleMs = saved.comparison === comparisonId ? saved.ms : 0; // a reload keeps the time already spent
+  visibleSince = document.visibilityState === "visible" ? performance.now() : null;
+}
+function timeNow() { return Math.round(visibleMs + (visibleSince === null ? 0 : performance.now() - visibleSince)); }
+function timeSave() {
+  if (current) sessionStorage.setItem(TIME_KEY, JSON.stringify({ comparison: current.data.comparison, ms: timeNow() }));
+}
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") {
+    if (visibleSince === null) visibleSince = performance.now();
+    renewIfDue(true);
+  } else {
+    if (visibleSince !== null) visibleMs += performance.now() - visibleSince;
+    visibleSince = null;
+    timeSave();
+  }
+});
+window.addEventListener("pagehide", timeSave);
+
+// --- leases -----------------------------------------------------------------
+let current = null; // prepared comparison on screen
+let prefetched = null; // prepared comparison leased behind it
+let prefetching = null; // promise
+let prefetchWanted = true; // false once the server said there is nothing more
+let lastInput = Date.now();
+
+for (const ev of ["keydown", "pointerdown", "wheel", "scroll", "input"]) {
+  document.addEventListener(ev, () => { lastInput = Date.now(); }, { capture: true, passive: true });
+}
+
+async function renew(item) {
+  try {
+    const { status, data } = await api(`/api/comparisons/${item.data.comparison}/renew/`);
+    if (status === 200) {
+      item.leaseEnd = Date.parse(data.leased_until) - serverOffsetMs;
+      item.leaseLost = false;
+      return true;
+    }
+    if (status >= 400 && status < 500) {
+      item.leaseLost = true;
+      return false;
+    }
+  } catch {}
+  return null; // network trouble: try again on the next tick
+}
+
+async function renewIfDue(force = false) {
+  const active = Date.now() - lastInput < ACTIVE_WINDOW_MS && document.visibilityState === "visible";
+  for (const item of [current, prefetched]) {
+    if (!item || item.leaseLost) continue;
+    const left = item.leaseEnd - Date.now();
+    if ((active || force) && left < item.leaseTtl / 2) {
+      const ok = await renew(item);
+      if (ok === false && item === current) leaseLostNotice();
+      if (ok === false && item === prefetched) { prefetched = null; prefetch(); }
+    } else if (left <= 0 && item === current) {
+      item.leaseLost = true;
+      leaseLostNotice();
+    }
+  }
+}
+setInterval(renewIfDue, 10_000);
+
+function leaseLostNotice() {
+  showNotice(
+    "Your hold on this comparison has expired, so it may have gone to someone else. " +
+      "You can still submit: if the comparison still has room your rating counts, and if not you will be told before the next one.",
+    true,
+  );
+}
+
+// --- next comparison and prefetch -------------------------------------------
+async function fetchNext(exclude) {
+  const confirmedAtRequest = confirmed;
+  const { status, data } = await api(`/api/campaigns/${config.campaign}/next/`, exclude.length ? { exclude } : {});
+  if (status === 200) {
+    base = { progress: data.progress, round_progress: data.round_progress, confirmedAtRequest };
+    return { item: prepare(data) };
+  }
+  if (status === 204) return { none: true };
+  return { error: errorText(data, status), status };
+}
+
+// Until the server answers; a 409 means two leases are still held by submits
+// in the outbox, so wait for it to drain and ask again.
+async function fetchNextPatiently() {
+  for (let attempt = 0; ; attempt++) {
+    let r;
+    try { r = await fetchNext(pendingIds()); } catch { r = { error: "network", status: 0 }; }
+    if (r.status !== 0 && r.status !== 409 && !(r.status >= 500)) return r;
+    setStatus(r.status === 409 ? "Waiting for earlier submits to reach the server…" : "No answer from the server; trying again…");
+    drain();
+    await new Promise((res) => setTimeout(res, Math.min(500 * 2 ** attempt, 15_000)));
+  }
+}
+
+function prefetch() {
+  if (prefetching || prefetched || !prefetchWanted || !current) return prefetching;
+  // A submit still in the outbox holds its lease until it lands, and two live
+  // leases is the most the server gives: drain() calls this again when empty.
+  if (outboxRead().length) { drain(); return null; }
+  const exclude = [current.data.comparison, ...pendingIds()];
+  prefetching = fetchNext(exclude)
+    .then((r) => {
+      if (r.item) prefetched = r.item;
+      else if (r.none) prefetchWanted = false;
+      // 409: two leases held (another tab?); ask again a little later.
+      else if (r.status === 409) setTimeout(prefetch, 2000);
+      return r;
+    })
+    .catch(() => ({ error: "network" }))
+    .finally(() => { prefetching = null; renderCounters(); });
+  return prefetching;
+}
+
+function resetForm() {
+  form.reset();
+  $("strength").disabled = true;
+}
+
+function show(item) {
+  current = item;
+  const d = item.data;
+  $("prompt").innerHTML = item.html.prompt;
+  $("answer-a").innerHTML = item.html.a;
+  $("answer-b").innerHTML = item.html.b;
+  $("answer-a").scrollTop = 0;
+  $("answer-b").scrollTop = 0;
+  resetForm();
+  $("comparison").hidden = false;
+  $("done").hidden = true;
+  main.dataset.state = "rating";
+  main.dataset.comparison = d.comparison;
+  document.title = `Rate #${d.comparison} · ${config.name} · Ratchet`;
+  timeStart(d.comparison);
+  renderCounters();
+  if (item.leaseEnd <= Date.now() + 5_000) renewIfDue(true);
+  const active = document.activeElement;
+  if (!active || active === document.body || form.contains(active)) $("prompt-heading").focus({ preventScroll: true });
+  window.scrollTo({ top: 0 });
+}
+
+function showDone() {
+  current = null;
+  $("comparison").hidden = true;
+  $("done").hidden = false;
+  main.dataset.state = "done";
+  delete main.dataset.comparison;
+  $("done-heading").focus();
+}
+
+async function advance(t0) {
+  // Nothing is "current" while we move on, so no prefetch starts meanwhile
+  // and the comparison just left (still in the outbox) is never shown again.
+  current = null;
+  let next = prefetched;
+  prefetched = null;
+  while (!next && prefetchWanted) {
+    main.dataset.state = "loading";
+    if (prefetching) {
+      await prefetching;
+      next = prefetched;
+      prefetched = null;
+      continue;
+    }
+    setStatus("Loading the next comparison…");
+    const r = await fetchNextPatiently();
+    setStatus("");
+    if (r.item) next = r.item;
+    else if (r.none) prefetchWanted = false;
+    else {
+      showNotice(`Could not get the next comparison: ${r.error}`, true);
+      return;
+    }
+  }
+  if (!next) { showDone(); return; }
+  show(next);
+  if (t0 !== undefined) {
+    // Painted: the frame after the DOM change.
+    requestAnimationFrame(() => setTimeout(() => {
+      window.__ratchetTimings.push(performance.now() - t0);
+      main.dataset.timings = window.__ratchetTimings.length;
+    }, 0));
+  }
+  prefetch();
+}
+
+// --- submit and skip ----------------------------------------------------------
+let busy = false;
+
+async function submit(t0 = performance.now()) {
+  if (!current || busy || main.dataset.state !== "rating") return;
+  const choice = form.elements.choice.value;
+  const strength = form.elements.strength.value;
+  if (!choice) { showNotice("Pick an answer first: 1 A better, 2 B better, 3 tie, 4 both bad."); return; }
+  if ((choice === "A" || choice === "B") && !strength) {
+    showNotice(`How much better is ${choice}? q slightly, w clearly, e much.`);
+    return;
+  }
+  clearNotice();
+  const item = current;
+  const body = {
+    comparison: item.data.comparison,
+    choice,
+    reason: $("reason").value,
+    time_on_task_ms: timeNow(),
+    idempotency_key: item.key,
+  };
+  if (choice === "A" || choice === "B") body.strength = Number(strength);
+  const entry = { kind: "rating", key: item.key, body };
+  outboxAdd(entry);
+  sessionStorage.removeItem(TIME_KEY);
+  if (item.leaseLost || item.leaseEnd <= Date.now()) {
+    // The lease is gone: wait for the server's word before moving on.
+    busy = true;
+    main.dataset.state = "sending";
+    setStatus("Sending…");
+    const result = await new Promise((resolve) => { waiters.set(entry.key, resolve); drain(); });
+    busy = false;
+    if (!result.pending && result.status >= 400) {
+      $("lost-text").textContent = `${errorText(result.data, result.status)} Your choice for this comparison is not counted.`;
+      const dlg = $("lost-dialog");
+      dlg.showModal();
+      await new Promise((res) => dlg.addEventListener("close", res, { once: true }));
+    }
+    waiters.delete(entry.key);
+    await advance();
+    return;
+  }
+  drain();
+  await advance(t0);
+}
+
+function skipDialog() {
+  if (!current || main.dataset.state !== "rating") return;
+  const dlg = $("skip-dialog");
+  $("skip-form").reset();
+  $("skip-error").textContent = "";
+  dlg.returnValue = "";
+  dlg.showModal();
+  $("skip-form").querySelector("input[name=skip-reason]:checked").focus();
+}
+
+$("skip-dialog").addEventListener("close", () => {
+  const dlg = $("skip-dialog");
+  if (dlg.returnValue !== "skip" || !current) return;
+  const f = $("skip-form");
+  let reason = f.elements["skip-reason"].value;
+  if (reason === "other") reason = f.elements["skip-other"].value.trim() || "Other (no detail given)";
+  const item = current;
+  outboxAdd({ kind: "skip", key: `skip-${item.data.comparison}`, comparison: item.data.comparison, reason });
+  sessionStorage.removeItem(TIME_KEY);
+  drain();
+  advance(performance.now());
+});
+
+// --- controls: buttons and keys do the same thing ----------------------------
+function choose(value) {
+  const radio = form.querySelector(`input[name=choice][value="${value}"]`);
+  radio.checked = true;
+  onChoice();
+}
+function onChoice() {
+  const choice = form.elements.choice.value;
+  const strengthOn = choice === "A" || choice === "B";
+  $("strength").disabled = !strengthOn;
+  if (!strengthOn) form.querySelectorAll("input[name=strength]").forEach((r) => { r.checked = false; });
+}
+function strengthSet(value) {
+  if ($("strength").disabled) {
+    showNotice("Strength is for A or B: press 1 or 2 first.");
+    return;
+  }
+  form.querySelector(`input[name=strength][value="${value}"]`).checked = true;
+}
+form.addEventListener("change", (e) => { if (e.target.name === "choice") onChoice(); });
+form.addEventListener("submit", (e) => { e.preventDefault(); submit(e.timeStamp); });
+$("skip").addEventListener("click", skipDialog);
+$("open-instructions").addEventListener("click", () => $("instructions-dialog").showModal());
+$("open-keys").addEventListener("click", () => $("keys-dialog").showModal());
+
+const KEYS = {
+  1: () => choose("A"), 2: () => choose("B"), 3: () => choose("tie"), 4: () => choose("both_bad"),
+  q: () => strengthSet("1"), w: () => strengthSet("2"), e: () => strengthSet("3"),
+  s: skipDialog,
+  r: () => $("reason").focus(),
+  i: () => $("instructions-dialog").showModal(),
+  "?": () => $("keys-dialog").showModal(),
+};
+
+document.addEventListener("keydown", (e) => {
+  if (e.ctrlKey || e.metaKey || e.altKey || e.isComposing) return;
+  const t = e.target;
+  const openDialog = document.querySelector("dialog[open]");
+  if (openDialog) {
+    // Skip dialog: 1-4 pick a reason (unless typing the "other" one).
+    if (openDialog.id === "skip-dialog" && /^[1-4]$/.test(e.key) && t.type !== "text") {
+      const radios = openDialog.querySelectorAll("input[name=skip-reason]");
+      radios[Number(e.key) - 1].checked = true;
+      radios[Number(e.key) - 1].focus();
+      if (e.key === "4") $("skip-other").focus();
+      e.preventDefault();
+    }
+    return; // Esc closes, Enter submits the dialog's form: the browser does both
+  }
+  if (t.matches("textarea, input[type=text], select, [contenteditable]")) {
+    if (e.key === "Enter" && !e.shiftKey && t.id === "reason") { e.preventDefault(); t.blur(); submit(e.timeStamp); }
+    else if (e.key === "Escape") t.blur();
+    return;
+  }
+  if (e.key === "Enter") {
+    if (t.matches("button, a, summary")) return; // the focused control's own action
+    e.preventDefault();
+    submit(e.timeStamp);
+    return;
+  }
+  const action = KEYS[e.key] ?? KEYS[e.key.toLowerCase?.()];
+  if (action && main.dataset.state !== "loading") {
+    e.preventDefault();
+    action();
+  }
+});
+
+// --- start --------------------------------------------------------------------
+$("instructions").innerHTML = config.instructions ? markdown(config.instructions) : "<p>This campaign has no instructions.</p>";
+
+async function start() {
+  drain();
+  const r = await fetchNextPatiently();
+  setStatus("");
+  if (r.item) { show(r.item); prefetch(); }
+  else if (r.none) { prefetchWanted = false; showDone(); renderCounters(); }
+  else showNotice(`Could not get a comparison: ${r.error}`, true);
+}
+
+// DOMPurify loads as a classic deferred script; it has run before this module.
+start();

@@ -1,0 +1,55 @@
+"""Pinned query counts of the annotator's hot path (STYLE.md: pin query counts
+on list and next-task APIs). The numbers are what the code does today,
+savepoints included; a change that adds queries must raise them on purpose.
+Each is checked on a small and a larger round: the count must not grow with it."""
+import uuid
+
+import pytest
+
+from annotate.models import Assignment
+
+pytestmark = pytest.mark.django_db
+
+NEXT_FRESH_LEASE = 25
+NEXT_RELOAD = 13
+RATING_CREATE = 16  # includes the SAVEPOINT around the insert
+CAMPAIGN_LIST = 3
+
+
+@pytest.fixture(params=[3, 40], ids=["3-comparisons", "40-comparisons"])
+def busy_round(request, make_open_round, annotator, make_user, api_client_for):
+    """A round where others already leased and rated, so the queries run
+    against real competition, not an empty table."""
+    others = [make_user("annotator") for _ in range(2)]
+    round_ = make_open_round(prompts=request.param, overlap=3, annotators=[annotator, *others])
+    for other in others:
+        client = api_client_for(other)
+        comparison = client.post(f"/api/campaigns/{round_.campaign_id}/next/").data["comparison"]
+        client.post("/api/ratings/", {"comparison": comparison, "choice": "tie", "idempotency_key": str(uuid.uuid4())},
+                    format="json")
+        client.post(f"/api/campaigns/{round_.campaign_id}/next/")  # and hold a lease
+    return round_
+
+
+def test_comparison_next_query_count_is_pinned(busy_round, annotator_client, django_assert_max_num_queries):
+    url = f"/api/campaigns/{busy_round.campaign_id}/next/"
+    with django_assert_max_num_queries(NEXT_FRESH_LEASE):
+        assert annotator_client.post(url).status_code == 200
+    with django_assert_max_num_queries(NEXT_RELOAD):
+        assert annotator_client.post(url).status_code == 200
+
+
+def test_rating_create_query_count_is_pinned(busy_round, annotator_client, annotator, django_assert_max_num_queries):
+    comparison = annotator_client.post(f"/api/campaigns/{busy_round.campaign_id}/next/").data["comparison"]
+    body = {"comparison": comparison, "choice": "A", "strength": 2, "idempotency_key": str(uuid.uuid4())}
+    with django_assert_max_num_queries(RATING_CREATE):
+        assert annotator_client.post("/api/ratings/", body, format="json").status_code == 201
+    assert Assignment.objects.get(annotator=annotator, comparison_id=comparison).status == "done"
+
+
+def test_campaign_list_query_count_is_pinned(busy_round, make_open_round, annotator, annotator_client,
+                                             django_assert_max_num_queries):
+    make_open_round(prompts=1, annotators=[annotator])
+    with django_assert_max_num_queries(CAMPAIGN_LIST):
+        answer = annotator_client.get("/api/campaigns/")
+    assert len(answer.data) == 2

@@ -1,0 +1,171 @@
+"""The annotator's rating page in real Chromium: keyboard-only rating, a
+submit through a network failure, reload, skip, the narrow layout and
+screenshots (tests/artifacts/screenshots/)."""
+import json
+
+from annotate.models import Assignment, Rating
+from tests.browser.conftest import PASSWORD, SCREENSHOTS, rate_url, wait_for_comparison, wait_until
+
+
+def test_annotator_logs_in_and_rates_five_comparisons_with_the_keyboard_alone(page, live_server, rating_campaign):
+    campaign, user = rating_campaign
+    # given: the login form, filled and sent with keys only
+    page.goto(f"{live_server.url}/login/")
+    page.keyboard.type(user.username)  # the username field has autofocus
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{live_server.url}/")
+    # when: Tab to the campaign's "Rate" link and follow it
+    for _ in range(30):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.textContent.trim()") == "Rate":
+            break
+    else:
+        raise AssertionError("no Rate link reachable with Tab on the home page")
+    page.keyboard.press("Enter")
+    page.wait_for_url(rate_url(live_server, campaign))
+    # and rate five comparisons: choice, strength where it applies, Enter
+    keys = [("1", "q"), ("2", "e"), ("3", None), ("4", None), ("1", "w")]
+    expected, shown = {}, None
+    for choice_key, strength_key in keys:
+        shown = wait_for_comparison(page, other_than=shown)
+        page.keyboard.press(choice_key)
+        if strength_key:
+            page.keyboard.press(strength_key)
+        page.keyboard.press("Enter")
+        expected[shown] = (
+            {"1": "A", "2": "B", "3": "tie", "4": "both_bad"}[choice_key],
+            {"q": 1, "w": 2, "e": 3, None: None}[strength_key],
+        )
+    wait_for_comparison(page, other_than=shown)
+    # then: five ratings, as chosen, with the time the page was visible
+    wait_until(page, lambda: Rating.objects.filter(annotator=user).count() == 5, what="five ratings stored")
+    ratings = {r.comparison_id: r for r in Rating.objects.filter(annotator=user)}
+    assert {pk: (r.choice, r.strength) for pk, r in ratings.items()} == expected
+    assert all(r.time_on_task_ms and r.time_on_task_ms > 0 for r in ratings.values())
+    # and the page counts them (today and in this campaign)
+    page.wait_for_function("document.getElementById('count-campaign').textContent === '5'")
+    assert page.text_content("#count-today") == "5"
+
+
+def test_a_submit_during_a_network_failure_is_retried_with_the_same_key_and_makes_one_rating(
+    page, live_server, logged_in
+):
+    campaign, user = logged_in
+    sent = []
+
+    def flaky_network(route, request):
+        sent.append(json.loads(request.post_data))
+        if len(sent) == 1:
+            route.abort("internetdisconnected")  # never reaches the server
+        elif len(sent) == 2:
+            try:
+                route.fetch()  # reaches the server and is stored, but the answer is lost
+            finally:
+                route.abort("connectionreset")
+        else:
+            route.continue_()
+
+    page.route("**/api/ratings/", flaky_network)
+    page.goto(rate_url(live_server, campaign))
+    first = wait_for_comparison(page)
+    page.keyboard.press("2")
+    page.keyboard.press("w")
+    page.keyboard.press("Enter")
+    # the next comparison is on screen at once, while the submit waits in the outbox
+    wait_for_comparison(page, other_than=first)
+    wait_until(page, lambda: len(sent) >= 3, timeout=20, what="two retries")
+    page.wait_for_function("localStorage.length === 0 || Object.keys(localStorage).every(k => localStorage[k] === '[]')")
+    assert len({body["idempotency_key"] for body in sent}) == 1
+    assert Rating.objects.filter(annotator=user).count() == 1
+    rating = Rating.objects.get(annotator=user)
+    assert (rating.comparison_id, rating.choice, rating.strength) == (first, "B", 2)
+    assert str(rating.idempotency_key) == sent[0]["idempotency_key"]
+
+
+def test_a_reload_shows_the_same_comparison_while_the_lease_holds(page, live_server, logged_in):
+    campaign, user = logged_in
+    page.goto(rate_url(live_server, campaign))
+    first = wait_for_comparison(page)
+    # let the prefetch (a second lease) happen before reloading
+    wait_until(page, lambda: Assignment.objects.filter(annotator=user, status="leased").count() == 2, what="prefetch")
+    page.reload()
+    assert wait_for_comparison(page) == first
+    assert Assignment.objects.filter(annotator=user, status="leased").count() == 2  # nothing new leased
+
+
+def test_skip_with_a_reason_by_keyboard_gives_the_comparison_back(page, live_server, logged_in):
+    campaign, user = logged_in
+    page.goto(rate_url(live_server, campaign))
+    first = wait_for_comparison(page)
+    page.keyboard.press("s")
+    page.wait_for_selector("#skip-dialog[open]")
+    page.keyboard.press("2")
+    page.keyboard.press("Enter")
+    wait_for_comparison(page, other_than=first)
+    skipped = wait_until(
+        page, lambda: Assignment.objects.filter(annotator=user, comparison_id=first, status="released").first(),
+        what="the skip stored",
+    )
+    assert skipped.skip_reason == "The prompt is unclear or broken"
+    assert not Rating.objects.filter(annotator=user).exists()
+
+
+def test_answers_stack_on_a_narrow_screen_and_screenshots_are_written(page, live_server, logged_in):
+    campaign, _ = logged_in
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.goto(rate_url(live_server, campaign))
+    wait_for_comparison(page)
+    page.keyboard.press("1")
+    page.keyboard.press("w")
+    # wide: side by side
+    a, b = page.locator("#answer-a").bounding_box(), page.locator("#answer-b").bounding_box()
+    assert b["x"] >= a["x"] + a["width"] and abs(b["y"] - a["y"]) < 2
+    page.screenshot(path=str(SCREENSHOTS / "rating-wide.png"))
+    # narrow (a phone): B below A
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.wait_for_function("document.getElementById('answer-b').getBoundingClientRect().top > "
+                           "document.getElementById('answer-a').getBoundingClientRect().bottom")
+    a, b = page.locator("#answer-a").bounding_box(), page.locator("#answer-b").bounding_box()
+    assert b["y"] >= a["y"] + a["height"]
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
+    page.screenshot(path=str(SCREENSHOTS / "rating-narrow.png"), full_page=True)
+    assert (SCREENSHOTS / "rating-wide.png").stat().st_size > 0
+    assert (SCREENSHOTS / "rating-narrow.png").stat().st_size > 0
+
+
+def test_the_page_renders_markdown_safely_keeps_code_verbatim_and_never_names_a_model(page, live_server, logged_in):
+    campaign, _ = logged_in
+    page.goto(rate_url(live_server, campaign))
+    wait_for_comparison(page)
+    page.wait_for_selector(".turn")  # the chat prompt sorts first: its turns with their roles
+    roles = page.locator(".turn .role").all_text_contents()
+    assert roles == ["system", "user"]
+    code = page.locator(".md pre code")
+    assert "return a  +  b   # spaces kept" in code.first.text_content()
+    assert page.evaluate("getComputedStyle(document.querySelector('.md pre')).fontFamily").lower().count("mono") >= 1
+    assert page.locator(".md script").count() == 0
+    # the long answer scrolls inside its own panel
+    assert page.evaluate("(() => { const el = [...document.querySelectorAll('.answer .scroll')]"
+                         ".find(e => e.textContent.includes('Paragraph 39')); "
+                         "return el.scrollHeight > el.clientHeight && getComputedStyle(el).overflowY === 'auto'; })()")
+    html = page.evaluate("document.querySelector('main').outerHTML").lower()
+    for leak in ("candidate", "baseline", "policy", "/nonexistent/store"):
+        assert leak not in html
+    # instructions one key away, and the key map on ?
+    page.keyboard.press("i")
+    page.wait_for_selector("#instructions-dialog[open]")
+    assert "How to rate" in page.text_content("#instructions")
+    page.keyboard.press("Escape")
+    page.keyboard.press("?")
+    page.wait_for_selector("#keys-dialog[open]")
+    page.keyboard.press("Escape")
+    # every control has an accessible name
+    unnamed = page.evaluate("""[...document.querySelectorAll('button, input:not([type=hidden]), textarea, a, select, [tabindex]')]
+        .filter(el => !el.closest('dialog:not([open])'))
+        .filter(el => {
+          const label = el.labels && el.labels.length ? el.labels[0].textContent : '';
+          return !(el.getAttribute('aria-label') || label.trim() || el.textContent.trim() || el.getAttribute('aria-labelledby'));
+        }).map(el => el.outerHTML.slice(0, 80))""")
+    assert unnamed == []
