@@ -4,10 +4,16 @@ from django.contrib import admin
 from annotate import models
 
 
+class MembershipInline(admin.TabularInline):
+    model = models.Membership
+    extra = 0
+    raw_id_fields = ["annotator"]
+
+
 @admin.register(models.Campaign)
 class CampaignAdmin(admin.ModelAdmin):
     list_display = ["name", "status", "overlap", "comparisons_per_round", "created_at"]
-    filter_horizontal = ["annotators"]
+    inlines = [MembershipInline]
 
 
 @admin.register(models.TrainingRun)
@@ -22,6 +28,6 @@ class RatingAdmin(admin.ModelAdmin):
     raw_id_fields = ["comparison"]
 
 
-for model in [models.Prompt, models.PolicyVersion, models.RewardModelVersion, models.Round, models.Response,
+for model in [models.GoldPair, models.Prompt, models.PolicyVersion, models.RewardModelVersion, models.Round, models.Response,
               models.Comparison, models.Assignment]:
     admin.site.register(model)

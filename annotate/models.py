@@ -41,7 +41,15 @@ class Campaign(models.Model):
     # Start training by itself when every comparison of a round has k ratings.
     auto_train = models.BooleanField(default=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
-    annotators = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="campaigns", blank=True)
+    annotators = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, through="Membership", related_name="campaigns", blank=True
+    )
+    # Gold pairs: the share of each round's comparisons drawn from the gold
+    # pool, and the gold accuracy under which an annotator is paused (once
+    # they have answered gold_min_count gold pairs).
+    gold_frequency = models.FloatField(default=0.1)
+    gold_min_accuracy = models.FloatField(default=0.6)
+    gold_min_count = models.PositiveSmallIntegerField(default=5)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -69,6 +77,47 @@ class Prompt(models.Model):
     def content(self):
         """What the model is prompted with: chat turns if any, else the text."""
         return self.turns if self.turns else self.text
+
+
+class Membership(models.Model):
+    """An annotator in a campaign's pool, with their standing in it."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        PAUSED = "paused"  # gets no work; the reason is shown to them and to admins
+        REMOVED = "removed"  # no longer in the pool; their ratings stay
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="memberships")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    paused_reason = models.TextField(blank=True, default="")
+    # True when the gold-accuracy check paused them (not an admin).
+    paused_automatically = models.BooleanField(default=False)
+    daily_limit = models.PositiveIntegerField(null=True, blank=True, help_text="ratings a day; empty = no limit")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "annotate_campaign_annotators"  # the table the plain many-to-many had
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "annotator"], name="membership_unique_annotator")
+        ]
+
+
+class GoldPair(models.Model):
+    """A pair with a known answer, in the campaign's gold pool; copies of it
+    are mixed into each round as ordinary-looking comparisons."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="gold_pairs")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="gold_pairs")
+    chosen = models.ForeignKey("Response", on_delete=models.CASCADE, related_name="+")
+    rejected = models.ForeignKey("Response", on_delete=models.CASCADE, related_name="+")
+    external_id = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "external_id"], name="goldpair_unique_external_id")
+        ]
 
 
 class TrainingRun(models.Model):
@@ -172,7 +221,11 @@ class Round(models.Model):
 
 class Response(models.Model):
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="responses")
-    policy_version = models.ForeignKey(PolicyVersion, on_delete=models.CASCADE, related_name="responses")
+    # Null for answers that came from outside (imported preference data,
+    # gold pairs) rather than from one of the campaign's policies.
+    policy_version = models.ForeignKey(
+        PolicyVersion, null=True, blank=True, on_delete=models.CASCADE, related_name="responses"
+    )
     sample_index = models.PositiveSmallIntegerField(default=0)
     text = models.TextField()
     sampling = models.JSONField(default=dict, blank=True)

@@ -101,10 +101,16 @@ def main() -> None:
 
             rate_everything(raters, cid, random.Random(0))
             last_rating = time.perf_counter()
-            progress = platform.wait_for(
-                lambda: (lambda b: b if b["round"]["round"] == 1 else None)(admin.get(f"/api/campaigns/{cid}/progress/")[1]),
-                timeout=3600, what="round 1", interval=0.2,
-            )
+
+            def round1():
+                runs = admin.get(f"/api/training-runs/?campaign={cid}")[1]
+                failed = [r for r in runs if r["status"] == "failed"]
+                if failed:
+                    raise SystemExit(f"training run {failed[0]['id']} failed: {failed[0]['error']}")
+                body = admin.get(f"/api/campaigns/{cid}/progress/")[1]
+                return body if body["round"]["round"] == 1 else None
+
+            progress = platform.wait_for(round1, timeout=3600, what="round 1", interval=0.2)
             round_s = time.perf_counter() - last_rating
             runs = admin.get(f"/api/training-runs/?campaign={cid}")[1]
             train = next(r for r in runs if r["kind"] == "train")
