@@ -1,0 +1,9 @@
+"""Console URLs, one module per area so each area's pages live together."""
+from django.urls import include, path
+
+urlpatterns = [
+    # campaigns list, create, edit, pause/resume/archive, annotator pool
+    path("", include("frontend.console.urls_campaigns")),
+    # prompts and gold imports, gold pool, quality, leaderboard, exports
+    path("", include("frontend.console.urls_data")),
+]
