@@ -165,7 +165,13 @@ def stage_reward(run: TrainingRun, reporter: Reporter) -> dict:
         with _scratch(run) as tmp:
             out = Path(tmp) / "reward"
             metrics = train_reward(
-                config, rows, _verified(_base_version(run)), out, on_metrics=reporter.metrics, on_progress=reporter.progress
+                config,
+                rows,
+                _verified(_base_version(run)),
+                out,
+                on_metrics=reporter.metrics,
+                on_progress=reporter.progress,
+                meta={"campaign": run.campaign_id, "training_run": run.pk, "dataset_sha256": run.dataset_sha256},
             )
             published = _store().publish(out, f"campaign-{run.campaign_id}/reward-run{run.pk}")
         with transaction.atomic():
@@ -208,6 +214,13 @@ def stage_policy(run: TrainingRun, reporter: Reporter) -> dict:
                 reward_path=_verified(reward),
                 on_metrics=reporter.metrics,
                 on_progress=reporter.progress,
+                meta={
+                    "campaign": run.campaign_id,
+                    "training_run": run.pk,
+                    "parent_version": current.version,
+                    "reward_version": reward.version,
+                    "dataset_sha256": run.dataset_sha256,
+                },
             )
             published = _store().publish(out, f"campaign-{run.campaign_id}/policy-run{run.pk}")
         existing = PolicyVersion.objects.create(
