@@ -8,7 +8,7 @@ from django.db.models import Count, Q, QuerySet, Sum
 
 from annotate import quality
 from annotate.errors import ValidationFailed
-from annotate.models import Campaign, Comparison, PolicyVersion, Rating, Role, Round, TrainingRun
+from annotate.models import Campaign, Comparison, Membership, PolicyVersion, Rating, Role, Round, TrainingRun
 
 User = get_user_model()
 
@@ -27,7 +27,19 @@ def campaigns_visible_to(*, user: User) -> QuerySet[Campaign]:
     whose pool they are in (invariant 7)."""
     if user.is_staff or user_roles(user=user) & {Role.CAMPAIGN_ADMIN, Role.ML_ENGINEER}:
         return Campaign.objects.all()
-    return Campaign.objects.filter(annotators=user)
+    # One filter() call: both conditions on the same membership row. A paused
+    # annotator still sees the campaign (and is told why there is no work);
+    # a removed one does not.
+    return Campaign.objects.filter(
+        memberships__annotator=user, memberships__status__in=[Membership.Status.ACTIVE, Membership.Status.PAUSED]
+    )
+
+
+def day_start():
+    """Midnight today (settings.TIME_ZONE): where "ratings today" and daily limits start."""
+    from django.utils import timezone
+
+    return timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def campaign_current_round(*, campaign: Campaign) -> Round | None:
@@ -35,8 +47,10 @@ def campaign_current_round(*, campaign: Campaign) -> Round | None:
 
 
 def round_progress(*, round_: Round) -> dict:
+    """Counts over the round's regular comparisons: gold pairs mixed in are
+    not what the round is for, and never hold it up."""
     k = round_.campaign.overlap
-    agg = round_.comparisons.aggregate(
+    agg = round_.comparisons.filter(gold_choice="").aggregate(
         comparisons=Count("pk"),
         ratings=Sum("rating_count"),
         complete=Count("pk", filter=Q(rating_count__gte=k)),
@@ -57,8 +71,9 @@ def round_progress(*, round_: Round) -> dict:
 
 
 def round_is_complete(*, round_: Round) -> bool:
+    """Every regular comparison has k ratings (gold pairs don't count)."""
     k = round_.campaign.overlap
-    comparisons = round_.comparisons
+    comparisons = round_.comparisons.filter(gold_choice="")
     return comparisons.exists() and not comparisons.filter(rating_count__lt=k).exists()
 
 
@@ -265,10 +280,15 @@ def campaign_leaderboard(*, campaign: Campaign, resamples: int = 200, seed: int 
     """Bradley-Terry scores of the campaign's policy versions from the ratings
     (A/B a win, tie half a win each, both_bad ignored; a round comparing a
     version with itself says nothing), bootstrap 95% intervals, and each
-    round's win rate of its candidate over its baseline."""
+    round's win rate of its candidate over its baseline. Gold pairs and any
+    answer from outside the campaign's policies (no policy version) are left out."""
     rows = list(
         Rating.objects.filter(
-            comparison__round__campaign=campaign, choice__in=[Rating.Choice.A, Rating.Choice.B, Rating.Choice.TIE]
+            comparison__round__campaign=campaign,
+            choice__in=[Rating.Choice.A, Rating.Choice.B, Rating.Choice.TIE],
+            comparison__gold_choice="",
+            comparison__response_a__policy_version__isnull=False,
+            comparison__response_b__policy_version__isnull=False,
         ).values_list(
             "choice", "comparison__response_a__policy_version_id", "comparison__response_b__policy_version_id",
             "comparison__round_id", "comparison__candidate_is_a",
@@ -373,3 +393,123 @@ def rating_export_rows(*, campaign: Campaign, round_: Round | None = None) -> It
         row["created_at"] = row["created_at"].isoformat()
         yield row
 
+
+
+# --- console: campaigns list and annotator pools -------------------------------
+# A fixed number of queries whatever the number of campaigns, members or
+# ratings (pinned in tests/annotate/test_campaign_admin.py and test_pool.py).
+
+
+def campaign_console_rows(*, campaigns: QuerySet[Campaign] | None = None) -> list[dict]:
+    """Each campaign with its current round's progress, pool size and ratings
+    today, in four queries."""
+    from django.db.models import OuterRef, Subquery
+
+    latest = Round.objects.filter(campaign=OuterRef("pk")).order_by("-index").values("pk")[:1]
+    campaigns = list(
+        (campaigns if campaigns is not None else Campaign.objects.all())
+        .annotate(
+            current_round_id=Subquery(latest),
+            n_annotators=Count("memberships", filter=Q(memberships__status=Membership.Status.ACTIVE), distinct=True),
+            n_paused=Count("memberships", filter=Q(memberships__status=Membership.Status.PAUSED), distinct=True),
+        )
+        .order_by("-created_at", "-pk")
+    )
+    round_ids = [c.current_round_id for c in campaigns if c.current_round_id]
+    rounds = {
+        r["pk"]: r
+        for r in Round.objects.filter(pk__in=round_ids)
+        .annotate(
+            # Regular comparisons only, as round_progress counts them: gold
+            # pairs never hold a round up.
+            n_comparisons=Count("comparisons", filter=Q(comparisons__gold_choice="")),
+            n_ratings=Sum("comparisons__rating_count", filter=Q(comparisons__gold_choice="")),
+        )
+        .values("pk", "index", "status", "n_comparisons", "n_ratings")
+    }
+    today = dict(
+        Rating.objects.filter(created_at__gte=day_start(), comparison__round__campaign__in=[c.pk for c in campaigns])
+        .values("comparison__round__campaign")
+        .annotate(n=Count("pk"))
+        .values_list("comparison__round__campaign", "n")
+    )
+    rows = []
+    for c in campaigns:
+        r = rounds.get(c.current_round_id)
+        progress = None
+        if r is not None:
+            target = r["n_comparisons"] * c.overlap
+            ratings = r["n_ratings"] or 0
+            progress = {
+                "round": r["index"], "status": r["status"], "comparisons": r["n_comparisons"],
+                "ratings": ratings, "target_ratings": target, "fraction": ratings / target if target else 0.0,
+            }
+        rows.append(
+            {"campaign": c, "progress": progress, "annotators": c.n_annotators, "paused": c.n_paused,
+             "ratings_today": today.get(c.pk, 0)}
+        )
+    return rows
+
+
+def campaign_members(*, campaign: Campaign, include_removed: bool = True) -> list[dict]:
+    """The campaign's pool, each member with their ratings today and in all in
+    this campaign: two queries however many members and ratings."""
+    memberships = campaign.memberships.select_related("annotator").order_by("annotator__username")
+    if not include_removed:
+        memberships = memberships.exclude(status=Membership.Status.REMOVED)
+    counts = {
+        a: (total, today)
+        for a, total, today in Rating.objects.filter(comparison__round__campaign=campaign)
+        .values("annotator")
+        .annotate(total=Count("pk"), today=Count("pk", filter=Q(created_at__gte=day_start())))
+        .values_list("annotator", "total", "today")
+    }
+    rows = []
+    for m in memberships:
+        total, today = counts.get(m.annotator_id, (0, 0))
+        rows.append({"membership": m, "username": m.annotator.username, "ratings_total": total, "ratings_today": today})
+    return rows
+
+
+def gold_pool(*, campaign: Campaign) -> QuerySet:
+    """The campaign's gold pairs (with prompt and both answers) and, per pair,
+    how many rounds used it (`used`), how many gold answers it got
+    (`answers`) and how many of those were right (`correct`)."""
+    from django.db.models import F
+
+    from annotate.models import GoldPair
+
+    ratings = "prompt__comparisons__ratings"
+    return (
+        GoldPair.objects.filter(campaign=campaign)
+        .select_related("prompt", "chosen", "rejected")
+        .annotate(
+            used=Count("prompt__comparisons", filter=~Q(prompt__comparisons__gold_choice=""), distinct=True),
+            answers=Count(ratings, filter=~Q(prompt__comparisons__gold_choice="")),
+            correct=Count(ratings, filter=Q(**{f"{ratings}__choice": F("prompt__comparisons__gold_choice")})),
+        )
+        .order_by("pk")
+    )
+
+
+def gold_pool_totals(*, campaign: Campaign) -> dict:
+    """{count: pairs in the pool, answers: gold answers in the campaign,
+    correct: those that were right, accuracy}."""
+    from django.db.models import F
+
+    from annotate.models import GoldPair
+
+    agg = Rating.objects.filter(comparison__round__campaign=campaign).exclude(comparison__gold_choice="").aggregate(
+        answers=Count("pk"), correct=Count("pk", filter=Q(choice=F("comparison__gold_choice")))
+    )
+    return {
+        "count": GoldPair.objects.filter(campaign=campaign).count(),
+        "answers": agg["answers"],
+        "correct": agg["correct"],
+        "accuracy": agg["correct"] / agg["answers"] if agg["answers"] else None,
+    }
+
+
+def campaign_exports(*, campaign: Campaign) -> QuerySet:
+    """The campaign's exports, newest first, with their round and author."""
+    return campaign.exports.select_related("round", "created_by").order_by("-created_at", "-pk")

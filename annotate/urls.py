@@ -1,7 +1,7 @@
 from django.urls import path
 from rest_framework.authtoken.views import obtain_auth_token
 
-from annotate.apis import annotator, campaigns, exports, quality, training
+from annotate.apis import annotator, campaigns, exports, gold, pool, quality, training
 
 urlpatterns = [
     path("auth/token/", obtain_auth_token, name="api-token"),
@@ -18,6 +18,15 @@ urlpatterns = [
     path("campaigns/<int:campaign_id>/prompts/import/", campaigns.PromptImportApi.as_view(), name="prompt-import"),
     path("campaigns/<int:campaign_id>/annotators/", campaigns.CampaignAnnotatorsAddApi.as_view(), name="campaign-annotators"),
     path("campaigns/<int:campaign_id>/start/", campaigns.CampaignStartApi.as_view(), name="campaign-start"),
+    path("campaigns/<int:campaign_id>/pause/", campaigns.CampaignPauseApi.as_view(), name="campaign-pause"),
+    path("campaigns/<int:campaign_id>/resume/", campaigns.CampaignResumeApi.as_view(), name="campaign-resume"),
+    path("campaigns/<int:campaign_id>/archive/", campaigns.CampaignArchiveApi.as_view(), name="campaign-archive"),
+    path("campaigns/<int:campaign_id>/members/", pool.CampaignMembersApi.as_view(), name="campaign-members"),
+    path(
+        "campaigns/<int:campaign_id>/members/<str:username>/", pool.CampaignMemberUpdateApi.as_view(),
+        name="campaign-member-update",
+    ),
+    path("users/", pool.UserCreateApi.as_view(), name="user-create"),
     # ML engineers
     path("campaigns/<int:campaign_id>/train/", training.TrainingTriggerApi.as_view(), name="training-trigger"),
     path("campaigns/<int:campaign_id>/models/", training.ModelVersionListApi.as_view(), name="model-versions"),
@@ -28,4 +37,7 @@ urlpatterns = [
     path("campaigns/<int:campaign_id>/leaderboard/", quality.CampaignLeaderboardApi.as_view(), name="campaign-leaderboard"),
     path("campaigns/<int:campaign_id>/exports/", exports.ExportCreateApi.as_view(), name="export-create"),
     path("exports/<int:export_id>/download/", exports.ExportDownloadApi.as_view(), name="export-download"),
+    # campaign admins: the gold pool
+    path("campaigns/<int:campaign_id>/gold/import/", gold.GoldImportApi.as_view(), name="gold-import"),
+    path("campaigns/<int:campaign_id>/gold/", gold.GoldPoolApi.as_view(), name="gold-pool"),
 ]

@@ -27,6 +27,10 @@ class RewardConfig:
     log_every: int = 10  # optimizer steps between train/* metric reports
     eval_every: int = 0  # optimizer steps between evals; 0 = at the end of each epoch
     patience: int | None = None  # evals without eval/loss improvement before stopping; None = never stop early
+    lora_r: int = 0  # LoRA rank; 0 = full fine-tuning (LoRA needs `pip install peft`)
+    lora_alpha: int = 16  # LoRA scaling numerator: updates are scaled by lora_alpha / lora_r
+    lora_dropout: float = 0.0  # dropout on the LoRA input, during training steps only
+    lora_target_modules: str = "all-linear"  # comma-separated module names (e.g. "q_proj,v_proj") or "all-linear"
 
 
 @dataclass
@@ -48,6 +52,29 @@ class RLOOConfig:
     max_grad_norm: float = 1.0  # gradient clipping threshold (L2 norm)
     reward_batch_size: int = 16  # sequences per reward-model forward
     seed: int = 0  # sampling and prompt order
+    lora_r: int = 0  # LoRA rank; 0 = full fine-tuning (LoRA needs `pip install peft`)
+    lora_alpha: int = 16  # LoRA scaling numerator: updates are scaled by lora_alpha / lora_r
+    lora_dropout: float = 0.0  # dropout on the LoRA input, during training steps only
+    lora_target_modules: str = "all-linear"  # comma-separated module names (e.g. "q_proj,v_proj") or "all-linear"
+
+
+@dataclass
+class DPOConfig:
+    beta: float = 0.1  # implicit-KL strength: loss = -logsigmoid(beta * (chosen log-ratio - rejected log-ratio))
+    label_smoothing: float = 0.0  # assumed share of flipped labels (conservative DPO); 0 = plain DPO, must be < 0.5
+    lr: float = 1e-6  # AdamW learning rate (TRL's DPO default; tiny test models need ~1e-3)
+    epochs: int = 1  # passes over the preference pairs
+    batch_size: int = 8  # pairs per optimizer step (2x sequences per forward)
+    max_length: int = 512  # tokens per prompt+response; the prompt loses its start first, then the response its end
+    ref_batch_size: int = 16  # pairs per no-grad reference forward (computed once, before training)
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+    max_grad_norm: float = 1.0  # gradient clipping threshold (L2 norm)
+    log_every: int = 10  # optimizer steps between dpo/* metric reports
+    seed: int = 0  # data order
+    lora_r: int = 0  # LoRA rank; 0 = full fine-tuning (LoRA needs `pip install peft`)
+    lora_alpha: int = 16  # LoRA scaling numerator: updates are scaled by lora_alpha / lora_r
+    lora_dropout: float = 0.0  # dropout on the LoRA input, during training steps only
+    lora_target_modules: str = "all-linear"  # comma-separated module names (e.g. "q_proj,v_proj") or "all-linear"
 
 
 @dataclass
@@ -61,7 +88,21 @@ class GenerateConfig:
 
 
 # The sections of a training config as the platform stores it per run.
-SECTIONS = {"reward": RewardConfig, "policy": RLOOConfig, "generate": GenerateConfig}
+# "dpo" holds the settings of the DPO policy step, for campaigns that train
+# the policy straight from the human pairs instead of with RLOO.
+SECTIONS = {"reward": RewardConfig, "policy": RLOOConfig, "dpo": DPOConfig, "generate": GenerateConfig}
+# How a campaign's policy step is trained: top-level key "policy_method" of the
+# stored config. "rloo" samples and scores with the reward model ("policy"
+# section); "dpo" learns straight from the human pairs ("dpo" section).
+POLICY_METHODS = ("rloo", "dpo")
+
+
+def policy_method(config: dict) -> str:
+    """The stored config's policy method; "rloo" when it names none."""
+    method = config.get("policy_method", "rloo")
+    if method not in POLICY_METHODS:
+        raise ValueError(f"policy_method must be one of {', '.join(POLICY_METHODS)}, got {method!r}")
+    return method
 
 
 def from_dict(cls, values: dict):
@@ -93,13 +134,17 @@ def _type_name(tp) -> str:
 
 
 def config_errors(config: dict) -> list[str]:
-    """Every problem with a {"reward": {...}, "policy": {...}, "generate": {...}} dict."""
+    """Every problem with a {"reward": {...}, "policy": {...}, "dpo": {...}, "generate": {...}} dict."""
     sections = SECTIONS
     errors = []
     for section, values in config.items():
+        if section == "policy_method":
+            if values not in POLICY_METHODS:
+                errors.append(f"policy_method must be one of {', '.join(POLICY_METHODS)}, not {values!r}")
+            continue
         cls = sections.get(section)
         if cls is None:
-            errors.append(f"unknown section '{section}' (use {', '.join(sections)})")
+            errors.append(f"unknown section '{section}' (use {', '.join(sections)} or policy_method)")
             continue
         if not isinstance(values, dict):
             errors.append(f"'{section}' must be an object")

@@ -57,33 +57,93 @@ def sequence_rewards(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     return model.score(pooled).squeeze(-1).float()
 
 
-def _pair_loss(model, tokenizer, batch: list[dict], config: RewardConfig, dev):
+def _pair_rewards(model, tokenizer, batch: list[dict], config: RewardConfig, dev):
     texts = [format_pair_text(tokenizer, r["prompt"], r["chosen"]) for r in batch]
     texts += [format_pair_text(tokenizer, r["prompt"], r["rejected"]) for r in batch]
     input_ids, mask = _encode(tokenizer, texts, config.max_length, dev)
     with _torch.autocast(dev):
         rewards = sequence_rewards(model, input_ids, mask)
-    r_c, r_r = rewards[: len(batch)], rewards[len(batch) :]
+    return rewards[: len(batch)], rewards[len(batch) :]
+
+
+def _pair_loss(model, tokenizer, batch: list[dict], config: RewardConfig, dev,
+               weight_total: float | None = None, count_total: int | None = None):
+    """Weighted Bradley–Terry loss (+ centering) of a batch; returns (loss, r_chosen, r_rejected).
+
+    weight_total / count_total normalise by a larger global batch instead of
+    this one, so that per-rank losses of a data-parallel step add up to the
+    loss of the whole batch.
+    """
+    r_c, r_r = _pair_rewards(model, tokenizer, batch, config, dev)
     margin = torch.tensor([r["margin"] if config.margin else 0.0 for r in batch], device=dev)
     weight = torch.tensor([r["weight"] for r in batch], device=dev)
+    if weight_total is None:
+        weight_total = weight.sum().item()
     per_pair = -F.logsigmoid(r_c - r_r - margin)
-    loss = (per_pair * weight).sum() / weight.sum().clamp(min=1e-8)
+    loss = (per_pair * weight).sum() / max(weight_total, 1e-8)
     if config.center_rewards_coefficient:
-        loss = loss + config.center_rewards_coefficient * ((r_c + r_r) ** 2).mean()
+        loss = loss + config.center_rewards_coefficient * ((r_c + r_r) ** 2).sum() / (count_total or len(batch))
     return loss, r_c.detach(), r_r.detach()
 
 
+# Calibration: accuracy of pairs grouped by how sure the model is (|r_c - r_r|).
+# A calibrated model is right more often where its predicted margin is larger.
+MARGIN_BUCKETS = [(0.0, 0.5), (0.5, 1.0), (1.0, 2.0), (2.0, math.inf)]
+
+
+def _bucket_name(lo: float, hi: float) -> str:
+    fmt = lambda x: "inf" if math.isinf(x) else f"{x:g}"  # noqa: E731
+    return f"{fmt(lo)}-{fmt(hi)}"
+
+
 @torch.no_grad()
-def _evaluate(model, tokenizer, rows: list[dict], config: RewardConfig, dev) -> dict:
-    total, correct, weight_sum = 0.0, 0, 0.0
-    for i in range(0, len(rows), config.batch_size):
-        batch = rows[i : i + config.batch_size]
-        loss, r_c, r_r = _pair_loss(model, tokenizer, batch, config, dev)
-        w = sum(r["weight"] for r in batch)
-        total += loss.item() * w
-        weight_sum += w
-        correct += int((r_c > r_r).sum().item())
-    return {"eval/loss": total / max(weight_sum, 1e-8), "eval/accuracy": correct / max(len(rows), 1)}
+def _evaluate(model, tokenizer, rows: list[dict], config: RewardConfig, dev, dist: _torch.Dist | None = None) -> dict:
+    """eval/* metrics over `rows`; under several processes each rank scores its share."""
+    dist = dist or _torch.Dist()
+    mine = dist.shard(rows)
+    # Sums reduced across ranks: weighted loss, weight, center term, correct,
+    # pairs, margin, reward sum, reward^2 sum, then (correct, pairs) per bucket.
+    sums = torch.zeros(8 + 2 * len(MARGIN_BUCKETS), dtype=torch.float64, device=dev)
+    for i in range(0, len(mine), config.batch_size):
+        batch = mine[i : i + config.batch_size]
+        r_c, r_r = _pair_rewards(model, tokenizer, batch, config, dev)
+        margin = torch.tensor([r["margin"] if config.margin else 0.0 for r in batch], device=dev)
+        weight = torch.tensor([r["weight"] for r in batch], device=dev)
+        diff = r_c - r_r
+        right = (diff > 0).double()
+        sums[0] += (-F.logsigmoid(diff - margin) * weight).sum().double()
+        sums[1] += weight.sum().double()
+        sums[2] += ((r_c + r_r) ** 2).sum().double()
+        sums[3] += right.sum()
+        sums[4] += len(batch)
+        sums[5] += diff.sum().double()
+        both = torch.cat([r_c, r_r]).double()
+        sums[6] += both.sum()
+        sums[7] += (both**2).sum()
+        for b, (lo, hi) in enumerate(MARGIN_BUCKETS):
+            in_bucket = (diff.abs() >= lo) & (diff.abs() < hi)
+            sums[8 + 2 * b] += right[in_bucket].sum()
+            sums[9 + 2 * b] += in_bucket.sum()
+    dist.sum_(sums)
+    s = sums.tolist()
+    n, n_r = max(s[4], 1.0), max(2 * s[4], 1.0)
+    loss = s[0] / max(s[1], 1e-8)
+    if config.center_rewards_coefficient:
+        loss += config.center_rewards_coefficient * s[2] / n
+    mean = s[6] / n_r
+    out = {
+        "eval/loss": loss,
+        "eval/accuracy": s[3] / n,
+        "eval/margin": s[5] / n,
+        "eval/reward_mean": mean,
+        "eval/reward_std": math.sqrt(max(s[7] / n_r - mean * mean, 0.0)),
+    }
+    for b, (lo, hi) in enumerate(MARGIN_BUCKETS):
+        correct, count = s[8 + 2 * b], s[9 + 2 * b]
+        if count:  # an empty bucket has no accuracy; leaving it out keeps the metrics JSON-clean
+            out[f"eval/accuracy_margin_{_bucket_name(lo, hi)}"] = correct / count
+            out[f"eval/pairs_margin_{_bucket_name(lo, hi)}"] = int(count)
+    return out
 
 
 def train_reward(
@@ -98,6 +158,9 @@ def train_reward(
     """Train a scalar reward head on preference rows; save to out_dir; return final metrics.
 
     `meta` is merged into meta.json (dataset sha256, parent version, ...).
+    Under torchrun / accelerate launch every rank runs this with the same
+    arguments; each takes its share of every batch, gradients are summed, and
+    only rank 0 reports and saves (the others return the same metrics).
     """
     from transformers import AutoModelForSequenceClassification
 
@@ -113,27 +176,40 @@ def train_reward(
         # Too few prompts to hold any out; eval on train and say so in metrics
         # rather than report a held-out number that isn't one.
         train_rows, eval_rows, eval_split = rows, rows, "train"
-    dev = _torch.device()
+    dist = _torch.Dist()
+    on_metrics = on_metrics if dist.main else None
+    on_progress = on_progress if dist.main else None
+    dev = dist.device()
     _torch.seed_all(config.seed)
     tokenizer = _torch.load_tokenizer(base_path, padding_side="right")
     model = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1, dtype=torch.float32)
     model.config.pad_token_id = tokenizer.pad_token_id
+    peft_model = None
+    if config.lora_r:
+        peft_model = _torch.add_lora(model, config, "SEQ_CLS", modules_to_save=["score"])
+        model = peft_model.get_base_model()
     model.to(dev)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(train_rows) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     order_rng = random.Random(config.seed)
     step, best_loss, best_state, bad_evals, stopped_early = 0, float("inf"), None, 0, False
     metrics: dict = {}
     last_train: dict = {}  # the latest train/* window, kept in the final metrics
-    window: list[tuple[float, float, float, torch.Tensor]] = []
+    # Window sums (reduced across ranks): loss, correct, margin, pairs, reward sum, reward^2 sum, steps.
+    window = torch.zeros(7, dtype=torch.float64, device=dev)
+
+    def evaluate() -> dict:
+        model.eval()
+        out = {**_evaluate(model, tokenizer, eval_rows, config, dev, dist), "eval/split": eval_split}
+        model.train()
+        return out
 
     def run_eval() -> bool:
         """Evaluate, report, track the best weights; True means stop."""
         nonlocal best_loss, best_state, bad_evals, metrics
-        model.eval()
-        metrics = {**_evaluate(model, tokenizer, eval_rows, config, dev), "eval/split": eval_split}
-        model.train()
+        metrics = evaluate()
         if on_metrics:
             on_metrics(step, dict(metrics))
         if config.patience is None:
@@ -152,25 +228,35 @@ def train_reward(
         order_rng.shuffle(order)
         for i in range(0, len(order), config.batch_size):
             batch = [train_rows[j] for j in order[i : i + config.batch_size]]
-            loss, r_c, r_r = _pair_loss(model, tokenizer, batch, config, dev)
+            mine = dist.shard(batch)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            if mine:
+                loss, r_c, r_r = _pair_loss(model, tokenizer, mine, config, dev,
+                                            weight_total=sum(r["weight"] for r in batch), count_total=len(batch))
+                loss.backward()
+                both = torch.cat([r_c, r_r]).double()
+                window += torch.stack([loss.detach().double(), (r_c > r_r).double().sum(), (r_c - r_r).double().sum(),
+                                       torch.tensor(float(len(mine)), dtype=torch.float64, device=dev),
+                                       both.sum(), (both**2).sum(), torch.zeros((), dtype=torch.float64, device=dev)])
+            window[6] += 1.0 / dist.world  # summed across ranks: one per step
+            dist.sum_grads(params)
+            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
             optimizer.step()
             step += 1
-            window.append((loss.item(), (r_c > r_r).float().mean().item(), (r_c - r_r).mean().item(), torch.cat([r_c, r_r])))
             if step % config.log_every == 0 or step == total_steps:
-                all_r = torch.cat([w[3] for w in window])
+                w = dist.sum_(window.clone()).tolist()
+                n, n_r = max(w[3], 1.0), max(2 * w[3], 1.0)
+                mean = w[4] / n_r
                 last_train = {
-                    "train/loss": sum(w[0] for w in window) / len(window),
-                    "train/accuracy": sum(w[1] for w in window) / len(window),
-                    "train/margin": sum(w[2] for w in window) / len(window),
-                    "reward/mean": all_r.mean().item(),
-                    "reward/std": all_r.std().item() if all_r.numel() > 1 else 0.0,
+                    "train/loss": w[0] / max(w[6], 1e-8),
+                    "train/accuracy": w[1] / n,
+                    "train/margin": w[2] / n,
+                    "reward/mean": mean,
+                    "reward/std": math.sqrt(max(w[5] / n_r - mean * mean, 0.0)),
                 }
                 if on_metrics:
                     on_metrics(step, dict(last_train))
-                window.clear()
+                window.zero_()
             if on_progress:
                 on_progress(step / total_steps)
             if config.eval_every and step % config.eval_every == 0 and run_eval():
@@ -182,30 +268,31 @@ def train_reward(
             stopped_early = True
             break
 
-    # --- save: best weights (when early stopping), tokenizer, meta.json ---
+    # --- save: best weights (when early stopping), tokenizer, meta.json; rank 0 only ---
     if best_state is not None:
         model.load_state_dict(best_state)
-        model.eval()
-        metrics = {**_evaluate(model, tokenizer, eval_rows, config, dev), "eval/split": eval_split}
+        metrics = evaluate()
     elif not metrics or config.eval_every:
-        model.eval()
-        metrics = {**_evaluate(model, tokenizer, eval_rows, config, dev), "eval/split": eval_split}
+        metrics = evaluate()
     final = {**last_train, **metrics, "train/steps": step, "train/stopped_early": stopped_early}
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    (out / "meta.json").write_text(json.dumps({
-        "kind": "reward",
-        "base": str(base_path),
-        "config": asdict(config),
-        "metrics": final,
-        "n_pairs": len(rows),
-        "n_train_pairs": len(train_rows),
-        "n_eval_pairs": len(eval_rows),
-        "n_prompts": n_prompts,
-        **(meta or {}),
-    }, indent=2, default=str))
+    if dist.main:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        _torch.unwrap_for_save(model, peft_model).save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        (out / "meta.json").write_text(json.dumps({
+            "kind": "reward",
+            "base": str(base_path),
+            "config": asdict(config),
+            "metrics": final,
+            "n_pairs": len(rows),
+            "n_train_pairs": len(train_rows),
+            "n_eval_pairs": len(eval_rows),
+            "n_prompts": n_prompts,
+            "world_size": dist.world,
+            **(meta or {}),
+        }, indent=2, default=str))
+    dist.barrier()
     if on_progress:
         on_progress(1.0)
     return final

@@ -46,6 +46,23 @@ def token_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_ma
     return torch.log_softmax(logits, dim=-1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
 
 
+def rloo_policy_loss(new_logps: torch.Tensor, old_logps: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor,
+                     cliprange: float, ratio_level: str = "sequence") -> torch.Tensor:
+    """Clipped surrogate loss from per-token log-probs (n, C) and per-sequence advantages (n,).
+
+    "sequence" is TRL's RLOOTrainer: one ratio per sequence, exp of the summed
+    token log-ratios; "token" clips each token's ratio (PPO style).
+    """
+    if ratio_level == "sequence":
+        ratio = torch.exp(((new_logps - old_logps) * mask).sum(dim=1))
+        clipped = ratio.clamp(1 - cliprange, 1 + cliprange)
+        return -torch.min(ratio * advantages, clipped * advantages).mean()
+    ratio = torch.exp(new_logps - old_logps)
+    clipped = ratio.clamp(1 - cliprange, 1 + cliprange)
+    per_token = -torch.min(ratio * advantages[:, None], clipped * advantages[:, None])
+    return ((per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).mean()
+
+
 @torch.no_grad()
 def _batched_logprobs(model, rollout, batch_size, temperature, dev):
     out = []
@@ -106,8 +123,14 @@ def rloo_train(
     dev = _torch.device()
     _torch.seed_all(config.seed)
     policy, tokenizer = load_policy(policy_path, dev)
-    ref, _ = load_policy(ref_path, dev)
-    ref.requires_grad_(False)
+    peft_model, ref = None, None
+    if config.lora_r:
+        peft_model = _torch.add_lora(policy, config, "CAUSAL_LM")
+        policy = peft_model.get_base_model()
+    if peft_model is None or not _torch.same_checkpoint(policy_path, ref_path):
+        ref, _ = load_policy(ref_path, dev)
+        ref.requires_grad_(False)
+    # else: the reference is the policy with its adapter disabled; no second model.
     if reward_fn is None:
         from rlhf.reward import RewardScorer
 
@@ -116,7 +139,8 @@ def rloo_train(
     # The policy stays in eval mode: dropout would make the "old" and "new"
     # log-probs of the same weights differ and bias the ratio.
     policy.eval()
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr)
     order_rng = random.Random(config.seed)
     order: list[int] = []
     metrics: dict = {}
@@ -133,7 +157,11 @@ def rloo_train(
         rollout = _rollout(policy, tokenizer, [format_prompt(tokenizer, p) for p in repeated], config)
         mask = rollout.completion_mask.float()
         old_logps = _batched_logprobs(policy, rollout, config.logprob_batch_size, config.temperature, dev)
-        ref_logps = _batched_logprobs(ref, rollout, config.logprob_batch_size, config.temperature, dev)
+        if ref is not None:
+            ref_logps = _batched_logprobs(ref, rollout, config.logprob_batch_size, config.temperature, dev)
+        else:
+            with peft_model.disable_adapter():
+                ref_logps = _batched_logprobs(policy, rollout, config.logprob_batch_size, config.temperature, dev)
         raw = torch.tensor(reward_fn(repeated, rollout.texts), dtype=torch.float32, device=dev)
         kl = ((old_logps - ref_logps) * mask).sum(dim=1)
         advantages = rloo_advantages(raw - config.beta * kl, config.k)
@@ -150,19 +178,11 @@ def rloo_train(
                     new_logps = token_logprobs(policy, rollout.prompt_ids[idx], rollout.prompt_mask[idx],
                                                rollout.completion_ids[idx], rollout.completion_mask[idx],
                                                config.temperature)
-                m, adv = mask[idx], advantages[idx]
-                if config.ratio_level == "sequence":
-                    ratio = torch.exp(((new_logps - old_logps[idx]) * m).sum(dim=1))
-                    clipped = ratio.clamp(1 - config.cliprange, 1 + config.cliprange)
-                    loss = -torch.min(ratio * adv, clipped * adv).mean()
-                else:
-                    ratio = torch.exp(new_logps - old_logps[idx])
-                    clipped = ratio.clamp(1 - config.cliprange, 1 + config.cliprange)
-                    per_token = -torch.min(ratio * adv[:, None], clipped * adv[:, None])
-                    loss = ((per_token * m).sum(dim=1) / m.sum(dim=1).clamp(min=1)).mean()
+                loss = rloo_policy_loss(new_logps, old_logps[idx], mask[idx], advantages[idx],
+                                        config.cliprange, config.ratio_level)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
                 optimizer.step()
                 losses.append(loss.item())
 
@@ -178,10 +198,10 @@ def rloo_train(
         if on_progress:
             on_progress((it + 1) / config.num_iterations)
 
-    # --- save: policy weights, tokenizer, meta.json ---
+    # --- save: policy weights (LoRA merged in), tokenizer, meta.json ---
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    policy.save_pretrained(out)
+    _torch.unwrap_for_save(policy, peft_model).save_pretrained(out)
     tokenizer.padding_side = "left"
     tokenizer.save_pretrained(out)
     (out / "meta.json").write_text(json.dumps({

@@ -1,6 +1,7 @@
 """Train a Bradley–Terry reward model from a preference JSONL file.
 
     python -m rlhf.train_reward --data pairs.jsonl --base PATH --out DIR [--epochs 2 --lr 1e-5 --no-margin]
+    torchrun --nproc_per_node 2 -m rlhf.train_reward ...   # data parallel; rank 0 prints and saves
 
 Prints one JSON line of metrics per report and the final metrics last.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -27,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = read_preferences(args.data)
     final = train_reward(config, rows, args.base, args.out, on_metrics=print_metrics,
                          meta={"dataset_sha256": file_sha256_of(args.data)})
-    print(json.dumps({"final": final}))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one copy of the result
+        print(json.dumps({"final": final}))
     return 0
 
 

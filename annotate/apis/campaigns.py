@@ -1,15 +1,24 @@
 """What campaign admins call: create a campaign, import prompts, add annotators, start."""
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiTypes, extend_schema
-from rest_framework import parsers, serializers, status
+from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotate.apis.permissions import IsAdminOrEngineer, IsCampaignAdmin
 from annotate.errors import ValidationFailed
 from annotate.models import Campaign
-from annotate.services.campaigns import campaign_annotators_add, campaign_create, campaign_start
-from annotate.services.prompts import prompts_import_jsonl
+from annotate.services.campaigns import (
+    campaign_annotators_add,
+    campaign_archive,
+    campaign_create,
+    campaign_pause,
+    campaign_resume,
+    campaign_start,
+    campaign_update,
+)
+from annotate.apis.uploads import UPLOAD_PARSERS, ImportQuerySerializer, upload_from_request
+from annotate.services.prompts import prompts_import
 
 
 class CampaignOutputSerializer(serializers.ModelSerializer):
@@ -18,6 +27,7 @@ class CampaignOutputSerializer(serializers.ModelSerializer):
         fields = [
             "id", "name", "instructions", "overlap", "comparisons_per_round", "lease_ttl_seconds",
             "base_model", "training_config", "method", "auto_train", "status", "created_at",
+            "gold_frequency", "gold_min_accuracy", "gold_min_count",
         ]
 
 
@@ -33,6 +43,9 @@ class CampaignCreateApi(APIView):
         lease_ttl_seconds = serializers.IntegerField(min_value=30, max_value=86400, default=600)
         training_config = serializers.JSONField(required=False, default=dict)
         auto_train = serializers.BooleanField(default=True)
+        gold_frequency = serializers.FloatField(min_value=0.0, max_value=0.9, default=0.1)
+        gold_min_accuracy = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.6)
+        gold_min_count = serializers.IntegerField(min_value=1, max_value=10000, default=5)
 
     @extend_schema(request=InputSerializer, responses={201: CampaignOutputSerializer})
     def post(self, request):
@@ -43,55 +56,104 @@ class CampaignCreateApi(APIView):
 
 
 class CampaignDetailApi(APIView):
-    permission_classes = [IsAdminOrEngineer]
+    """GET: a campaign's settings (admins and engineers). PATCH: change some
+    of them (campaign admins); the base model only before the campaign has
+    started. Any invalid field is a 400 naming each one, and nothing changes."""
+
+    def get_permissions(self):
+        return [IsAdminOrEngineer()] if self.request.method in ("GET", "HEAD", "OPTIONS") else [IsCampaignAdmin()]
+
+    class UpdateInputSerializer(serializers.Serializer):
+        # Types here; ranges and the base-model lock in campaign_fields_validate.
+        name = serializers.CharField(required=False, max_length=200)
+        base_model = serializers.CharField(required=False, max_length=500)
+        instructions = serializers.CharField(required=False, allow_blank=True, max_length=50000, trim_whitespace=False)
+        overlap = serializers.IntegerField(required=False)
+        comparisons_per_round = serializers.IntegerField(required=False)
+        lease_ttl_seconds = serializers.IntegerField(required=False)
+        training_config = serializers.JSONField(required=False)
+        auto_train = serializers.BooleanField(required=False)
+        gold_frequency = serializers.FloatField(required=False)
+        gold_min_accuracy = serializers.FloatField(required=False)
+        gold_min_count = serializers.IntegerField(required=False)
 
     @extend_schema(responses=CampaignOutputSerializer)
     def get(self, request, campaign_id: int):
         return Response(CampaignOutputSerializer(get_object_or_404(Campaign, pk=campaign_id)).data)
 
+    @extend_schema(request=UpdateInputSerializer, responses=CampaignOutputSerializer)
+    def patch(self, request, campaign_id: int):
+        campaign = get_object_or_404(Campaign, pk=campaign_id)
+        unknown = set(request.data) - set(self.UpdateInputSerializer().fields) if hasattr(request.data, "keys") else set()
+        if unknown:
+            raise ValidationFailed(f"Not campaign settings: {', '.join(sorted(unknown))}.",
+                                   details={k: "not an editable setting" for k in unknown})
+        serializer = self.UpdateInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        campaign = campaign_update(campaign=campaign, fields=serializer.validated_data)
+        return Response(CampaignOutputSerializer(campaign).data)
 
-class JSONLinesParser(parsers.BaseParser):
-    """Hands the raw bytes to the import service, which validates each line."""
 
-    media_type = "application/x-ndjson"
+class CampaignPauseApi(APIView):
+    """Stop giving out work (leases already held still count). Annotators
+    asking for work are told the campaign is paused (409 campaign_paused)."""
 
-    def parse(self, stream, media_type=None, parser_context=None):
-        return stream.read()
+    permission_classes = [IsCampaignAdmin]
+
+    @extend_schema(request=None, responses=CampaignOutputSerializer)
+    def post(self, request, campaign_id: int):
+        campaign = campaign_pause(campaign=get_object_or_404(Campaign, pk=campaign_id))
+        return Response(CampaignOutputSerializer(campaign).data)
 
 
-class JSONLParser(JSONLinesParser):
-    media_type = "application/jsonl"
+class CampaignResumeApi(APIView):
+    permission_classes = [IsCampaignAdmin]
+
+    @extend_schema(request=None, responses=CampaignOutputSerializer)
+    def post(self, request, campaign_id: int):
+        campaign = campaign_resume(campaign=get_object_or_404(Campaign, pk=campaign_id))
+        return Response(CampaignOutputSerializer(campaign).data)
 
 
-class PlainTextParser(JSONLinesParser):
-    media_type = "text/plain"
+class CampaignArchiveApi(APIView):
+    """Close the campaign for good: no work, live leases released, data kept."""
+
+    permission_classes = [IsCampaignAdmin]
+
+    @extend_schema(request=None, responses=CampaignOutputSerializer)
+    def post(self, request, campaign_id: int):
+        campaign = campaign_archive(campaign=get_object_or_404(Campaign, pk=campaign_id))
+        return Response(CampaignOutputSerializer(campaign).data)
 
 
 class PromptImportApi(APIView):
-    """Import prompts from JSONL: one object a line, `{"external_id", "prompt"}`
-    or `{"external_id", "messages": [{"role", "content"}...]}`, optional
-    `metadata`. Send the file as the body (application/x-ndjson) or as the
-    multipart field `file`. Every line is checked first; one bad line imports
-    nothing and the answer names each bad line. Importing again adds nothing."""
+    """Import prompts from JSONL or CSV. JSONL: one object a line,
+    `{"external_id", "prompt"}` or `{"external_id", "messages": [{"role",
+    "content"}...]}`, optional `metadata`. CSV: a header line, columns
+    `external_id` and `prompt` or `messages` (a JSON list), optional
+    `metadata` (JSON). Send the file as the body (application/x-ndjson,
+    text/csv) or as the multipart field `file`. Every line is checked first;
+    one bad line imports nothing and the answer names each bad line
+    (`errors`: [{line, error}]). `?dry_run=1`: check only, write nothing.
+    Importing again adds nothing."""
 
     permission_classes = [IsCampaignAdmin]
-    parser_classes = [JSONLinesParser, JSONLParser, PlainTextParser, parsers.MultiPartParser]
+    parser_classes = UPLOAD_PARSERS
 
     class OutputSerializer(serializers.Serializer):
-        created = serializers.IntegerField()
+        created = serializers.IntegerField(help_text="on a dry run: how many would be created")
         existing = serializers.IntegerField()
         lines = serializers.IntegerField()
 
-    @extend_schema(request={"application/x-ndjson": OpenApiTypes.BINARY}, responses=OutputSerializer)
+    @extend_schema(
+        parameters=[ImportQuerySerializer],
+        request={"application/x-ndjson": OpenApiTypes.BINARY, "text/csv": OpenApiTypes.BINARY},
+        responses=OutputSerializer,
+    )
     def post(self, request, campaign_id: int):
         campaign = get_object_or_404(Campaign, pk=campaign_id)
-        if isinstance(request.data, bytes):
-            data = request.data
-        elif "file" in request.FILES:
-            data = request.FILES["file"].read()
-        else:
-            raise ValidationFailed("Send the JSONL as the request body (application/x-ndjson) or as the form field 'file'.")
-        result = prompts_import_jsonl(campaign=campaign, data=data)
+        data, format, dry_run = upload_from_request(request)
+        result = prompts_import(campaign=campaign, data=data, format=format, dry_run=dry_run)
         return Response(self.OutputSerializer(result).data)
 
 

@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 from annotate.apis.permissions import IsAdminOrEngineer
 from annotate.errors import NotFound
 from annotate.models import Campaign, Export
-from annotate.selectors import campaign_round
+from annotate.selectors import campaign_exports, campaign_round
 from annotate.services.exports import export_create
 
 CONTENT_TYPES = {Export.Format.JSONL: "application/jsonl", Export.Format.CSV: "text/csv"}
@@ -25,7 +25,12 @@ class ExportOutputSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Export
-        fields = ["id", "campaign", "round", "kind", "format", "rows", "size_bytes", "sha256", "download_url", "created_at"]
+        fields = [
+            "id", "campaign", "round", "kind", "format", "rows", "size_bytes", "sha256", "download_url",
+            "created_by", "created_at",
+        ]
+
+    created_by = serializers.CharField(source="created_by.username", allow_null=True, default=None)
 
     def get_download_url(self, export: Export) -> str:
         url = reverse("export-download", kwargs={"export_id": export.pk})
@@ -35,7 +40,7 @@ class ExportOutputSerializer(serializers.ModelSerializer):
 
 class ExportCreateApi(APIView):
     """Write an export now and answer with its sha256, row count and download
-    URL. `kind`: `preferences` (JSONL: prompt, chosen, rejected, margin, weight,
+    URL (POST); list the campaign's exports (GET). `kind`: `preferences` (JSONL: prompt, chosen, rejected, margin, weight,
     ids) or `ratings` (JSONL or CSV: every rating with round, prompt, and the
     policy version on each side). `round`: that round only."""
 
@@ -47,6 +52,13 @@ class ExportCreateApi(APIView):
         kind = serializers.CharField()
         format = serializers.CharField(default=Export.Format.JSONL)
         round = serializers.IntegerField(required=False, allow_null=True, min_value=0)
+
+    @extend_schema(responses=ExportOutputSerializer(many=True))
+    def get(self, request, campaign_id: int):
+        """The campaign's exports, newest first (the latest 500)."""
+        campaign = get_object_or_404(Campaign, pk=campaign_id)
+        exports = campaign_exports(campaign=campaign)[:500]
+        return Response(ExportOutputSerializer(exports, many=True, context={"request": request}).data)
 
     @extend_schema(request=InputSerializer, responses={201: ExportOutputSerializer})
     def post(self, request, campaign_id: int):

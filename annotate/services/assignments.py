@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from annotate.errors import Conflict, ValidationFailed
 from annotate.models import Assignment, Campaign, Comparison, Round
+from annotate.services.memberships import membership_daily_limit_check, membership_work_check
 
 User = get_user_model()
 
@@ -46,9 +47,16 @@ def comparison_lease_next(
     `exclude`: comparisons the page already shows; it gets another live lease
     of mine or a new one (prefetch). An annotator holds at most
     MAX_LIVE_LEASES live leases in a campaign; asking for more is a Conflict.
+
+    No work, with the reason: a paused or archived campaign
+    (CampaignNotCollecting, 409), a paused annotator (MemberPaused, 403, with
+    the admin's reason), or one at their daily limit (DailyLimitReached, 429).
     """
     exclude = {int(pk) for pk in exclude}
     now = timezone.now()
+    # A paused or archived campaign, or a paused annotator: an error that says
+    # why, which the rating page shows instead of "nothing left to rate".
+    membership = membership_work_check(annotator=annotator, campaign=campaign)
     if campaign.status != Campaign.Status.ACTIVE:
         return None
     round_ = campaign.rounds.filter(status=Round.Status.COLLECTING).order_by("-index").first()
@@ -69,10 +77,12 @@ def comparison_lease_next(
     )
     if mine is not None:
         return mine
-    if exclude and mine_live.count() >= MAX_LIVE_LEASES:
+    held = mine_live.count() if (exclude or (membership and membership.daily_limit is not None)) else 0
+    if exclude and held >= MAX_LIVE_LEASES:
         raise Conflict(
             f"You already hold {MAX_LIVE_LEASES} comparisons of this campaign; rate or skip one before asking for another."
         )
+    membership_daily_limit_check(membership=membership, held=held)
 
     k = campaign.overlap
     others_live = (

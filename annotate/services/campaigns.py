@@ -2,10 +2,92 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from annotate.errors import Conflict, ValidationFailed
-from annotate.models import Campaign, Role, TrainingRun
+from annotate.models import Assignment, Campaign, TrainingRun
+from annotate.services.memberships import memberships_add
 from annotate.services.training import training_config_validate, training_run_enqueue
 
 User = get_user_model()
+
+
+# Field -> (lowest, highest) for the numbers an admin sets; the API's
+# serializers and the console's forms both end up here.
+NUMBER_LIMITS = {
+    "overlap": (1, 50),
+    "comparisons_per_round": (1, 100000),
+    "lease_ttl_seconds": (30, 86400),
+    "gold_frequency": (0.0, 0.9),
+    "gold_min_accuracy": (0.0, 1.0),
+    "gold_min_count": (1, 10000),
+}
+FLOAT_FIELDS = {"gold_frequency", "gold_min_accuracy"}
+EDITABLE_FIELDS = {
+    "name", "instructions", "base_model", "training_config", "auto_train", *NUMBER_LIMITS,
+}
+INSTRUCTIONS_MAX_CHARS = 50000
+
+
+def campaign_fields_validate(*, fields: dict, campaign: Campaign | None = None) -> dict:
+    """Check campaign settings (all of them for a new campaign, the ones given
+    for an edit) and return them cleaned. Every problem is reported at once,
+    per field, in ValidationFailed.details, so a form can show each next to
+    its field; nothing is written."""
+    errors: dict[str, str] = {}
+    clean: dict = {}
+    unknown = set(fields) - EDITABLE_FIELDS
+    if unknown:
+        raise ValidationFailed(
+            f"Not campaign settings: {', '.join(sorted(unknown))} (known: {', '.join(sorted(EDITABLE_FIELDS))}).",
+            details={k: "not a campaign setting" for k in unknown},
+        )
+    for key, value in fields.items():
+        if key in ("name", "base_model"):
+            value = str(value or "").strip()
+            limit = 200 if key == "name" else 500
+            if not value:
+                errors[key] = "required"
+            elif len(value) > limit:
+                errors[key] = f"at most {limit} characters (this is {len(value)})"
+            elif key == "name" and Campaign.objects.filter(name=value).exclude(pk=campaign.pk if campaign else None).exists():
+                errors[key] = f"a campaign named '{value}' already exists; pick another name"
+            elif key == "base_model" and campaign is not None and value != campaign.base_model and campaign_is_started(campaign=campaign):
+                errors[key] = "the base model is fixed once the campaign has started (round 0 was answered by it)"
+        elif key == "instructions":
+            value = str(value or "")
+            if len(value) > INSTRUCTIONS_MAX_CHARS:
+                errors[key] = f"at most {INSTRUCTIONS_MAX_CHARS} characters (this is {len(value)})"
+        elif key in NUMBER_LIMITS:
+            low, high = NUMBER_LIMITS[key]
+            kind = float if key in FLOAT_FIELDS else int
+            try:
+                if isinstance(value, bool) or value is None or (kind is int and isinstance(value, float) and not value.is_integer()):
+                    raise ValueError
+                value = kind(value)
+            except (TypeError, ValueError):
+                errors[key] = "a number" if kind is float else "a whole number"
+                continue
+            if not low <= value <= high:
+                errors[key] = f"between {low} and {high}, not {value}"
+        elif key == "auto_train":
+            if not isinstance(value, bool):
+                errors[key] = "true or false"
+        elif key == "training_config":
+            if value is None:
+                value = {}
+            try:
+                value = training_config_validate(config=value)
+            except ValidationFailed as exc:
+                errors[key] = exc.message
+        clean[key] = value
+    if errors:
+        summary = "; ".join(f"{k}: {v}" for k, v in errors.items())
+        raise ValidationFailed(f"Campaign settings are invalid: {summary}.", details=errors)
+    return clean
+
+
+def campaign_is_started(*, campaign: Campaign) -> bool:
+    """Started: out of draft, or a bootstrap run was queued (the base model is
+    imported from then on)."""
+    return campaign.status != Campaign.Status.DRAFT or campaign.training_runs.exists()
 
 
 @transaction.atomic
@@ -20,35 +102,79 @@ def campaign_create(
     lease_ttl_seconds: int = 600,
     training_config: dict | None = None,
     auto_train: bool = True,
+    gold_frequency: float = 0.1,
+    gold_min_accuracy: float = 0.6,
+    gold_min_count: int = 5,
 ) -> Campaign:
     if Campaign.objects.filter(name=name).exists():
         raise Conflict(f"A campaign named '{name}' already exists; pick another name.")
-    return Campaign.objects.create(
-        name=name,
-        base_model=base_model,
-        created_by=created_by,
-        instructions=instructions,
-        overlap=overlap,
-        comparisons_per_round=comparisons_per_round,
-        lease_ttl_seconds=lease_ttl_seconds,
-        training_config=training_config_validate(config=training_config or {}),
-        auto_train=auto_train,
+    fields = campaign_fields_validate(
+        fields=dict(
+            name=name, base_model=base_model, instructions=instructions, overlap=overlap,
+            comparisons_per_round=comparisons_per_round, lease_ttl_seconds=lease_ttl_seconds,
+            training_config=training_config or {}, auto_train=auto_train, gold_frequency=gold_frequency,
+            gold_min_accuracy=gold_min_accuracy, gold_min_count=gold_min_count,
+        )
     )
+    return Campaign.objects.create(created_by=created_by, **fields)
 
 
 @transaction.atomic
+def campaign_update(*, campaign: Campaign, fields: dict) -> Campaign:
+    """Change some of a campaign's settings. The base model is fixed once the
+    campaign has started; a new overlap or lease TTL applies to leases given
+    from now on. Any invalid field: nothing changes."""
+    campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+    if campaign.status == Campaign.Status.ARCHIVED:
+        raise Conflict(f"Campaign '{campaign.name}' is archived; its settings no longer change.")
+    clean = campaign_fields_validate(fields=fields, campaign=campaign)
+    for key, value in clean.items():
+        setattr(campaign, key, value)
+    if clean:
+        campaign.save(update_fields=list(clean))
+    return campaign
+
+
+@transaction.atomic
+def campaign_pause(*, campaign: Campaign) -> Campaign:
+    """Stop giving out work. Leases already held run out on their own, and a
+    rating of one still counts, so nothing an annotator has on screen is lost."""
+    campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+    if campaign.status != Campaign.Status.ACTIVE:
+        raise Conflict(f"Only an active campaign can be paused; '{campaign.name}' is {campaign.status}.")
+    campaign.status = Campaign.Status.PAUSED
+    campaign.save(update_fields=["status"])
+    return campaign
+
+
+@transaction.atomic
+def campaign_resume(*, campaign: Campaign) -> Campaign:
+    campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+    if campaign.status != Campaign.Status.PAUSED:
+        raise Conflict(f"Only a paused campaign can be resumed; '{campaign.name}' is {campaign.status}.")
+    campaign.status = Campaign.Status.ACTIVE
+    campaign.save(update_fields=["status"])
+    return campaign
+
+
+@transaction.atomic
+def campaign_archive(*, campaign: Campaign) -> Campaign:
+    """Close the campaign for good: no more work, its live leases released, its
+    data (ratings, models, exports) kept and still readable."""
+    campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+    if campaign.status == Campaign.Status.ARCHIVED:
+        return campaign
+    campaign.status = Campaign.Status.ARCHIVED
+    campaign.save(update_fields=["status"])
+    Assignment.objects.filter(comparison__round__campaign=campaign, status=Assignment.Status.LEASED).update(
+        status=Assignment.Status.RELEASED
+    )
+    return campaign
+
+
 def campaign_annotators_add(*, campaign: Campaign, usernames: list[str]) -> list[User]:
-    users = list(User.objects.filter(username__in=usernames))
-    missing = sorted(set(usernames) - {u.username for u in users})
-    if missing:
-        raise ValidationFailed(f"No such users: {', '.join(missing)}. Create them first.")
-    not_annotators = [u.username for u in users if not u.groups.filter(name=Role.ANNOTATOR).exists()]
-    if not_annotators:
-        raise ValidationFailed(
-            f"Not in the '{Role.ANNOTATOR}' group: {', '.join(not_annotators)}. Add them to it first."
-        )
-    campaign.annotators.add(*users)
-    return users
+    """Put annotators in the pool (see memberships_add); returns the users."""
+    return [m.annotator for m in memberships_add(campaign=campaign, usernames=usernames)]
 
 
 @transaction.atomic

@@ -1,5 +1,13 @@
+"""Prompt imports: JSONL or CSV, every line checked before anything is
+written, a dry run that only checks, and re-imports that add nothing.
+
+The line reader (`import_records`) and the field checks (`prompt_fields`)
+are shared with the gold-pair import (annotate/services/gold.py)."""
+import csv
 import hashlib
+import io
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -9,35 +17,156 @@ from annotate.errors import ValidationFailed
 from annotate.models import Campaign, Prompt
 
 ROLES = {"system", "user", "assistant"}
+FORMATS = ("jsonl", "csv")
+# Gold pairs keep their prompts as Prompt rows named "gold:<pair id>"; a
+# plain prompt may not take such a name.
+GOLD_PREFIX = "gold:"
+PROMPT_FIELDS = {"external_id", "id", "prompt", "text", "messages", "turns", "metadata"}
 
 
 @dataclass
 class ImportResult:
-    created: int
-    existing: int
-    lines: int
+    created: int  # rows written (on a dry run: rows that would be written)
+    existing: int  # rows the campaign already had, left as they are
+    lines: int  # records read from the file
+    dry_run: bool = False
 
 
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _parse_line(raw: bytes, max_chars: int) -> dict:
-    """One JSONL line -> {"external_id", "text", "turns", "metadata"}; raises
-    ValueError with a message fit for the user."""
+def _json(text: str):
+    """json.loads that refuses NaN and Infinity (not JSON, and not storable)."""
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+def _decode(raw: bytes) -> str:
     try:
-        line = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ValueError(f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+
+
+def import_format(*, format: str | None = None, filename: str = "", content_type: str = "") -> str:
+    """The file's format: as given, else from the file name or content type; JSONL by default."""
+    if format:
+        if format.lower() not in FORMATS:
+            raise ValidationFailed(f"Unknown import format '{format}'; use one of {', '.join(FORMATS)}.")
+        return format.lower()
+    if filename.lower().endswith(".csv") or content_type.split(";")[0].strip() == "text/csv":
+        return "csv"
+    return "jsonl"
+
+
+def _jsonl_records(data: bytes) -> Iterator[tuple[int, dict | None, str | None]]:
+    for number, raw in enumerate(data.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = _json(_decode(raw))
+        except ValueError as exc:
+            message = str(exc)
+            yield number, None, message if message.startswith("not valid") else f"not valid JSON: {message}"
+            continue
+        if not isinstance(obj, dict):
+            yield number, None, "each line must be a JSON object"
+            continue
+        yield number, obj, None
+
+
+def _csv_records(
+    data: bytes, *, columns: set[str], required: list[set[str]], json_columns: set[str]
+) -> Iterator[tuple[int, dict | None, str | None]]:
+    """Records of a CSV file with a header line. `line` is the file line the
+    record starts on (a quoted cell may span lines). Empty cells count as
+    absent; cells of `json_columns` hold JSON."""
+    lines = data.splitlines(keepends=True)
+    text_lines = []
+    bad = False
+    for number, raw in enumerate(lines, start=1):
+        try:
+            text_lines.append(_decode(raw))
+        except ValueError as exc:
+            bad = True
+            yield number, None, str(exc)
+            text_lines.append("\n")
+    if bad:
+        return
+    text = "".join(text_lines)
+    if text.startswith("\ufeff"):
+        text = text[1:]  # a byte-order mark, as spreadsheet programs write it
+    csv.field_size_limit(max(settings.IMPORT_MAX_BYTES, 131072))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
-        obj = json.loads(line, parse_constant=_reject_constant)
-    except ValueError as exc:
-        raise ValueError(f"not valid JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise ValueError("each line must be a JSON object")
-    unknown = set(obj) - {"external_id", "id", "prompt", "text", "messages", "turns", "metadata"}
-    if unknown:
-        raise ValueError(f"unknown fields {sorted(unknown)}; use prompt (or messages), external_id, metadata")
+        header = next(reader)
+    except StopIteration:
+        return
+    except csv.Error as exc:
+        yield 1, None, f"not a valid CSV header: {exc}"
+        return
+    header = [h.strip() for h in header]
+    unknown = [h for h in header if h not in columns]
+    missing = [" or ".join(sorted(group)) for group in required if not group & set(header)]
+    if unknown or missing or len(set(header)) != len(header):
+        problems = []
+        if unknown:
+            problems.append(f"unknown column(s) {unknown}")
+        if missing:
+            problems.append(f"missing column(s) {missing}")
+        if len(set(header)) != len(header):
+            problems.append("a column name repeats")
+        yield 1, None, "header: " + "; ".join(problems) + f". The columns are {sorted(columns)}."
+        return
+    start = reader.line_num + 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield start, None, f"not valid CSV: {exc}"
+            return  # the reader cannot find the next record after this
+        number, start = start, reader.line_num + 1
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            yield number, None, f"{len(row)} cells; the header has {len(header)}"
+            continue
+        obj = {}
+        try:
+            for name, cell in zip(header, row):
+                if cell == "":
+                    continue
+                if name in json_columns:
+                    try:
+                        obj[name] = _json(cell)
+                    except ValueError as exc:
+                        raise ValueError(f"column '{name}' is not valid JSON: {exc}") from None
+                else:
+                    obj[name] = cell
+        except ValueError as exc:
+            yield number, None, str(exc)
+            continue
+        yield number, obj, None
+
+
+def import_records(
+    data: bytes, *, format: str, csv_columns: set[str], csv_required: list[set[str]], csv_json: set[str]
+) -> Iterator[tuple[int, dict | None, str | None]]:
+    """(line number, object, error) for each record of a JSONL or CSV file."""
+    if len(data) > settings.IMPORT_MAX_BYTES:
+        raise ValidationFailed(
+            f"The file is {len(data)} bytes; the limit is {settings.IMPORT_MAX_BYTES}. Split it into parts."
+        )
+    if format == "csv":
+        return _csv_records(data, columns=csv_columns, required=csv_required, json_columns=csv_json)
+    return _jsonl_records(data)
+
+
+def prompt_fields(obj: dict, max_chars: int) -> dict:
+    """{"text", "turns"} of a record's prompt ('prompt' a string, or
+    'messages' chat turns); ValueError with a message fit for the user."""
     text = obj.get("prompt", obj.get("text"))
     turns = obj.get("messages", obj.get("turns"))
     if (text is None) == (turns is None):
@@ -61,38 +190,54 @@ def _parse_line(raw: bytes, max_chars: int) -> dict:
             raise ValueError(f"the messages hold {total} characters; the limit is {max_chars}")
         if turns[-1]["role"] != "user":
             raise ValueError("the last message must be from the user: the model answers it")
+    return {"text": text or "", "turns": turns}
+
+
+def external_id_field(obj: dict, *, content, max_length: int = 200) -> str:
+    """The record's external_id (or id); without one, a hash of `content`, so
+    that importing the same file again still adds nothing."""
     external_id = obj.get("external_id", obj.get("id"))
     if external_id is None:
-        # No id: the content itself identifies the prompt, so re-importing
-        # the same file still adds nothing.
-        external_id = "sha1:" + hashlib.sha1(json.dumps(text or turns, sort_keys=True).encode()).hexdigest()
+        return "sha1:" + hashlib.sha1(json.dumps(content, sort_keys=True).encode()).hexdigest()
     if not isinstance(external_id, (str, int)) or isinstance(external_id, bool) or str(external_id) == "":
         raise ValueError("'external_id' must be a non-empty string or integer")
-    if len(str(external_id)) > 200:
-        raise ValueError("'external_id' is longer than 200 characters")
+    if len(str(external_id)) > max_length:
+        raise ValueError(f"'external_id' is longer than {max_length} characters")
+    return str(external_id)
+
+
+def metadata_field(obj: dict) -> dict:
     metadata = obj.get("metadata", {})
     if not isinstance(metadata, dict):
         raise ValueError("'metadata' must be an object")
-    return {"external_id": str(external_id), "text": text or "", "turns": turns, "metadata": metadata}
+    return metadata
 
 
-def prompts_import_jsonl(*, campaign: Campaign, data: bytes) -> ImportResult:
-    """Validate every line, then write all of them or none. Prompts whose
-    external_id the campaign already has are left as they are."""
-    if len(data) > settings.IMPORT_MAX_BYTES:
-        raise ValidationFailed(
-            f"The file is {len(data)} bytes; the limit is {settings.IMPORT_MAX_BYTES}. Split it into parts."
-        )
-    rows: list[dict] = []
+def _prompt_row(obj: dict, max_chars: int) -> dict:
+    unknown = set(obj) - PROMPT_FIELDS
+    if unknown:
+        raise ValueError(f"unknown fields {sorted(unknown)}; use prompt (or messages), external_id, metadata")
+    fields = prompt_fields(obj, max_chars)
+    external_id = external_id_field(obj, content=fields["text"] or fields["turns"])
+    if external_id.startswith(GOLD_PREFIX):
+        raise ValueError(f"'external_id' may not start with '{GOLD_PREFIX}': that prefix names gold-pair prompts")
+    return {"external_id": external_id, **fields, "metadata": metadata_field(obj)}
+
+
+def validated_rows(records, row_of: Callable[[dict], dict], *, what: str) -> list[tuple[int, dict]]:
+    """Check every record; the (line, row) pairs, or ValidationFailed naming
+    every bad line (`details`: [{line, error}...]) when any is bad."""
+    rows: list[tuple[int, dict]] = []
     errors: list[dict] = []
     seen: dict[str, int] = {}
-    for number, raw in enumerate(data.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            row = _parse_line(raw, settings.TEXT_MAX_CHARS)
-        except ValueError as exc:
-            errors.append({"line": number, "error": str(exc)})
+    for number, obj, error in records:
+        if error is None:
+            try:
+                row = row_of(obj)
+            except ValueError as exc:
+                error = str(exc)
+        if error is not None:
+            errors.append({"line": number, "error": error})
             continue
         if row["external_id"] in seen:
             errors.append(
@@ -100,7 +245,7 @@ def prompts_import_jsonl(*, campaign: Campaign, data: bytes) -> ImportResult:
             )
             continue
         seen[row["external_id"]] = number
-        rows.append(row)
+        rows.append((number, row))
     if errors:
         first = errors[0]
         raise ValidationFailed(
@@ -108,11 +253,34 @@ def prompts_import_jsonl(*, campaign: Campaign, data: bytes) -> ImportResult:
             details=errors[:1000],
         )
     if not rows:
-        raise ValidationFailed("The file holds no prompts.")
+        raise ValidationFailed(f"The file holds no {what}.")
+    return rows
+
+
+def prompts_import(*, campaign: Campaign, data: bytes, format: str = "jsonl", dry_run: bool = False) -> ImportResult:
+    """Validate every record of a JSONL or CSV file, then write all of them
+    or none (`dry_run`: write nothing, say what an import would do). Prompts
+    whose external_id the campaign already has are left as they are.
+
+    JSONL: one object a line, {"external_id", "prompt"} or {"external_id",
+    "messages": [{"role", "content"}...]}, optional "metadata" (an object).
+    CSV: a header line with external_id and prompt and/or messages (JSON),
+    optional metadata (JSON)."""
+    format = import_format(format=format)
+    records = import_records(
+        data, format=format, csv_columns=PROMPT_FIELDS, csv_required=[{"prompt", "text", "messages", "turns"}],
+        csv_json={"messages", "turns", "metadata"},
+    )
+    rows = [row for _, row in validated_rows(records, lambda obj: _prompt_row(obj, settings.TEXT_MAX_CHARS), what="prompts")]
+    ids = [row["external_id"] for row in rows]
     with transaction.atomic():
-        have = set(
-            Prompt.objects.filter(campaign=campaign, external_id__in=list(seen)).values_list("external_id", flat=True)
-        )
+        have = set(Prompt.objects.filter(campaign=campaign, external_id__in=ids).values_list("external_id", flat=True))
         new = [Prompt(campaign=campaign, **row) for row in rows if row["external_id"] not in have]
-        Prompt.objects.bulk_create(new, batch_size=1000, ignore_conflicts=True)
-    return ImportResult(created=len(new), existing=len(have), lines=len(rows))
+        if not dry_run:
+            Prompt.objects.bulk_create(new, batch_size=1000, ignore_conflicts=True)
+    return ImportResult(created=len(new), existing=len(have), lines=len(rows), dry_run=dry_run)
+
+
+def prompts_import_jsonl(*, campaign: Campaign, data: bytes, dry_run: bool = False) -> ImportResult:
+    """prompts_import for a JSONL file."""
+    return prompts_import(campaign=campaign, data=data, format="jsonl", dry_run=dry_run)

@@ -96,6 +96,12 @@ def rating_create(
         raise Conflict("This idempotency key was already used for another comparison; send a fresh key.") from None
     Assignment.objects.filter(pk=assignment.pk).update(status=Assignment.Status.DONE)
     Comparison.objects.filter(pk=comparison.pk).update(rating_count=F("rating_count") + 1)
+    if comparison.gold_choice:
+        # A gold answer: pause the annotator now, in this transaction, if
+        # their gold accuracy fell below the campaign's bar.
+        from annotate.services.gold import gold_membership_check
+
+        gold_membership_check(annotator=annotator, campaign=comparison.round.campaign)
     if comparison.rating_count + 1 >= comparison.round.campaign.overlap:
         # This comparison is now full: the round may be complete.
         from annotate.tasks import round_progress_check_task

@@ -6,14 +6,16 @@ from django.db import transaction
 from annotate.errors import Conflict
 from annotate.models import Campaign, Comparison, PolicyVersion, Prompt, Response, Round, TrainingRun
 from annotate.selectors import round_is_complete
+from annotate.services.gold import gold_comparisons_for_round
 
 log = logging.getLogger(__name__)
 
 
 def round_prompts(*, campaign: Campaign, index: int) -> list[Prompt]:
     """The prompts a round asks about: the next comparisons_per_round prompts
-    of the campaign, wrapping around, so consecutive rounds cover new ground."""
-    prompts = list(campaign.prompts.order_by("pk"))
+    of the campaign, wrapping around, so consecutive rounds cover new ground.
+    Gold-pair prompts are not among them: their answers come with the pair."""
+    prompts = list(campaign.prompts.filter(gold_pairs__isnull=True).order_by("pk"))
     n = min(campaign.comparisons_per_round, len(prompts))
     start = (index * n) % len(prompts) if prompts else 0
     return [prompts[(start + i) % len(prompts)] for i in range(n)]
@@ -22,8 +24,11 @@ def round_prompts(*, campaign: Campaign, index: int) -> list[Prompt]:
 @transaction.atomic
 def round_open(*, campaign: Campaign, index: int, candidate: PolicyVersion, baseline: PolicyVersion) -> Round:
     """Open round `index`: one comparison per prompt, candidate against
-    baseline answers, sides randomised and recorded. Opening twice returns the
-    first round (the open stage is safe to run again)."""
+    baseline answers, sides randomised and recorded, plus copies of gold
+    pairs (campaign.gold_frequency of that number) placed at random among
+    them, so that annotators meet them all through the round and can't tell
+    them apart. Opening twice returns the first round (the open stage is safe
+    to run again)."""
     existing = Round.objects.filter(campaign=campaign, index=index).first()
     if existing is not None:
         return existing
@@ -51,6 +56,11 @@ def round_open(*, campaign: Campaign, index: int, candidate: PolicyVersion, base
         comparisons.append(
             Comparison(round=round_, prompt=prompt, response_a=a, response_b=b, candidate_is_a=candidate_is_a)
         )
+    # Leases go out in pk order (among equally rated comparisons): gold
+    # pairs at random positions are served all along the round, not last.
+    gold_rng = random.Random(f"gold-order:{campaign.pk}:{index}")
+    for gold in gold_comparisons_for_round(round_=round_, n_regular=len(comparisons)):
+        comparisons.insert(gold_rng.randint(0, len(comparisons)), gold)
     Comparison.objects.bulk_create(comparisons)
     Round.objects.filter(campaign=campaign, index__lt=index).exclude(status=Round.Status.DONE).update(
         status=Round.Status.DONE

@@ -1,1 +1,23 @@
-urlpatterns = []
+"""Console: campaigns list, create, overview and edit, pause / resume /
+archive, and the annotator pool (frontend/console/campaigns.py)."""
+from django.urls import path, re_path
+
+from frontend.console import campaigns
+
+urlpatterns = [
+    path("", campaigns.campaign_list, name="console-campaigns"),
+    path("campaigns/new/", campaigns.campaign_new, name="console-campaign-new"),
+    path("campaigns/<int:campaign_id>/", campaigns.campaign_detail, name="console-campaign"),
+    # Only these three words: other console areas live under campaigns/<id>/ too.
+    re_path(
+        r"^campaigns/(?P<campaign_id>[0-9]+)/(?P<action>pause|resume|archive)/$", campaigns.campaign_action,
+        name="console-campaign-action",
+    ),
+    path("campaigns/<int:campaign_id>/pool/", campaigns.pool, name="console-pool"),
+    path("campaigns/<int:campaign_id>/pool/create/", campaigns.pool_create, name="console-pool-create"),
+    path("campaigns/<int:campaign_id>/pool/add/", campaigns.pool_add, name="console-pool-add"),
+    path(
+        "campaigns/<int:campaign_id>/pool/members/<str:username>/", campaigns.pool_member,
+        name="console-pool-member",
+    ),
+]

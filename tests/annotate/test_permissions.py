@@ -20,6 +20,14 @@ EVERY_API = [
     ("post", "/api/campaigns/1/prompts/import/"),
     ("post", "/api/campaigns/1/annotators/"),
     ("post", "/api/campaigns/1/start/"),
+    ("patch", "/api/campaigns/1/"),
+    ("post", "/api/campaigns/1/pause/"),
+    ("post", "/api/campaigns/1/resume/"),
+    ("post", "/api/campaigns/1/archive/"),
+    ("get", "/api/campaigns/1/members/"),
+    ("post", "/api/campaigns/1/members/"),
+    ("patch", "/api/campaigns/1/members/ann/"),
+    ("post", "/api/users/"),
     ("post", "/api/campaigns/1/train/"),
     ("get", "/api/campaigns/1/models/"),
     ("get", "/api/training-runs/"),
@@ -28,6 +36,9 @@ EVERY_API = [
     ("get", "/api/campaigns/1/leaderboard/"),
     ("post", "/api/campaigns/1/exports/"),
     ("get", "/api/exports/1/download/"),
+    ("get", "/api/campaigns/1/exports/"),
+    ("post", "/api/campaigns/1/gold/import/"),
+    ("get", "/api/campaigns/1/gold/"),
 ]
 
 

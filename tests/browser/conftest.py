@@ -48,6 +48,30 @@ def page(browser, live_server, transactional_db):
     page.on("pageerror", lambda err: print(f"page error: {err}"))
     yield page
     context.close()
+    _wait_for_server_requests_to_finish()
+
+
+def _wait_for_server_requests_to_finish(timeout: float = 15.0) -> None:
+    """A request the page sent just before closing may still run in a live
+    server thread; its row locks would deadlock the TRUNCATE that flushes the
+    tables after the test. Wait until no other connection is mid-query."""
+    import time
+
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        time.sleep(0.5)
+        return
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND state IN ('active', 'idle in transaction')"
+            )
+            if cursor.fetchone()[0] == 0:
+                return
+            time.sleep(0.05)
 
 
 @pytest.fixture

@@ -8,7 +8,9 @@ from conftest import separable_pairs
 from rlhf.reward import RewardConfig, _pair_loss, score, sequence_rewards, train_reward
 
 STABLE_TRAIN = {"train/loss", "train/accuracy", "train/margin", "reward/mean", "reward/std"}
-STABLE_EVAL = {"eval/loss", "eval/accuracy", "eval/split"}
+STABLE_EVAL = {"eval/loss", "eval/accuracy", "eval/split", "eval/margin", "eval/reward_mean", "eval/reward_std"}
+BUCKETS = ("0-0.5", "0.5-1", "1-2", "2-inf")
+CALIBRATION = {f"eval/{kind}_margin_{b}" for kind in ("accuracy", "pairs") for b in BUCKETS}
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +34,8 @@ def test_reward_loss_falls_and_heldout_accuracy_beats_chance(trained):
 def test_reward_metrics_callback_uses_the_stable_names(trained):
     _, _, calls, progress = trained
     keysets = [set(m) for _, m in calls]
-    assert STABLE_TRAIN in keysets and STABLE_EVAL in keysets
-    assert all(k in STABLE_TRAIN | STABLE_EVAL for ks in keysets for k in ks)
+    assert STABLE_TRAIN in keysets and any(STABLE_EVAL <= ks and ks <= STABLE_EVAL | CALIBRATION for ks in keysets)
+    assert all(k in STABLE_TRAIN | STABLE_EVAL | CALIBRATION for ks in keysets for k in ks)
     steps = [s for s, _ in calls]
     assert steps == sorted(steps)
     assert progress[-1] == 1.0 and all(0 < p <= 1 for p in progress)
@@ -115,3 +117,30 @@ def test_center_rewards_coefficient_adds_the_squared_sum_penalty(tiny_model_path
     plain, r_c, r_r = _pair_loss(model, tok, batch, RewardConfig(), dev)
     centered, _, _ = _pair_loss(model, tok, batch, RewardConfig(center_rewards_coefficient=0.1), dev)
     assert centered.item() == pytest.approx(plain.item() + 0.1 * ((r_c + r_r) ** 2).mean().item(), rel=1e-5)
+
+
+def test_calibration_buckets_count_every_heldout_pair_and_accuracy_matches(trained):
+    _, final, _, _ = trained
+    pairs = {b: final.get(f"eval/pairs_margin_{b}", 0) for b in BUCKETS}
+    assert sum(pairs.values()) == 18  # 6 held-out prompts x 3 pairs
+    correct = sum(final[f"eval/accuracy_margin_{b}"] * n for b, n in pairs.items() if n)
+    assert correct / 18 == pytest.approx(final["eval/accuracy"])
+    # A model that has learnt the separable set is surest where it is right.
+    assert final["eval/margin"] > 0 and final["eval/reward_std"] > 0
+
+
+def test_pair_weights_scale_each_pairs_share_of_the_loss(tiny_model_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from rlhf._torch import load_tokenizer
+
+    tok = load_tokenizer(tiny_model_path, "right")
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_path, num_labels=1)
+    batch = [dict(r, margin=0.0, weight=w) for r, w in zip(separable_pairs(2, 1), (3.0, 1.0))]
+    loss, r_c, r_r = _pair_loss(model, tok, batch, RewardConfig(), torch.device("cpu"))
+    per_pair = -torch.nn.functional.logsigmoid(r_c - r_r)
+    assert loss.item() == pytest.approx((3 * per_pair[0] + per_pair[1]).item() / 4, rel=1e-5)
+    zero = [dict(batch[0], weight=0.0), batch[1]]
+    only_second, _, _ = _pair_loss(model, tok, zero, RewardConfig(), torch.device("cpu"))
+    assert only_second.item() == pytest.approx(per_pair[1].item(), rel=1e-5)

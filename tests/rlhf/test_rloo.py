@@ -87,3 +87,30 @@ def test_rloo_with_a_reward_model_and_token_ratio(tiny_model_path, tmp_path):
 def test_rloo_needs_exactly_one_reward_source(tiny_model_path, tmp_path):
     with pytest.raises(ValueError, match="exactly one"):
         rloo_train(RLOOConfig(), PROMPTS, tiny_model_path, tiny_model_path, tmp_path / "p")
+
+
+def test_rloo_with_lora_uses_the_disabled_adapter_as_reference_and_saves_merged(tiny_model_path, tmp_path):
+    pytest.importorskip("peft")
+    from safetensors.torch import load_file
+
+    calls = []
+    config = RLOOConfig(lr=1e-2, beta=0.05, k=2, num_iterations=2, prompts_per_iteration=4, max_new_tokens=6,
+                        minibatch_size=8, lora_r=4, lora_alpha=8)
+    rloo_train(config, PROMPTS[:4], tiny_model_path, tiny_model_path, tmp_path / "pol", reward_fn=count_e,
+               on_metrics=lambda s, m: calls.append(m))
+    # A fresh adapter is zero, so the adapter-disabled reference equals the policy at first.
+    assert calls[0]["policy/kl"] == pytest.approx(0.0, abs=1e-5)
+    start, end = load_file(Path(tiny_model_path) / "model.safetensors"), load_file(tmp_path / "pol" / "model.safetensors")
+    assert set(end) == set(start) and any(not torch.equal(start[k], end[k]) for k in start)
+
+
+def test_rloo_policy_loss_clips_the_sequence_ratio():
+    from rlhf.rloo import rloo_policy_loss
+
+    old = torch.zeros(2, 3)
+    new = torch.tensor([[0.5, 0.5, 0.0], [-0.5, -0.5, 0.0]])  # summed log-ratios +1 and -1
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    adv = torch.tensor([1.0, -1.0])
+    # ratio e and 1/e are both outside [0.8, 1.2]; the min picks the clipped 1.2 and 0.8 terms.
+    loss = rloo_policy_loss(new, old, mask, adv, cliprange=0.2)
+    assert loss.item() == pytest.approx(-(1.2 * 1.0 + 0.8 * -1.0) / 2)

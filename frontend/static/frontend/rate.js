@@ -219,6 +219,9 @@ let current = null; // prepared comparison on screen
 let prefetched = null; // prepared comparison leased behind it
 let prefetching = null; // promise
 let prefetchWanted = true; // false once the server said there is nothing more
+let stoppedReason = null; // why the server gives no work (paused, daily limit, campaign paused), if it said
+// The next API's error codes that mean "no work for you", with a reason to show.
+const NO_WORK_ERRORS = new Set(["paused", "daily_limit", "campaign_paused", "campaign_archived"]);
 let lastInput = Date.now();
 
 for (const ev of ["keydown", "pointerdown", "wheel", "scroll", "input"]) {
@@ -275,6 +278,9 @@ async function fetchNext(exclude) {
     return { item: prepare(data) };
   }
   if (status === 204) return { none: true };
+  // The server gives this annotator no work and says why (paused, daily
+  // limit, campaign paused or archived): show that, not "nothing left".
+  if (data && NO_WORK_ERRORS.has(data.error)) return { stopped: errorText(data, status), status };
   return { error: errorText(data, status), status };
 }
 
@@ -284,7 +290,7 @@ async function fetchNextPatiently() {
   for (let attempt = 0; ; attempt++) {
     let r;
     try { r = await fetchNext(pendingIds()); } catch { r = { error: "network", status: 0 }; }
-    if (r.status !== 0 && r.status !== 409 && !(r.status >= 500)) return r;
+    if (r.stopped || (r.status !== 0 && r.status !== 409 && !(r.status >= 500))) return r;
     setStatus(r.status === 409 ? "Waiting for earlier submits to reach the server…" : "No answer from the server; trying again…");
     drain();
     await new Promise((res) => setTimeout(res, Math.min(500 * 2 ** attempt, 15_000)));
@@ -301,6 +307,7 @@ function prefetch() {
     .then((r) => {
       if (r.item) prefetched = r.item;
       else if (r.none) prefetchWanted = false;
+      else if (r.stopped) { prefetchWanted = false; stoppedReason = r.stopped; }
       // 409: two leases held (another tab?); ask again a little later.
       else if (r.status === 409) setTimeout(prefetch, 2000);
       return r;
@@ -341,7 +348,11 @@ function showDone() {
   current = null;
   $("comparison").hidden = true;
   $("done").hidden = false;
-  main.dataset.state = "done";
+  main.dataset.state = stoppedReason ? "stopped" : "done";
+  if (stoppedReason) {
+    $("done-heading").textContent = "No work for you here right now";
+    $("done-text").textContent = stoppedReason;
+  }
   delete main.dataset.comparison;
   $("done-heading").focus();
 }
@@ -365,6 +376,7 @@ async function advance(t0) {
     setStatus("");
     if (r.item) next = r.item;
     else if (r.none) prefetchWanted = false;
+    else if (r.stopped) { prefetchWanted = false; stoppedReason = r.stopped; }
     else {
       showNotice(`Could not get the next comparison: ${r.error}`, true);
       return;
@@ -527,6 +539,7 @@ async function start() {
   setStatus("");
   if (r.item) { show(r.item); prefetch(); }
   else if (r.none) { prefetchWanted = false; showDone(); renderCounters(); }
+  else if (r.stopped) { prefetchWanted = false; stoppedReason = r.stopped; showDone(); renderCounters(); }
   else showNotice(`Could not get a comparison: ${r.error}`, true);
 }
 

@@ -1,0 +1,280 @@
+"""Console pages for campaigns and annotator pools. Thin views: parse the
+form, call one service, render; validation errors come back per field from
+the service (ValidationFailed.details) and are shown next to each field.
+
+Campaign admins (and staff) may change things; ML engineers may look."""
+import json
+from functools import wraps
+
+from django.contrib import messages
+from django.contrib.auth.views import redirect_to_login
+from django.db import transaction
+from django.http import HttpResponseForbidden
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from annotate.errors import ServiceError
+from annotate.models import Campaign, Role
+from annotate.selectors import (
+    campaign_console_rows,
+    campaign_current_round,
+    campaign_members,
+    round_progress,
+    training_runs_for,
+    user_roles,
+)
+from annotate.services.campaigns import (
+    campaign_archive,
+    campaign_create,
+    campaign_fields_validate,
+    campaign_is_started,
+    campaign_pause,
+    campaign_resume,
+    campaign_update,
+)
+from annotate.services.memberships import UNSET, membership_update, memberships_add
+from annotate.services.users import annotator_create
+
+# Form fields of a campaign, in the order the form shows them.
+CAMPAIGN_FIELDS = [
+    "name", "instructions", "overlap", "comparisons_per_round", "lease_ttl_seconds", "gold_frequency",
+    "gold_min_accuracy", "gold_min_count", "base_model", "training_config", "auto_train",
+]
+NEW_CAMPAIGN_DEFAULTS = {
+    "overlap": 3, "comparisons_per_round": 64, "lease_ttl_seconds": 600, "gold_frequency": 0.1,
+    "gold_min_accuracy": 0.6, "gold_min_count": 5, "training_config": "{}", "auto_train": True,
+}
+
+
+def console_view(*, edit: bool = False):
+    """Logged in, and a campaign admin or ML engineer (staff count as both);
+    `edit`: POSTs need a campaign admin. Sets request.can_edit for templates."""
+
+    def decorate(view):
+        @wraps(view)
+        def wrapper(request, *args, **kwargs):
+            if not request.user.is_authenticated:
+                return redirect_to_login(request.get_full_path())
+            roles = user_roles(user=request.user)
+            if not roles & {Role.CAMPAIGN_ADMIN, Role.ML_ENGINEER}:
+                return HttpResponseForbidden("The console is for campaign admins and ML engineers.")
+            request.can_edit = Role.CAMPAIGN_ADMIN in roles
+            if edit and request.method == "POST" and not request.can_edit:
+                return HttpResponseForbidden("Only campaign admins can change campaigns and pools.")
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def _errors(exc: ServiceError, default_field: str | None = None) -> dict:
+    """Per-field messages of a service error; the whole message under
+    `default_field` (or "form") when the service named no field."""
+    if isinstance(exc.details, dict):
+        return {k: str(v) for k, v in exc.details.items()}
+    return {default_field or "form": exc.message}
+
+
+def _campaign_form_fields(post, *, include_base_model: bool) -> tuple[dict, dict]:
+    """(fields for the service, errors the form itself finds: bad JSON)."""
+    fields, errors = {}, {}
+    for key in CAMPAIGN_FIELDS:
+        if key == "auto_train":
+            fields[key] = post.get(key) == "on"
+        elif key == "base_model" and not include_base_model:
+            continue
+        elif key == "training_config":
+            text = post.get(key, "").strip() or "{}"
+            try:
+                fields[key] = json.loads(text)
+            except json.JSONDecodeError as exc:
+                errors[key] = f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        else:
+            fields[key] = post.get(key, "")
+    return fields, errors
+
+
+def _all_errors(fields: dict, form_errors: dict, campaign: Campaign | None = None) -> dict:
+    """With a field the form could not read (bad JSON), still check the
+    others, so that every problem shows at once."""
+    if not form_errors:
+        return {}
+    try:
+        campaign_fields_validate(fields=fields, campaign=campaign)
+    except ServiceError as exc:
+        return {**_errors(exc), **form_errors}
+    return form_errors
+
+
+def _form_values(post) -> dict:
+    values = {key: post.get(key, "") for key in CAMPAIGN_FIELDS}
+    values["auto_train"] = post.get("auto_train") == "on"
+    return values
+
+
+def _campaign_values(campaign: Campaign) -> dict:
+    values = {key: getattr(campaign, key) for key in CAMPAIGN_FIELDS}
+    values["training_config"] = json.dumps(campaign.training_config, indent=2)
+    return values
+
+
+# --- campaigns ---------------------------------------------------------------------
+
+
+@console_view()
+def campaign_list(request):
+    return render(request, "frontend/console/index.html", {"rows": campaign_console_rows()})
+
+
+@console_view(edit=True)
+@require_http_methods(["GET", "POST"])
+def campaign_new(request):
+    values, errors = dict(NEW_CAMPAIGN_DEFAULTS), {}
+    if request.method == "POST":
+        values = _form_values(request.POST)
+        fields, errors = _campaign_form_fields(request.POST, include_base_model=True)
+        errors = _all_errors(fields, errors)
+        if not errors:
+            try:
+                campaign = campaign_create(created_by=request.user, **fields)
+            except ServiceError as exc:
+                errors = _errors(exc, "name")
+            else:
+                messages.success(request, f"Campaign '{campaign.name}' created.")
+                return redirect(f"/console/campaigns/{campaign.pk}/")
+    return render(
+        request, "frontend/console/campaign_form.html",
+        {"values": values, "errors": errors, "new": True, "base_model_locked": False},
+        status=400 if errors else 200,
+    )
+
+
+@console_view(edit=True)
+@require_http_methods(["GET", "POST"])
+def campaign_detail(request, campaign_id: int):
+    """Overview (round progress, recent training runs) and the settings form."""
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    locked = campaign_is_started(campaign=campaign)
+    values, errors = _campaign_values(campaign), {}
+    if request.method == "POST":
+        values = _form_values(request.POST)
+        values["base_model"] = values["base_model"] if not locked else campaign.base_model
+        fields, errors = _campaign_form_fields(request.POST, include_base_model=not locked)
+        errors = _all_errors(fields, errors, campaign=campaign)
+        if not errors:
+            try:
+                campaign_update(campaign=campaign, fields=fields)
+            except ServiceError as exc:
+                errors = _errors(exc)
+            else:
+                messages.success(request, "Settings saved.")
+                return redirect(f"/console/campaigns/{campaign.pk}/")
+    round_ = campaign_current_round(campaign=campaign)
+    context = {
+        "campaign": campaign,
+        "values": values,
+        "errors": errors,
+        "new": False,
+        "base_model_locked": locked,
+        "progress": round_progress(round_=round_) if round_ else None,
+        "runs": list(training_runs_for(campaign=campaign).select_related("round")[:10]),
+    }
+    return render(request, "frontend/console/campaign_form.html", context, status=400 if errors else 200)
+
+
+CAMPAIGN_ACTIONS = {"pause": campaign_pause, "resume": campaign_resume, "archive": campaign_archive}
+
+
+@console_view(edit=True)
+@require_POST
+def campaign_action(request, campaign_id, action: str):
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    service = CAMPAIGN_ACTIONS.get(action)
+    if service is None:
+        return HttpResponseForbidden(f"Unknown action {action!r}.")
+    try:
+        service(campaign=campaign)
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, {"pause": "Campaign paused: no new work is given out.",
+                                   "resume": "Campaign resumed.", "archive": "Campaign archived."}[action])
+    return redirect(f"/console/campaigns/{campaign.pk}/")
+
+
+# --- annotator pool ------------------------------------------------------------------
+
+
+def _pool_page(request, campaign, *, status=200, **context):
+    context.setdefault("errors", {})
+    context.setdefault("form", {})
+    return render(
+        request,
+        "frontend/console/pool.html",
+        {"campaign": campaign, "members": campaign_members(campaign=campaign), **context},
+        status=status,
+    )
+
+
+@console_view(edit=True)
+@require_http_methods(["GET"])
+def pool(request, campaign_id: int):
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    return _pool_page(request, campaign)
+
+
+@console_view(edit=True)
+@require_POST
+def pool_create(request, campaign_id: int):
+    """Create an annotator account and put it in the pool in one step. A
+    generated password is shown on this answer only (no redirect: a reload
+    must not be the way to see it again)."""
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    post = request.POST
+    username = post.get("username", "").strip()
+    try:
+        with transaction.atomic():
+            user, generated = annotator_create(username=username, password=post.get("password") or None)
+            memberships_add(campaign=campaign, usernames=[user.username], daily_limit=post.get("daily_limit") or None)
+    except ServiceError as exc:
+        return _pool_page(request, campaign, status=400, errors={"create": _errors(exc, "username")}, form={"create": post})
+    return _pool_page(request, campaign, created=user.username, generated_password=generated)
+
+
+@console_view(edit=True)
+@require_POST
+def pool_add(request, campaign_id: int):
+    """Add existing annotators: usernames separated by commas, spaces or lines."""
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    post = request.POST
+    usernames = post.get("usernames", "").replace(",", " ").split()
+    try:
+        memberships_add(campaign=campaign, usernames=usernames, daily_limit=post.get("daily_limit") or None)
+    except ServiceError as exc:
+        return _pool_page(request, campaign, status=400, errors={"add": _errors(exc, "usernames")}, form={"add": post})
+    messages.success(request, f"Added to the pool: {', '.join(sorted(set(usernames)))}.")
+    return redirect(f"/console/campaigns/{campaign.pk}/pool/")
+
+
+@console_view(edit=True)
+@require_POST
+def pool_member(request, campaign_id: int, username: str):
+    """One member's row: a new daily limit, or pause (with a reason),
+    reinstate or remove."""
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    post = request.POST
+    try:
+        membership_update(
+            campaign=campaign,
+            username=username,
+            status=post.get("status") or None,
+            reason=post.get("reason", ""),
+            daily_limit=(post.get("daily_limit") or None) if "daily_limit" in post else UNSET,
+        )
+    except ServiceError as exc:
+        return _pool_page(
+            request, campaign, status=400, errors={username: _errors(exc, "status")}, form={username: post}
+        )
+    messages.success(request, f"Saved {username}.")
+    return redirect(f"/console/campaigns/{campaign.pk}/pool/")

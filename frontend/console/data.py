@@ -1,0 +1,239 @@
+"""Console pages about a campaign's data: prompts and gold-pair imports (with
+a "Check" dry run), the gold pool, data quality, the models leaderboard and
+exports. Thin views: read the form, call one service or selector, render.
+Each page makes a fixed number of queries whatever the number of rows
+(pinned in tests/annotate/test_gold.py and test_imports.py).
+
+Campaign admins (and staff) may import and export; ML engineers may look."""
+from functools import wraps
+from math import ceil
+
+from django.contrib import messages
+from django.contrib.auth.views import redirect_to_login
+from django.core.paginator import Paginator
+from django.http import HttpResponseForbidden
+from django.shortcuts import get_object_or_404, redirect, render
+
+from annotate.errors import ServiceError
+from annotate.models import Campaign, Export, Membership, Role
+from annotate.selectors import (
+    campaign_exports,
+    campaign_leaderboard,
+    campaign_quality,
+    campaign_round,
+    gold_pool,
+    gold_pool_totals,
+    user_roles,
+)
+from annotate.services.exports import export_create
+from annotate.services.gold import gold_import
+from annotate.services.prompts import import_format, prompts_import
+
+PAGE_SIZE = 50
+
+
+def data_view(view):
+    """Logged in, and a campaign admin or ML engineer (staff count as both);
+    a POST needs a campaign admin. Sets request.can_edit for the templates."""
+
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        roles = user_roles(user=request.user)
+        if not roles & {Role.CAMPAIGN_ADMIN, Role.ML_ENGINEER}:
+            return HttpResponseForbidden("The console is for campaign admins and ML engineers.")
+        request.can_edit = Role.CAMPAIGN_ADMIN in roles
+        if request.method == "POST" and not request.can_edit:
+            return HttpResponseForbidden("Only campaign admins can import or export.")
+        if request.method not in ("GET", "HEAD", "POST"):
+            return HttpResponseForbidden("GET or POST only.")
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def _upload(request, importer, campaign: Campaign) -> dict:
+    """Run `importer` on the uploaded file: a dry run for "Check", the
+    import for "Import". What the template shows: {checked, result, error,
+    errors, filename}."""
+    upload = request.FILES.get("file")
+    dry_run = request.POST.get("action") != "import"
+    report = {"dry_run": dry_run, "filename": upload.name if upload else ""}
+    if upload is None:
+        report["error"] = "Choose a file first."
+        return report
+    try:
+        format = import_format(
+            format=request.POST.get("format") or None, filename=upload.name or "", content_type=upload.content_type or ""
+        )
+        report["format"] = format
+        report["result"] = importer(campaign=campaign, data=upload.read(), format=format, dry_run=dry_run)
+    except ServiceError as exc:
+        report["error"] = exc.message
+        report["errors"] = exc.details if isinstance(exc.details, list) else []
+    return report
+
+
+def _page(request, queryset):
+    return Paginator(queryset, PAGE_SIZE).get_page(request.GET.get("page"))
+
+
+@data_view
+def prompts(request, campaign_id: int):
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    report = _upload(request, prompts_import, campaign) if request.method == "POST" else None
+    listed = campaign.prompts.filter(gold_pairs__isnull=True).order_by("pk").only(
+        "pk", "campaign_id", "external_id", "text", "turns", "metadata", "created_at"
+    )
+    return render(
+        request,
+        "frontend/console/prompts.html",
+        {"campaign": campaign, "report": report, "page": _page(request, listed)},
+        status=400 if report and report.get("error") else 200,
+    )
+
+
+@data_view
+def gold(request, campaign_id: int):
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    report = _upload(request, gold_import, campaign) if request.method == "POST" else None
+    return render(
+        request,
+        "frontend/console/gold.html",
+        {
+            "campaign": campaign,
+            "report": report,
+            "totals": gold_pool_totals(campaign=campaign),
+            "page": _page(request, gold_pool(campaign=campaign)),
+        },
+        status=400 if report and report.get("error") else 200,
+    )
+
+
+@data_view
+def quality(request, campaign_id: int):
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    rounds = list(campaign.rounds.order_by("index").values_list("index", flat=True))
+    try:
+        round_ = campaign_round(campaign=campaign, index=request.GET.get("round"))
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+        return redirect("console-quality", campaign_id=campaign.pk)
+    report = campaign_quality(campaign=campaign, round_=round_)
+    standing = {
+        m["annotator_id"]: m
+        for m in Membership.objects.filter(campaign=campaign).values(
+            "annotator_id", "status", "paused_reason", "paused_automatically"
+        )
+    }
+    for row in report["annotators"]:
+        row["membership"] = standing.get(row["annotator_id"])
+    return render(
+        request,
+        "frontend/console/quality.html",
+        {"campaign": campaign, "rounds": rounds, "round": round_, "q": report},
+    )
+
+
+# The interval plot's geometry, in SVG user units.
+PLOT_WIDTH, PLOT_LEFT, PLOT_RIGHT, ROW_HEIGHT, PLOT_TOP = 640, 70, 20, 28, 30
+
+
+def leaderboard_plot(board: list[dict]) -> dict:
+    """Positions for the server-drawn interval plot: one row per version,
+    a dot at its score and a line over its 95% interval, on a shared axis
+    with ticks every 50 (or 100, 200...) points."""
+    scored = [v for v in board if v["score"] is not None]
+    if not scored:
+        return {"rows": [], "ticks": [], "width": PLOT_WIDTH, "height": PLOT_TOP + ROW_HEIGHT}
+    lo = min(v["lower"] for v in scored)
+    hi = max(v["upper"] for v in scored)
+    step = 50
+    while (hi - lo) / step > 8:
+        step *= 2
+    lo, hi = step * (lo // step), step * ceil(hi / step)
+    if hi <= lo:
+        hi = lo + step
+    inner = PLOT_WIDTH - PLOT_LEFT - PLOT_RIGHT
+
+    def x(value: float) -> float:
+        return round(PLOT_LEFT + inner * (value - lo) / (hi - lo), 1)
+
+    rows = []
+    for n, v in enumerate(sorted(scored, key=lambda v: v["version"])):
+        rows.append(
+            {
+                **v,
+                "y": PLOT_TOP + n * ROW_HEIGHT + ROW_HEIGHT / 2,
+                "x": x(v["score"]),
+                "x_lower": x(v["lower"]),
+                "x_upper": x(v["upper"]),
+            }
+        )
+    ticks = [{"value": int(t), "x": x(t)} for t in range(int(lo), int(hi) + 1, step)]
+    height = PLOT_TOP + len(rows) * ROW_HEIGHT + 10
+    return {"rows": rows, "ticks": ticks, "width": PLOT_WIDTH, "height": height, "axis_y": height - 5}
+
+
+@data_view
+def models(request, campaign_id: int):
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    board = campaign_leaderboard(campaign=campaign)
+    for r in board["rounds"]:
+        # Win-rate bars as percentages of their cell's width.
+        r["bar"] = (
+            {"lower": 100 * r["lower"], "width": 100 * (r["upper"] - r["lower"]), "at": 100 * r["win_rate"]}
+            if r["win_rate"] is not None
+            else None
+        )
+    policies = campaign.policy_versions.select_related("parent", "reward_model").order_by("version")
+    rewards = campaign.reward_versions.select_related("parent").order_by("version")
+    return render(
+        request,
+        "frontend/console/models.html",
+        {
+            "campaign": campaign,
+            "board": board,
+            "plot": leaderboard_plot(board["versions"]),
+            "policies": policies,
+            "rewards": rewards,
+        },
+    )
+
+
+@data_view
+def exports(request, campaign_id: int):
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    rounds = list(campaign.rounds.order_by("index").values_list("index", flat=True))
+    form = {"kind": Export.Kind.PREFERENCES, "format": Export.Format.JSONL, "round": ""}
+    error = None
+    if request.method == "POST":
+        form = {k: request.POST.get(k, "") for k in form}
+        try:
+            export = export_create(
+                campaign=campaign,
+                kind=form["kind"],
+                format=form["format"],
+                round_=campaign_round(campaign=campaign, index=form["round"] or None),
+                user=request.user,
+            )
+        except ServiceError as exc:
+            error = exc.message
+        else:
+            messages.success(request, f"Export {export.pk} written: {export.rows} rows, sha256 {export.sha256[:12]}…")
+            return redirect("console-exports", campaign_id=campaign.pk)
+    return render(
+        request,
+        "frontend/console/exports.html",
+        {
+            "campaign": campaign,
+            "rounds": rounds,
+            "form": form,
+            "error": error,
+            "kinds": Export.Kind.choices,
+            "formats": Export.Format.choices,
+            "page": _page(request, campaign_exports(campaign=campaign)),
+        },
+        status=400 if error else 200,
+    )

@@ -1,0 +1,226 @@
+"""DPO policy step straight from the human pairs (Rafailov et al., 2023): no
+reward model, no sampling. The policy learns to raise the log-probability of
+each chosen answer relative to the rejected one, measured against a frozen
+reference so it cannot drift arbitrarily far:
+
+    loss = -(1 - eps) * logsigmoid(beta * d) - eps * logsigmoid(-beta * d)
+    d    = (log pi(chosen) - log ref(chosen)) - (log pi(rejected) - log ref(rejected))
+
+with each row's `weight` (annotator reliability) weighting its pair. Log-probs
+are summed over the response tokens only; the prompt is formatted by
+rlhf.chat exactly as for reward training. Reference log-probs are computed
+once, before the first step, so no second model is held during training.
+
+    python -m rlhf.train_dpo --data pairs.jsonl --policy PATH --ref PATH --out DIR [--beta 0.1 --epochs 1]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from rlhf import _torch
+from rlhf.chat import ENCODE_KWARGS, format_prompt
+from rlhf.configs import DPOConfig  # re-exported: callers import it from here too
+from rlhf.data import validate_preference_rows
+
+MetricsFn = Callable[[int, dict], None]
+ProgressFn = Callable[[float], None]
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def tokenize_pair(tokenizer, row: dict, max_length: int) -> tuple[list[int], list[int], list[int]]:
+    """(prompt_ids, chosen_ids, rejected_ids) for one row.
+
+    The response tokens start where the tokenized prompt and the tokenized
+    prompt+response diverge (BPE can merge across the boundary), the same
+    rule as TRL's DPOTrainer. Over max_length, the prompt loses its start
+    first, then each response its end.
+    """
+    prompt_text = format_prompt(tokenizer, row["prompt"])
+    eos = tokenizer.eos_token or ""
+    prompt_ids = tokenizer(prompt_text, **ENCODE_KWARGS)["input_ids"]
+    full = [tokenizer(prompt_text + row[k] + eos, **ENCODE_KWARGS)["input_ids"] for k in ("chosen", "rejected")]
+    cut = min(_common_prefix(prompt_ids, f) for f in full)
+    prompt_ids = prompt_ids[:cut]
+    chosen, rejected = (f[cut:][: max_length - 1] for f in full)
+    keep = max(max_length - max(len(chosen), len(rejected)), 1)
+    return prompt_ids[-keep:], chosen, rejected
+
+
+def sequence_logps(model, pieces: list[tuple[list[int], list[int]]], pad_id: int, dev) -> torch.Tensor:
+    """Sum of log p(response token | everything before it) for each (prompt_ids, response_ids)."""
+    ids = [p + c for p, c in pieces]
+    width = max(len(x) for x in ids)
+    input_ids = torch.tensor([x + [pad_id] * (width - len(x)) for x in ids], device=dev)
+    attention_mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=dev)
+    # 1 where the token at position t is a response token (right padding, so
+    # the default positions 0..n-1 are the right ones).
+    response = torch.tensor([[0] * len(p) + [1] * len(c) + [0] * (width - len(p) - len(c)) for p, c in pieces], device=dev)
+    with _torch.autocast(dev):
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    logps = torch.log_softmax(logits[:, :-1, :].float(), dim=-1).gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    return (logps * response[:, 1:]).sum(dim=1)
+
+
+def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, beta: float, label_smoothing: float = 0.0,
+             weight: torch.Tensor | None = None, weight_total: float | None = None):
+    """Sigmoid DPO loss (weighted mean over pairs); returns (loss, chosen_rewards, rejected_rewards).
+
+    The implicit rewards beta * (log pi - log ref) are what dpo/* metrics report.
+    weight_total normalises by a larger global batch (data parallel ranks).
+    """
+    chosen_logratio = policy_chosen - ref_chosen
+    rejected_logratio = policy_rejected - ref_rejected
+    d = beta * (chosen_logratio - rejected_logratio)
+    per_pair = -(1 - label_smoothing) * F.logsigmoid(d) - label_smoothing * F.logsigmoid(-d)
+    if weight is None:
+        weight = torch.ones_like(per_pair)
+    total = weight.sum().item() if weight_total is None else weight_total
+    loss = (per_pair * weight).sum() / max(total, 1e-8)
+    return loss, beta * chosen_logratio.detach(), beta * rejected_logratio.detach()
+
+
+@torch.no_grad()
+def _reference_logps(model, tokenized, pad_id, batch_size, dev, dist) -> torch.Tensor:
+    """(n, 2) reference log-probs of (chosen, rejected) per row; each rank scores its share."""
+    out = torch.zeros(len(tokenized), 2, dtype=torch.float64, device=dev)
+    mine = list(range(len(tokenized)))[dist.rank :: dist.world]
+    for i in range(0, len(mine), batch_size):
+        idx = mine[i : i + batch_size]
+        pieces = [(tokenized[j][0], tokenized[j][1]) for j in idx] + [(tokenized[j][0], tokenized[j][2]) for j in idx]
+        logps = sequence_logps(model, pieces, pad_id, dev).double()
+        out[idx, 0], out[idx, 1] = logps[: len(idx)], logps[len(idx) :]
+    return dist.sum_(out).float()
+
+
+def dpo_train(
+    config: DPOConfig,
+    rows: list[dict],
+    policy_path: str,
+    ref_path: str,
+    out_dir: str | Path,
+    on_metrics: MetricsFn | None = None,
+    on_progress: ProgressFn | None = None,
+    meta: dict | None = None,
+) -> dict:
+    """Train the policy on preference rows with DPO; save (merged, when LoRA) to out_dir; return last metrics."""
+    from transformers import AutoModelForCausalLM
+
+    # --- setup: data, policy, reference log-probs (once), optimizer ---
+    if not 0.0 <= config.label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5), got {config.label_smoothing}")
+    rows = validate_preference_rows(rows)
+    if not rows:
+        raise ValueError("dpo_train got no preference rows")
+    dist = _torch.Dist()
+    on_metrics = on_metrics if dist.main else None
+    on_progress = on_progress if dist.main else None
+    dev = dist.device()
+    _torch.seed_all(config.seed)
+    tokenizer = _torch.load_tokenizer(policy_path, padding_side="right")
+    pad = tokenizer.pad_token_id
+    tokenized = [tokenize_pair(tokenizer, r, config.max_length) for r in rows]
+    model = AutoModelForCausalLM.from_pretrained(policy_path, dtype=torch.float32).to(dev)
+    # The policy's weights equal the reference's before the first step when
+    # both are the same checkpoint, so the policy itself scores the reference.
+    if _torch.same_checkpoint(policy_path, ref_path):
+        model.eval()
+        ref_logps = _reference_logps(model, tokenized, pad, config.ref_batch_size, dev, dist)
+    else:
+        ref = AutoModelForCausalLM.from_pretrained(ref_path, dtype=torch.float32).to(dev).eval()
+        ref_logps = _reference_logps(ref, tokenized, pad, config.ref_batch_size, dev, dist)
+        del ref
+    peft_model = None
+    if config.lora_r:
+        peft_model = _torch.add_lora(model, config, "CAUSAL_LM")
+        model = peft_model.get_base_model()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    total_steps = math.ceil(len(rows) / config.batch_size) * config.epochs
+    order_rng = random.Random(config.seed)
+    step = 0
+    metrics: dict = {}
+    # Window sums (reduced across ranks): loss, correct, pairs, chosen reward, rejected reward, steps.
+    window = torch.zeros(6, dtype=torch.float64, device=dev)
+
+    # --- loop: DPO steps over shuffled pairs, periodic metrics ---
+    model.train()
+    for epoch in range(config.epochs):
+        order = list(range(len(rows)))
+        order_rng.shuffle(order)
+        for i in range(0, len(order), config.batch_size):
+            batch = order[i : i + config.batch_size]
+            mine = dist.shard(batch)
+            optimizer.zero_grad(set_to_none=True)
+            if mine:
+                pieces = [(tokenized[j][0], tokenized[j][1]) for j in mine] + [(tokenized[j][0], tokenized[j][2]) for j in mine]
+                logps = sequence_logps(model, pieces, pad, dev)
+                weight = torch.tensor([rows[j]["weight"] for j in mine], device=dev)
+                loss, c_r, r_r = dpo_loss(logps[: len(mine)], logps[len(mine) :], ref_logps[mine, 0], ref_logps[mine, 1],
+                                          config.beta, config.label_smoothing, weight,
+                                          weight_total=sum(rows[j]["weight"] for j in batch))
+                loss.backward()
+                window[0] += loss.detach().double()
+                window[1] += (c_r > r_r).double().sum()
+                window[2] += len(mine)
+                window[3] += c_r.double().sum()
+                window[4] += r_r.double().sum()
+            window[5] += 1.0 / dist.world
+            dist.sum_grads(params)
+            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            step += 1
+            if step % config.log_every == 0 or step == total_steps:
+                w = dist.sum_(window.clone()).tolist()
+                n = max(w[2], 1.0)
+                metrics = {
+                    "dpo/loss": w[0] / max(w[5], 1e-8),
+                    "dpo/accuracy": w[1] / n,
+                    "dpo/margin": (w[3] - w[4]) / n,
+                    "dpo/chosen_reward": w[3] / n,
+                    "dpo/rejected_reward": w[4] / n,
+                }
+                if on_metrics:
+                    on_metrics(step, dict(metrics))
+                window.zero_()
+            if on_progress:
+                on_progress(step / total_steps)
+
+    # --- save: merged policy weights, tokenizer, meta.json; rank 0 only ---
+    final = {**metrics, "dpo/steps": step}
+    if dist.main:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        _torch.unwrap_for_save(model, peft_model).save_pretrained(out)
+        tokenizer.padding_side = "left"  # generation pads on the left
+        tokenizer.save_pretrained(out)
+        (out / "meta.json").write_text(json.dumps({
+            "kind": "policy",
+            "algorithm": "dpo",
+            "parent": str(policy_path),
+            "ref": str(ref_path),
+            "config": asdict(config),
+            "metrics": final,
+            "n_pairs": len(rows),
+            "world_size": dist.world,
+            **(meta or {}),
+        }, indent=2, default=str))
+    dist.barrier()
+    return final
