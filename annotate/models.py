@@ -27,7 +27,8 @@ class Campaign(models.Model):
         ARCHIVED = "archived"
 
     class Method(models.TextChoices):
-        RLOO = "rloo"
+        RLOO = "rloo", "RLOO against the reward model"
+        DPO = "dpo", "DPO straight from the human pairs"
 
     name = models.CharField(max_length=200, unique=True)
     instructions = models.TextField(blank=True, default="")
@@ -158,10 +159,14 @@ class TrainingRun(models.Model):
 
     class Meta:
         constraints = [
-            # One training run per round: a second trigger (or a redelivered
+            # One live training run per round: a second trigger (or a redelivered
             # round-complete task) finds the first instead of training twice.
+            # A cancelled run steps aside so the round can be trained on again
+            # with the ratings given since (training_run_cancel).
             models.UniqueConstraint(
-                fields=["round", "kind"], condition=Q(round__isnull=False), name="run_one_per_round"
+                fields=["round", "kind"],
+                condition=Q(round__isnull=False) & ~Q(status="cancelled"),
+                name="run_one_per_round",
             ),
         ]
 

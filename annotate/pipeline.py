@@ -17,6 +17,7 @@ from annotate.models import PolicyVersion, Prompt, Response, RewardModelVersion,
 from annotate.selectors import preference_rows
 from annotate.services.rounds import round_open, round_prompts
 from annotate.services.training import (
+    training_run_is_cancelled,
     training_stage_begin,
     training_stage_fail,
     training_stage_metrics,
@@ -24,25 +25,42 @@ from annotate.services.training import (
     training_stage_succeed,
 )
 from rlhf import data as rlhf_data
-from rlhf.configs import GenerateConfig, RewardConfig, RLOOConfig, from_dict
+from rlhf.configs import DPOConfig, GenerateConfig, RewardConfig, RLOOConfig, from_dict, policy_method
 from rlhf.store import ModelStore
 
 log = logging.getLogger(__name__)
 
 
-class Reporter:
-    """Streams a stage's progress and metrics into its TrainingRun."""
+class RunCancelled(Exception):
+    """The run was cancelled while this stage ran: stop, publish nothing."""
 
-    def __init__(self, run: TrainingRun, stage: str, every_s: float = 1.0):
+
+class Reporter:
+    """Streams a stage's progress and metrics into its TrainingRun, and stops
+    the stage (RunCancelled) once an engineer has cancelled the run: the
+    trainers call back every few steps, so this is where a stage can notice."""
+
+    def __init__(self, run: TrainingRun, stage: str, every_s: float = 1.0, check_every_s: float = 2.0):
         self.run_id, self.stage, self.every_s, self._last = run.pk, stage, every_s, 0.0
+        # One status query per check_every_s at most, however often the trainer calls.
+        self.check_every_s, self._last_check = check_every_s, float("-inf")
+
+    def check_cancelled(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last_check >= self.check_every_s:
+            self._last_check = now
+            if training_run_is_cancelled(run_id=self.run_id):
+                raise RunCancelled(f"run {self.run_id} was cancelled during {self.stage}")
 
     def progress(self, fraction: float) -> None:
+        self.check_cancelled()
         now = time.monotonic()
         if now - self._last >= self.every_s or fraction >= 1.0:
             self._last = now
             training_stage_progress(run_id=self.run_id, fraction=fraction)
 
     def metrics(self, step: int, metrics: dict) -> None:
+        self.check_cancelled()
         training_stage_metrics(run_id=self.run_id, stage=self.stage, step=step, metrics=metrics)
 
 
@@ -173,6 +191,7 @@ def stage_reward(run: TrainingRun, reporter: Reporter) -> dict:
                 on_progress=reporter.progress,
                 meta={"campaign": run.campaign_id, "training_run": run.pk, "dataset_sha256": run.dataset_sha256},
             )
+            reporter.check_cancelled(force=True)
             published = _store().publish(out, f"campaign-{run.campaign_id}/reward-run{run.pk}")
         with transaction.atomic():
             previous = RewardModelVersion.objects.filter(campaign=run.campaign).order_by("-version").first()
@@ -189,43 +208,56 @@ def stage_reward(run: TrainingRun, reporter: Reporter) -> dict:
     return {"reward_version": existing.version, "path": existing.path, "sha256": existing.sha256, "metrics": existing.metrics}
 
 
-def stage_policy(run: TrainingRun, reporter: Reporter) -> dict:
+def _policy_step(run: TrainingRun, reporter: Reporter, current: PolicyVersion, reward, out: Path) -> dict:
+    """One policy update by the run's method: RLOO samples and scores with the
+    reward model; DPO learns from the human pairs directly. Both keep the
+    base model as the reference."""
+    rows = _dataset_rows(run)
+    meta = {
+        "campaign": run.campaign_id,
+        "training_run": run.pk,
+        "parent_version": current.version,
+        "reward_version": reward.version,
+        "dataset_sha256": run.dataset_sha256,
+    }
+    common = dict(
+        policy_path=_verified(current),
+        ref_path=_verified(_base_version(run)),
+        out_dir=out,
+        on_metrics=reporter.metrics,
+        on_progress=reporter.progress,
+        meta=meta,
+    )
+    if policy_method(run.config) == "dpo":
+        from rlhf.dpo import dpo_train
+
+        return dpo_train(from_dict(DPOConfig, run.config.get("dpo", {})), rows, **common)
     from rlhf.rloo import rloo_train
 
+    prompts = list({row["prompt_id"]: row["prompt"] for row in rows}.values())
+    config = from_dict(RLOOConfig, run.config.get("policy", {}))
+    return rloo_train(config, prompts, reward_path=_verified(reward), **common)
+
+
+def stage_policy(run: TrainingRun, reporter: Reporter) -> dict:
     existing = PolicyVersion.objects.filter(training_run=run).first()
     if existing is None:
         current = run.round.candidate
+        # DPO does not use the reward model, but the run trained one all the
+        # same: its metrics (held-out accuracy, calibration) say how
+        # learnable the round's preferences were.
         reward = RewardModelVersion.objects.get(training_run=run)
-        rows = _dataset_rows(run)
-        prompts, seen = [], set()
-        for row in rows:
-            if row["prompt_id"] not in seen:
-                seen.add(row["prompt_id"])
-                prompts.append(row["prompt"])
-        config = from_dict(RLOOConfig, run.config.get("policy", {}))
         with _scratch(run) as tmp:
             out = Path(tmp) / "policy"
-            metrics = rloo_train(
-                config,
-                prompts,
-                policy_path=_verified(current),
-                ref_path=_verified(_base_version(run)),
-                out_dir=out,
-                reward_path=_verified(reward),
-                on_metrics=reporter.metrics,
-                on_progress=reporter.progress,
-                meta={
-                    "campaign": run.campaign_id,
-                    "training_run": run.pk,
-                    "parent_version": current.version,
-                    "reward_version": reward.version,
-                    "dataset_sha256": run.dataset_sha256,
-                },
-            )
+            metrics = _policy_step(run, reporter, current, reward, out)
+            reporter.check_cancelled(force=True)
             published = _store().publish(out, f"campaign-{run.campaign_id}/policy-run{run.pk}")
+        # Usually current.version + 1; higher when a cancelled run of this
+        # round had already published a policy (the parent says where it came from).
+        latest = PolicyVersion.objects.filter(campaign=run.campaign).order_by("-version").first()
         existing = PolicyVersion.objects.create(
             campaign=run.campaign,
-            version=current.version + 1,
+            version=max(current.version, latest.version) + 1,
             parent=current,
             path=published.path,
             sha256=published.sha256,
@@ -273,6 +305,11 @@ def training_stage_execute(*, run_id: int, stage: str) -> float | None:
     reporter = Reporter(run, stage)
     try:
         outputs = STAGE_FUNCTIONS[(run.kind, stage)](run, reporter)
+    except RunCancelled:
+        # training_run_cancel already recorded the run and its round; the
+        # scratch folder went with its context manager, nothing was published.
+        log.info("run %s: %s stopped, the run was cancelled", run.pk, stage)
+        return None
     except Exception as exc:  # recorded on the run; the task retries or fails it
         log.exception("run %s: %s failed", run.pk, stage)
         return training_stage_fail(run_id=run.pk, stage=stage, error=exc)

@@ -1,20 +1,24 @@
 """The numbers behind data quality and the leaderboard, as plain functions over
-plain lists: no ORM, no Django. annotate/selectors.py gathers the rows and
-calls these; the tests check them against independent implementations
-(`krippendorff`, `choix`).
+plain lists or numpy arrays: no ORM, no Django. annotate/selectors.py gathers
+the rows and calls these; the tests check them against independent
+implementations (`krippendorff`, `choix`).
 
-- `ordinal_value`, `krippendorff_alpha_ordinal`, `percent_agreement`:
-  inter-annotator agreement.
-- `dawid_skene`: consensus labels and per-annotator reliability (Dawid & Skene
-  1979, EM over the four categories), and `reliability_weights`, which turns
-  reliability into reward-model sample weights.
-- `bradley_terry`, `bradley_terry_bootstrap`: model strengths from pairwise
-  outcomes with percentile intervals (as Chatbot Arena reports them).
+A campaign has 100,000 ratings and more, and these run inside a web request,
+so the work is done on arrays with one entry per rating ("long" form: the
+`*_ratings` / `*_arrays` functions) and no Python loop over ratings; the
+list-of-units forms are thin wrappers over them.
+
+- `ordinal_value(s)`, `krippendorff_alpha_ordinal(_ratings)`,
+  `percent_agreement(_ratings)`: inter-annotator agreement.
+- `dawid_skene(_arrays)`: consensus labels and per-annotator reliability
+  (Dawid & Skene 1979, EM over the four categories), and
+  `reliability_weights`, which turns reliability into reward-model sample weights.
+- `bradley_terry(_many)`, `bradley_terry_bootstrap`: model strengths from
+  pairwise outcomes with percentile intervals (as Chatbot Arena reports them).
 - `wilson_interval`: a win rate's 95% interval.
 """
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from itertools import combinations
 from math import log, sqrt
 
 import numpy as np
@@ -41,26 +45,45 @@ def ordinal_value(choice: str, strength: int | None) -> int | None:
     return None
 
 
+def ordinal_values(category: np.ndarray, strength: np.ndarray) -> np.ndarray:
+    """ordinal_value over arrays: `category` indexes CATEGORIES, `strength`
+    is 0 where there is none; NaN (missing) for both_bad."""
+    category, strength = np.asarray(category), np.asarray(strength)
+    size = np.where(strength > 0, strength, 1).astype(float)
+    return np.select([category == 0, category == 1, category == 2], [-size, size, 0.0], default=np.nan)
+
+
 def krippendorff_alpha_ordinal(units: Sequence[Sequence[float]]) -> float | None:
     """Krippendorff's alpha, ordinal metric. `units` holds, per unit (a
     comparison), the values its annotators gave; missing values are simply
     left out. Units with fewer than two values are not pairable and ignored.
     None when alpha is undefined (no pairable unit, or a single value used)."""
-    pairable = [list(u) for u in units if len(u) >= 2]
-    if not pairable:
+    unit = [u for u, values in enumerate(units) for _ in values]
+    return krippendorff_alpha_ordinal_ratings(unit, [v for values in units for v in values])
+
+
+def krippendorff_alpha_ordinal_ratings(unit: Sequence[int], value: Sequence[float]) -> float | None:
+    """krippendorff_alpha_ordinal in long form: one entry per rating, the
+    unit (any integer id) it belongs to and its value, NaN for missing."""
+    unit, value = np.asarray(unit, dtype=np.int64), np.asarray(value, dtype=float)
+    present = ~np.isnan(value)
+    unit, value = unit[present], value[present]
+    _, unit = np.unique(unit, return_inverse=True)
+    pairable = np.bincount(unit)[unit] >= 2
+    if not pairable.any():
         return None
-    domain = sorted({v for u in pairable for v in u})
+    domain, value = np.unique(value[pairable], return_inverse=True)
     if len(domain) < 2:
         return None
-    index = {v: i for i, v in enumerate(domain)}
+    _, unit = np.unique(unit[pairable], return_inverse=True)
     size = len(domain)
-    # Coincidence matrix: each ordered pair of values within a unit, weighted 1/(m_u - 1).
-    coincidences = np.zeros((size, size))
-    for unit in pairable:
-        counts = np.zeros(size)
-        for v in unit:
-            counts[index[v]] += 1
-        coincidences += (np.outer(counts, counts) - np.diag(counts)) / (len(unit) - 1)
+    # counts[u, v]: how often unit u got value v.
+    counts = np.bincount(unit * size + value, minlength=(unit.max() + 1) * size).reshape(-1, size).astype(float)
+    # Coincidence matrix: each ordered pair of values within a unit, weighted
+    # 1/(m_u - 1), i.e. the sum over units of (outer(c, c) - diag(c)) / (m_u - 1),
+    # as one matrix product.
+    scaled = counts / (counts.sum(axis=1, keepdims=True) - 1)
+    coincidences = scaled.T @ counts - np.diag(scaled.sum(axis=0))
     n_v = coincidences.sum(axis=1)
     n = n_v.sum()
     # Ordinal distance: (values between c and k, counting the ends by half)^2.
@@ -78,11 +101,25 @@ def percent_agreement(units: Sequence[Sequence[Hashable]]) -> tuple[float | None
     """Share of annotator pairs on the same unit that gave the same category,
     pooled over every pair of every unit (a unit rated by k annotators adds
     k(k-1)/2 pairs). Returns (share, number of pairs); share is None with no pairs."""
-    agree = pairs = 0
-    for unit in units:
-        for x, y in combinations(unit, 2):
-            pairs += 1
-            agree += x == y
+    codes: dict = {}
+    unit = [u for u, values in enumerate(units) for _ in values]
+    category = [codes.setdefault(x, len(codes)) for values in units for x in values]
+    return percent_agreement_ratings(unit, category)
+
+
+def percent_agreement_ratings(unit: Sequence[int], category: Sequence[int]) -> tuple[float | None, int]:
+    """percent_agreement in long form: one entry per rating, its unit and its
+    category (integer ids). A unit whose m ratings fall into categories with
+    counts c_1, c_2, ... has m(m-1)/2 pairs, of which sum c(c-1)/2 agree."""
+    unit, category = np.asarray(unit, dtype=np.int64), np.asarray(category, dtype=np.int64)
+    if not len(unit):
+        return None, 0
+    _, unit = np.unique(unit, return_inverse=True)
+    _, category = np.unique(category, return_inverse=True)
+    m = np.bincount(unit)
+    same = np.bincount(unit * (category.max() + 1) + category)
+    pairs = int((m * (m - 1) // 2).sum())
+    agree = int((same * (same - 1) // 2).sum())
     return (agree / pairs if pairs else None), pairs
 
 
@@ -116,67 +153,117 @@ def dawid_skene(
     max_iterations: int = 100,
     tol: float = 1e-6,
 ) -> DawidSkeneResult:
-    """Dawid-Skene EM: each annotator has a confusion matrix P(reported | true)
-    over the four categories (A, B, tie, both_bad); the true category of each
-    item is latent. `labels` are (item, worker, category). Items in `gold`
-    ({item: category}) are clamped to their known answer, which anchors the
-    confusion matrices. `smoothing` is a Dirichlet pseudo-count on every cell,
-    so that a worker with few labels is not certain to be perfect.
-
-    Starts from the (soft) majority vote, so the labels' meaning is kept."""
+    """Dawid-Skene EM over (item, worker, category) labels; items in `gold`
+    ({item: category}) are clamped to their known answer. See dawid_skene_arrays,
+    which this calls with the items and workers numbered in sorted order."""
     gold = gold or {}
     items = sorted({item for item, _, _ in labels}, key=_sort_key)
     workers = sorted({w for _, w, _ in labels}, key=_sort_key)
-    k = len(CATEGORIES)
-    if not labels:
-        empty = np.zeros((0, k))
-        return DawidSkeneResult([], [], empty, np.zeros((0, k, k)), np.full(k, 1 / k), np.zeros(0), np.zeros(0), 0)
     item_ix = {item: i for i, item in enumerate(items)}
     worker_ix = {w: i for i, w in enumerate(workers)}
     category_ix = {c: i for i, c in enumerate(CATEGORIES)}
-    li = np.array([item_ix[i] for i, _, _ in labels])
-    lw = np.array([worker_ix[w] for _, w, _ in labels])
-    lc = np.array([category_ix[c] for _, _, c in labels])
-    clamped = np.array([i for i, item in enumerate(items) if gold.get(item) in category_ix], dtype=int)
-    clamped_to = np.array([category_ix[gold[items[i]]] for i in clamped], dtype=int)
+    result = dawid_skene_arrays(
+        [item_ix[i] for i, _, _ in labels],
+        [worker_ix[w] for _, w, _ in labels],
+        [category_ix[c] for _, _, c in labels],
+        gold=[category_ix.get(gold.get(i), -1) for i, _, _ in labels],
+        smoothing=smoothing,
+        max_iterations=max_iterations,
+        tol=tol,
+    )
+    result.items, result.workers = items, workers
+    return result
 
-    def clamp(posteriors: np.ndarray) -> np.ndarray:
-        if len(clamped):
-            posteriors[clamped] = 0.0
-            posteriors[clamped, clamped_to] = 1.0
-        return posteriors
+
+def dawid_skene_arrays(
+    item: Sequence[int],
+    worker: Sequence[int],
+    category: Sequence[int],
+    *,
+    gold: Sequence[int] | None = None,
+    smoothing: float = 0.5,
+    max_iterations: int = 100,
+    tol: float = 1e-6,
+) -> DawidSkeneResult:
+    """Dawid-Skene EM: each annotator has a confusion matrix P(reported | true)
+    over the four categories (A, B, tie, both_bad); the true category of each
+    item is latent. One entry per label: its item and worker (integer ids)
+    and category (index into CATEGORIES). `gold`, per label, is the item's
+    known category (index, -1 for none): such items are clamped to it, which
+    anchors the confusion matrices. `smoothing` is a Dirichlet pseudo-count on
+    every cell, so that a worker with few labels is not certain to be perfect.
+    The result lists items and workers in ascending id order.
+
+    Starts from the (soft) majority vote, so the labels' meaning is kept.
+    Each EM step is a handful of whole-array operations (the sums over labels
+    are np.bincount), so 100 iterations over 100,000 labels take well under a
+    second."""
+    k = len(CATEGORIES)
+    item, worker = np.asarray(item, dtype=np.int64), np.asarray(worker, dtype=np.int64)
+    lc = np.asarray(category, dtype=np.int64)
+    if not len(item):
+        empty = np.zeros((0, k))
+        return DawidSkeneResult([], [], empty, np.zeros((0, k, k)), np.full(k, 1 / k), np.zeros(0), np.zeros(0), 0)
+    items, li = np.unique(item, return_inverse=True)
+    workers, lw = np.unique(worker, return_inverse=True)
+    n_items, n_workers = len(items), len(workers)
+    gold = np.full(len(li), -1) if gold is None else np.asarray(gold, dtype=np.int64)
+    clamped = np.zeros(n_items, dtype=bool)
+    clamped[li[gold >= 0]] = True
+    clamped_to = np.zeros(n_items, dtype=np.int64)
+    clamped_to[li[gold >= 0]] = gold[gold >= 0]
+    clamped_to = clamped_to[clamped]
+
+    def clamp(belief: np.ndarray) -> np.ndarray:
+        if clamped.any():
+            belief[:, clamped] = 0.0
+            belief[clamped_to, np.flatnonzero(clamped)] = 1.0
+        return belief
+
+    # The beliefs are held categories-first (k x items): numpy reduces over a
+    # short leading axis far faster than over a short last one; what is
+    # gathered per label is labels x k (np.take of whole rows is the fast
+    # gather). Flat bincount indices, computed once: label l adds its item's
+    # belief in true category t to cell (worker, t, reported) in the M-step,
+    # and log P(reported | t) to cell (t, item) in the E-step.
+    true = np.arange(k)
+    confusion_cell = ((lw[:, None] * k + true) * k + lc[:, None]).ravel()
+    item_cell = (true * n_items + li[:, None]).ravel()
+    reported_cell = lw * k + lc  # row of the (worker, reported) x true table
 
     # init: majority vote
-    posteriors = np.zeros((len(items), k))
-    np.add.at(posteriors, (li, lc), 1.0)
-    posteriors = clamp(posteriors / posteriors.sum(axis=1, keepdims=True))
+    belief = np.bincount(lc * n_items + li, minlength=k * n_items).reshape(k, n_items).astype(float)
+    belief = clamp(belief / belief.sum(axis=0))
 
     iteration = 0
     for iteration in range(1, max_iterations + 1):
         # M-step: class priors and each worker's confusion matrix
-        priors = (posteriors.sum(axis=0) + smoothing) / (len(items) + k * smoothing)
-        confusion = np.full((len(workers), k, k), smoothing)
-        for true in range(k):
-            np.add.at(confusion[:, true, :], (lw, lc), posteriors[li, true])
+        priors = (belief.sum(axis=1) + smoothing) / (n_items + k * smoothing)
+        confusion = smoothing + np.bincount(
+            confusion_cell, weights=np.take(belief.T, li, axis=0).ravel(), minlength=n_workers * k * k
+        ).reshape(n_workers, k, k)
         confusion /= confusion.sum(axis=2, keepdims=True)
         # E-step: posterior of each item's true category given all its labels
-        log_post = np.tile(np.log(priors), (len(items), 1))
-        np.add.at(log_post, li, np.log(confusion[lw, :, lc]))
-        log_post -= log_post.max(axis=1, keepdims=True)
+        log_likelihood = np.log(confusion).transpose(0, 2, 1).reshape(n_workers * k, k)
+        log_post = np.log(priors)[:, None] + np.bincount(
+            item_cell, weights=np.take(log_likelihood, reported_cell, axis=0).ravel(), minlength=k * n_items
+        ).reshape(k, n_items)
+        log_post -= log_post.max(axis=0)
         updated = np.exp(log_post)
-        updated = clamp(updated / updated.sum(axis=1, keepdims=True))
-        change = np.abs(updated - posteriors).max()
-        posteriors = updated
+        updated = clamp(updated / updated.sum(axis=0))
+        change = np.abs(updated - belief).max()
+        belief = updated
         if change < tol:
             break
 
+    posteriors = np.ascontiguousarray(belief.T)
     accuracy = np.einsum("k,wkk->w", priors, confusion)
     # Chance agreement of a worker with the truth: P(true = c) * P(worker says c).
     reported = np.einsum("k,wkc->wc", priors, confusion)
     chance = (reported * priors).sum(axis=1)
     informativeness = (accuracy - chance) / np.maximum(1.0 - chance, 1e-9)
     return DawidSkeneResult(
-        items, workers, posteriors, confusion, priors, accuracy, informativeness, iteration
+        items.tolist(), workers.tolist(), posteriors, confusion, priors, accuracy, informativeness, iteration
     )
 
 
@@ -217,52 +304,84 @@ def bradley_terry(wins: np.ndarray, *, penalty: float = 1e-3, max_iterations: in
     - penalty * |theta|^2 (choix.opt_pairwise's objective), by Newton's method
     with step halving. The small ridge keeps a version that never lost finite;
     theta is centred to mean zero (the likelihood only sees differences)."""
-    n = wins.shape[0]
-    theta = np.zeros(n)
-    games = wins + wins.T
+    return bradley_terry_many(wins[None], penalty=penalty, max_iterations=max_iterations, tol=tol)[0]
 
-    def objective(t: np.ndarray) -> float:
-        diff = t[:, None] - t[None, :]
-        return float((wins * np.logaddexp(0.0, -diff)).sum() + penalty * (t**2).sum())
 
-    current = objective(theta)
+def bradley_terry_many(
+    wins: np.ndarray, *, penalty: float = 1e-3, max_iterations: int = 100, tol: float = 1e-10
+) -> np.ndarray:
+    """bradley_terry on a stack of win matrices (fits x n x n) at once: the
+    same Newton iterations, step halving and stopping rule for each fit, run
+    side by side on arrays, so that 200 bootstrap refits cost about as much
+    as one. Returns fits x n."""
+    fits, n = wins.shape[0], wins.shape[1]
+    theta = np.zeros((fits, n))
+    games = wins + wins.transpose(0, 2, 1)
+    # lstsq's cut-off for small singular values: without a penalty the
+    # Hessian is singular along (1, ..., 1), and the minimum-norm step (the
+    # pseudo-inverse's, which, unlike lstsq, works on a stack) leaves the
+    # mean where it is.
+    cutoff = np.finfo(float).eps * n
+
+    def objective(t: np.ndarray, w: np.ndarray) -> np.ndarray:
+        diff = t[:, :, None] - t[:, None, :]
+        return (w * np.logaddexp(0.0, -diff)).sum(axis=(1, 2)) + penalty * (t**2).sum(axis=1)
+
+    current = objective(theta, wins)
+    active = np.arange(fits)  # fits still iterating
     for _ in range(max_iterations):
-        p = 1.0 / (1.0 + np.exp(-(theta[:, None] - theta[None, :])))
-        grad = (wins - games * p).sum(axis=1) - 2 * penalty * theta
-        curvature = games * p * (1 - p)
-        hessian = curvature - np.diag(curvature.sum(axis=1)) - 2 * penalty * np.eye(n)
-        # lstsq: without a penalty the Hessian is singular along (1, ..., 1),
-        # and the minimum-norm step leaves the mean where it is.
-        step = np.linalg.lstsq(hessian, grad, rcond=None)[0]
-        size = 1.0
-        while size > 1e-6 and objective(theta - size * step) > current + 1e-12:
-            size /= 2
-        theta = theta - size * step
-        current = objective(theta)
-        if np.abs(size * step).max() < tol:
+        if not len(active):
             break
-    return theta - theta.mean()
+        t, w, g = theta[active], wins[active], games[active]
+        p = 1.0 / (1.0 + np.exp(-(t[:, :, None] - t[:, None, :])))
+        grad = (w - g * p).sum(axis=2) - 2 * penalty * t
+        curvature = g * p * (1 - p)
+        hessian = curvature - curvature.sum(axis=2)[:, :, None] * np.eye(n) - 2 * penalty * np.eye(n)
+        step = (np.linalg.pinv(hessian, rcond=cutoff) @ grad[:, :, None])[:, :, 0]
+        size = np.ones(len(active))
+        # Halve each fit's step until it does not make the objective worse.
+        while True:
+            worse = (size > 1e-6) & (objective(t - size[:, None] * step, w) > current[active] + 1e-12)
+            if not worse.any():
+                break
+            size[worse] /= 2
+        theta[active] = t - size[:, None] * step
+        current[active] = objective(theta[active], w)
+        active = active[np.abs(size[:, None] * step).max(axis=1) >= tol]
+    return theta - theta.mean(axis=1, keepdims=True)
 
 
 def bradley_terry_bootstrap(
     outcomes: Sequence[tuple[int, int, float]],
     n: int,
     *,
+    counts: Sequence[int] | None = None,
     resamples: int = 200,
     seed: int = 0,
     penalty: float = 1e-3,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(theta, lower, upper): the fit on every outcome and the 2.5 / 97.5
     percentiles of refits on `resamples` resamples of the outcomes drawn with
-    replacement. Drawing how often each distinct outcome row appears from a
-    multinomial is the same resample as drawing rows, only faster."""
-    theta = bradley_terry(outcomes_matrix(outcomes, n), penalty=penalty)
-    if not len(outcomes) or resamples <= 0:
+    replacement. `counts` says how many ratings each outcome row stands for
+    (default one each), so callers can pass outcomes already tallied.
+    Drawing how often each distinct outcome row appears from a multinomial
+    is the same resample as drawing rows, only faster; and the refits run
+    side by side (bradley_terry_many)."""
+    rows = np.asarray(outcomes, dtype=float).reshape(-1, 3)
+    weight = np.ones(len(rows)) if counts is None else np.asarray(counts, dtype=float)
+    if not len(rows):
+        theta = bradley_terry(np.zeros((n, n)), penalty=penalty)
         return theta, theta.copy(), theta.copy()
-    distinct, multiplicity = np.unique(np.asarray(outcomes, dtype=float), axis=0, return_counts=True)
+    distinct, inverse = np.unique(rows, axis=0, return_inverse=True)
+    multiplicity = np.bincount(inverse.ravel(), weights=weight, minlength=len(distinct))
+    theta = bradley_terry(outcomes_matrix(distinct, n, counts=multiplicity), penalty=penalty)
+    if resamples <= 0:
+        return theta, theta.copy(), theta.copy()
     rng = np.random.default_rng(seed)
-    draws = rng.multinomial(len(outcomes), multiplicity / multiplicity.sum(), size=resamples)
-    fits = np.stack([bradley_terry(outcomes_matrix(distinct, n, counts=d), penalty=penalty) for d in draws])
+    draws = rng.multinomial(int(multiplicity.sum()), multiplicity / multiplicity.sum(), size=resamples)
+    # Each distinct row's own win matrix; a resample's is their count-weighted sum.
+    per_row = np.stack([outcomes_matrix(distinct[d : d + 1], n) for d in range(len(distinct))])
+    fits = bradley_terry_many(np.tensordot(draws.astype(float), per_row, axes=1), penalty=penalty)
     lower, upper = np.percentile(fits, [2.5, 97.5], axis=0)
     return theta, lower, upper
 

@@ -1,8 +1,8 @@
 """Selectors: every read that is more than a one-line lookup."""
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from statistics import median
 
+import numpy as np
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Q, QuerySet, Sum
 
@@ -163,86 +163,117 @@ def campaign_round(*, campaign: Campaign, index: int | str | None) -> Round | No
     return round_
 
 
-def _rating_facts(*, campaign: Campaign, round_: Round | None = None) -> list[tuple]:
-    """(comparison_id, annotator_id, choice, strength, time_on_task_ms, gold_choice)
-    of every rating: small tuples, no text."""
+def _rating_facts(*, campaign: Campaign, round_: Round | None = None) -> dict[str, np.ndarray]:
+    """Every rating of the campaign (or one round) as numpy columns, one entry
+    per rating, in rating id order: comparison, annotator, choice (index into
+    quality.CATEGORIES), strength (0: none), ms (time on task; see `timed`),
+    timed (has a time on task), gold (the comparison's gold answer as an
+    index into quality.CATEGORIES; -1: not a gold pair). Columns, not rows:
+    campaign_quality's statistics run on whole arrays, since a campaign has
+    100,000 ratings and more and this is read inside a request."""
     ratings = Rating.objects.filter(comparison__round__campaign=campaign)
     if round_ is not None:
         ratings = ratings.filter(comparison__round=round_)
-    return list(
-        ratings.order_by("pk").values_list(
-            "comparison_id", "annotator_id", "choice", "strength", "time_on_task_ms", "comparison__gold_choice"
+    rows = list(
+        ratings.values_list(
+            "pk", "comparison_id", "annotator_id", "choice", "strength", "time_on_task_ms", "comparison__gold_choice"
         )
     )
+    pk, comparison, annotator, choice, strength, ms, gold = zip(*rows) if rows else [()] * 7
+    code = {c: i for i, c in enumerate(quality.CATEGORIES)}
+    columns = {
+        "comparison": np.array(comparison, dtype=np.int64),
+        "annotator": np.array(annotator, dtype=np.int64),
+        "choice": np.array([code[c] for c in choice], dtype=np.int64),
+        "strength": np.array([s or 0 for s in strength], dtype=np.int64),
+        "ms": np.array([m or 0 for m in ms], dtype=np.int64),
+        "timed": np.array([m is not None for m in ms], dtype=bool),
+        "gold": np.array([code.get(g, -1) for g in gold], dtype=np.int64),
+    }
+    # Sorted here rather than by the database: ORDER BY spills 100,000 rows
+    # to disk there; the order only fixes floating-point summation order.
+    order = np.argsort(np.array(pk, dtype=np.int64), kind="stable")
+    return {name: column[order] for name, column in columns.items()}
 
 
-def _reliability(facts: list[tuple]) -> tuple[quality.DawidSkeneResult, dict, dict]:
+def _reliability(facts: dict[str, np.ndarray]) -> tuple[quality.DawidSkeneResult, np.ndarray, dict, dict]:
     """Dawid-Skene over the comparisons that two or more annotators rated, or
     that have a gold answer (a comparison rated once says nothing about its
-    rater). Returns (result, informativeness of annotators with enough
-    ratings, weight of every annotator in `facts`)."""
-    raters = Counter(c for c, *_ in facts)
-    gold = {c: g for c, _, _, _, _, g in facts if g}
-    labels = [(c, a, choice) for c, a, choice, *_ in facts if raters[c] >= 2 or c in gold]
-    result = quality.dawid_skene(labels, gold=gold)
-    labelled = Counter(a for _, a, _ in labels)
+    rater). Returns (result, which ratings it saw, informativeness of
+    annotators with enough ratings, weight of every annotator in `facts`)."""
+    comparison, annotator, choice = facts["comparison"], facts["annotator"], facts["choice"]
+    _, per_comparison = np.unique(comparison, return_inverse=True)
+    labelled = (np.bincount(per_comparison)[per_comparison] >= 2) | (facts["gold"] >= 0)
+    result = quality.dawid_skene_arrays(
+        comparison[labelled], annotator[labelled], choice[labelled], gold=facts["gold"][labelled]
+    )
+    # result.workers is the sorted distinct annotators of the labels, as np.unique's.
+    _, labelled_n = np.unique(annotator[labelled], return_counts=True)
     informativeness = {
         a: float(result.informativeness[i])
         for i, a in enumerate(result.workers)
-        if labelled[a] >= RELIABILITY_MIN_RATINGS
+        if labelled_n[i] >= RELIABILITY_MIN_RATINGS
     }
-    trained_on = Counter(a for _, a, choice, *_ in facts if choice in (Rating.Choice.A, Rating.Choice.B))
-    counts = {a: trained_on.get(a, 0) for _, a, *_ in facts}
-    return result, informativeness, quality.reliability_weights(informativeness, counts)
+    annotators, per_annotator = np.unique(annotator, return_inverse=True)
+    sided = np.isin(choice, [quality.CATEGORIES.index(Rating.Choice.A), quality.CATEGORIES.index(Rating.Choice.B)])
+    trained_on = np.bincount(per_annotator, weights=sided, minlength=len(annotators))
+    counts = {int(a): int(n) for a, n in zip(annotators, trained_on)}
+    return result, labelled, informativeness, quality.reliability_weights(informativeness, counts)
 
 
 def annotator_weights(*, campaign: Campaign) -> dict[int, float]:
     """{annotator_id: reward-model sample weight}: Dawid-Skene reliability over
     every rating of the campaign, mean 1 over the A/B ratings; 1.0 for an
     annotator with too few overlapping ratings to judge."""
-    return _reliability(_rating_facts(campaign=campaign))[2]
+    return _reliability(_rating_facts(campaign=campaign))[3]
 
 
 def campaign_quality(*, campaign: Campaign, round_: Round | None = None) -> dict:
     """Agreement, consensus and a per-annotator table over the campaign's
-    ratings (or one round's). See README, "Quality, leaderboard and exports"."""
+    ratings (or one round's). See README, "Quality, leaderboard and exports".
+    Whole-array work throughout (bincounts per annotator), no loop over ratings."""
     facts = _rating_facts(campaign=campaign, round_=round_)
-    by_comparison = defaultdict(list)
-    for c, _, choice, strength, *_ in facts:
-        by_comparison[c].append((choice, strength))
-    ordinal_units = [
-        [v for choice, strength in unit if (v := quality.ordinal_value(choice, strength)) is not None]
-        for unit in by_comparison.values()
-    ]
-    agreement, pairs = quality.percent_agreement([[choice for choice, _ in u] for u in by_comparison.values()])
-    result, informativeness, weights = _reliability(facts)
-    consensus = result.consensus()
+    comparison, annotator, choice, gold = facts["comparison"], facts["annotator"], facts["choice"], facts["gold"]
+    A, B, TIE, BOTH_BAD = range(len(quality.CATEGORIES))
+    ordinal = quality.ordinal_values(choice, facts["strength"])
+    on_scale = ~np.isnan(ordinal)
+    _, on_scale_unit = np.unique(comparison[on_scale], return_inverse=True)
+    agreement, pairs = quality.percent_agreement_ratings(comparison, choice)
+    result, labelled, informativeness, weights = _reliability(facts)
+    best = result.posteriors.argmax(axis=1)
+    # The consensus category of each rating's comparison, where Dawid-Skene saw it.
+    consensus = np.full(len(choice), -1)
+    consensus[labelled] = best[np.searchsorted(result.items, comparison[labelled])]
     accuracy = {a: float(result.accuracy[i]) for i, a in enumerate(result.workers)}
 
-    per_annotator = defaultdict(list)
-    for c, a, choice, strength, ms, gold in facts:
-        per_annotator[a].append((c, choice, ms, gold))
-    usernames = dict(User.objects.filter(pk__in=per_annotator).values_list("pk", "username"))
+    annotators, per_annotator = np.unique(annotator, return_inverse=True)
+    n_annotators = len(annotators)
+
+    def per_annotator_count(where: np.ndarray) -> list[int]:
+        return np.bincount(per_annotator[where], minlength=n_annotators).tolist()
+
+    n = per_annotator_count(np.ones(len(choice), dtype=bool))
+    picked = {c: per_annotator_count(choice == c) for c in (A, B, TIE, BOTH_BAD)}
+    gold_n, gold_right = per_annotator_count(gold >= 0), per_annotator_count((gold >= 0) & (choice == gold))
+    consensus_n, consensus_right = per_annotator_count(labelled), per_annotator_count(labelled & (choice == consensus))
+    median_ms = _medians(per_annotator[facts["timed"]], facts["ms"][facts["timed"]], n_annotators)
+    usernames = dict(User.objects.filter(pk__in=annotators.tolist()).values_list("pk", "username"))
     table = []
-    for a, rows in sorted(per_annotator.items()):
-        choices = Counter(choice for _, choice, _, _ in rows)
-        sided = choices[Rating.Choice.A] + choices[Rating.Choice.B]
-        golden = [choice == gold for _, choice, _, gold in rows if gold]
-        in_consensus = [choice == consensus[c][0] for c, choice, _, _ in rows if c in consensus]
-        times = [ms for _, _, ms, _ in rows if ms is not None]
+    for i, a in enumerate(annotators.tolist()):
+        sided = picked[A][i] + picked[B][i]
         table.append(
             {
                 "annotator_id": a,
                 "username": usernames.get(a, ""),
-                "n": len(rows),
-                "gold_n": len(golden),
-                "gold_accuracy": _share(golden),
-                "consensus_n": len(in_consensus),
-                "consensus_agreement": _share(in_consensus),
-                "left_pick_rate": choices[Rating.Choice.A] / sided if sided else None,
-                "tie_rate": choices[Rating.Choice.TIE] / len(rows),
-                "both_bad_rate": choices[Rating.Choice.BOTH_BAD] / len(rows),
-                "median_seconds": median(times) / 1000.0 if times else None,
+                "n": n[i],
+                "gold_n": gold_n[i],
+                "gold_accuracy": gold_right[i] / gold_n[i] if gold_n[i] else None,
+                "consensus_n": consensus_n[i],
+                "consensus_agreement": consensus_right[i] / consensus_n[i] if consensus_n[i] else None,
+                "left_pick_rate": picked[A][i] / sided if sided else None,
+                "tie_rate": picked[TIE][i] / n[i],
+                "both_bad_rate": picked[BOTH_BAD][i] / n[i],
+                "median_seconds": median_ms[i] / 1000.0 if median_ms[i] is not None else None,
                 "reliability": informativeness.get(a),
                 "estimated_accuracy": accuracy.get(a) if a in informativeness else None,
                 "weight": weights.get(a, 1.0),
@@ -251,12 +282,12 @@ def campaign_quality(*, campaign: Campaign, round_: Round | None = None) -> dict
     return {
         "campaign": campaign.pk,
         "round": round_.index if round_ is not None else None,
-        "n_ratings": len(facts),
-        "n_comparisons": len(by_comparison),
-        "n_annotators": len(per_annotator),
-        "alpha": quality.krippendorff_alpha_ordinal(ordinal_units),
-        "alpha_units": sum(len(u) >= 2 for u in ordinal_units),
-        "alpha_both_bad_missing": sum(choice == Rating.Choice.BOTH_BAD for _, _, choice, *_ in facts),
+        "n_ratings": len(choice),
+        "n_comparisons": len(np.unique(comparison)),
+        "n_annotators": n_annotators,
+        "alpha": quality.krippendorff_alpha_ordinal_ratings(comparison, ordinal),
+        "alpha_units": int((np.bincount(on_scale_unit) >= 2).sum()),
+        "alpha_both_bad_missing": int((choice == BOTH_BAD).sum()),
         "alpha_note": (
             "Krippendorff's alpha, ordinal: A much/clearly/slightly better = -3/-2/-1, tie = 0, "
             "B slightly/clearly/much better = +1/+2/+3; both_bad is off that scale and counted as missing."
@@ -267,13 +298,27 @@ def campaign_quality(*, campaign: Campaign, round_: Round | None = None) -> dict
             "Dawid-Skene EM over A/B/tie/both_bad on comparisons rated by two or more annotators "
             "or with a gold answer (gold clamped)"
         ),
-        "consensus_labels": dict(Counter(label for label, _ in consensus.values())),
+        "consensus_labels": dict(Counter(quality.CATEGORIES[b] for b in best.tolist())),
         "annotators": table,
     }
 
 
-def _share(flags: list[bool]) -> float | None:
-    return sum(flags) / len(flags) if flags else None
+def _medians(group: np.ndarray, values: np.ndarray, groups: int) -> list[float | None]:
+    """The median of `values` in each group 0..groups-1 (None for an empty
+    one), as statistics.median: the middle value, or the mean of the two."""
+    order = np.lexsort((values, group))
+    ordered = values[order]
+    size = np.bincount(group, minlength=groups)
+    start = np.cumsum(size) - size
+    medians = []
+    for s, m in zip(start.tolist(), size.tolist()):
+        if not m:
+            medians.append(None)
+        elif m % 2:
+            medians.append(int(ordered[s + m // 2]))
+        else:
+            medians.append((int(ordered[s + m // 2 - 1]) + int(ordered[s + m // 2])) / 2)
+    return medians
 
 
 def campaign_leaderboard(*, campaign: Campaign, resamples: int = 200, seed: int = 0) -> dict:
@@ -281,7 +326,11 @@ def campaign_leaderboard(*, campaign: Campaign, resamples: int = 200, seed: int 
     (A/B a win, tie half a win each, both_bad ignored; a round comparing a
     version with itself says nothing), bootstrap 95% intervals, and each
     round's win rate of its candidate over its baseline. Gold pairs and any
-    answer from outside the campaign's policies (no policy version) are left out."""
+    answer from outside the campaign's policies (no policy version) are left out.
+
+    The database tallies the ratings (a few dozen rows: choice x pair of
+    versions x round x side), and the bootstrap resamples those tallies,
+    so no rating crosses into Python one by one."""
     rows = list(
         Rating.objects.filter(
             comparison__round__campaign=campaign,
@@ -289,20 +338,27 @@ def campaign_leaderboard(*, campaign: Campaign, resamples: int = 200, seed: int 
             comparison__gold_choice="",
             comparison__response_a__policy_version__isnull=False,
             comparison__response_b__policy_version__isnull=False,
-        ).values_list(
+        )
+        .values_list(
             "choice", "comparison__response_a__policy_version_id", "comparison__response_b__policy_version_id",
             "comparison__round_id", "comparison__candidate_is_a",
         )
+        .annotate(ratings=Count("pk"))
+        .order_by("choice", "comparison__response_a__policy_version_id", "comparison__response_b__policy_version_id",
+                  "comparison__round_id", "comparison__candidate_is_a")
     )
     versions = list(PolicyVersion.objects.filter(campaign=campaign).order_by("version"))
     index = {v.pk: i for i, v in enumerate(versions)}
     score_of_a = {Rating.Choice.A: 1.0, Rating.Choice.B: 0.0, Rating.Choice.TIE: 0.5}
-    outcomes = [(index[a], index[b], score_of_a[choice]) for choice, a, b, _, _ in rows if a != b]
+    tallied = [((index[a], index[b], score_of_a[choice]), count) for choice, a, b, _, _, count in rows if a != b]
+    outcomes, counts = [o for o, _ in tallied], [count for _, count in tallied]
     games = Counter()
-    for i, j, _ in outcomes:
-        games[i] += 1
-        games[j] += 1
-    theta, lower, upper = quality.bradley_terry_bootstrap(outcomes, len(versions), resamples=resamples, seed=seed)
+    for (i, j, _), count in tallied:
+        games[i] += count
+        games[j] += count
+    theta, lower, upper = quality.bradley_terry_bootstrap(
+        outcomes, len(versions), counts=counts, resamples=resamples, seed=seed
+    )
 
     def elo(x: float) -> float:
         return quality.ELO_BASE + quality.ELO_SCALE * float(x)
@@ -321,11 +377,11 @@ def campaign_leaderboard(*, campaign: Campaign, resamples: int = 200, seed: int 
     board.sort(key=lambda r: (r["score"] is None, -(r["score"] or 0.0), r["version"]))
 
     tally = defaultdict(lambda: [0, 0, 0])  # round -> [candidate wins, ties, baseline wins]
-    for choice, _, _, round_id, candidate_is_a in rows:
+    for choice, _, _, round_id, candidate_is_a, count in rows:
         if choice == Rating.Choice.TIE:
-            tally[round_id][1] += 1
+            tally[round_id][1] += count
         else:
-            tally[round_id][0 if (choice == Rating.Choice.A) == candidate_is_a else 2] += 1
+            tally[round_id][0 if (choice == Rating.Choice.A) == candidate_is_a else 2] += count
     rounds = []
     for r in campaign.rounds.select_related("candidate", "baseline").order_by("index"):
         wins, ties, losses = tally[r.pk]
@@ -351,7 +407,7 @@ def campaign_leaderboard(*, campaign: Campaign, resamples: int = 200, seed: int 
         "method": "bradley_terry",
         "scale": "Elo-like: 1000 + 400*log10(strength), mean version at 1000; a 400-point gap is 10:1 odds",
         "interval": f"95% percentile bootstrap, {resamples} resamples of the ratings, seed {seed}",
-        "n_ratings": len(outcomes),
+        "n_ratings": sum(counts),
         "versions": board,
         "rounds": rounds,
     }

@@ -32,6 +32,17 @@ urlpatterns = [
     path("campaigns/<int:campaign_id>/models/", training.ModelVersionListApi.as_view(), name="model-versions"),
     path("training-runs/", training.TrainingRunListApi.as_view(), name="training-run-list"),
     path("training-runs/<int:run_id>/", training.TrainingRunDetailApi.as_view(), name="training-run-detail"),
+    path("training-runs/<int:run_id>/cancel/", training.TrainingRunCancelApi.as_view(), name="training-run-cancel"),
+    # admins and engineers: checkpoints and dataset snapshots as verified zips
+    path("training-runs/<int:run_id>/dataset/", training.TrainingRunDatasetApi.as_view(), name="training-run-dataset"),
+    path(
+        "policy-versions/<int:version_id>/download/", training.PolicyVersionDownloadApi.as_view(),
+        name="policy-version-download",
+    ),
+    path(
+        "reward-versions/<int:version_id>/download/", training.RewardVersionDownloadApi.as_view(),
+        name="reward-version-download",
+    ),
     # admins and engineers: data quality, leaderboard, exports
     path("campaigns/<int:campaign_id>/quality/", quality.CampaignQualityApi.as_view(), name="campaign-quality"),
     path("campaigns/<int:campaign_id>/leaderboard/", quality.CampaignLeaderboardApi.as_view(), name="campaign-leaderboard"),

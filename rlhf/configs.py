@@ -91,7 +91,7 @@ class GenerateConfig:
 # "dpo" holds the settings of the DPO policy step, for campaigns that train
 # the policy straight from the human pairs instead of with RLOO.
 SECTIONS = {"reward": RewardConfig, "policy": RLOOConfig, "dpo": DPOConfig, "generate": GenerateConfig}
-# How a campaign's policy step is trained: top-level key "policy_method" of the
+# How a campaign's policy step is trained: top-level key "method" of the
 # stored config. "rloo" samples and scores with the reward model ("policy"
 # section); "dpo" learns straight from the human pairs ("dpo" section).
 POLICY_METHODS = ("rloo", "dpo")
@@ -99,9 +99,9 @@ POLICY_METHODS = ("rloo", "dpo")
 
 def policy_method(config: dict) -> str:
     """The stored config's policy method; "rloo" when it names none."""
-    method = config.get("policy_method", "rloo")
+    method = config.get("method", "rloo")
     if method not in POLICY_METHODS:
-        raise ValueError(f"policy_method must be one of {', '.join(POLICY_METHODS)}, got {method!r}")
+        raise ValueError(f"method must be one of {', '.join(POLICY_METHODS)}, got {method!r}")
     return method
 
 
@@ -138,13 +138,13 @@ def config_errors(config: dict) -> list[str]:
     sections = SECTIONS
     errors = []
     for section, values in config.items():
-        if section == "policy_method":
+        if section == "method":
             if values not in POLICY_METHODS:
-                errors.append(f"policy_method must be one of {', '.join(POLICY_METHODS)}, not {values!r}")
+                errors.append(f"method must be one of {', '.join(POLICY_METHODS)}, not {values!r}")
             continue
         cls = sections.get(section)
         if cls is None:
-            errors.append(f"unknown section '{section}' (use {', '.join(sections)} or policy_method)")
+            errors.append(f"unknown section '{section}' (use {', '.join(sections)} or method)")
             continue
         if not isinstance(values, dict):
             errors.append(f"'{section}' must be an object")

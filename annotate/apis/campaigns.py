@@ -43,6 +43,8 @@ class CampaignCreateApi(APIView):
         lease_ttl_seconds = serializers.IntegerField(min_value=30, max_value=86400, default=600)
         training_config = serializers.JSONField(required=False, default=dict)
         auto_train = serializers.BooleanField(default=True)
+        method = serializers.ChoiceField(choices=Campaign.Method.choices, default=Campaign.Method.RLOO,
+                                         help_text="how the policy step trains")
         gold_frequency = serializers.FloatField(min_value=0.0, max_value=0.9, default=0.1)
         gold_min_accuracy = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.6)
         gold_min_count = serializers.IntegerField(min_value=1, max_value=10000, default=5)
@@ -73,6 +75,7 @@ class CampaignDetailApi(APIView):
         lease_ttl_seconds = serializers.IntegerField(required=False)
         training_config = serializers.JSONField(required=False)
         auto_train = serializers.BooleanField(required=False)
+        method = serializers.ChoiceField(choices=Campaign.Method.choices, required=False)
         gold_frequency = serializers.FloatField(required=False)
         gold_min_accuracy = serializers.FloatField(required=False)
         gold_min_count = serializers.IntegerField(required=False)

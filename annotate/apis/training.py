@@ -1,13 +1,17 @@
-"""What ML engineers call: trigger training, watch runs, list model versions."""
+"""What ML engineers call: trigger and cancel training, watch runs, list
+model versions, download checkpoints and dataset snapshots."""
+from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotate.apis.permissions import IsAdminOrEngineer, IsMLEngineer
+from annotate.downloads import IntegrityError, folder_zip_verified
+from annotate.errors import Conflict, NotFound
 from annotate.models import Campaign, PolicyVersion, RewardModelVersion, TrainingRun
-from annotate.services.training import training_run_start
+from annotate.services.training import training_run_cancel, training_run_start
 
 
 class TrainingRunOutputSerializer(serializers.ModelSerializer):
@@ -29,20 +33,40 @@ class TrainingRunDetailOutputSerializer(TrainingRunOutputSerializer):
 class TrainingTriggerApi(APIView):
     """Close the campaign's current round and train on every rating so far.
     The body may override the campaign's training config for this run:
-    `{"config": {"reward": {...}, "policy": {...}, "generate": {...}}}`."""
+    `{"config": {"reward": {...}, "policy": {...}, "generate": {...}}}`, and
+    choose the policy method: `{"method": "rloo"}` (default: the campaign's)."""
 
     permission_classes = [IsMLEngineer]
 
     class InputSerializer(serializers.Serializer):
         config = serializers.JSONField(required=False, default=dict)
+        # A plain string, so the service's message names the allowed methods.
+        method = serializers.CharField(required=False, allow_null=True, default=None)
 
     @extend_schema(request=InputSerializer, responses={202: TrainingRunOutputSerializer})
     def post(self, request, campaign_id: int):
         campaign = get_object_or_404(Campaign, pk=campaign_id)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        run = training_run_start(campaign=campaign, user=request.user, overrides=serializer.validated_data["config"])
+        data = serializer.validated_data
+        run = training_run_start(
+            campaign=campaign, user=request.user, overrides=data["config"], method=data["method"] or None
+        )
         return Response(TrainingRunOutputSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class TrainingRunCancelApi(APIView):
+    """Cancel a queued or running run: its running stage stops within a few
+    seconds and publishes nothing; a train run's round goes back to
+    collecting (unless the next round is already open). 409 for a finished run."""
+
+    permission_classes = [IsMLEngineer]
+
+    @extend_schema(request=None, responses=TrainingRunOutputSerializer)
+    def post(self, request, run_id: int):
+        run = get_object_or_404(TrainingRun, pk=run_id)
+        run = training_run_cancel(run=run, user=request.user)
+        return Response(TrainingRunOutputSerializer(run).data)
 
 
 class TrainingRunListApi(APIView):
@@ -98,4 +122,63 @@ class ModelVersionListApi(APIView):
                 "policies": self.PolicySerializer(policies, many=True).data,
                 "reward_models": self.RewardSerializer(rewards, many=True).data,
             }
+        )
+
+
+def _zip_response(*, path: str, sha256: str, name: str) -> StreamingHttpResponse:
+    try:
+        chunks = folder_zip_verified(path=path, sha256=sha256, prefix=name)
+    except IntegrityError as exc:
+        raise Conflict(f"Not sent: {name} failed its sha256 check. {exc}") from exc
+    answer = StreamingHttpResponse(chunks, content_type="application/zip")
+    answer["Content-Disposition"] = f'attachment; filename="{name}.zip"'
+    answer["X-Checksum-SHA256"] = sha256
+    return answer
+
+
+_ZIP = {(200, "application/zip"): OpenApiTypes.BINARY}
+
+
+class PolicyVersionDownloadApi(APIView):
+    """The policy version's store folder as a zip (safetensors, config,
+    tokenizer, meta.json, manifest.json), verified first: 409 if it does not
+    match its recorded sha256, which is in the `X-Checksum-SHA256` header."""
+
+    permission_classes = [IsAdminOrEngineer]
+
+    @extend_schema(responses=_ZIP)
+    def get(self, request, version_id: int):
+        version = get_object_or_404(PolicyVersion, pk=version_id)
+        return _zip_response(
+            path=version.path, sha256=version.sha256, name=f"campaign-{version.campaign_id}-policy-v{version.version}"
+        )
+
+
+class RewardVersionDownloadApi(APIView):
+    """The reward model version's store folder as a zip, verified first (see
+    the policy download)."""
+
+    permission_classes = [IsAdminOrEngineer]
+
+    @extend_schema(responses=_ZIP)
+    def get(self, request, version_id: int):
+        version = get_object_or_404(RewardModelVersion, pk=version_id)
+        return _zip_response(
+            path=version.path, sha256=version.sha256, name=f"campaign-{version.campaign_id}-reward-r{version.version}"
+        )
+
+
+class TrainingRunDatasetApi(APIView):
+    """The run's dataset snapshot (preferences.jsonl, manifest.json) as a
+    zip, verified first (see the policy download)."""
+
+    permission_classes = [IsAdminOrEngineer]
+
+    @extend_schema(responses=_ZIP)
+    def get(self, request, run_id: int):
+        run = get_object_or_404(TrainingRun, pk=run_id)
+        if not run.dataset_path:
+            raise NotFound(f"Run {run.pk} has no dataset snapshot yet: its snapshot stage has not finished.")
+        return _zip_response(
+            path=run.dataset_path, sha256=run.dataset_sha256, name=f"campaign-{run.campaign_id}-run{run.pk}-dataset"
         )

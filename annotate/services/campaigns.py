@@ -21,7 +21,7 @@ NUMBER_LIMITS = {
 }
 FLOAT_FIELDS = {"gold_frequency", "gold_min_accuracy"}
 EDITABLE_FIELDS = {
-    "name", "instructions", "base_model", "training_config", "auto_train", *NUMBER_LIMITS,
+    "name", "instructions", "base_model", "training_config", "auto_train", "method", *NUMBER_LIMITS,
 }
 INSTRUCTIONS_MAX_CHARS = 50000
 
@@ -70,6 +70,9 @@ def campaign_fields_validate(*, fields: dict, campaign: Campaign | None = None) 
         elif key == "auto_train":
             if not isinstance(value, bool):
                 errors[key] = "true or false"
+        elif key == "method":
+            if value not in Campaign.Method.values:
+                errors[key] = f"one of {', '.join(Campaign.Method.values)}"
         elif key == "training_config":
             if value is None:
                 value = {}
@@ -102,6 +105,7 @@ def campaign_create(
     lease_ttl_seconds: int = 600,
     training_config: dict | None = None,
     auto_train: bool = True,
+    method: str = Campaign.Method.RLOO,
     gold_frequency: float = 0.1,
     gold_min_accuracy: float = 0.6,
     gold_min_count: int = 5,
@@ -112,7 +116,7 @@ def campaign_create(
         fields=dict(
             name=name, base_model=base_model, instructions=instructions, overlap=overlap,
             comparisons_per_round=comparisons_per_round, lease_ttl_seconds=lease_ttl_seconds,
-            training_config=training_config or {}, auto_train=auto_train, gold_frequency=gold_frequency,
+            training_config=training_config or {}, auto_train=auto_train, method=method, gold_frequency=gold_frequency,
             gold_min_accuracy=gold_min_accuracy, gold_min_count=gold_min_count,
         )
     )
@@ -183,7 +187,7 @@ def campaign_start(*, campaign: Campaign, user: User | None = None) -> TrainingR
     the gpu queue). Starting twice returns the first run."""
     campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
     existing = campaign.training_runs.filter(kind=TrainingRun.Kind.BOOTSTRAP).exclude(
-        status=TrainingRun.Status.FAILED
+        status__in=[TrainingRun.Status.FAILED, TrainingRun.Status.CANCELLED]
     )
     if existing.exists():
         return existing.first()

@@ -22,7 +22,7 @@ STAGES = {
     TrainingRun.Kind.BOOTSTRAP: ["import", "generate", "open"],
     TrainingRun.Kind.TRAIN: ["snapshot", "reward", "policy", "generate", "open"],
 }
-CONFIG_SECTIONS = ("reward", "policy", "generate")
+CONFIG_SECTIONS = ("reward", "policy", "dpo", "generate")
 
 
 def training_config_validate(*, config: dict) -> dict:
@@ -59,19 +59,37 @@ def training_run_enqueue(*, run: TrainingRun) -> None:
     transaction.on_commit(lambda: training_stage_task.delay(run_id=run_id, stage=stage))
 
 
+def training_method_validate(*, method: str) -> str:
+    if method not in Campaign.Method.values:
+        raise ValidationFailed(
+            f"method must be one of {', '.join(Campaign.Method.values)}, not {method!r}",
+            details={"method": f"choose one of {', '.join(Campaign.Method.values)}"},
+        )
+    return method
+
+
 @transaction.atomic
 def training_run_start(
-    *, campaign: Campaign, user: User | None = None, overrides: dict | None = None
+    *, campaign: Campaign, user: User | None = None, overrides: dict | None = None, method: str | None = None
 ) -> TrainingRun:
     """Close the campaign's collecting round and train on everything rated so
-    far. A second call for the same round returns the first run."""
+    far. A second call for the same round returns the first run (a cancelled
+    one excepted: the round is trained on afresh). `method`: how the policy
+    step trains (Campaign.Method), stored as config["method"]; default the
+    campaign's."""
+    if method is not None:
+        training_method_validate(method=method)
     if overrides:
         training_config_validate(config=overrides)
     campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
     round_ = campaign.rounds.order_by("-index").first()
     if round_ is None:
         raise Conflict("The campaign has no round yet: start it first (POST /api/campaigns/{id}/start/).")
-    existing = TrainingRun.objects.filter(round=round_, kind=TrainingRun.Kind.TRAIN).first()
+    existing = (
+        TrainingRun.objects.filter(round=round_, kind=TrainingRun.Kind.TRAIN)
+        .exclude(status=TrainingRun.Status.CANCELLED)
+        .first()
+    )
     if existing is not None:
         if existing.status != TrainingRun.Status.FAILED:
             return existing
@@ -99,11 +117,67 @@ def training_run_start(
         campaign=campaign,
         round=round_,
         kind=TrainingRun.Kind.TRAIN,
-        config=_merged_config(campaign, overrides),
+        config={**_merged_config(campaign, overrides), "method": method or campaign.method},
         triggered_by=user,
     )
     training_run_enqueue(run=run)
     return run
+
+
+FINISHED = (TrainingRun.Status.SUCCEEDED, TrainingRun.Status.FAILED, TrainingRun.Status.CANCELLED)
+
+
+@transaction.atomic
+def training_run_cancel(*, run: TrainingRun, user: User | None = None) -> TrainingRun:
+    """Stop a queued or running run. Its queued stage message becomes a no-op
+    (training_stage_begin skips cancelled runs); a running stage notices
+    through its Reporter within a few seconds and stops without publishing.
+    What earlier stages published (dataset snapshot, reward model) stays in
+    the store, as history.
+
+    A train run's round goes back to collecting when the run had not opened
+    the next round: annotators can go on rating it, and training it again
+    starts a fresh run with a fresh snapshot (the cancelled run no longer
+    holds the round's one-run slot). If the next round is already open the
+    work is done and the round is left as it is. A bootstrap run's campaign
+    can simply be started again."""
+    run = TrainingRun.objects.select_for_update().get(pk=run.pk)
+    if run.status in FINISHED:
+        raise Conflict(f"Run {run.pk} is {run.status} already; only a queued or running run can be cancelled.")
+    now = timezone.now()
+    who = user.get_username() if user is not None else "the system"
+    info = run.stages.get(run.stage)
+    if info is not None and info.get("status") in ("running", "error"):
+        info.update(status="cancelled", finished_at=now.isoformat())
+    run.status = TrainingRun.Status.CANCELLED
+    run.finished_at = now
+    run.error = f"cancelled by {who}"
+    run.save(update_fields=["status", "finished_at", "error", "stages"])
+    if run.kind == TrainingRun.Kind.TRAIN and run.round_id:
+        round_ = Round.objects.select_for_update().get(pk=run.round_id)
+        next_open = Round.objects.filter(campaign_id=run.campaign_id, index=round_.index + 1).exists()
+        if not next_open and round_.status in (Round.Status.TRAINING, Round.Status.FAILED):
+            round_.status = Round.Status.COLLECTING
+            round_.closed_at = None
+            round_.save(update_fields=["status", "closed_at"])
+    if run.celery_task_id:
+        # Best effort: a queued message is dropped; a running one is stopped by the Reporter.
+        task_id = run.celery_task_id
+        transaction.on_commit(lambda: _revoke(task_id))
+    return run
+
+
+def _revoke(task_id: str) -> None:
+    from config.celery import app
+
+    try:
+        app.control.revoke(task_id)
+    except Exception:  # the broker may be down; the Reporter check still stops the stage
+        pass
+
+
+def training_run_is_cancelled(*, run_id: int) -> bool:
+    return TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.CANCELLED).exists()
 
 
 # --- Recording, called by the pipeline while a stage runs ----------------
@@ -157,6 +231,9 @@ def training_stage_metrics(*, run_id: int, stage: str, step: int, metrics: dict)
 @transaction.atomic
 def training_stage_succeed(*, run_id: int, stage: str, outputs: dict) -> TrainingRun:
     run = TrainingRun.objects.select_for_update().get(pk=run_id)
+    if run.status == TrainingRun.Status.CANCELLED:
+        # Cancelled while its last steps ran: neither advance nor enqueue.
+        return run
     now = timezone.now()
     info = run.stages.setdefault(stage, {})
     started = info.get("started_at")
@@ -187,6 +264,8 @@ def training_stage_fail(*, run_id: int, stage: str, error: BaseException) -> flo
     """Record a stage's error. Returns the delay before the next try, or None
     when the attempts are spent and the run is now failed."""
     run = TrainingRun.objects.select_for_update().get(pk=run_id)
+    if run.status == TrainingRun.Status.CANCELLED:
+        return None  # no retry for a run nobody wants any more
     info = run.stages.setdefault(stage, {})
     text = "".join(traceback.format_exception(error))[-8000:]
     info.update(status="error", last_error=text)

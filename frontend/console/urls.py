@@ -6,4 +6,6 @@ urlpatterns = [
     path("", include("frontend.console.urls_campaigns")),
     # prompts and gold imports, gold pool, quality, leaderboard, exports
     path("", include("frontend.console.urls_data")),
+    # training runs (live progress, curves, cancel, trigger), versions, downloads
+    path("", include("frontend.console.urls_training")),
 ]

@@ -23,8 +23,11 @@ TINY_TRAINING = {
     "reward": {"epochs": 3, "batch_size": 4, "lr": 1e-3, "max_length": 64},
     "policy": {"k": 2, "num_iterations": 2, "prompts_per_iteration": 4, "lr": 1e-3, "max_new_tokens": 12,
                "generation_batch_size": 8, "minibatch_size": 8},
+    "dpo": {"epochs": 2, "batch_size": 4, "lr": 1e-3, "max_length": 64, "beta": 0.1},
     "generate": {"max_new_tokens": 12},
 }
+# Each backend runs the loop with one of the two policy methods.
+METHOD = {"services": "rloo", "embedded": "dpo"}
 
 
 @pytest.fixture
@@ -55,7 +58,7 @@ def test_ratings_in_trained_model_out_next_round_open(platform: Platform, tiny_m
     status, campaign = admin.post(
         "/api/campaigns/create/",
         {"name": "e2e", "base_model": tiny_model, "overlap": 2, "comparisons_per_round": len(PROMPTS),
-         "training_config": TINY_TRAINING},
+         "training_config": TINY_TRAINING, "method": METHOD[platform.backend]},
     )
     assert status == 201, campaign
     cid = campaign["id"]
@@ -92,6 +95,9 @@ def test_ratings_in_trained_model_out_next_round_open(platform: Platform, tiny_m
     runs = admin.get(f"/api/training-runs/?campaign={cid}")[1]
     train = next(r for r in runs if r["kind"] == "train")
     assert train["status"] == "succeeded", train
+    assert train["config"]["method"] == METHOD[platform.backend]
+    policy_metrics = train["stages"]["policy"]["outputs"]["metrics"]
+    assert ("dpo/loss" if METHOD[platform.backend] == "dpo" else "policy/kl") in policy_metrics
     assert set(train["stages"]) == {"snapshot", "reward", "policy", "generate", "open"}
     assert len(train["dataset_sha256"]) == 64
     detail = admin.get(f"/api/training-runs/{train['id']}/")[1]

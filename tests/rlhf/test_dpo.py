@@ -104,11 +104,11 @@ def test_train_dpo_cli(tiny_model_path, tmp_path, capsys):
     assert len(json.loads((tmp_path / "pol" / "meta.json").read_text())["dataset_sha256"]) == 64
 
 
-def test_campaign_config_accepts_a_dpo_section_and_a_policy_method():
+def test_campaign_config_accepts_a_dpo_section_and_a_method():
     from rlhf.configs import SECTIONS, config_errors, policy_method
 
     assert SECTIONS["dpo"] is DPOConfig
-    assert config_errors({"policy_method": "dpo", "dpo": {"beta": 0.2, "lora_r": 8}, "policy": {"lora_r": 4}}) == []
-    assert config_errors({"policy_method": "ppo"}) == ["policy_method must be one of rloo, dpo, not 'ppo'"]
+    assert config_errors({"method": "dpo", "dpo": {"beta": 0.2, "lora_r": 8}, "policy": {"lora_r": 4}}) == []
+    assert config_errors({"method": "ppo"}) == ["method must be one of rloo, dpo, not 'ppo'"]
     assert config_errors({"dpo": {"beta": "high"}}) == ["dpo.beta must be float, not 'high'"]
-    assert policy_method({}) == "rloo" and policy_method({"policy_method": "dpo"}) == "dpo"
+    assert policy_method({}) == "rloo" and policy_method({"method": "dpo"}) == "dpo"

@@ -1,0 +1,197 @@
+"""Console pages for ML engineers: a campaign's training runs with a "Train
+now" form, one run live (progress per stage, metric curves, config, logs,
+Cancel), the lineage of model versions with downloads, and two policy
+versions' answers side by side. Thin views: read the form, call one service
+or selector, render. Campaign admins may look; only ML engineers trigger or
+cancel (as in the API)."""
+import json
+from functools import wraps
+
+from django.contrib import messages
+from django.contrib.auth.views import redirect_to_login
+from django.core.paginator import Paginator
+from django.http import HttpResponseForbidden
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from annotate.errors import ServiceError
+from annotate.models import Campaign, PolicyVersion, Response, Role, TrainingRun
+from annotate.selectors import training_runs_for, user_roles
+from annotate.services.training import FINISHED, STAGES, training_run_cancel, training_run_start
+
+PAGE_SIZE = 50
+COMPARE_PAGE_SIZE = 20
+# The curves on a run's page, in this order (the names rlhf reports; STYLE.md).
+PLOTTED_METRICS = ["train/loss", "train/accuracy", "eval/accuracy", "policy/kl", "policy/reward_mean"]
+
+
+def training_view(view):
+    """Logged in, and a campaign admin or ML engineer (staff count as both);
+    a POST needs an ML engineer. Sets request.can_train for the templates."""
+
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        roles = user_roles(user=request.user)
+        if not roles & {Role.CAMPAIGN_ADMIN, Role.ML_ENGINEER}:
+            return HttpResponseForbidden("The console is for campaign admins and ML engineers.")
+        request.can_train = Role.ML_ENGINEER in roles
+        if request.method == "POST" and not request.can_train:
+            return HttpResponseForbidden("Only ML engineers can start or cancel training.")
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def stage_bars(run: TrainingRun) -> list[dict]:
+    """One bar per stage of the run's kind: done, the current one at the
+    run's progress, or not reached."""
+    bars = []
+    for name in STAGES[run.kind]:
+        info = run.stages.get(name, {})
+        status = info.get("status") or "pending"
+        if status == "succeeded":
+            fraction = 1.0
+        elif name == run.stage and run.status not in FINISHED:
+            fraction = run.progress
+        else:
+            fraction = 0.0
+        bars.append({"name": name, "status": status, "fraction": fraction, "percent": round(100 * fraction)})
+    return bars
+
+
+@training_view
+def runs(request, campaign_id: int):
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    form = {"method": campaign.method, "config": "{}"}
+    error = None
+    if request.method == "POST":
+        form = {"method": request.POST.get("method", ""), "config": request.POST.get("config", "").strip() or "{}"}
+        try:
+            overrides = json.loads(form["config"])
+        except json.JSONDecodeError as exc:
+            error = f"Settings are not valid JSON: {exc}"
+        else:
+            try:
+                run = training_run_start(campaign=campaign, user=request.user, overrides=overrides, method=form["method"])
+            except ServiceError as exc:
+                error = exc.message
+            else:
+                messages.success(request, f"Run {run.pk} is {run.status}.")
+                return redirect("console-run", run_id=run.pk)
+    page = Paginator(training_runs_for(campaign=campaign).select_related("round"), PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
+    for run in page:
+        run.bars = stage_bars(run)
+    return render(
+        request,
+        "frontend/console/runs.html",
+        {"campaign": campaign, "page": page, "form": form, "error": error, "methods": Campaign.Method.choices},
+        status=400 if error else 200,
+    )
+
+
+@training_view
+def run_detail(request, run_id: int):
+    run = get_object_or_404(TrainingRun.objects.select_related("campaign", "round", "triggered_by"), pk=run_id)
+    stages = [{**bar, **run.stages.get(bar["name"], {})} for bar in stage_bars(run)]
+    for stage in stages:
+        stage["outputs_json"] = json.dumps(stage["outputs"], indent=2, sort_keys=True) if "outputs" in stage else ""
+    return render(
+        request,
+        "frontend/console/run_detail.html",
+        {
+            "campaign": run.campaign,
+            "run": run,
+            "stages": stages,
+            "live": run.status not in FINISHED,
+            "config_json": json.dumps(run.config, indent=2, sort_keys=True),
+            "history": run.metrics_history,
+            "plotted": PLOTTED_METRICS,
+        },
+    )
+
+
+@require_POST
+@training_view
+def run_cancel(request, run_id: int):
+    run = get_object_or_404(TrainingRun, pk=run_id)
+    try:
+        training_run_cancel(run=run, user=request.user)
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Run {run.pk} cancelled.")
+    return redirect("console-run", run_id=run.pk)
+
+
+@training_view
+def lineage(request, campaign_id: int):
+    """Each policy version with where it came from: parent, run, reward model
+    and the dataset snapshot it was trained on, its metrics and downloads."""
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    policies = list(
+        campaign.policy_versions.select_related("parent", "reward_model", "training_run").order_by("-version")
+    )
+    for p in policies:
+        # The snapshot the reward model learnt from; the policy's own run read the same one.
+        p.dataset_sha256 = (p.reward_model and p.reward_model.dataset_sha256) or (
+            p.training_run and p.training_run.dataset_sha256
+        ) or ""
+        p.dataset_run = p.training_run if p.training_run and p.training_run.dataset_path else None
+    rewards = campaign.reward_versions.select_related("parent", "training_run").order_by("-version")
+    return render(
+        request,
+        "frontend/console/lineage.html",
+        {"campaign": campaign, "policies": policies, "rewards": rewards},
+    )
+
+
+def _version(campaign: Campaign, value: str | None) -> PolicyVersion | None:
+    if value is None or not value.strip().lstrip("v").isdigit():
+        return None
+    return PolicyVersion.objects.filter(campaign=campaign, version=int(value.strip().lstrip("v"))).first()
+
+
+@training_view
+def compare(request, campaign_id: int):
+    """For the prompts both versions answered, their first answers side by
+    side. Engineers see which version wrote which: this is not a rating page."""
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    versions = list(campaign.policy_versions.order_by("version").values_list("version", flat=True))
+    a, b = _version(campaign, request.GET.get("a")), _version(campaign, request.GET.get("b"))
+    error, page, pairs = None, None, []
+    if request.GET.get("a") is not None and (a is None or b is None):
+        error = f"Choose two versions of this campaign: {', '.join(f'v{v}' for v in versions) or 'none yet'}."
+    if a is not None and b is not None:
+        answered_by_b = Response.objects.filter(policy_version=b, sample_index=0).values("prompt_id")
+        left = (
+            Response.objects.filter(policy_version=a, sample_index=0, prompt_id__in=answered_by_b)
+            .select_related("prompt")
+            .order_by("prompt_id")
+        )
+        page = Paginator(left, COMPARE_PAGE_SIZE).get_page(request.GET.get("page"))
+        right = {
+            r.prompt_id: r
+            for r in Response.objects.filter(
+                policy_version=b, sample_index=0, prompt_id__in=[r.prompt_id for r in page]
+            )
+        }
+        pairs = [(r.prompt, r, right[r.prompt_id]) for r in page]
+    return render(
+        request,
+        "frontend/console/compare.html",
+        {
+            "campaign": campaign,
+            "versions": versions,
+            "a": a,
+            "b": b,
+            "page": page,
+            "pairs": pairs,
+            "error": error,
+            "extra_query": f"&a={a.version}&b={b.version}" if a and b else "",
+        },
+        status=400 if error else 200,
+    )
