@@ -4,10 +4,8 @@ the service (ValidationFailed.details) and are shown next to each field.
 
 Campaign admins (and staff) may change things; ML engineers may look."""
 import json
-from functools import wraps
 
 from django.contrib import messages
-from django.contrib.auth.views import redirect_to_login
 from django.db import transaction
 from django.http import HttpResponseForbidden
 from django.shortcuts import get_object_or_404, redirect, render
@@ -21,7 +19,6 @@ from annotate.selectors import (
     campaign_members,
     round_progress,
     training_runs_for,
-    user_roles,
 )
 from annotate.services.campaigns import (
     campaign_archive,
@@ -34,38 +31,23 @@ from annotate.services.campaigns import (
 )
 from annotate.services.memberships import UNSET, membership_update, memberships_add
 from annotate.services.users import annotator_create
+from frontend.console.access import console_view
 
 # Form fields of a campaign, in the order the form shows them.
 CAMPAIGN_FIELDS = [
     "name", "instructions", "overlap", "comparisons_per_round", "lease_ttl_seconds", "gold_frequency",
-    "gold_min_accuracy", "gold_min_count", "base_model", "training_config", "auto_train",
+    "gold_min_accuracy", "gold_min_count", "base_model", "method", "training_config", "auto_train",
 ]
 NEW_CAMPAIGN_DEFAULTS = {
     "overlap": 3, "comparisons_per_round": 64, "lease_ttl_seconds": 600, "gold_frequency": 0.1,
     "gold_min_accuracy": 0.6, "gold_min_count": 5, "training_config": "{}", "auto_train": True,
+    "method": Campaign.Method.RLOO,
 }
 
 
-def console_view(*, edit: bool = False):
-    """Logged in, and a campaign admin or ML engineer (staff count as both);
-    `edit`: POSTs need a campaign admin. Sets request.can_edit for templates."""
-
-    def decorate(view):
-        @wraps(view)
-        def wrapper(request, *args, **kwargs):
-            if not request.user.is_authenticated:
-                return redirect_to_login(request.get_full_path())
-            roles = user_roles(user=request.user)
-            if not roles & {Role.CAMPAIGN_ADMIN, Role.ML_ENGINEER}:
-                return HttpResponseForbidden("The console is for campaign admins and ML engineers.")
-            request.can_edit = Role.CAMPAIGN_ADMIN in roles
-            if edit and request.method == "POST" and not request.can_edit:
-                return HttpResponseForbidden("Only campaign admins can change campaigns and pools.")
-            return view(request, *args, **kwargs)
-
-        return wrapper
-
-    return decorate
+admin_view = console_view(
+    post_role=Role.CAMPAIGN_ADMIN, post_refusal="Only campaign admins can change campaigns and pools."
+)
 
 
 def _errors(exc: ServiceError, default_field: str | None = None) -> dict:
@@ -84,6 +66,8 @@ def _campaign_form_fields(post, *, include_base_model: bool) -> tuple[dict, dict
             fields[key] = post.get(key) == "on"
         elif key == "base_model" and not include_base_model:
             continue
+        elif key == "method" and not post.get(key):
+            continue  # not sent: the campaign keeps (or gets the default) method
         elif key == "training_config":
             text = post.get(key, "").strip() or "{}"
             try:
@@ -127,7 +111,7 @@ def campaign_list(request):
     return render(request, "frontend/console/index.html", {"rows": campaign_console_rows()})
 
 
-@console_view(edit=True)
+@admin_view
 @require_http_methods(["GET", "POST"])
 def campaign_new(request):
     values, errors = dict(NEW_CAMPAIGN_DEFAULTS), {}
@@ -145,12 +129,13 @@ def campaign_new(request):
                 return redirect(f"/console/campaigns/{campaign.pk}/")
     return render(
         request, "frontend/console/campaign_form.html",
-        {"values": values, "errors": errors, "new": True, "base_model_locked": False},
+        {"values": values, "errors": errors, "new": True, "base_model_locked": False,
+         "methods": Campaign.Method.choices},
         status=400 if errors else 200,
     )
 
 
-@console_view(edit=True)
+@admin_view
 @require_http_methods(["GET", "POST"])
 def campaign_detail(request, campaign_id: int):
     """Overview (round progress, recent training runs) and the settings form."""
@@ -177,6 +162,7 @@ def campaign_detail(request, campaign_id: int):
         "errors": errors,
         "new": False,
         "base_model_locked": locked,
+        "methods": Campaign.Method.choices,
         "progress": round_progress(round_=round_) if round_ else None,
         "runs": list(training_runs_for(campaign=campaign).select_related("round")[:10]),
     }
@@ -186,7 +172,7 @@ def campaign_detail(request, campaign_id: int):
 CAMPAIGN_ACTIONS = {"pause": campaign_pause, "resume": campaign_resume, "archive": campaign_archive}
 
 
-@console_view(edit=True)
+@admin_view
 @require_POST
 def campaign_action(request, campaign_id, action: str):
     campaign = get_object_or_404(Campaign, pk=campaign_id)
@@ -217,14 +203,14 @@ def _pool_page(request, campaign, *, status=200, **context):
     )
 
 
-@console_view(edit=True)
+@admin_view
 @require_http_methods(["GET"])
 def pool(request, campaign_id: int):
     campaign = get_object_or_404(Campaign, pk=campaign_id)
     return _pool_page(request, campaign)
 
 
-@console_view(edit=True)
+@admin_view
 @require_POST
 def pool_create(request, campaign_id: int):
     """Create an annotator account and put it in the pool in one step. A
@@ -242,7 +228,7 @@ def pool_create(request, campaign_id: int):
     return _pool_page(request, campaign, created=user.username, generated_password=generated)
 
 
-@console_view(edit=True)
+@admin_view
 @require_POST
 def pool_add(request, campaign_id: int):
     """Add existing annotators: usernames separated by commas, spaces or lines."""
@@ -257,7 +243,7 @@ def pool_add(request, campaign_id: int):
     return redirect(f"/console/campaigns/{campaign.pk}/pool/")
 
 
-@console_view(edit=True)
+@admin_view
 @require_POST
 def pool_member(request, campaign_id: int, username: str):
     """One member's row: a new daily limit, or pause (with a reason),

@@ -5,13 +5,10 @@ Each page makes a fixed number of queries whatever the number of rows
 (pinned in tests/annotate/test_gold.py and test_imports.py).
 
 Campaign admins (and staff) may import and export; ML engineers may look."""
-from functools import wraps
 from math import ceil
 
 from django.contrib import messages
-from django.contrib.auth.views import redirect_to_login
 from django.core.paginator import Paginator
-from django.http import HttpResponseForbidden
 from django.shortcuts import get_object_or_404, redirect, render
 
 from annotate.errors import ServiceError
@@ -23,34 +20,16 @@ from annotate.selectors import (
     campaign_round,
     gold_pool,
     gold_pool_totals,
-    user_roles,
 )
 from annotate.services.exports import export_create
 from annotate.services.gold import gold_import
 from annotate.services.prompts import import_format, prompts_import
+from frontend.console.access import console_view
 
 PAGE_SIZE = 50
 
 
-def data_view(view):
-    """Logged in, and a campaign admin or ML engineer (staff count as both);
-    a POST needs a campaign admin. Sets request.can_edit for the templates."""
-
-    @wraps(view)
-    def wrapper(request, *args, **kwargs):
-        if not request.user.is_authenticated:
-            return redirect_to_login(request.get_full_path())
-        roles = user_roles(user=request.user)
-        if not roles & {Role.CAMPAIGN_ADMIN, Role.ML_ENGINEER}:
-            return HttpResponseForbidden("The console is for campaign admins and ML engineers.")
-        request.can_edit = Role.CAMPAIGN_ADMIN in roles
-        if request.method == "POST" and not request.can_edit:
-            return HttpResponseForbidden("Only campaign admins can import or export.")
-        if request.method not in ("GET", "HEAD", "POST"):
-            return HttpResponseForbidden("GET or POST only.")
-        return view(request, *args, **kwargs)
-
-    return wrapper
+data_view = console_view(post_role=Role.CAMPAIGN_ADMIN, post_refusal="Only campaign admins can import or export.")
 
 
 def _upload(request, importer, campaign: Campaign) -> dict:

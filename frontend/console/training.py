@@ -5,19 +5,22 @@ versions' answers side by side. Thin views: read the form, call one service
 or selector, render. Campaign admins may look; only ML engineers trigger or
 cancel (as in the API)."""
 import json
-from functools import wraps
 
 from django.contrib import messages
-from django.contrib.auth.views import redirect_to_login
 from django.core.paginator import Paginator
-from django.http import HttpResponseForbidden
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from annotate.errors import ServiceError
 from annotate.models import Campaign, PolicyVersion, Response, Role, TrainingRun
-from annotate.selectors import training_runs_for, user_roles
-from annotate.services.training import FINISHED, STAGES, training_run_cancel, training_run_start
+from annotate.selectors import training_runs_for
+from annotate.services.training import (
+    FINISHED,
+    STAGES,
+    training_run_cancel,
+    training_run_start,
+)
+from frontend.console.access import console_view
 
 PAGE_SIZE = 50
 COMPARE_PAGE_SIZE = 20
@@ -25,23 +28,7 @@ COMPARE_PAGE_SIZE = 20
 PLOTTED_METRICS = ["train/loss", "train/accuracy", "eval/accuracy", "policy/kl", "policy/reward_mean"]
 
 
-def training_view(view):
-    """Logged in, and a campaign admin or ML engineer (staff count as both);
-    a POST needs an ML engineer. Sets request.can_train for the templates."""
-
-    @wraps(view)
-    def wrapper(request, *args, **kwargs):
-        if not request.user.is_authenticated:
-            return redirect_to_login(request.get_full_path())
-        roles = user_roles(user=request.user)
-        if not roles & {Role.CAMPAIGN_ADMIN, Role.ML_ENGINEER}:
-            return HttpResponseForbidden("The console is for campaign admins and ML engineers.")
-        request.can_train = Role.ML_ENGINEER in roles
-        if request.method == "POST" and not request.can_train:
-            return HttpResponseForbidden("Only ML engineers can start or cancel training.")
-        return view(request, *args, **kwargs)
-
-    return wrapper
+training_view = console_view(post_role=Role.ML_ENGINEER, post_refusal="Only ML engineers can start or cancel training.")
 
 
 def stage_bars(run: TrainingRun) -> list[dict]:

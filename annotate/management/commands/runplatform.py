@@ -1,5 +1,4 @@
 """Web and Celery workers together, for one machine (`make run`). Ctrl-C stops all."""
-import os
 import signal
 import subprocess
 import sys
