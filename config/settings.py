@@ -142,6 +142,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "CampaignStatusEnum": "annotate.models.Campaign.Status",
         "TrainingRunStatusEnum": "annotate.models.TrainingRun.Status",
+        "TrainingRunKindEnum": "annotate.models.TrainingRun.Kind",
+        "ExportKindEnum": "annotate.models.Export.Kind",
     },
 }
 

@@ -9,8 +9,17 @@ from rest_framework.views import APIView
 
 from annotate.apis.permissions import IsAnnotator
 from annotate.models import Rating
-from annotate.selectors import annotator_progress, campaign_current_round, campaigns_visible_to, round_progress
-from annotate.services.assignments import assignment_renew, assignment_skip, comparison_lease_next
+from annotate.selectors import (
+    annotator_progress,
+    campaign_current_round,
+    campaigns_visible_to,
+    round_progress,
+)
+from annotate.services.assignments import (
+    assignment_renew,
+    assignment_skip,
+    comparison_lease_next,
+)
 from annotate.services.ratings import rating_create
 
 

@@ -6,6 +6,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotate.apis.permissions import IsAdminOrEngineer, IsCampaignAdmin
+from annotate.apis.uploads import (
+    UPLOAD_PARSERS,
+    ImportQuerySerializer,
+    ImportResultSerializer,
+    upload_from_request,
+)
 from annotate.errors import ValidationFailed
 from annotate.models import Campaign
 from annotate.services.campaigns import (
@@ -17,7 +23,6 @@ from annotate.services.campaigns import (
     campaign_start,
     campaign_update,
 )
-from annotate.apis.uploads import UPLOAD_PARSERS, ImportQuerySerializer, upload_from_request
 from annotate.services.prompts import prompts_import
 
 
@@ -143,10 +148,7 @@ class PromptImportApi(APIView):
     permission_classes = [IsCampaignAdmin]
     parser_classes = UPLOAD_PARSERS
 
-    class OutputSerializer(serializers.Serializer):
-        created = serializers.IntegerField(help_text="on a dry run: how many would be created")
-        existing = serializers.IntegerField()
-        lines = serializers.IntegerField()
+    OutputSerializer = ImportResultSerializer
 
     @extend_schema(
         parameters=[ImportQuerySerializer],

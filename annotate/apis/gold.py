@@ -7,7 +7,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotate.apis.permissions import IsAdminOrEngineer, IsCampaignAdmin
-from annotate.apis.uploads import UPLOAD_PARSERS, ImportQuerySerializer, upload_from_request
+from annotate.apis.uploads import (
+    UPLOAD_PARSERS,
+    ImportQuerySerializer,
+    ImportResultSerializer,
+    upload_from_request,
+)
 from annotate.models import Campaign
 from annotate.selectors import gold_pool, gold_pool_totals
 from annotate.services.gold import gold_import
@@ -27,10 +32,7 @@ class GoldImportApi(APIView):
     permission_classes = [IsCampaignAdmin]
     parser_classes = UPLOAD_PARSERS
 
-    class OutputSerializer(serializers.Serializer):
-        created = serializers.IntegerField(help_text="on a dry run: how many would be created")
-        existing = serializers.IntegerField()
-        lines = serializers.IntegerField()
+    OutputSerializer = ImportResultSerializer
 
     @extend_schema(
         parameters=[ImportQuerySerializer],

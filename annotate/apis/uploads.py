@@ -32,6 +32,12 @@ class PlainTextParser(RawParser):
 UPLOAD_PARSERS = [NDJSONParser, JSONLParser, CSVParser, PlainTextParser, parsers.MultiPartParser]
 
 
+class ImportResultSerializer(serializers.Serializer):
+    created = serializers.IntegerField(help_text="on a dry run: how many would be created")
+    existing = serializers.IntegerField()
+    lines = serializers.IntegerField()
+
+
 class ImportQuerySerializer(serializers.Serializer):
     dry_run = serializers.BooleanField(default=False, help_text="check every line, write nothing")
     format = serializers.ChoiceField(
