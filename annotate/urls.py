@@ -1,10 +1,18 @@
 from django.urls import path
-from rest_framework.authtoken.views import obtain_auth_token
 
-from annotate.apis import annotator, campaigns, exports, gold, pool, quality, training
+from annotate.apis import (
+    annotator,
+    auth,
+    campaigns,
+    exports,
+    gold,
+    pool,
+    quality,
+    training,
+)
 
 urlpatterns = [
-    path("auth/token/", obtain_auth_token, name="api-token"),
+    path("auth/token/", auth.obtain_auth_token, name="api-token"),  # throttled: scope "login"
     # annotators
     path("campaigns/", annotator.CampaignListApi.as_view(), name="campaign-list"),
     path("campaigns/<int:campaign_id>/next/", annotator.ComparisonNextApi.as_view(), name="comparison-next"),

@@ -24,6 +24,31 @@ SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "dev-only-insecure-key-change-m
 ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",")
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 
+# --- Production security (DEBUG off) --------------------------------------
+# With DEBUG off Ratchet is assumed to face the internet behind TLS:
+# `manage.py check --deploy --fail-level WARNING` passes. DJANGO_SECURE_SSL=0
+# turns off only the HTTPS redirect and secure cookies, for a production-like
+# server on plain-http loopback (tests/e2e/harness.py, bench/).
+if not DEBUG:
+    from django.core.exceptions import ImproperlyConfigured
+
+    if len(SECRET_KEY) < 50 or SECRET_KEY.startswith("dev-only-"):
+        raise ImproperlyConfigured(
+            "DJANGO_DEBUG is off: set DJANGO_SECRET_KEY to a random value of 50 or more characters "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(50))')."
+        )
+    _secure_ssl = _bool("DJANGO_SECURE_SSL", True)
+    SECURE_SSL_REDIRECT = _secure_ssl
+    SESSION_COOKIE_SECURE = _secure_ssl
+    CSRF_COOKIE_SECURE = _secure_ssl
+    SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_SECURE_HSTS_SECONDS", "31536000"))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SECURE_CONTENT_TYPE_NOSNIFF = True
+    # Behind a TLS-terminating proxy that sets X-Forwarded-Proto.
+    if _bool("DJANGO_SECURE_PROXY_SSL_HEADER", False):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -129,7 +154,13 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "annotate.apis.schema.RatchetAutoSchema",
     "EXCEPTION_HANDLER": "annotate.apis.errors.exception_handler",
+    # Scoped throttles only: the token endpoint ("login") limits password guessing.
+    "DEFAULT_THROTTLE_RATES": {"login": os.environ.get("RATCHET_LOGIN_RATE", "10/min")},
 }
+# The HTML login form: failed attempts per client IP + username within the
+# window before it answers 429 (frontend/views.ThrottledLoginView).
+LOGIN_FAILURE_LIMIT = int(os.environ.get("RATCHET_LOGIN_FAILURE_LIMIT", "10"))
+LOGIN_FAILURE_WINDOW_S = int(os.environ.get("RATCHET_LOGIN_FAILURE_WINDOW_S", "300"))
 SPECTACULAR_SETTINGS = {
     "TITLE": "Ratchet API",
     "DESCRIPTION": "Pairwise human feedback in, a better model out.",

@@ -4,7 +4,8 @@ from django.urls import include, path
 from frontend import views
 
 urlpatterns = [
-    path("login/", auth_views.LoginView.as_view(template_name="frontend/login.html"), name="login"),
+    # Failed logins are counted per IP + username: too many answer 429.
+    path("login/", views.ThrottledLoginView.as_view(template_name="frontend/login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("campaigns/<int:campaign_id>/rate/", views.rate, name="rate"),
     path("console/", include("frontend.console.urls")),

@@ -1,6 +1,11 @@
+import hashlib
 from pathlib import Path
 
+from django.conf import settings
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils.cache import patch_cache_control
 from django.views.decorators.gzip import gzip_page
@@ -17,6 +22,39 @@ from annotate.selectors import (
 )
 
 STATIC_DIR = Path(__file__).resolve().parent / "static" / "frontend"
+
+
+class ThrottledLoginView(auth_views.LoginView):
+    """The login form, with failed attempts counted per client IP + username
+    in Django's cache: past LOGIN_FAILURE_LIMIT failures within
+    LOGIN_FAILURE_WINDOW_S seconds, POSTs answer 429 until the window ends.
+    (The cache must be shared by all web processes for the limit to be exact.)"""
+
+    def _key(self) -> str:
+        ip = self.request.META.get("REMOTE_ADDR", "")
+        username = (self.request.POST.get("username") or "").strip().lower()
+        return "login-failures:" + hashlib.sha256(f"{ip}|{username}".encode()).hexdigest()
+
+    def post(self, request, *args, **kwargs):
+        key = self._key()
+        if cache.get(key, 0) >= settings.LOGIN_FAILURE_LIMIT:
+            minutes = max(1, settings.LOGIN_FAILURE_WINDOW_S // 60)
+            return HttpResponse(
+                f"Too many failed logins for this username from your address. Try again in {minutes} minutes.",
+                status=429,
+                content_type="text/plain; charset=utf-8",
+                headers={"Retry-After": str(settings.LOGIN_FAILURE_WINDOW_S)},
+            )
+        return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form):
+        key = self._key()
+        cache.add(key, 0, timeout=settings.LOGIN_FAILURE_WINDOW_S)
+        try:
+            cache.incr(key)
+        except ValueError:  # expired between add and incr
+            cache.set(key, 1, timeout=settings.LOGIN_FAILURE_WINDOW_S)
+        return super().form_invalid(form)
 
 
 @login_required

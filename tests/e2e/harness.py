@@ -76,7 +76,8 @@ class Platform:
             RATCHET_MODEL_STORE=str(self.workdir / "var" / "store"),
             HF_HUB_OFFLINE="1",
             DJANGO_DEBUG="0",
-            DJANGO_SECRET_KEY="e2e-" + uuid.uuid4().hex,
+            DJANGO_SECRET_KEY="e2e-" + uuid.uuid4().hex + uuid.uuid4().hex,  # 50+ chars: DEBUG off requires it
+            DJANGO_SECURE_SSL="0",  # plain http on loopback: no HTTPS redirect, no secure-only cookies
             PYTHONUNBUFFERED="1",
             RATCHET_TRAINING_RETRY_DELAY="1",
             OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "2"),
