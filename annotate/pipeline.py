@@ -6,6 +6,8 @@ so the web process never loads torch. Each stage hands `rlhf` plain rows and
 paths and records the paths and metrics it gets back.
 """
 import logging
+import threading
+from contextlib import contextmanager
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +22,7 @@ from annotate.services.training import (
     training_run_is_cancelled,
     training_stage_begin,
     training_stage_fail,
+    training_stage_heartbeat,
     training_stage_metrics,
     training_stage_progress,
     training_stage_succeed,
@@ -295,6 +298,31 @@ STAGE_FUNCTIONS = {
 }
 
 
+@contextmanager
+def _heartbeat(run_id: int):
+    """Beat on the run while its stage works, from a thread, so that a long
+    step with no progress report (loading a model, one big batch) still shows
+    the worker alive. Its own database connection, closed when it stops."""
+    from django.db import connection
+
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(settings.TRAINING_HEARTBEAT_S):
+                training_stage_heartbeat(run_id=run_id)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-run{run_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def training_stage_execute(*, run_id: int, stage: str) -> float | None:
     """Run one stage. Returns the delay before a retry, or None when there is
     nothing more to do for this message."""
@@ -304,7 +332,8 @@ def training_stage_execute(*, run_id: int, stage: str) -> float | None:
     log.info("run %s: %s started (attempt %s)", run.pk, stage, run.attempts)
     reporter = Reporter(run, stage)
     try:
-        outputs = STAGE_FUNCTIONS[(run.kind, stage)](run, reporter)
+        with _heartbeat(run.pk):
+            outputs = STAGE_FUNCTIONS[(run.kind, stage)](run, reporter)
     except RunCancelled:
         # training_run_cancel already recorded the run and its round; the
         # scratch folder went with its context manager, nothing was published.

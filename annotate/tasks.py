@@ -29,3 +29,15 @@ def round_progress_check_task(*, round_id: int) -> None:
     from annotate.services.rounds import round_progress_check
 
     round_progress_check(round_id=round_id)
+
+
+@shared_task(queue=Queue.DEFAULT, acks_late=True, max_retries=0)
+def training_runs_requeue_stale_task() -> None:
+    """Periodic (beat): queue again the stages whose worker died. Safe to run
+    twice: a queued stage re-runs only if it has not finished, and the
+    attempt cap holds."""
+    from django.conf import settings
+
+    from annotate.services.training import training_runs_requeue_stale
+
+    training_runs_requeue_stale(stale_after_s=settings.TRAINING_STALE_AFTER_S)

@@ -142,6 +142,13 @@ IMPORT_MAX_BYTES = int(os.environ.get("RATCHET_IMPORT_MAX_BYTES", str(20 * 1024 
 TEXT_MAX_CHARS = int(os.environ.get("RATCHET_TEXT_MAX_CHARS", "20000"))
 # A stage that raised is retried this many times in all before its run fails.
 TRAINING_MAX_ATTEMPTS = int(os.environ.get("RATCHET_TRAINING_MAX_ATTEMPTS", "3"))
+# A running stage writes a heartbeat this often (seconds); a run whose
+# heartbeat is older than TRAINING_STALE_AFTER_S lost its worker and the beat
+# task (every TRAINING_REQUEUE_EVERY_S) queues its stage again. Much shorter
+# than the broker's visibility timeout, which must stay longer than any stage.
+TRAINING_HEARTBEAT_S = float(os.environ.get("RATCHET_HEARTBEAT_S", "15"))
+TRAINING_STALE_AFTER_S = float(os.environ.get("RATCHET_STALE_AFTER_S", "120"))
+TRAINING_REQUEUE_EVERY_S = float(os.environ.get("RATCHET_REQUEUE_EVERY_S", "60"))
 # Seconds before a failed stage is tried again (doubles with each attempt).
 TRAINING_RETRY_DELAY = int(os.environ.get("RATCHET_TRAINING_RETRY_DELAY", "5"))
 
@@ -214,6 +221,14 @@ CELERY_TASK_SOFT_TIME_LIMIT = 5 * 3600 - 60
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = _bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_ROUTES = {"annotate.tasks.training_stage_task": {"queue": "gpu"}}
+# Run by `celery beat` (or a worker started with -B, as `make run` does).
+CELERY_BEAT_SCHEDULE = {
+    "requeue-stale-training-runs": {
+        "task": "annotate.tasks.training_runs_requeue_stale_task",
+        "schedule": TRAINING_REQUEUE_EVERY_S,
+    }
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 
 LOGGING = {
     "version": 1,

@@ -3,6 +3,7 @@
 The stages themselves run in annotate/pipeline.py, on the gpu queue; nothing
 here imports torch.
 """
+import logging
 import time
 import traceback
 from datetime import datetime
@@ -16,6 +17,7 @@ from annotate.errors import Conflict, ValidationFailed
 from annotate.models import Campaign, Round, TrainingRun
 
 User = get_user_model()
+log = logging.getLogger(__name__)
 
 STAGES = {
     TrainingRun.Kind.BOOTSTRAP: ["import", "generate", "open"],
@@ -210,7 +212,8 @@ def training_stage_begin(*, run_id: int, stage: str) -> TrainingRun | None:
         run.status = TrainingRun.Status.RUNNING
         run.progress = 0.0
         run.started_at = run.started_at or now
-        run.save(update_fields=["stages", "attempts", "status", "progress", "started_at"])
+        run.heartbeat_at = now
+        run.save(update_fields=["stages", "attempts", "status", "progress", "started_at", "heartbeat_at"])
         return run
 
 
@@ -284,3 +287,32 @@ def training_run_mark_failed(*, run: TrainingRun, reason: str) -> None:
     run.save()
     if run.round_id:
         Round.objects.filter(pk=run.round_id).update(status=Round.Status.FAILED)
+
+
+def training_stage_heartbeat(*, run_id: int) -> None:
+    TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.RUNNING).update(heartbeat_at=timezone.now())
+
+
+@transaction.atomic
+def training_runs_requeue_stale(*, stale_after_s: float) -> list[int]:
+    """Queue the stage of every RUNNING run whose worker stopped beating
+    again. A worker killed outright (SIGKILL, out of memory, machine lost)
+    leaves its message unacknowledged in the broker, which would give it back
+    only after the visibility timeout (hours). Safe: a stage that finished in
+    the meantime is a no-op, and the attempt cap still applies. Returns the
+    run ids queued."""
+    from datetime import timedelta
+
+    cutoff = timezone.now() - timedelta(seconds=stale_after_s)
+    stale = list(
+        TrainingRun.objects.select_for_update(skip_locked=True)
+        .filter(status=TrainingRun.Status.RUNNING, heartbeat_at__lt=cutoff)
+    )
+    for run in stale:
+        # The new heartbeat keeps the next sweep from queueing it again while
+        # the message waits for a free worker.
+        run.heartbeat_at = timezone.now()
+        run.save(update_fields=["heartbeat_at"])
+        log.warning("run %s: %s lost its worker; queued again", run.pk, run.stage)
+        training_run_enqueue(run=run)
+    return [run.pk for run in stale]

@@ -245,3 +245,31 @@ def test_ratings_are_refused_once_the_round_is_training(trained_round, other_ann
     assert Rating.objects.count() == 1
     # and there is no more work in the campaign
     assert client.post(f"/api/campaigns/{trained_round.campaign_id}/next/").status_code == 204
+
+
+def test_a_running_stage_whose_heartbeat_stopped_is_queued_again_once(
+    trained_round, enqueued, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from annotate.services.training import training_runs_requeue_stale
+
+    # given: a run at its reward stage whose worker died long ago, and one whose worker is alive
+    with django_capture_on_commit_callbacks(execute=True):
+        run = training_run_start(campaign=trained_round.campaign)
+    training_stage_begin(run_id=run.pk, stage="snapshot")
+    training_stage_succeed(run_id=run.pk, stage="snapshot", outputs={})
+    training_stage_begin(run_id=run.pk, stage="reward")
+    TrainingRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=10))
+    enqueued.clear()
+    # when
+    with django_capture_on_commit_callbacks(execute=True):
+        queued = training_runs_requeue_stale(stale_after_s=120)
+    # then: its stage is queued again, and a second sweep right after leaves it alone
+    assert queued == [run.pk] and enqueued == [(run.pk, "reward")]
+    with django_capture_on_commit_callbacks(execute=True):
+        assert training_runs_requeue_stale(stale_after_s=120) == []
+    # and the requeued stage runs as a second attempt
+    assert training_stage_begin(run_id=run.pk, stage="reward").attempts == 2

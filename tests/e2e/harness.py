@@ -80,6 +80,10 @@ class Platform:
             DJANGO_SECURE_SSL="0",  # plain http on loopback: no HTTPS redirect, no secure-only cookies
             PYTHONUNBUFFERED="1",
             RATCHET_TRAINING_RETRY_DELAY="1",
+            # Find a dead worker's stage within seconds, not minutes.
+            RATCHET_HEARTBEAT_S="1",
+            RATCHET_STALE_AFTER_S="8",
+            RATCHET_REQUEUE_EVERY_S="2",
             OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "2"),
         )
         if backend == "services":
@@ -127,7 +131,9 @@ class Platform:
     def start_worker(self, extra_env: dict | None = None) -> subprocess.Popen:
         return self._spawn(
             "worker",
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,gpu", "-c", "1",
+            # -B: this worker also runs beat, which queues again the stage of
+            # a run whose worker died (tests/reliability/test_worker_killed.py).
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "-B", "-Q", "default,gpu", "-c", "1",
              "--prefetch-multiplier", "1", "-l", "info", "-n", f"e2e-{uuid.uuid4().hex[:6]}@%h"],
             extra_env,
         )

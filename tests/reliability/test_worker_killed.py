@@ -19,15 +19,6 @@ SLOW_REWARD = {**TINY_TRAINING, "reward": {**TINY_TRAINING["reward"], "epochs": 
 # How long a replacement worker gets to pick the stage up again and finish.
 RERUN_TIMEOUT_S = 180
 
-GAP = (
-    "Known gap: nothing re-runs a stage whose worker was SIGKILLed. With the Redis broker the "
-    "unacked message (acks_late) is restored only after CELERY_BROKER_TRANSPORT_OPTIONS"
-    "['visibility_timeout'] = 6 h (config/settings.py), reject_on_worker_lost does not apply "
-    "when the whole worker (not just a pool child) dies, and no periodic task re-queues a run "
-    "left RUNNING with no live worker. The run stays stage=reward status=running for 6 h."
-)
-
-
 @pytest.fixture
 def services_platform(tmp_path):
     p = Platform(tmp_path, backend="services")
@@ -42,7 +33,6 @@ def services_platform(tmp_path):
         redis.Redis.from_url(p.env["CELERY_BROKER_URL"]).flushdb()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=GAP)
 def test_worker_killed_during_reward_training_reruns_the_stage_and_publishes_one_version(
     services_platform: Platform, tiny_model: str  # noqa: F811
 ):

@@ -21,7 +21,8 @@ class Command(BaseCommand):
         commands = {
             "web": [python, "manage.py", "runserver", addr, "--noreload"],
             # Short jobs (round changes) never wait behind a training stage.
-            "worker": [python, "-m", "celery", "-A", "config", "worker", "-Q", "default", "-c", "2",
+            # -B: it also runs beat, which re-queues a stage whose worker died.
+            "worker": [python, "-m", "celery", "-A", "config", "worker", "-B", "-Q", "default", "-c", "2",
                        "-n", "default@%h", "-l", "warning"],
             # One training stage at a time, as on a GPU.
             "gpu-worker": [python, "-m", "celery", "-A", "config", "worker", "-Q", "gpu", "-c", "1",
