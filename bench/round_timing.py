@@ -108,7 +108,9 @@ def main() -> None:
                 if failed:
                     raise SystemExit(f"training run {failed[0]['id']} failed: {failed[0]['error']}")
                 body = admin.get(f"/api/campaigns/{cid}/progress/")[1]
-                return body if body["round"]["round"] == 1 else None
+                # Round 1 opens a moment before the run records its last stage.
+                done = any(r["kind"] == "train" and r["status"] == "succeeded" for r in runs)
+                return body if done and body["round"]["round"] == 1 else None
 
             progress = platform.wait_for(round1, timeout=3600, what="round 1", interval=0.2)
             round_s = time.perf_counter() - last_rating

@@ -86,7 +86,9 @@ def test_ratings_in_trained_model_out_next_round_open(platform: Platform, tiny_m
         runs = admin.get(f"/api/training-runs/?campaign={cid}")[1]
         failed = [r for r in runs if r["status"] == "failed"]
         assert not failed, failed[0]["error"]
-        return body if body["round"] and body["round"]["round"] == 1 else None
+        # Round 1 opens a moment before the run records its last stage as done.
+        done = any(r["kind"] == "train" and r["status"] == "succeeded" for r in runs)
+        return body if done and body["round"] and body["round"]["round"] == 1 else None
 
     progress = platform.wait_for(round1, timeout=600, what="round 1 to open")
     assert progress["round"]["comparisons"] == len(PROMPTS)

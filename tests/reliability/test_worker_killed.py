@@ -86,7 +86,9 @@ def test_worker_killed_during_reward_training_reruns_the_stage_and_publishes_one
         detail = admin.get(f"/api/training-runs/{run['id']}/")[1]
         assert detail["status"] != "failed", detail["error"]
         progress = admin.get(f"/api/campaigns/{cid}/progress/")[1]
-        return detail if progress["round"] and progress["round"]["round"] == 1 else None
+        # Round 1 opens a moment before the run records its last stage as done.
+        opened = progress["round"] and progress["round"]["round"] == 1
+        return detail if opened and detail["status"] == "succeeded" else None
 
     try:
         detail = platform.wait_for(round1, timeout=RERUN_TIMEOUT_S, what="the reward stage to rerun and round 1 to open")
