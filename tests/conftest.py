@@ -105,3 +105,13 @@ def celery_eager():
     app.conf.task_always_eager, app.conf.task_eager_propagates = True, True
     yield app
     app.conf.task_always_eager, app.conf.task_eager_propagates = before
+
+
+@pytest.fixture
+def enqueued(monkeypatch):
+    """Stages sent to the gpu queue, as (run_id, stage), instead of a broker."""
+    from annotate import tasks
+
+    sent = []
+    monkeypatch.setattr(tasks.training_stage_task, "delay", lambda **kw: sent.append((kw["run_id"], kw["stage"])))
+    return sent

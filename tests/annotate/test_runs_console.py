@@ -27,15 +27,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def enqueued(monkeypatch):
-    from annotate import tasks
-
-    sent = []
-    monkeypatch.setattr(tasks.training_stage_task, "delay", lambda **kw: sent.append((kw["run_id"], kw["stage"])))
-    return sent
-
-
-@pytest.fixture
 def trained_round(open_round, annotator):
     comparison = open_round.comparisons.order_by("pk").first()
     Assignment.objects.create(

@@ -22,16 +22,6 @@ from annotate.services.training import (
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def enqueued(monkeypatch):
-    """Stages sent to the gpu queue, as (run_id, stage), instead of a broker."""
-    from annotate import tasks
-
-    sent = []
-    monkeypatch.setattr(tasks.training_stage_task, "delay", lambda **kw: sent.append((kw["run_id"], kw["stage"])))
-    return sent
-
-
 def rated(round_, annotator, choice="A"):
     """Have `annotator` rate the first comparison of the round."""
     comparison = round_.comparisons.order_by("pk").first()
