@@ -54,6 +54,10 @@ class Campaign(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # The campaign admins who manage this campaign; to anyone else in the
+    # campaign_admin role it does not exist (404). The creator is the first;
+    # staff add and remove others, and manage every campaign themselves.
+    admins = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="administered_campaigns", blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

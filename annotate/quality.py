@@ -316,6 +316,10 @@ def bradley_terry_many(
     as one. Returns fits x n."""
     fits, n = wins.shape[0], wins.shape[1]
     theta = np.zeros((fits, n))
+    if n == 0:
+        # A campaign with no policy version yet: nothing to fit (the loop
+        # below would take the max of an empty step).
+        return theta
     games = wins + wins.transpose(0, 2, 1)
     # lstsq's cut-off for small singular values: without a penalty the
     # Hessian is singular along (1, ..., 1), and the minimum-norm step (the

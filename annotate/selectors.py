@@ -13,26 +13,67 @@ from annotate.models import Campaign, Comparison, Membership, PolicyVersion, Rat
 User = get_user_model()
 
 
+def user_is_staff(*, user: User) -> bool:
+    """Staff and superusers: every campaign, every role (DESIGN.md, invariant 7)."""
+    return bool(user.is_authenticated and (user.is_staff or user.is_superuser))
+
+
 def user_roles(*, user: User) -> set[str]:
     if not user.is_authenticated:
         return set()
     roles = set(user.groups.values_list("name", flat=True)) & set(Role.values)
-    if user.is_staff:
+    if user_is_staff(user=user):
         roles |= {Role.CAMPAIGN_ADMIN, Role.ML_ENGINEER}
     return roles
 
 
+# Who sees which campaign. A campaign outside a user's set answers 404, never
+# 403, so that ids reveal nothing about campaigns one has no part in:
+# - staff: every campaign;
+# - ML engineers: every campaign, to read and to train (the models and data
+#   of all campaigns are their work; DESIGN.md gives them no campaign scope);
+# - campaign admins: the campaigns they administer (Campaign.admins);
+# - annotators: the campaigns whose pool they are in.
+
+
+def campaigns_managed_by(*, user: User, roles: set[str] | None = None) -> QuerySet[Campaign]:
+    """The campaigns this user may change as a campaign admin: staff every
+    one, an admin those they administer, anyone else none."""
+    roles = user_roles(user=user) if roles is None else roles
+    if user_is_staff(user=user):
+        return Campaign.objects.all()
+    if Role.CAMPAIGN_ADMIN in roles:
+        return Campaign.objects.filter(admins=user)
+    return Campaign.objects.none()
+
+
+def campaigns_readable_by(*, user: User, roles: set[str] | None = None) -> QuerySet[Campaign]:
+    """The campaigns whose console pages and admin/engineer APIs this user may
+    read: staff and ML engineers every one, admins those they administer."""
+    roles = user_roles(user=user) if roles is None else roles
+    if user_is_staff(user=user) or Role.ML_ENGINEER in roles:
+        return Campaign.objects.all()
+    return campaigns_managed_by(user=user, roles=roles)
+
+
 def campaigns_visible_to(*, user: User) -> QuerySet[Campaign]:
-    """Admins and engineers see every campaign; annotators only the campaigns
-    whose pool they are in (invariant 7)."""
-    if user.is_staff or user_roles(user=user) & {Role.CAMPAIGN_ADMIN, Role.ML_ENGINEER}:
+    """The campaigns listed to this user and open to them for rating:
+    annotators the campaigns whose pool they are in (invariant 7), admins
+    those too and the campaigns they administer, staff and engineers all."""
+    roles = user_roles(user=user)
+    if user_is_staff(user=user) or Role.ML_ENGINEER in roles:
         return Campaign.objects.all()
     # One filter() call: both conditions on the same membership row. A paused
     # annotator still sees the campaign (and is told why there is no work);
     # a removed one does not.
-    return Campaign.objects.filter(
+    in_pool = Campaign.objects.filter(
         memberships__annotator=user, memberships__status__in=[Membership.Status.ACTIVE, Membership.Status.PAUSED]
     )
+    if Role.CAMPAIGN_ADMIN in roles:
+        return Campaign.objects.filter(
+            Q(pk__in=in_pool.values("pk")) | Q(pk__in=campaigns_managed_by(user=user, roles=roles).values("pk"))
+        )
+    return in_pool
 
 
 def day_start():
@@ -525,6 +566,11 @@ def campaign_members(*, campaign: Campaign, include_removed: bool = True) -> lis
         total, today = counts.get(m.annotator_id, (0, 0))
         rows.append({"membership": m, "username": m.annotator.username, "ratings_total": total, "ratings_today": today})
     return rows
+
+
+def campaign_admins(*, campaign: Campaign) -> QuerySet[User]:
+    """The users who administer the campaign, by username."""
+    return campaign.admins.order_by("username")
 
 
 def gold_pool(*, campaign: Campaign) -> QuerySet:

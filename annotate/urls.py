@@ -35,6 +35,12 @@ urlpatterns = [
         name="campaign-member-update",
     ),
     path("users/", pool.UserCreateApi.as_view(), name="user-create"),
+    # staff: who administers a campaign (campaign admins manage only those)
+    path("campaigns/<int:campaign_id>/admins/", pool.CampaignAdminsApi.as_view(), name="campaign-admins"),
+    path(
+        "campaigns/<int:campaign_id>/admins/<str:username>/", pool.CampaignAdminRemoveApi.as_view(),
+        name="campaign-admin-remove",
+    ),
     # ML engineers
     path("campaigns/<int:campaign_id>/train/", training.TrainingTriggerApi.as_view(), name="training-trigger"),
     path("campaigns/<int:campaign_id>/models/", training.ModelVersionListApi.as_view(), name="model-versions"),

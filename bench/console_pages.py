@@ -105,6 +105,8 @@ def seed(*, ratings: int, annotators: int):
         small = version_chain_rounds(versions=1, prompts=10, overlap=2, annotators=users[:5])[0]
         Comparison.objects.filter(round=small).update(rating_count=F("rating_count"))
     Campaign.objects.update(status="active")
+    # Campaign admins see only what they administer: this one, every campaign.
+    admin.administered_campaigns.add(*Campaign.objects.all())
     return campaign, admin
 
 

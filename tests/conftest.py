@@ -31,7 +31,33 @@ def other_annotator(make_user):
 
 @pytest.fixture
 def campaign_admin(make_user):
-    return make_user(Role.CAMPAIGN_ADMIN, username="admin")
+    """A campaign admin who administers every campaign of the test: those
+    that exist when the fixture is made and those made after it (factories
+    and fixtures don't name admins). Campaign admins manage only the
+    campaigns they administer; `other_campaign_admin` administers none of
+    these, for the tests of that scoping."""
+    from django.db.models.signals import post_save
+
+    from annotate.models import Campaign
+
+    admin = make_user(Role.CAMPAIGN_ADMIN, username="admin")
+    admin.administered_campaigns.add(*Campaign.objects.all())
+
+    def administer(sender, instance, created, **kwargs):
+        if created:
+            instance.admins.add(admin)
+
+    post_save.connect(administer, sender=Campaign, weak=False, dispatch_uid="tests-campaign-admin")
+    yield admin
+    post_save.disconnect(sender=Campaign, dispatch_uid="tests-campaign-admin")
+
+
+@pytest.fixture
+def other_campaign_admin(make_user):
+    """A campaign admin of no campaign the test makes unless it says so."""
+    return make_user(Role.CAMPAIGN_ADMIN, username="admin-other")
+
+
 
 
 @pytest.fixture

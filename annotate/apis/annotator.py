@@ -8,7 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotate.apis.permissions import IsAnnotator
-from annotate.models import Rating
+from annotate.models import Comparison, Rating
 from annotate.selectors import (
     annotator_progress,
     campaign_current_round,
@@ -87,6 +87,15 @@ class ComparisonNextApi(APIView):
         return Response(data)
 
 
+def _visible_comparison_or_404(request, comparison_id: int) -> None:
+    """404 for a comparison outside the user's campaigns, as for one that does
+    not exist; inside them, the lease services answer 409 for a comparison
+    the user holds no lease on (whoever else holds it)."""
+    get_object_or_404(
+        Comparison.objects.filter(round__campaign__in=campaigns_visible_to(user=request.user)), pk=comparison_id
+    )
+
+
 class LeaseRenewApi(APIView):
     permission_classes = [IsAnnotator]
 
@@ -96,6 +105,7 @@ class LeaseRenewApi(APIView):
 
     @extend_schema(request=None, responses=OutputSerializer)
     def post(self, request, comparison_id: int):
+        _visible_comparison_or_404(request, comparison_id)
         assignment = assignment_renew(annotator=request.user, comparison_id=comparison_id)
         return Response(self.OutputSerializer(assignment).data)
 
@@ -117,6 +127,7 @@ class ComparisonSkipApi(APIView):
     def post(self, request, comparison_id: int):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        _visible_comparison_or_404(request, comparison_id)
         assignment = assignment_skip(
             annotator=request.user, comparison_id=comparison_id, reason=serializer.validated_data["reason"]
         )

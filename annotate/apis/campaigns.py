@@ -1,11 +1,15 @@
 """What campaign admins call: create a campaign, import prompts, add annotators, start."""
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiTypes, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotate.apis.permissions import IsAdminOrEngineer, IsCampaignAdmin
+from annotate.apis.permissions import (
+    IsAdminOrEngineer,
+    IsCampaignAdmin,
+    managed_campaign_or_404,
+    readable_campaign_or_404,
+)
 from annotate.apis.uploads import (
     UPLOAD_PARSERS,
     ImportQuerySerializer,
@@ -87,11 +91,11 @@ class CampaignDetailApi(APIView):
 
     @extend_schema(responses=CampaignOutputSerializer)
     def get(self, request, campaign_id: int):
-        return Response(CampaignOutputSerializer(get_object_or_404(Campaign, pk=campaign_id)).data)
+        return Response(CampaignOutputSerializer(readable_campaign_or_404(request, campaign_id)).data)
 
     @extend_schema(request=UpdateInputSerializer, responses=CampaignOutputSerializer)
     def patch(self, request, campaign_id: int):
-        campaign = get_object_or_404(Campaign, pk=campaign_id)
+        campaign = managed_campaign_or_404(request, campaign_id)
         unknown = set(request.data) - set(self.UpdateInputSerializer().fields) if hasattr(request.data, "keys") else set()
         if unknown:
             raise ValidationFailed(f"Not campaign settings: {', '.join(sorted(unknown))}.",
@@ -110,7 +114,7 @@ class CampaignPauseApi(APIView):
 
     @extend_schema(request=None, responses=CampaignOutputSerializer)
     def post(self, request, campaign_id: int):
-        campaign = campaign_pause(campaign=get_object_or_404(Campaign, pk=campaign_id))
+        campaign = campaign_pause(campaign=managed_campaign_or_404(request, campaign_id))
         return Response(CampaignOutputSerializer(campaign).data)
 
 
@@ -119,7 +123,7 @@ class CampaignResumeApi(APIView):
 
     @extend_schema(request=None, responses=CampaignOutputSerializer)
     def post(self, request, campaign_id: int):
-        campaign = campaign_resume(campaign=get_object_or_404(Campaign, pk=campaign_id))
+        campaign = campaign_resume(campaign=managed_campaign_or_404(request, campaign_id))
         return Response(CampaignOutputSerializer(campaign).data)
 
 
@@ -130,7 +134,7 @@ class CampaignArchiveApi(APIView):
 
     @extend_schema(request=None, responses=CampaignOutputSerializer)
     def post(self, request, campaign_id: int):
-        campaign = campaign_archive(campaign=get_object_or_404(Campaign, pk=campaign_id))
+        campaign = campaign_archive(campaign=managed_campaign_or_404(request, campaign_id))
         return Response(CampaignOutputSerializer(campaign).data)
 
 
@@ -156,7 +160,7 @@ class PromptImportApi(APIView):
         responses=OutputSerializer,
     )
     def post(self, request, campaign_id: int):
-        campaign = get_object_or_404(Campaign, pk=campaign_id)
+        campaign = managed_campaign_or_404(request, campaign_id)
         data, format, dry_run = upload_from_request(request)
         result = prompts_import(campaign=campaign, data=data, format=format, dry_run=dry_run)
         return Response(self.OutputSerializer(result).data)
@@ -170,7 +174,7 @@ class CampaignAnnotatorsAddApi(APIView):
 
     @extend_schema(request=InputSerializer, responses=dict)
     def post(self, request, campaign_id: int):
-        campaign = get_object_or_404(Campaign, pk=campaign_id)
+        campaign = managed_campaign_or_404(request, campaign_id)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         users = campaign_annotators_add(campaign=campaign, usernames=serializer.validated_data["usernames"])
@@ -184,6 +188,6 @@ class CampaignStartApi(APIView):
 
     @extend_schema(request=None, responses={202: dict})
     def post(self, request, campaign_id: int):
-        campaign = get_object_or_404(Campaign, pk=campaign_id)
+        campaign = readable_campaign_or_404(request, campaign_id)
         run = campaign_start(campaign=campaign, user=request.user)
         return Response({"training_run": run.pk, "status": run.status}, status=status.HTTP_202_ACCEPTED)

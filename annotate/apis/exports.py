@@ -3,16 +3,15 @@ export (preference pairs in TRL's schema, or raw ratings) and download it."""
 from pathlib import Path
 
 from django.http import FileResponse
-from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiTypes, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotate.apis.permissions import IsAdminOrEngineer
+from annotate.apis.permissions import IsAdminOrEngineer, readable_campaign_or_404, readable_or_404
 from annotate.errors import NotFound
-from annotate.models import Campaign, Export
+from annotate.models import Export
 from annotate.selectors import campaign_exports, campaign_round
 from annotate.services.exports import export_create
 
@@ -56,13 +55,13 @@ class ExportCreateApi(APIView):
     @extend_schema(responses=ExportOutputSerializer(many=True))
     def get(self, request, campaign_id: int):
         """The campaign's exports, newest first (the latest 500)."""
-        campaign = get_object_or_404(Campaign, pk=campaign_id)
+        campaign = readable_campaign_or_404(request, campaign_id)
         exports = campaign_exports(campaign=campaign)[:500]
         return Response(ExportOutputSerializer(exports, many=True, context={"request": request}).data)
 
     @extend_schema(request=InputSerializer, responses={201: ExportOutputSerializer})
     def post(self, request, campaign_id: int):
-        campaign = get_object_or_404(Campaign, pk=campaign_id)
+        campaign = readable_campaign_or_404(request, campaign_id)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -83,7 +82,7 @@ class ExportDownloadApi(APIView):
 
     @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
     def get(self, request, export_id: int):
-        export = get_object_or_404(Export, pk=export_id)
+        export = readable_or_404(request, Export.objects.all(), export_id)
         path = Path(export.path)
         if not path.is_file():
             raise NotFound(f"Export {export.pk}'s file {path} is gone; create the export again.")

@@ -1,19 +1,22 @@
 """The gold pool: import pairs with a known answer, and read the pool with
 how each pair has been answered."""
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiTypes, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotate.apis.permissions import IsAdminOrEngineer, IsCampaignAdmin
+from annotate.apis.permissions import (
+    IsAdminOrEngineer,
+    IsCampaignAdmin,
+    managed_campaign_or_404,
+    readable_campaign_or_404,
+)
 from annotate.apis.uploads import (
     UPLOAD_PARSERS,
     ImportQuerySerializer,
     ImportResultSerializer,
     upload_from_request,
 )
-from annotate.models import Campaign
 from annotate.selectors import gold_pool, gold_pool_totals
 from annotate.services.gold import gold_import
 
@@ -40,7 +43,7 @@ class GoldImportApi(APIView):
         responses=OutputSerializer,
     )
     def post(self, request, campaign_id: int):
-        campaign = get_object_or_404(Campaign, pk=campaign_id)
+        campaign = managed_campaign_or_404(request, campaign_id)
         data, format, dry_run = upload_from_request(request)
         result = gold_import(campaign=campaign, data=data, format=format, dry_run=dry_run)
         return Response(self.OutputSerializer(result).data)
@@ -83,7 +86,7 @@ class GoldPoolApi(APIView):
 
     @extend_schema(parameters=[InputSerializer], responses=OutputSerializer)
     def get(self, request, campaign_id: int):
-        campaign = get_object_or_404(Campaign, pk=campaign_id)
+        campaign = readable_campaign_or_404(request, campaign_id)
         params = self.InputSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         limit, offset = params.validated_data["limit"], params.validated_data["offset"]

@@ -1,7 +1,18 @@
+"""Who may call what. Two steps, in this order:
+
+1. The role (these permission classes): a user without the role an API
+   needs gets 403, whatever the id in the path.
+2. The campaign (the *_or_404 helpers below): an id of a campaign, run,
+   version or export outside the user's campaigns answers 404, as a missing
+   one does, so that ids reveal nothing (annotate/selectors.py says who sees
+   which campaign: staff and ML engineers every one, campaign admins the
+   campaigns they administer, annotators their pools)."""
+from django.db.models import Model, QuerySet
+from django.shortcuts import get_object_or_404
 from rest_framework.permissions import BasePermission
 
-from annotate.models import Role
-from annotate.selectors import user_roles
+from annotate.models import Campaign, Role
+from annotate.selectors import campaigns_managed_by, campaigns_readable_by, user_is_staff, user_roles
 
 
 class _HasRole(BasePermission):
@@ -32,3 +43,26 @@ class IsAdminOrEngineer(BasePermission):
 
     def has_permission(self, request, view) -> bool:
         return bool(user_roles(user=request.user) & {Role.CAMPAIGN_ADMIN, Role.ML_ENGINEER})
+
+
+class IsStaff(BasePermission):
+    message = "Only staff can do this."
+
+    def has_permission(self, request, view) -> bool:
+        return user_is_staff(user=request.user)
+
+
+def managed_campaign_or_404(request, campaign_id: int) -> Campaign:
+    """The campaign, if this user may change it (staff, or one of its admins)."""
+    return get_object_or_404(campaigns_managed_by(user=request.user), pk=campaign_id)
+
+
+def readable_campaign_or_404(request, campaign_id: int) -> Campaign:
+    """The campaign, if this user may read its admin and engineer data."""
+    return get_object_or_404(campaigns_readable_by(user=request.user), pk=campaign_id)
+
+
+def readable_or_404(request, queryset: QuerySet, pk: int) -> Model:
+    """A row of a model with a `campaign` (run, version, export), if its
+    campaign is one this user may read."""
+    return get_object_or_404(queryset.filter(campaign__in=campaigns_readable_by(user=request.user)), pk=pk)

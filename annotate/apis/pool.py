@@ -1,14 +1,21 @@
 """Annotator pools: who rates in a campaign, their daily limits, pause and
-removal; and annotator accounts made by campaign admins."""
-from django.shortcuts import get_object_or_404
+removal; annotator accounts made by campaign admins; and who administers a
+campaign (set by staff)."""
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotate.apis.permissions import IsAdminOrEngineer, IsCampaignAdmin
-from annotate.models import Campaign, Membership
-from annotate.selectors import campaign_members
+from annotate.apis.permissions import (
+    IsAdminOrEngineer,
+    IsCampaignAdmin,
+    IsStaff,
+    managed_campaign_or_404,
+    readable_campaign_or_404,
+)
+from annotate.models import Membership
+from annotate.selectors import campaign_admins, campaign_members
+from annotate.services.campaigns import campaign_admin_remove, campaign_admins_add
 from annotate.services.memberships import UNSET, membership_update, memberships_add
 from annotate.services.users import annotator_create
 
@@ -39,12 +46,12 @@ class CampaignMembersApi(APIView):
 
     @extend_schema(responses=MemberOutputSerializer(many=True))
     def get(self, request, campaign_id: int):
-        campaign = get_object_or_404(Campaign, pk=campaign_id)
+        campaign = readable_campaign_or_404(request, campaign_id)
         return Response(MemberOutputSerializer(campaign_members(campaign=campaign), many=True).data)
 
     @extend_schema(request=AddInputSerializer, responses={200: MemberOutputSerializer(many=True)})
     def post(self, request, campaign_id: int):
-        campaign = get_object_or_404(Campaign, pk=campaign_id)
+        campaign = managed_campaign_or_404(request, campaign_id)
         serializer = self.AddInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         memberships = memberships_add(campaign=campaign, **serializer.validated_data)
@@ -67,7 +74,7 @@ class CampaignMemberUpdateApi(APIView):
 
     @extend_schema(request=InputSerializer, responses=MemberOutputSerializer)
     def patch(self, request, campaign_id: int, username: str):
-        campaign = get_object_or_404(Campaign, pk=campaign_id)
+        campaign = managed_campaign_or_404(request, campaign_id)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -101,3 +108,46 @@ class UserCreateApi(APIView):
         user, generated = annotator_create(**serializer.validated_data)
         body = {"username": user.username, "roles": ["annotator"], "generated_password": generated}
         return Response(self.OutputSerializer(body).data, status=status.HTTP_201_CREATED)
+
+
+class CampaignAdminOutputSerializer(serializers.Serializer):
+    username = serializers.CharField()
+
+
+class CampaignAdminsApi(APIView):
+    """GET: who administers the campaign (anyone who may read its console).
+    POST: make users admins of it (staff only); each gets the campaign_admin
+    role if they lack it. An admin manages only the campaigns they
+    administer; to everyone else in the role those campaigns do not exist."""
+
+    def get_permissions(self):
+        return [IsAdminOrEngineer()] if self.request.method in ("GET", "HEAD", "OPTIONS") else [IsStaff()]
+
+    class AddInputSerializer(serializers.Serializer):
+        usernames = serializers.ListField(child=serializers.CharField(max_length=150), min_length=1, max_length=1000)
+
+    @extend_schema(responses=CampaignAdminOutputSerializer(many=True))
+    def get(self, request, campaign_id: int):
+        campaign = readable_campaign_or_404(request, campaign_id)
+        return Response(CampaignAdminOutputSerializer(campaign_admins(campaign=campaign), many=True).data)
+
+    @extend_schema(request=AddInputSerializer, responses={200: CampaignAdminOutputSerializer(many=True)})
+    def post(self, request, campaign_id: int):
+        campaign = readable_campaign_or_404(request, campaign_id)
+        serializer = self.AddInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        campaign_admins_add(campaign=campaign, usernames=serializer.validated_data["usernames"])
+        return Response(CampaignAdminOutputSerializer(campaign_admins(campaign=campaign), many=True).data)
+
+
+class CampaignAdminRemoveApi(APIView):
+    """Take one admin off the campaign (staff only); they keep the role and
+    the other campaigns they administer."""
+
+    permission_classes = [IsStaff]
+
+    @extend_schema(request=None, responses={204: None})
+    def delete(self, request, campaign_id: int, username: str):
+        campaign = readable_campaign_or_404(request, campaign_id)
+        campaign_admin_remove(campaign=campaign, username=username)
+        return Response(status=status.HTTP_204_NO_CONTENT)

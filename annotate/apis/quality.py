@@ -1,13 +1,11 @@
 """What campaign admins and ML engineers read about the ratings: agreement and
 annotator quality, and the models as people see them (the leaderboard)."""
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotate.apis.permissions import IsAdminOrEngineer
-from annotate.models import Campaign
+from annotate.apis.permissions import IsAdminOrEngineer, readable_campaign_or_404
 from annotate.selectors import campaign_leaderboard, campaign_quality, campaign_round
 
 
@@ -57,7 +55,7 @@ class CampaignQualityApi(APIView):
         responses=OutputSerializer,
     )
     def get(self, request, campaign_id: int):
-        campaign = get_object_or_404(Campaign, pk=campaign_id)
+        campaign = readable_campaign_or_404(request, campaign_id)
         round_ = campaign_round(campaign=campaign, index=request.query_params.get("round"))
         return Response(self.OutputSerializer(campaign_quality(campaign=campaign, round_=round_)).data)
 
@@ -104,7 +102,7 @@ class CampaignLeaderboardApi(APIView):
 
     @extend_schema(parameters=[InputSerializer], responses=OutputSerializer)
     def get(self, request, campaign_id: int):
-        campaign = get_object_or_404(Campaign, pk=campaign_id)
+        campaign = readable_campaign_or_404(request, campaign_id)
         params = self.InputSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         board = campaign_leaderboard(campaign=campaign, resamples=params.validated_data["resamples"])

@@ -1,16 +1,16 @@
 """What ML engineers call: trigger and cancel training, watch runs, list
 model versions, download checkpoints and dataset snapshots."""
 from django.http import StreamingHttpResponse
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotate.apis.permissions import IsAdminOrEngineer, IsMLEngineer
+from annotate.apis.permissions import IsAdminOrEngineer, IsMLEngineer, readable_campaign_or_404, readable_or_404
 from annotate.downloads import IntegrityError, folder_zip_verified
 from annotate.errors import Conflict, NotFound
-from annotate.models import Campaign, PolicyVersion, RewardModelVersion, TrainingRun
+from annotate.models import PolicyVersion, RewardModelVersion, TrainingRun
+from annotate.selectors import campaigns_readable_by
 from annotate.services.training import training_run_cancel, training_run_start
 
 
@@ -45,7 +45,7 @@ class TrainingTriggerApi(APIView):
 
     @extend_schema(request=InputSerializer, responses={202: TrainingRunOutputSerializer})
     def post(self, request, campaign_id: int):
-        campaign = get_object_or_404(Campaign, pk=campaign_id)
+        campaign = readable_campaign_or_404(request, campaign_id)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -64,7 +64,7 @@ class TrainingRunCancelApi(APIView):
 
     @extend_schema(request=None, responses=TrainingRunOutputSerializer)
     def post(self, request, run_id: int):
-        run = get_object_or_404(TrainingRun, pk=run_id)
+        run = readable_or_404(request, TrainingRun.objects.all(), run_id)
         run = training_run_cancel(run=run, user=request.user)
         return Response(TrainingRunOutputSerializer(run).data)
 
@@ -77,7 +77,11 @@ class TrainingRunListApi(APIView):
         responses=TrainingRunOutputSerializer(many=True),
     )
     def get(self, request):
-        runs = TrainingRun.objects.select_related("round").order_by("-created_at")
+        runs = (
+            TrainingRun.objects.filter(campaign__in=campaigns_readable_by(user=request.user))
+            .select_related("round")
+            .order_by("-created_at")
+        )
         if campaign := request.query_params.get("campaign"):
             if not campaign.isdigit():
                 return Response({"error": "invalid", "detail": "campaign must be an integer id"}, status=400)
@@ -90,7 +94,7 @@ class TrainingRunDetailApi(APIView):
 
     @extend_schema(responses=TrainingRunDetailOutputSerializer)
     def get(self, request, run_id: int):
-        run = get_object_or_404(TrainingRun.objects.select_related("round"), pk=run_id)
+        run = readable_or_404(request, TrainingRun.objects.select_related("round"), run_id)
         return Response(TrainingRunDetailOutputSerializer(run).data)
 
 
@@ -114,7 +118,7 @@ class ModelVersionListApi(APIView):
 
     @extend_schema(responses=dict)
     def get(self, request, campaign_id: int):
-        campaign = get_object_or_404(Campaign, pk=campaign_id)
+        campaign = readable_campaign_or_404(request, campaign_id)
         policies = campaign.policy_versions.select_related("parent", "reward_model").order_by("version")
         rewards = campaign.reward_versions.order_by("version")
         return Response(
@@ -148,7 +152,7 @@ class PolicyVersionDownloadApi(APIView):
 
     @extend_schema(responses=_ZIP)
     def get(self, request, version_id: int):
-        version = get_object_or_404(PolicyVersion, pk=version_id)
+        version = readable_or_404(request, PolicyVersion.objects.all(), version_id)
         return _zip_response(
             path=version.path, sha256=version.sha256, name=f"campaign-{version.campaign_id}-policy-v{version.version}"
         )
@@ -162,7 +166,7 @@ class RewardVersionDownloadApi(APIView):
 
     @extend_schema(responses=_ZIP)
     def get(self, request, version_id: int):
-        version = get_object_or_404(RewardModelVersion, pk=version_id)
+        version = readable_or_404(request, RewardModelVersion.objects.all(), version_id)
         return _zip_response(
             path=version.path, sha256=version.sha256, name=f"campaign-{version.campaign_id}-reward-r{version.version}"
         )
@@ -176,7 +180,7 @@ class TrainingRunDatasetApi(APIView):
 
     @extend_schema(responses=_ZIP)
     def get(self, request, run_id: int):
-        run = get_object_or_404(TrainingRun, pk=run_id)
+        run = readable_or_404(request, TrainingRun.objects.all(), run_id)
         if not run.dataset_path:
             raise NotFound(f"Run {run.pk} has no dataset snapshot yet: its snapshot stage has not finished.")
         return _zip_response(

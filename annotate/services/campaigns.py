@@ -1,8 +1,9 @@
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.db import transaction
 
-from annotate.errors import Conflict, ValidationFailed
-from annotate.models import Assignment, Campaign, TrainingRun
+from annotate.errors import Conflict, NotFound, ValidationFailed
+from annotate.models import Assignment, Campaign, Role, TrainingRun
 from annotate.services.memberships import memberships_add
 from annotate.services.training import training_config_validate, training_run_enqueue
 
@@ -120,7 +121,43 @@ def campaign_create(
             gold_min_accuracy=gold_min_accuracy, gold_min_count=gold_min_count,
         )
     )
-    return Campaign.objects.create(created_by=created_by, **fields)
+    campaign = Campaign.objects.create(created_by=created_by, **fields)
+    if created_by is not None:
+        # The creator manages what they made; staff add others (campaign_admins_add).
+        campaign.admins.add(created_by)
+    return campaign
+
+
+@transaction.atomic
+def campaign_admins_add(*, campaign: Campaign, usernames: list[str]) -> list[User]:
+    """Make these users admins of the campaign, giving each the campaign_admin
+    role if they lack it. Any unknown username: nobody is added, and the
+    error names them. Adding an admin again changes nothing."""
+    wanted = sorted({u.strip() for u in usernames if u.strip()})
+    if not wanted:
+        raise ValidationFailed("Name at least one user to make a campaign admin.", details={"usernames": "empty"})
+    users = list(User.objects.filter(username__in=wanted))
+    missing = sorted(set(wanted) - {u.username for u in users})
+    if missing:
+        raise ValidationFailed(
+            f"No user named {', '.join(repr(m) for m in missing)}; create the account first "
+            "(manage.py ratchet_user NAME --password ... --role campaign_admin).",
+            details={"usernames": f"unknown: {', '.join(missing)}"},
+        )
+    group, _ = Group.objects.get_or_create(name=Role.CAMPAIGN_ADMIN)
+    group.user_set.add(*users)
+    campaign.admins.add(*users)
+    return users
+
+
+@transaction.atomic
+def campaign_admin_remove(*, campaign: Campaign, username: str) -> None:
+    """Take one admin off the campaign. They keep the campaign_admin role and
+    their other campaigns; this campaign is then a 404 to them."""
+    user = campaign.admins.filter(username=username).first()
+    if user is None:
+        raise NotFound(f"'{username}' is not an admin of campaign '{campaign.name}'.")
+    campaign.admins.remove(user)
 
 
 @transaction.atomic

@@ -7,7 +7,12 @@ from django.conf import settings
 from django.db import transaction
 
 from annotate.models import Campaign, Role
-from annotate.services.campaigns import campaign_annotators_add, campaign_create, campaign_start
+from annotate.services.campaigns import (
+    campaign_admins_add,
+    campaign_annotators_add,
+    campaign_create,
+    campaign_start,
+)
 from annotate.services.prompts import prompts_import_jsonl
 from annotate.services.users import user_create_or_update
 
@@ -57,9 +62,9 @@ def demo_campaign_create(*, base_model: str, admin_username: str) -> Campaign:
     through the task queue, so the caller decides whether that is eager."""
     from django.contrib.auth import get_user_model
 
+    admin = get_user_model().objects.get(username=admin_username)
     campaign = Campaign.objects.filter(name=DEMO_NAME).first()
     if campaign is None:
-        admin = get_user_model().objects.get(username=admin_username)
         campaign = campaign_create(
             name=DEMO_NAME,
             base_model=base_model,
@@ -75,5 +80,8 @@ def demo_campaign_create(*, base_model: str, admin_username: str) -> Campaign:
         )
         prompts_import_jsonl(campaign=campaign, data=demo_prompts_jsonl())
         campaign_annotators_add(campaign=campaign, usernames=[DEMO_USERS["annotator"][0]])
+    # The creator administers it already; a demo made before campaign admins
+    # were per campaign gets its admin here.
+    campaign_admins_add(campaign=campaign, usernames=[admin.username])
     campaign_start(campaign=campaign)
     return campaign

@@ -8,19 +8,23 @@ import json
 from django.contrib import messages
 from django.db import transaction
 from django.http import HttpResponseForbidden
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from annotate.errors import ServiceError
 from annotate.models import Campaign, Role
 from annotate.selectors import (
+    campaign_admins,
     campaign_console_rows,
     campaign_current_round,
     campaign_members,
+    campaigns_readable_by,
     round_progress,
     training_runs_for,
 )
 from annotate.services.campaigns import (
+    campaign_admin_remove,
+    campaign_admins_add,
     campaign_archive,
     campaign_create,
     campaign_fields_validate,
@@ -108,7 +112,8 @@ def _campaign_values(campaign: Campaign) -> dict:
 
 @console_view()
 def campaign_list(request):
-    return render(request, "frontend/console/index.html", {"rows": campaign_console_rows()})
+    campaigns = campaigns_readable_by(user=request.user, roles=request.roles)
+    return render(request, "frontend/console/index.html", {"rows": campaign_console_rows(campaigns=campaigns)})
 
 
 @admin_view
@@ -139,7 +144,7 @@ def campaign_new(request):
 @require_http_methods(["GET", "POST"])
 def campaign_detail(request, campaign_id: int):
     """Overview (round progress, recent training runs) and the settings form."""
-    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    campaign = request.campaign
     locked = campaign_is_started(campaign=campaign)
     values, errors = _campaign_values(campaign), {}
     if request.method == "POST":
@@ -175,7 +180,7 @@ CAMPAIGN_ACTIONS = {"pause": campaign_pause, "resume": campaign_resume, "archive
 @admin_view
 @require_POST
 def campaign_action(request, campaign_id, action: str):
-    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    campaign = request.campaign
     service = CAMPAIGN_ACTIONS.get(action)
     if service is None:
         return HttpResponseForbidden(f"Unknown action {action!r}.")
@@ -198,7 +203,8 @@ def _pool_page(request, campaign, *, status=200, **context):
     return render(
         request,
         "frontend/console/pool.html",
-        {"campaign": campaign, "members": campaign_members(campaign=campaign), **context},
+        {"campaign": campaign, "members": campaign_members(campaign=campaign),
+         "admins": list(campaign_admins(campaign=campaign)), **context},
         status=status,
     )
 
@@ -206,7 +212,7 @@ def _pool_page(request, campaign, *, status=200, **context):
 @admin_view
 @require_http_methods(["GET"])
 def pool(request, campaign_id: int):
-    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    campaign = request.campaign
     return _pool_page(request, campaign)
 
 
@@ -216,7 +222,7 @@ def pool_create(request, campaign_id: int):
     """Create an annotator account and put it in the pool in one step. A
     generated password is shown on this answer only (no redirect: a reload
     must not be the way to see it again)."""
-    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    campaign = request.campaign
     post = request.POST
     username = post.get("username", "").strip()
     try:
@@ -232,7 +238,7 @@ def pool_create(request, campaign_id: int):
 @require_POST
 def pool_add(request, campaign_id: int):
     """Add existing annotators: usernames separated by commas, spaces or lines."""
-    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    campaign = request.campaign
     post = request.POST
     usernames = post.get("usernames", "").replace(",", " ").split()
     try:
@@ -248,7 +254,7 @@ def pool_add(request, campaign_id: int):
 def pool_member(request, campaign_id: int, username: str):
     """One member's row: a new daily limit, or pause (with a reason),
     reinstate or remove."""
-    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    campaign = request.campaign
     post = request.POST
     try:
         membership_update(
@@ -263,4 +269,47 @@ def pool_member(request, campaign_id: int, username: str):
             request, campaign, status=400, errors={username: _errors(exc, "status")}, form={username: post}
         )
     messages.success(request, f"Saved {username}.")
+    return redirect(f"/console/campaigns/{campaign.pk}/pool/")
+
+
+# --- campaign admins (staff only) ----------------------------------------------------
+
+
+def _staff_only(request):
+    if not request.is_staff_user:
+        return HttpResponseForbidden("Only staff can choose a campaign's admins.")
+    return None
+
+
+@admin_view
+@require_POST
+def admins_add(request, campaign_id: int):
+    """Make users admins of this campaign: usernames separated by commas,
+    spaces or lines."""
+    if refusal := _staff_only(request):
+        return refusal
+    campaign = request.campaign
+    usernames = request.POST.get("usernames", "").replace(",", " ").split()
+    try:
+        campaign_admins_add(campaign=campaign, usernames=usernames)
+    except ServiceError as exc:
+        return _pool_page(
+            request, campaign, status=400, errors={"admins": _errors(exc, "usernames")}, form={"admins": request.POST}
+        )
+    messages.success(request, f"Now admins of this campaign: {', '.join(sorted(set(usernames)))}.")
+    return redirect(f"/console/campaigns/{campaign.pk}/pool/")
+
+
+@admin_view
+@require_POST
+def admin_remove(request, campaign_id: int, username: str):
+    if refusal := _staff_only(request):
+        return refusal
+    campaign = request.campaign
+    try:
+        campaign_admin_remove(campaign=campaign, username=username)
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"{username} no longer administers this campaign.")
     return redirect(f"/console/campaigns/{campaign.pk}/pool/")

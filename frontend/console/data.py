@@ -9,7 +9,7 @@ from math import ceil
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 
 from annotate.errors import ServiceError
 from annotate.models import Campaign, Export, Membership, Role
@@ -60,7 +60,7 @@ def _page(request, queryset):
 
 @data_view
 def prompts(request, campaign_id: int):
-    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    campaign = request.campaign
     report = _upload(request, prompts_import, campaign) if request.method == "POST" else None
     listed = campaign.prompts.filter(gold_pairs__isnull=True).order_by("pk").only(
         "pk", "campaign_id", "external_id", "text", "turns", "metadata", "created_at"
@@ -75,7 +75,7 @@ def prompts(request, campaign_id: int):
 
 @data_view
 def gold(request, campaign_id: int):
-    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    campaign = request.campaign
     report = _upload(request, gold_import, campaign) if request.method == "POST" else None
     return render(
         request,
@@ -92,7 +92,7 @@ def gold(request, campaign_id: int):
 
 @data_view
 def quality(request, campaign_id: int):
-    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    campaign = request.campaign
     rounds = list(campaign.rounds.order_by("index").values_list("index", flat=True))
     try:
         round_ = campaign_round(campaign=campaign, index=request.GET.get("round"))
@@ -157,7 +157,7 @@ def leaderboard_plot(board: list[dict]) -> dict:
 
 @data_view
 def models(request, campaign_id: int):
-    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    campaign = request.campaign
     board = campaign_leaderboard(campaign=campaign)
     for r in board["rounds"]:
         # Win-rate bars as percentages of their cell's width.
@@ -183,7 +183,7 @@ def models(request, campaign_id: int):
 
 @data_view
 def exports(request, campaign_id: int):
-    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    campaign = request.campaign
     rounds = list(campaign.rounds.order_by("index").values_list("index", flat=True))
     form = {"kind": Export.Kind.PREFERENCES, "format": Export.Format.JSONL, "round": ""}
     error = None

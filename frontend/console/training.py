@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 
 from annotate.errors import ServiceError
 from annotate.models import Campaign, PolicyVersion, Response, Role, TrainingRun
-from annotate.selectors import training_runs_for
+from annotate.selectors import campaigns_readable_by, training_runs_for
 from annotate.services.training import (
     FINISHED,
     STAGES,
@@ -29,6 +29,12 @@ PLOTTED_METRICS = ["train/loss", "train/accuracy", "eval/accuracy", "policy/kl",
 
 
 training_view = console_view(post_role=Role.ML_ENGINEER, post_refusal="Only ML engineers can start or cancel training.")
+
+
+def _runs_readable(request):
+    """Runs of the campaigns this user may read: another campaign's run is a
+    404 to a campaign admin, as a missing one is."""
+    return TrainingRun.objects.filter(campaign__in=campaigns_readable_by(user=request.user, roles=request.roles))
 
 
 def stage_bars(run: TrainingRun) -> list[dict]:
@@ -50,7 +56,7 @@ def stage_bars(run: TrainingRun) -> list[dict]:
 
 @training_view
 def runs(request, campaign_id: int):
-    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    campaign = request.campaign
     form = {"method": campaign.method, "config": "{}"}
     error = None
     if request.method == "POST":
@@ -82,7 +88,9 @@ def runs(request, campaign_id: int):
 
 @training_view
 def run_detail(request, run_id: int):
-    run = get_object_or_404(TrainingRun.objects.select_related("campaign", "round", "triggered_by"), pk=run_id)
+    run = get_object_or_404(
+        _runs_readable(request).select_related("campaign", "round", "triggered_by"), pk=run_id
+    )
     stages = [{**bar, **run.stages.get(bar["name"], {})} for bar in stage_bars(run)]
     for stage in stages:
         stage["outputs_json"] = json.dumps(stage["outputs"], indent=2, sort_keys=True) if "outputs" in stage else ""
@@ -104,7 +112,7 @@ def run_detail(request, run_id: int):
 @require_POST
 @training_view
 def run_cancel(request, run_id: int):
-    run = get_object_or_404(TrainingRun, pk=run_id)
+    run = get_object_or_404(_runs_readable(request), pk=run_id)
     try:
         training_run_cancel(run=run, user=request.user)
     except ServiceError as exc:
@@ -118,7 +126,7 @@ def run_cancel(request, run_id: int):
 def lineage(request, campaign_id: int):
     """Each policy version with where it came from: parent, run, reward model
     and the dataset snapshot it was trained on, its metrics and downloads."""
-    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    campaign = request.campaign
     policies = list(
         campaign.policy_versions.select_related("parent", "reward_model", "training_run").order_by("-version")
     )
@@ -146,7 +154,7 @@ def _version(campaign: Campaign, value: str | None) -> PolicyVersion | None:
 def compare(request, campaign_id: int):
     """For the prompts both versions answered, their first answers side by
     side. Engineers see which version wrote which: this is not a rating page."""
-    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    campaign = request.campaign
     versions = list(campaign.policy_versions.order_by("version").values_list("version", flat=True))
     a, b = _version(campaign, request.GET.get("a")), _version(campaign, request.GET.get("b"))
     error, page, pairs = None, None, []

@@ -20,4 +20,10 @@ urlpatterns = [
         "campaigns/<int:campaign_id>/pool/members/<str:username>/", campaigns.pool_member,
         name="console-pool-member",
     ),
+    # staff: who administers the campaign (shown on the pool page)
+    path("campaigns/<int:campaign_id>/admins/add/", campaigns.admins_add, name="console-admins-add"),
+    path(
+        "campaigns/<int:campaign_id>/admins/<str:username>/remove/", campaigns.admin_remove,
+        name="console-admin-remove",
+    ),
 ]

@@ -1,7 +1,10 @@
-"""Who may call what (DESIGN.md: three kinds of user; invariant 7)."""
+"""Who may call what (DESIGN.md: three kinds of user; invariant 7), and
+which campaigns a campaign admin manages: only those they administer.
+tests/annotate/test_access_walk.py walks every operation of the schema."""
 import pytest
+from django.core.management import call_command
 
-from annotate.models import Campaign, Prompt, TrainingRun
+from annotate.models import Campaign, Prompt, Role, TrainingRun
 from tests.factories import CampaignFactory
 
 pytestmark = pytest.mark.django_db
@@ -28,6 +31,9 @@ EVERY_API = [
     ("post", "/api/campaigns/1/members/"),
     ("patch", "/api/campaigns/1/members/ann/"),
     ("post", "/api/users/"),
+    ("get", "/api/campaigns/1/admins/"),
+    ("post", "/api/campaigns/1/admins/"),
+    ("delete", "/api/campaigns/1/admins/admin/"),
     ("post", "/api/campaigns/1/train/"),
     ("get", "/api/campaigns/1/models/"),
     ("get", "/api/training-runs/"),
@@ -43,6 +49,7 @@ EVERY_API = [
     ("get", "/api/campaigns/1/exports/"),
     ("post", "/api/campaigns/1/gold/import/"),
     ("get", "/api/campaigns/1/gold/"),
+    ("post", "/api/campaigns/1/simulate/"),
 ]
 
 
@@ -130,10 +137,14 @@ def test_annotator_gets_404_for_another_campaigns_progress(make_open_round, othe
     assert annotator_client.get(f"/api/campaigns/{theirs.pk}/progress/").status_code == 404
 
 
-def test_admin_and_engineer_see_every_campaign(open_round, campaign_admin_client, ml_engineer_client):
+def test_engineer_and_staff_see_every_campaign(open_round, make_user, api_client_for, ml_engineer_client):
+    # given: two campaigns nobody here administers
     CampaignFactory()
-    for client in (campaign_admin_client, ml_engineer_client):
+    staff = api_client_for(make_user(username="root", is_staff=True))
+    # then: ML engineers work across campaigns; staff see everything
+    for client in (ml_engineer_client, staff):
         assert len(client.get("/api/campaigns/").data) == 2
+        assert client.get(f"/api/campaigns/{open_round.campaign_id}/").status_code == 200
 
 
 def test_engineer_cannot_create_campaigns_or_import(ml_engineer_client):
@@ -185,3 +196,213 @@ def test_annotator_role_is_needed_to_rate_even_for_staff(open_round, make_user, 
     # then
     assert answer.status_code == 403
     assert "annotator" in answer.data["detail"]
+
+
+# --- campaign admins manage only the campaigns they administer -----------------------
+
+
+@pytest.fixture
+def theirs(other_campaign_admin):
+    """A campaign administered by other_campaign_admin only."""
+    campaign = CampaignFactory(name="theirs")
+    campaign.admins.add(other_campaign_admin)
+    return campaign
+
+
+def test_the_creator_of_a_campaign_administers_it_and_no_other_admin_sees_it(
+    make_user, api_client_for, other_campaign_admin
+):
+    # given
+    creator = api_client_for(make_user(Role.CAMPAIGN_ADMIN, username="creator"))
+    other = api_client_for(other_campaign_admin)
+    # when
+    created = creator.post("/api/campaigns/create/", {"name": "mine", "base_model": "m"}, format="json")
+    # then
+    campaign = Campaign.objects.get(pk=created.data["id"])
+    assert list(campaign.admins.values_list("username", flat=True)) == ["creator"]
+    assert [c["id"] for c in creator.get("/api/campaigns/").data] == [campaign.pk]
+    assert other.get("/api/campaigns/").data == []
+    assert other.get(f"/api/campaigns/{campaign.pk}/").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "method, path, body",
+    [
+        ("get", "/api/campaigns/{id}/", None),
+        ("patch", "/api/campaigns/{id}/", {"instructions": "mine now"}),
+        ("post", "/api/campaigns/{id}/pause/", None),
+        ("post", "/api/campaigns/{id}/archive/", None),
+        ("post", "/api/campaigns/{id}/annotators/", {"usernames": ["ann"]}),
+        ("get", "/api/campaigns/{id}/members/", None),
+        ("get", "/api/campaigns/{id}/quality/", None),
+        ("get", "/api/campaigns/{id}/exports/", None),
+        ("post", "/api/campaigns/{id}/exports/", {"kind": "ratings"}),
+        ("post", "/api/campaigns/{id}/start/", None),
+        ("get", "/api/campaigns/{id}/models/", None),
+        ("get", "/api/campaigns/{id}/admins/", None),
+    ],
+)
+def test_an_admin_gets_404_for_a_campaign_they_do_not_administer(
+    theirs, annotator, campaign_admin_client, method, path, body
+):
+    # given: campaign_admin administers every campaign but `theirs`
+    theirs.admins.remove(campaign_admin_client.user)
+    before = (theirs.status, theirs.instructions, theirs.memberships.count(), theirs.exports.count())
+    # when
+    answer = getattr(campaign_admin_client, method)(path.format(id=theirs.pk), body, format="json")
+    # then: as for a campaign that does not exist, and nothing changed
+    assert answer.status_code == 404
+    theirs.refresh_from_db()
+    assert (theirs.status, theirs.instructions, theirs.memberships.count(), theirs.exports.count()) == before
+
+
+def test_an_admin_lists_only_their_campaigns_and_their_runs(open_round, theirs, other_campaign_admin, api_client_for):
+    # given: a run in each campaign
+    mine = TrainingRun.objects.create(campaign=theirs, kind=TrainingRun.Kind.BOOTSTRAP)
+    TrainingRun.objects.create(campaign=open_round.campaign, kind=TrainingRun.Kind.BOOTSTRAP)
+    client = api_client_for(other_campaign_admin)
+    # then
+    assert [c["id"] for c in client.get("/api/campaigns/").data] == [theirs.pk]
+    assert [r["id"] for r in client.get("/api/training-runs/").data] == [mine.pk]
+    assert client.get(f"/api/training-runs/?campaign={open_round.campaign_id}").data == []
+
+
+def test_staff_add_and_remove_campaign_admins(theirs, make_user, api_client_for, other_campaign_admin):
+    # given
+    staff = api_client_for(make_user(username="root", is_staff=True))
+    newcomer = make_user(username="newcomer")  # no role yet
+    newcomer_client = api_client_for(newcomer)
+    # when: staff make them an admin of `theirs`
+    added = staff.post(f"/api/campaigns/{theirs.pk}/admins/", {"usernames": ["newcomer"]}, format="json")
+    # then: they have the role and the campaign
+    assert added.status_code == 200
+    assert [a["username"] for a in added.data] == ["admin-other", "newcomer"]
+    assert Role.CAMPAIGN_ADMIN in set(newcomer.groups.values_list("name", flat=True))
+    assert newcomer_client.get(f"/api/campaigns/{theirs.pk}/").status_code == 200
+    # when: staff take them off again
+    removed = staff.delete(f"/api/campaigns/{theirs.pk}/admins/newcomer/")
+    # then: the campaign is a 404 to them, as if it did not exist
+    assert removed.status_code == 204
+    assert newcomer_client.get(f"/api/campaigns/{theirs.pk}/").status_code == 404
+    assert staff.delete(f"/api/campaigns/{theirs.pk}/admins/newcomer/").status_code == 404
+
+
+def test_only_staff_choose_campaign_admins(theirs, other_campaign_admin, make_user, api_client_for):
+    make_user(username="friend")
+    client = api_client_for(other_campaign_admin)
+    # an admin of the campaign may see who administers it, not change it
+    assert [a["username"] for a in client.get(f"/api/campaigns/{theirs.pk}/admins/").data] == ["admin-other"]
+    assert client.post(f"/api/campaigns/{theirs.pk}/admins/", {"usernames": ["friend"]}, format="json").status_code == 403
+    assert client.delete(f"/api/campaigns/{theirs.pk}/admins/admin-other/").status_code == 403
+    assert list(theirs.admins.values_list("username", flat=True)) == ["admin-other"]
+
+
+def test_adding_an_unknown_admin_names_them_and_adds_nobody(theirs, make_user, api_client_for):
+    make_user(username="known")
+    staff = api_client_for(make_user(username="root", is_staff=True))
+    answer = staff.post(f"/api/campaigns/{theirs.pk}/admins/", {"usernames": ["known", "ghost"]}, format="json")
+    assert answer.status_code == 400 and "'ghost'" in answer.data["detail"]
+    assert theirs.admins.count() == 1
+
+
+def test_console_hides_other_campaigns_from_an_admin(client, theirs, open_round, other_campaign_admin):
+    # given: other_campaign_admin administers `theirs` only
+    client.force_login(other_campaign_admin)
+    mine = open_round.campaign
+    # then: the list shows theirs only; every page of the other campaign is a 404
+    listing = client.get("/console/").content.decode()
+    assert "theirs" in listing and mine.name not in listing
+    for page in ("", "pool/", "prompts/", "gold/", "quality/", "models/", "exports/", "runs/", "lineage/", "compare/"):
+        assert client.get(f"/console/campaigns/{mine.pk}/{page}").status_code == 404, page
+        assert client.get(f"/console/campaigns/{theirs.pk}/{page}").status_code == 200, page
+    run = TrainingRun.objects.create(campaign=mine, kind=TrainingRun.Kind.BOOTSTRAP)
+    assert client.get(f"/console/runs/{run.pk}/").status_code == 404
+    assert client.post(f"/console/campaigns/{mine.pk}/pause/").status_code == 404
+    mine.refresh_from_db()
+    assert mine.status == Campaign.Status.ACTIVE
+
+
+def test_console_an_admin_who_is_an_engineer_reads_every_campaign_but_edits_their_own(client, theirs, open_round, make_user):
+    # given: an admin and engineer who administers `theirs` only
+    user = make_user(Role.CAMPAIGN_ADMIN, Role.ML_ENGINEER, username="both")
+    theirs.admins.add(user)
+    client.force_login(user)
+    mine = open_round.campaign
+    # then: they read the other campaign, without the controls, and may not change it
+    page = client.get(f"/console/campaigns/{mine.pk}/pool/")
+    assert page.status_code == 200 and "Add to the pool" not in page.content.decode()
+    assert "Add to the pool" in client.get(f"/console/campaigns/{theirs.pk}/pool/").content.decode()
+    assert client.post(f"/console/campaigns/{mine.pk}/pause/").status_code == 403
+    assert client.post(f"/console/campaigns/{theirs.pk}/pause/").status_code == 302
+
+
+def test_console_staff_choose_admins_on_the_pool_page(client, theirs, make_user, other_campaign_admin):
+    # given
+    staff = make_user(username="root", is_staff=True)
+    make_user(username="newcomer")
+    client.force_login(staff)
+    # when: the staff member adds an admin, then removes the old one
+    page = client.get(f"/console/campaigns/{theirs.pk}/pool/").content.decode()
+    assert "Add admins" in page and 'data-admin="admin-other"' in page
+    added = client.post(f"/console/campaigns/{theirs.pk}/admins/add/", {"usernames": "newcomer"})
+    removed = client.post(f"/console/campaigns/{theirs.pk}/admins/admin-other/remove/")
+    # then
+    assert added.status_code == removed.status_code == 302
+    assert list(theirs.admins.values_list("username", flat=True)) == ["newcomer"]
+    # an unknown name is shown next to the field, nothing added
+    bad = client.post(f"/console/campaigns/{theirs.pk}/admins/add/", {"usernames": "ghost"})
+    assert bad.status_code == 400 and "unknown: ghost" in bad.content.decode()
+
+
+def test_console_an_admin_cannot_choose_admins(client, theirs, other_campaign_admin, make_user):
+    make_user(username="friend")
+    client.force_login(other_campaign_admin)
+    page = client.get(f"/console/campaigns/{theirs.pk}/pool/").content.decode()
+    assert 'data-admin="admin-other"' in page and "Add admins" not in page
+    assert client.post(f"/console/campaigns/{theirs.pk}/admins/add/", {"usernames": "friend"}).status_code == 403
+    assert list(theirs.admins.values_list("username", flat=True)) == ["admin-other"]
+
+
+def test_ratchet_user_makes_a_campaign_admin(theirs, capsys):
+    # when
+    call_command("ratchet_user", "carol", "--password", "pw-carol-123", "--campaign-admin", "theirs")
+    # then: the role and the campaign, by name or id
+    assert list(theirs.admins.order_by("username").values_list("username", flat=True)) == ["admin-other", "carol"]
+    carol = theirs.admins.get(username="carol")
+    assert set(carol.groups.values_list("name", flat=True)) == {Role.CAMPAIGN_ADMIN}
+    other = CampaignFactory(name="second")
+    call_command("ratchet_user", "carol", "--password", "pw-carol-123", "--campaign-admin", str(other.pk))
+    assert other.admins.filter(username="carol").exists()
+
+
+def test_ratchet_user_refuses_an_unknown_campaign(db):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="No campaign 'nope'"):
+        call_command("ratchet_user", "carol", "--password", "pw", "--campaign-admin", "nope")
+    assert not Campaign.objects.exists()
+
+
+def test_existing_campaigns_are_administered_by_their_creator_after_the_migration(make_user):
+    # given: a campaign from before campaign admins were per campaign
+    from importlib import import_module
+
+    from django.apps import apps
+
+    creator = make_user(Role.CAMPAIGN_ADMIN, username="old-creator")
+    old = CampaignFactory(created_by=creator)
+    orphan = CampaignFactory(created_by=None)
+    migration = import_module("annotate.migrations.0009_campaign_admins")
+    # when
+    migration.creators_become_admins(apps, None)
+    # then
+    assert list(old.admins.all()) == [creator]
+    assert not orphan.admins.exists()
+
+
+def test_the_demo_admin_administers_the_demo_campaign(db, enqueued):
+    from annotate.services.demo import DEMO_USERS, demo_campaign_create, demo_users_create
+
+    demo_users_create()
+    campaign = demo_campaign_create(base_model="fake/base", admin_username=DEMO_USERS["admin"][0])
+    assert list(campaign.admins.values_list("username", flat=True)) == [DEMO_USERS["admin"][0]]

@@ -1,7 +1,9 @@
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 
 from annotate.errors import ServiceError
-from annotate.models import Role
+from annotate.models import Campaign, Role
+from annotate.services.campaigns import campaign_admins_add
 from annotate.services.users import user_create_or_update
 
 
@@ -12,10 +14,26 @@ class Command(BaseCommand):
         parser.add_argument("username")
         parser.add_argument("--password", required=True)
         parser.add_argument("--role", action="append", default=[], choices=Role.values, help="repeat for several")
+        parser.add_argument(
+            "--campaign-admin", action="append", default=[], metavar="CAMPAIGN",
+            help="make the user an admin of this campaign (its id or name; repeat for several); "
+            "implies --role campaign_admin. A campaign admin manages only the campaigns they administer.",
+        )
 
-    def handle(self, *args, username, password, role, **options):
+    def handle(self, *args, username, password, role, campaign_admin, **options):
+        campaigns = []
+        for ref in campaign_admin:
+            found = Campaign.objects.filter(pk=int(ref)) if ref.isdigit() else Campaign.objects.filter(name=ref)
+            if not found.exists():
+                raise CommandError(f"No campaign {ref!r} (give its id or its exact name).")
+            campaigns.append(found.get())
+        if campaigns and Role.CAMPAIGN_ADMIN not in role:
+            role = [*role, Role.CAMPAIGN_ADMIN]
         try:
-            _, token = user_create_or_update(username=username, password=password, roles=role)
+            with transaction.atomic():
+                _, token = user_create_or_update(username=username, password=password, roles=role)
+                for campaign in campaigns:
+                    campaign_admins_add(campaign=campaign, usernames=[username])
         except ServiceError as exc:
             raise CommandError(exc.message) from exc
         self.stdout.write(token)
