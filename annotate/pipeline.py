@@ -19,6 +19,7 @@ from annotate.models import PolicyVersion, Prompt, Response, RewardModelVersion,
 from annotate.selectors import preference_rows
 from annotate.services.rounds import round_open, round_prompts
 from annotate.services.training import (
+    SCRATCH_DIR,
     training_run_is_cancelled,
     training_stage_begin,
     training_stage_fail,
@@ -29,7 +30,7 @@ from annotate.services.training import (
 )
 from rlhf import data as rlhf_data
 from rlhf.configs import DPOConfig, GenerateConfig, RewardConfig, RLOOConfig, from_dict, policy_method
-from rlhf.store import ModelStore
+from rlhf.store import ModelStore, holding
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +72,15 @@ def _store() -> ModelStore:
     return ModelStore(settings.MODEL_STORE)
 
 
-def _scratch(run: TrainingRun) -> tempfile.TemporaryDirectory:
-    # Inside the store's root so publishing is a rename on one filesystem.
-    root = Path(settings.MODEL_STORE) / ".scratch"
+@contextmanager
+def _scratch(run: TrainingRun):
+    # Inside the store's root so publishing is a rename on one filesystem;
+    # held while the stage works in it, so that only a killed stage's folder
+    # is swept (store_leftovers_sweep).
+    root = Path(settings.MODEL_STORE) / SCRATCH_DIR
     root.mkdir(parents=True, exist_ok=True)
-    return tempfile.TemporaryDirectory(dir=root, prefix=f"run{run.pk}-")
+    with tempfile.TemporaryDirectory(dir=root, prefix=f"run{run.pk}-") as tmp, holding(tmp):
+        yield tmp
 
 
 def _verified(version) -> str:
@@ -323,10 +328,11 @@ def _heartbeat(run_id: int):
         thread.join()
 
 
-def training_stage_execute(*, run_id: int, stage: str) -> float | None:
-    """Run one stage. Returns the delay before a retry, or None when there is
-    nothing more to do for this message."""
-    run = training_stage_begin(run_id=run_id, stage=stage)
+def training_stage_execute(*, run_id: int, stage: str, task_id: str | None = None) -> float | None:
+    """Run one stage. Returns the delay before the retry training_stage_fail
+    queued, or None when there is nothing more to do for this message.
+    `task_id`: the Celery message's id, recorded on the stage."""
+    run = training_stage_begin(run_id=run_id, stage=stage, task_id=task_id)
     if run is None:
         return None
     log.info("run %s: %s started (attempt %s)", run.pk, stage, run.attempts)

@@ -5,7 +5,7 @@ from celery import shared_task
 from config.celery import Queue
 
 
-@shared_task(bind=True, queue=Queue.GPU, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+@shared_task(bind=True, queue=Queue.GPU, acks_late=True, reject_on_worker_lost=True, max_retries=0)
 def training_stage_task(self, *, run_id: int, stage: str) -> None:
     """Run one stage of a training run.
 
@@ -13,13 +13,13 @@ def training_stage_task(self, *, run_id: int, stage: str) -> None:
     writes its outputs under names derived from the run (publishing the same
     version again finds the first), and attempts are counted in the database
     before any work starts, so a stage that keeps killing its worker stops
-    after TRAINING_MAX_ATTEMPTS and the run shows as failed.
+    after TRAINING_MAX_ATTEMPTS and the run shows as failed. A failed stage's
+    next try is a new message, queued by training_stage_fail like any other
+    stage message (its id recorded, so cancel can revoke it).
     """
     from annotate.pipeline import training_stage_execute  # torch: worker only
 
-    delay = training_stage_execute(run_id=run_id, stage=stage)
-    if delay is not None:
-        raise self.retry(countdown=delay)
+    training_stage_execute(run_id=run_id, stage=stage, task_id=self.request.id)
 
 
 @shared_task(queue=Queue.DEFAULT, acks_late=True, max_retries=3)
@@ -41,3 +41,25 @@ def training_runs_requeue_stale_task() -> None:
     from annotate.services.training import training_runs_requeue_stale
 
     training_runs_requeue_stale(stale_after_s=settings.TRAINING_STALE_AFTER_S)
+
+
+@shared_task(queue=Queue.DEFAULT, acks_late=True, max_retries=0)
+def rounds_progress_sweep_task() -> None:
+    """Periodic (beat): start training on complete rounds whose check was
+    never queued or was lost with the broker. Safe to run twice: see
+    rounds_progress_sweep."""
+    from annotate.services.rounds import rounds_progress_sweep
+
+    rounds_progress_sweep()
+
+
+@shared_task(queue=Queue.DEFAULT, acks_late=True, max_retries=0)
+def store_leftovers_sweep_task() -> None:
+    """Periodic (beat): remove what killed publishes and stages left in the
+    model store's temp folders. Safe to run twice, and beside live work: a
+    folder still held or recently changed is left alone."""
+    from django.conf import settings
+
+    from annotate.services.training import store_leftovers_sweep
+
+    store_leftovers_sweep(older_than_s=settings.STORE_LEFTOVER_AGE_S)

@@ -151,6 +151,16 @@ TRAINING_STALE_AFTER_S = float(os.environ.get("RATCHET_STALE_AFTER_S", "120"))
 TRAINING_REQUEUE_EVERY_S = float(os.environ.get("RATCHET_REQUEUE_EVERY_S", "60"))
 # Seconds before a failed stage is tried again (doubles with each attempt).
 TRAINING_RETRY_DELAY = int(os.environ.get("RATCHET_TRAINING_RETRY_DELAY", "5"))
+# How often the beat task looks for collecting rounds that are complete but
+# not training: the rating that completed one could not queue its check
+# (the broker was down at that moment, or lost the message in a restart).
+ROUND_SWEEP_EVERY_S = float(os.environ.get("RATCHET_ROUND_SWEEP_EVERY_S", "60"))
+# Leftovers of a publish or a stage that was killed (<store>/.tmp, .scratch)
+# are removed once nothing holds them and nothing in them changed for this
+# long: a live publish holds a lock on its folder, the age is a second guard
+# for filesystems where locks don't reach other machines.
+STORE_LEFTOVER_AGE_S = float(os.environ.get("RATCHET_STORE_LEFTOVER_AGE_S", str(6 * 3600)))
+STORE_SWEEP_EVERY_S = float(os.environ.get("RATCHET_STORE_SWEEP_EVERY_S", "900"))
 
 # --- REST framework -------------------------------------------------------
 REST_FRAMEWORK = {
@@ -186,6 +196,11 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Celery ---------------------------------------------------------------
+# The longest a task may run: a training stage on a real model and GPU takes
+# hours. The hard limit kills the stage's process; its run is then retried
+# (attempts counted) like a stage whose worker died.
+CELERY_TASK_TIME_LIMIT = int(os.environ.get("RATCHET_TASK_TIME_LIMIT_S", str(5 * 3600)))
+CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 60
 BROKER_DIR = DATA_DIR / "broker"
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
@@ -204,20 +219,38 @@ else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         # Longer than any task's time limit, so Redis never re-delivers a
         # training stage that is still running on a live worker.
-        "visibility_timeout": 6 * 3600,
+        "visibility_timeout": CELERY_TASK_TIME_LIMIT + 3600,
+        # A web request that enqueues (a rating completing a comparison, a
+        # training trigger) must not hang on a broker that is gone: connect
+        # and socket timeouts bound each try (redis-py waits forever by
+        # default on a half-open connection)...
+        "socket_connect_timeout": 2,
+        "socket_timeout": 5,
     }
+# ...and publishing tries three times in all: about half a second when Redis
+# refuses connections, at most ~7 s when its host does not answer and ~16 s
+# on a half-open connection. Then the caller logs it and goes on, and a beat
+# sweep sends what was lost (round checks: rounds_progress_sweep; training
+# stages: training_runs_requeue_stale).
+CELERY_TASK_PUBLISH_RETRY = True
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.25, "interval_max": 0.5}
 CELERY_TASK_DEFAULT_QUEUE = "default"
 # Results live in the database (TrainingRun); Celery keeps none.
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 # A task is acknowledged only when it finished, and re-queued if its worker
-# died, so a killed worker loses no training stage. Stages are idempotent.
+# died, so a killed worker loses no training stage. Stages are idempotent,
+# and a stage that keeps killing its worker is stopped by the attempt counter
+# in the database (TRAINING_MAX_ATTEMPTS), not by the broker.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
-# One message at a time per process: a gpu worker must not hoard stages.
+# One message at a time per process: a gpu worker must not hoard stages
+# (the gpu worker also runs with --concurrency 1 --prefetch-multiplier 1).
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_TIME_LIMIT = 5 * 3600
-CELERY_TASK_SOFT_TIME_LIMIT = 5 * 3600 - 60
+# A Redis restart must not throw away hours of training: a running stage goes
+# on; if its acknowledgement is lost with the connection, the redelivered
+# message finds the stage succeeded and is a no-op.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = _bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_ROUTES = {"annotate.tasks.training_stage_task": {"queue": "gpu"}}
@@ -226,7 +259,15 @@ CELERY_BEAT_SCHEDULE = {
     "requeue-stale-training-runs": {
         "task": "annotate.tasks.training_runs_requeue_stale_task",
         "schedule": TRAINING_REQUEUE_EVERY_S,
-    }
+    },
+    "check-complete-rounds": {
+        "task": "annotate.tasks.rounds_progress_sweep_task",
+        "schedule": ROUND_SWEEP_EVERY_S,
+    },
+    "sweep-store-leftovers": {
+        "task": "annotate.tasks.store_leftovers_sweep_task",
+        "schedule": STORE_SWEEP_EVERY_S,
+    },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 

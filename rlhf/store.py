@@ -12,12 +12,16 @@ final name only once it is complete, and loaders verify it before use
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import sys
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,6 +141,77 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def _hold(folder: str | Path, *, wait: bool = True) -> int | None:
+    """Lock `folder` against sweep_leftovers while it is written: an
+    exclusive flock on the folder itself (nothing extra lands in it), held
+    until the returned descriptor is closed and dropped by the kernel when
+    the process dies, so a killed writer's folder is free to sweep. With
+    wait=False: None if someone else holds it."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextmanager
+def holding(folder: str | Path) -> Iterator[None]:
+    """`_hold` for the length of a with block (a stage's scratch folder)."""
+    fd = _hold(folder)
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+def _newest_mtime(path: Path) -> float:
+    newest = path.lstat().st_mtime
+    if path.is_dir() and not path.is_symlink():
+        for dirpath, dirnames, filenames in os.walk(path):
+            for name in dirnames + filenames:
+                try:
+                    newest = max(newest, os.lstat(os.path.join(dirpath, name)).st_mtime)
+                except FileNotFoundError:
+                    pass
+    return newest
+
+
+def sweep_leftovers(folder: str | Path, *, older_than_s: float) -> list[str]:
+    """Remove each entry of a temp folder (a store's .tmp/, a worker's
+    scratch) that no live writer holds (see `holding`) and in which nothing
+    changed for `older_than_s` seconds: what a killed publish or stage left.
+    Nothing under .tmp/ is ever a version (path_for refuses the name), so
+    this only frees disk. Returns the paths removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    cutoff = time.time() - older_than_s
+    removed = []
+    for entry in sorted(folder.iterdir()):
+        try:
+            if _newest_mtime(entry) > cutoff:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                fd = _hold(entry, wait=False)
+                if fd is None:
+                    continue  # a live publish or stage holds it
+                try:
+                    shutil.rmtree(entry)
+                finally:
+                    os.close(fd)
+            else:
+                entry.unlink()
+        except FileNotFoundError:
+            continue  # gone meanwhile: renamed into place or cleaned by its owner
+        removed.append(str(entry))
+    return removed
+
+
 class ModelStore:
     """Versions under `root/<name>/`, each published atomically with a manifest."""
 
@@ -180,7 +255,7 @@ class ModelStore:
         def skip_manifest(folder: str, names: list[str]) -> list[str]:
             return [MANIFEST] if Path(folder) == src and MANIFEST in names else []
 
-        return self._publish(name, lambda tmp: shutil.copytree(src, tmp, ignore=skip_manifest))
+        return self._publish(name, lambda tmp: shutil.copytree(src, tmp, ignore=skip_manifest, dirs_exist_ok=True))
 
     def publish_file(self, src_file: str | Path, name: str) -> Published:
         """Publish one file (a dataset snapshot) as a folder holding it and a manifest."""
@@ -191,7 +266,6 @@ class ModelStore:
             raise ValueError(f"cannot publish {src.name}: reserved name or pickle-based format")
 
         def fill(tmp: Path) -> None:
-            tmp.mkdir()
             shutil.copy2(src, tmp / src.name)
 
         return self._publish(name, fill)
@@ -203,6 +277,9 @@ class ModelStore:
         tmp_root = self.root / TMP_DIR
         tmp_root.mkdir(exist_ok=True)
         tmp = tmp_root / uuid.uuid4().hex
+        tmp.mkdir()
+        # Held until the rename: sweep_leftovers never takes a live publish.
+        held = _hold(tmp)
         try:
             fill(tmp)
             _refuse_pickles(tmp)
@@ -228,7 +305,12 @@ class ModelStore:
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+            os.close(held)
         return Published(path=str(final), sha256=sha)
+
+    def sweep_tmp(self, *, older_than_s: float) -> list[str]:
+        """Remove what killed publishes left under .tmp/ (see sweep_leftovers)."""
+        return sweep_leftovers(self.root / TMP_DIR, older_than_s=older_than_s)
 
     def _existing(self, final: Path) -> Published:
         # A redelivered task publishes again; the first complete copy wins

@@ -139,5 +139,7 @@ def enqueued(monkeypatch):
     from annotate import tasks
 
     sent = []
-    monkeypatch.setattr(tasks.training_stage_task, "delay", lambda **kw: sent.append((kw["run_id"], kw["stage"])))
+    monkeypatch.setattr(
+        tasks.training_stage_task, "apply_async", lambda kwargs, **options: sent.append((kwargs["run_id"], kwargs["stage"]))
+    )
     return sent

@@ -1,4 +1,5 @@
 import uuid
+from functools import partial
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -104,8 +105,7 @@ def rating_create(
         gold_membership_check(annotator=annotator, campaign=comparison.round.campaign)
     if comparison.rating_count + 1 >= comparison.round.campaign.overlap:
         # This comparison is now full: the round may be complete.
-        from annotate.tasks import round_progress_check_task
+        from annotate.services.rounds import round_progress_check_enqueue
 
-        round_id = comparison.round_id
-        transaction.on_commit(lambda: round_progress_check_task.delay(round_id=round_id))
+        transaction.on_commit(partial(round_progress_check_enqueue, round_id=comparison.round_id))
     return rating, True

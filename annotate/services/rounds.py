@@ -2,6 +2,7 @@ import logging
 import random
 
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 
 from annotate.errors import Conflict
 from annotate.models import Campaign, Comparison, PolicyVersion, Prompt, Response, Round, TrainingRun
@@ -86,3 +87,46 @@ def round_progress_check(*, round_id: int) -> TrainingRun | None:
         # open; an engineer can still trigger training or extend it.
         log.warning("round %s is complete but not trained on: %s", round_id, exc.message)
         return None
+
+
+def round_progress_check_enqueue(*, round_id: int) -> None:
+    """Queue round_progress_check for after a rating filled a comparison
+    (called from transaction.on_commit). The rating is committed already, so
+    a broker that is down must neither turn its 2xx into a 5xx nor be
+    retried here for long (CELERY_TASK_PUBLISH_RETRY_POLICY bounds the
+    wait): the check is logged as not sent and rounds_progress_sweep, run by
+    beat, finds the complete round later."""
+    from annotate.tasks import round_progress_check_task
+
+    try:
+        round_progress_check_task.delay(round_id=round_id)
+    except Exception as exc:  # kombu's OperationalError and whatever the transport raises
+        log.warning(
+            "round %s: could not queue its progress check (%s: %s); the beat sweep will run it",
+            round_id, type(exc).__name__, exc,
+        )
+
+
+def rounds_progress_sweep() -> list[int]:
+    """Run round_progress_check on every collecting round of an auto-train
+    campaign whose regular comparisons all have k ratings: the rating that
+    completed it may have failed to queue the check (broker down) or the
+    broker may have lost the message in a restart. Safe to run any number of
+    times, and beside the checks the ratings queue: starting a round's
+    training returns the existing run. Returns the ids of the rounds
+    checked."""
+    regular = Comparison.objects.filter(round=OuterRef("pk"), gold_choice="")
+    short = regular.filter(rating_count__lt=OuterRef("campaign__overlap"))
+    complete = (
+        Round.objects.filter(status=Round.Status.COLLECTING, campaign__auto_train=True)
+        .filter(Exists(regular))
+        .exclude(Exists(short))
+        .values_list("pk", flat=True)
+    )
+    checked = []
+    for round_id in complete:
+        run = round_progress_check(round_id=round_id)
+        if run is not None:
+            log.info("round %s was complete with no training started: run %s started by the sweep", round_id, run.pk)
+        checked.append(round_id)
+    return checked

@@ -6,7 +6,10 @@ here imports torch.
 import logging
 import time
 import traceback
+import uuid
 from datetime import datetime
+from functools import partial
+from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -24,6 +27,9 @@ STAGES = {
     TrainingRun.Kind.TRAIN: ["snapshot", "reward", "policy", "generate", "open"],
 }
 CONFIG_SECTIONS = ("reward", "policy", "dpo", "generate")
+# A stage's working folder, inside the model store so that publishing from it
+# is a rename on one filesystem (annotate/pipeline.py).
+SCRATCH_DIR = ".scratch"
 
 
 def training_config_validate(*, config: dict) -> dict:
@@ -47,17 +53,42 @@ def _merged_config(campaign: Campaign, overrides: dict | None) -> dict:
     return merged
 
 
-def training_run_enqueue(*, run: TrainingRun) -> None:
+def training_run_enqueue(*, run: TrainingRun, countdown: float | None = None) -> None:
     """Queue the run's next stage once the surrounding transaction commits, so
-    the worker never reads a run that is not in the database yet."""
+    the worker never reads a run that is not in the database yet. The
+    message's id is chosen here and recorded in the same transaction
+    (run.celery_task_id), so a cancel can revoke it whether it waits or runs.
+    `countdown`: seconds before it may run (a retry's back-off)."""
+    stage = run.stage or STAGES[run.kind][0]
+    task_id = str(uuid.uuid4())
+    fields = {"stage": stage, "celery_task_id": task_id}
+    info = run.stages.get(stage)
+    if info is not None and info.pop("send_failed_at", None):
+        fields["stages"] = run.stages
+    TrainingRun.objects.filter(pk=run.pk).update(**fields)
+    run.stage, run.celery_task_id = stage, task_id
+    transaction.on_commit(partial(_stage_send, run_id=run.pk, stage=stage, task_id=task_id, countdown=countdown))
+
+
+def _stage_send(*, run_id: int, stage: str, task_id: str, countdown: float | None) -> None:
+    """Send a stage's message; called after the commit, so it must not raise:
+    the run is in the database already and the caller (a web request, or the
+    stage before it) has done its part. A message the broker refused is
+    marked on the stage, and training_runs_requeue_stale sends it again."""
     from annotate.tasks import training_stage_task
 
-    stage = run.stage or STAGES[run.kind][0]
-    if run.stage != stage:
-        TrainingRun.objects.filter(pk=run.pk).update(stage=stage)
-        run.stage = stage
-    run_id = run.pk
-    transaction.on_commit(lambda: training_stage_task.delay(run_id=run_id, stage=stage))
+    try:
+        training_stage_task.apply_async(kwargs={"run_id": run_id, "stage": stage}, task_id=task_id, countdown=countdown)
+    except Exception as exc:  # kombu's OperationalError and whatever the transport raises
+        log.warning("run %s: could not queue %s (%s: %s); the beat sweep will send it", run_id, stage, type(exc).__name__, exc)
+        try:
+            with transaction.atomic():
+                run = TrainingRun.objects.select_for_update().filter(pk=run_id, celery_task_id=task_id).first()
+                if run is not None:
+                    run.stages.setdefault(stage, {})["send_failed_at"] = timezone.now().isoformat()
+                    run.save(update_fields=["stages"])
+        except Exception:
+            log.exception("run %s: could not record that %s was not queued", run_id, stage)
 
 
 def training_method_validate(*, method: str) -> str:
@@ -161,20 +192,26 @@ def training_run_cancel(*, run: TrainingRun, user: User | None = None) -> Traini
             round_.status = Round.Status.COLLECTING
             round_.closed_at = None
             round_.save(update_fields=["status", "closed_at"])
-    if run.celery_task_id:
-        # Best effort: a queued message is dropped; a running one is stopped by the Reporter.
-        task_id = run.celery_task_id
-        transaction.on_commit(lambda: _revoke(task_id))
+    task_ids = sorted({run.celery_task_id, *(info or {}).get("task_ids", [])} - {""})
+    if task_ids:
+        transaction.on_commit(partial(_revoke, run_id=run.pk, task_ids=task_ids))
     return run
 
 
-def _revoke(task_id: str) -> None:
+def _revoke(*, run_id: int, task_ids: list[str]) -> None:
+    """Revoke the stage's messages: a waiting one is dropped, and the process
+    running one is terminated, which stops a stage in a long step that never
+    reports (loading a model, one big generation batch) where the Reporter's
+    check cannot. Safe: the run is already cancelled in the database, so a
+    redelivered message is a no-op; what the killed process left in the
+    store's temp folders is swept (store_leftovers_sweep). Best effort: with
+    the broker down, the Reporter still stops the stage at its next report."""
     from config.celery import app
 
     try:
-        app.control.revoke(task_id)
-    except Exception:  # the broker may be down; the Reporter check still stops the stage
-        pass
+        app.control.revoke(task_ids, terminate=True, signal="SIGTERM")
+    except Exception as exc:
+        log.warning("run %s: could not revoke %s (%s: %s)", run_id, task_ids, type(exc).__name__, exc)
 
 
 def training_run_is_cancelled(*, run_id: int) -> bool:
@@ -184,9 +221,11 @@ def training_run_is_cancelled(*, run_id: int) -> bool:
 # --- Recording, called by the pipeline while a stage runs ----------------
 
 
-def training_stage_begin(*, run_id: int, stage: str) -> TrainingRun | None:
+def training_stage_begin(*, run_id: int, stage: str, task_id: str | None = None) -> TrainingRun | None:
     """Mark a stage running and count the attempt, committed before any work so
-    that a worker killed mid-stage still counts. None: nothing to do."""
+    that a worker killed mid-stage still counts. `task_id`: the Celery
+    message running it, recorded on the stage for cancel to revoke. None:
+    nothing to do."""
     with transaction.atomic():
         run = TrainingRun.objects.select_for_update().get(pk=run_id)
         if run.status in (TrainingRun.Status.SUCCEEDED, TrainingRun.Status.FAILED, TrainingRun.Status.CANCELLED):
@@ -208,6 +247,9 @@ def training_stage_begin(*, run_id: int, stage: str) -> TrainingRun | None:
             return None
         now = timezone.now()
         info.update(status="running", started_at=now.isoformat(), attempts=info.get("attempts", 0) + 1)
+        if task_id:
+            info["task_id"] = task_id
+            info["task_ids"] = [*[t for t in info.get("task_ids", []) if t != task_id], task_id]
         run.attempts = info["attempts"]
         run.status = TrainingRun.Status.RUNNING
         run.progress = 0.0
@@ -263,8 +305,9 @@ def training_stage_succeed(*, run_id: int, stage: str, outputs: dict) -> Trainin
 
 @transaction.atomic
 def training_stage_fail(*, run_id: int, stage: str, error: BaseException) -> float | None:
-    """Record a stage's error. Returns the delay before the next try, or None
-    when the attempts are spent and the run is now failed."""
+    """Record a stage's error and queue its next try after a back-off.
+    Returns that delay, or None when the attempts are spent and the run is
+    now failed."""
     run = TrainingRun.objects.select_for_update().get(pk=run_id)
     if run.status == TrainingRun.Status.CANCELLED:
         return None  # no retry for a run nobody wants any more
@@ -275,7 +318,9 @@ def training_stage_fail(*, run_id: int, stage: str, error: BaseException) -> flo
     if info.get("attempts", 0) < settings.TRAINING_MAX_ATTEMPTS:
         run.status = TrainingRun.Status.QUEUED
         run.save(update_fields=["stages", "error", "status"])
-        return float(settings.TRAINING_RETRY_DELAY * 2 ** (info.get("attempts", 1) - 1))
+        delay = float(settings.TRAINING_RETRY_DELAY * 2 ** (info.get("attempts", 1) - 1))
+        training_run_enqueue(run=run, countdown=delay)
+        return delay
     training_run_mark_failed(run=run, reason=f"{stage} failed after {info.get('attempts')} attempts: {run.error}")
     return None
 
@@ -298,9 +343,10 @@ def training_runs_requeue_stale(*, stale_after_s: float) -> list[int]:
     """Queue the stage of every RUNNING run whose worker stopped beating
     again. A worker killed outright (SIGKILL, out of memory, machine lost)
     leaves its message unacknowledged in the broker, which would give it back
-    only after the visibility timeout (hours). Safe: a stage that finished in
-    the meantime is a no-op, and the attempt cap still applies. Returns the
-    run ids queued."""
+    only after the visibility timeout (hours). Also send again the stage of
+    every QUEUED run whose message the broker refused (_stage_send marked
+    it). Safe: a stage that finished in the meantime is a no-op, and the
+    attempt cap still applies. Returns the run ids queued."""
     from datetime import timedelta
 
     cutoff = timezone.now() - timedelta(seconds=stale_after_s)
@@ -315,4 +361,28 @@ def training_runs_requeue_stale(*, stale_after_s: float) -> list[int]:
         run.save(update_fields=["heartbeat_at"])
         log.warning("run %s: %s lost its worker; queued again", run.pk, run.stage)
         training_run_enqueue(run=run)
-    return [run.pk for run in stale]
+    unsent = [
+        run
+        for run in TrainingRun.objects.select_for_update(skip_locked=True).filter(status=TrainingRun.Status.QUEUED)
+        if run.stages.get(run.stage, {}).get("send_failed_at")
+    ]
+    for run in unsent:
+        log.warning("run %s: %s was never queued (broker down); queued now", run.pk, run.stage)
+        training_run_enqueue(run=run)
+    return [run.pk for run in stale + unsent]
+
+
+def store_leftovers_sweep(*, older_than_s: float) -> list[str]:
+    """Remove what killed publishes (<store>/.tmp) and killed stages (their
+    scratch folders) left behind, once nothing holds them and nothing in them
+    changed for `older_than_s` seconds (rlhf.store.sweep_leftovers). Returns
+    the paths removed."""
+    from rlhf.store import TMP_DIR, sweep_leftovers
+
+    root = Path(settings.MODEL_STORE)
+    removed = [
+        path for sub in (TMP_DIR, SCRATCH_DIR) for path in sweep_leftovers(root / sub, older_than_s=older_than_s)
+    ]
+    for path in removed:
+        log.warning("removed %s: left by a publish or stage that was killed", path)
+    return removed
