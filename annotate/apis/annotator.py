@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotate.apis.permissions import IsAnnotator
+from annotate.apis.schema import CONFLICT, NOT_FOUND, TOO_MANY
 from annotate.models import Comparison, Rating
 from annotate.selectors import (
     annotator_progress,
@@ -71,7 +72,7 @@ class ComparisonNextApi(APIView):
         response_b = serializers.CharField(source="comparison.response_b.text")
         leased_until = serializers.DateTimeField()
 
-    @extend_schema(request=InputSerializer, responses={200: OutputSerializer, 204: None})
+    @extend_schema(request=InputSerializer, responses={200: OutputSerializer, 204: None, 409: CONFLICT, 429: TOO_MANY})
     def post(self, request, campaign_id: int):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -103,7 +104,7 @@ class LeaseRenewApi(APIView):
         comparison = serializers.IntegerField(source="comparison_id")
         leased_until = serializers.DateTimeField()
 
-    @extend_schema(request=None, responses=OutputSerializer)
+    @extend_schema(request=None, responses={200: OutputSerializer, 409: CONFLICT})
     def post(self, request, comparison_id: int):
         _visible_comparison_or_404(request, comparison_id)
         assignment = assignment_renew(annotator=request.user, comparison_id=comparison_id)
@@ -123,7 +124,7 @@ class ComparisonSkipApi(APIView):
         status = serializers.CharField()
         skip_reason = serializers.CharField()
 
-    @extend_schema(request=InputSerializer, responses=OutputSerializer)
+    @extend_schema(request=InputSerializer, responses={200: OutputSerializer, 409: CONFLICT})
     def post(self, request, comparison_id: int):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -153,7 +154,10 @@ class RatingCreateApi(APIView):
             model = Rating
             fields = ["id", "comparison", "choice", "strength", "reason", "time_on_task_ms", "idempotency_key", "created_at"]
 
-    @extend_schema(request=InputSerializer, responses={201: OutputSerializer, 200: OutputSerializer})
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: OutputSerializer, 200: OutputSerializer, 404: NOT_FOUND, 409: CONFLICT},
+    )
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

@@ -10,6 +10,7 @@ from annotate.apis.permissions import (
     managed_campaign_or_404,
     readable_campaign_or_404,
 )
+from annotate.apis.schema import CONFLICT
 from annotate.apis.uploads import (
     UPLOAD_PARSERS,
     ImportQuerySerializer,
@@ -58,7 +59,7 @@ class CampaignCreateApi(APIView):
         gold_min_accuracy = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.6)
         gold_min_count = serializers.IntegerField(min_value=1, max_value=10000, default=5)
 
-    @extend_schema(request=InputSerializer, responses={201: CampaignOutputSerializer})
+    @extend_schema(request=InputSerializer, responses={201: CampaignOutputSerializer, 409: CONFLICT})
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -93,7 +94,7 @@ class CampaignDetailApi(APIView):
     def get(self, request, campaign_id: int):
         return Response(CampaignOutputSerializer(readable_campaign_or_404(request, campaign_id)).data)
 
-    @extend_schema(request=UpdateInputSerializer, responses=CampaignOutputSerializer)
+    @extend_schema(request=UpdateInputSerializer, responses={200: CampaignOutputSerializer, 409: CONFLICT})
     def patch(self, request, campaign_id: int):
         campaign = managed_campaign_or_404(request, campaign_id)
         unknown = set(request.data) - set(self.UpdateInputSerializer().fields) if hasattr(request.data, "keys") else set()
@@ -112,7 +113,7 @@ class CampaignPauseApi(APIView):
 
     permission_classes = [IsCampaignAdmin]
 
-    @extend_schema(request=None, responses=CampaignOutputSerializer)
+    @extend_schema(request=None, responses={200: CampaignOutputSerializer, 409: CONFLICT})
     def post(self, request, campaign_id: int):
         campaign = campaign_pause(campaign=managed_campaign_or_404(request, campaign_id))
         return Response(CampaignOutputSerializer(campaign).data)
@@ -121,7 +122,7 @@ class CampaignPauseApi(APIView):
 class CampaignResumeApi(APIView):
     permission_classes = [IsCampaignAdmin]
 
-    @extend_schema(request=None, responses=CampaignOutputSerializer)
+    @extend_schema(request=None, responses={200: CampaignOutputSerializer, 409: CONFLICT})
     def post(self, request, campaign_id: int):
         campaign = campaign_resume(campaign=managed_campaign_or_404(request, campaign_id))
         return Response(CampaignOutputSerializer(campaign).data)

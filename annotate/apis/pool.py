@@ -13,6 +13,7 @@ from annotate.apis.permissions import (
     managed_campaign_or_404,
     readable_campaign_or_404,
 )
+from annotate.apis.schema import CONFLICT
 from annotate.models import Membership
 from annotate.selectors import campaign_admins, campaign_members
 from annotate.services.campaigns import campaign_admin_remove, campaign_admins_add
@@ -101,7 +102,7 @@ class UserCreateApi(APIView):
         roles = serializers.ListField(child=serializers.CharField())
         generated_password = serializers.CharField(allow_null=True)
 
-    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
+    @extend_schema(request=InputSerializer, responses={201: OutputSerializer, 409: CONFLICT})
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

@@ -7,6 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotate.apis.permissions import IsAdminOrEngineer, IsMLEngineer, readable_campaign_or_404, readable_or_404
+from annotate.apis.schema import CONFLICT
 from annotate.downloads import IntegrityError, folder_zip_verified
 from annotate.errors import Conflict, NotFound
 from annotate.models import PolicyVersion, RewardModelVersion, TrainingRun
@@ -43,7 +44,7 @@ class TrainingTriggerApi(APIView):
         # A plain string, so the service's message names the allowed methods.
         method = serializers.CharField(required=False, allow_null=True, default=None)
 
-    @extend_schema(request=InputSerializer, responses={202: TrainingRunOutputSerializer})
+    @extend_schema(request=InputSerializer, responses={202: TrainingRunOutputSerializer, 409: CONFLICT})
     def post(self, request, campaign_id: int):
         campaign = readable_campaign_or_404(request, campaign_id)
         serializer = self.InputSerializer(data=request.data)
@@ -62,7 +63,7 @@ class TrainingRunCancelApi(APIView):
 
     permission_classes = [IsMLEngineer]
 
-    @extend_schema(request=None, responses=TrainingRunOutputSerializer)
+    @extend_schema(request=None, responses={200: TrainingRunOutputSerializer, 409: CONFLICT})
     def post(self, request, run_id: int):
         run = readable_or_404(request, TrainingRun.objects.all(), run_id)
         run = training_run_cancel(run=run, user=request.user)
@@ -140,7 +141,8 @@ def _zip_response(*, path: str, sha256: str, name: str) -> StreamingHttpResponse
     return answer
 
 
-_ZIP = {(200, "application/zip"): OpenApiTypes.BINARY}
+# 409: the folder failed its sha256 check, and nothing was sent.
+_ZIP = {(200, "application/zip"): OpenApiTypes.BINARY, 409: CONFLICT}
 
 
 class PolicyVersionDownloadApi(APIView):
