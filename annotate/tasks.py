@@ -43,6 +43,23 @@ def training_runs_requeue_stale_task() -> None:
     training_runs_requeue_stale(stale_after_s=settings.TRAINING_STALE_AFTER_S)
 
 
+@shared_task(bind=True, queue=Queue.DEFAULT, acks_late=True, max_retries=None)
+def simulate_raters_task(self, *, campaign_id: int, config: dict, until_round: int | None, started_at: float,
+                         deadline: float) -> None:
+    """Simulated raters (POST /api/campaigns/<id>/simulate/) rate in-process
+    through the API for about a minute; then the task queues itself again
+    (or waits for training to open the next round) until the simulation is
+    over or `deadline` (a Unix time) passes. Safe to run twice: the server
+    gives an annotator one rating per comparison and their own lease back,
+    so a second copy only meets 409s, and max_ratings counts the database."""
+    from annotate.services.simulation import simulation_step
+
+    delay = simulation_step(campaign_id=campaign_id, config=config, until_round=until_round, started_at=started_at,
+                            deadline=deadline, step=self.request.retries)
+    if delay is not None:
+        raise self.retry(countdown=delay)
+
+
 @shared_task(queue=Queue.DEFAULT, acks_late=True, max_retries=0)
 def rounds_progress_sweep_task() -> None:
     """Periodic (beat): start training on complete rounds whose check was

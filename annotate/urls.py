@@ -8,6 +8,7 @@ from annotate.apis import (
     gold,
     pool,
     quality,
+    simulation,
     training,
 )
 
@@ -65,4 +66,6 @@ urlpatterns = [
     # campaign admins: the gold pool
     path("campaigns/<int:campaign_id>/gold/import/", gold.GoldImportApi.as_view(), name="gold-import"),
     path("campaigns/<int:campaign_id>/gold/", gold.GoldPoolApi.as_view(), name="gold-pool"),
+    # staff: simulated raters (dry runs, load, the loop's measured gain)
+    path("campaigns/<int:campaign_id>/simulate/", simulation.CampaignSimulateApi.as_view(), name="campaign-simulate"),
 ]
