@@ -139,6 +139,10 @@ EXPORT_DIR = os.environ.get("RATCHET_EXPORT_DIR", str(DATA_DIR / "exports"))
 # Largest JSONL import accepted in one request, in bytes, and the longest
 # single text: both keep a bad upload from filling memory or the database.
 IMPORT_MAX_BYTES = int(os.environ.get("RATCHET_IMPORT_MAX_BYTES", str(20 * 1024 * 1024)))
+# Longest line of an import, in bytes: a longer one is refused by its number
+# without being read into memory. 1 MiB holds a gold pair of three texts at
+# TEXT_MAX_CHARS each, even with every character escaped as JSON \uXXXX.
+IMPORT_MAX_LINE_BYTES = int(os.environ.get("RATCHET_IMPORT_MAX_LINE_BYTES", str(1024 * 1024)))
 TEXT_MAX_CHARS = int(os.environ.get("RATCHET_TEXT_MAX_CHARS", "20000"))
 # A stage that raised is retried this many times in all before its run fails.
 TRAINING_MAX_ATTEMPTS = int(os.environ.get("RATCHET_TRAINING_MAX_ATTEMPTS", "3"))

@@ -1,16 +1,35 @@
 """What the import APIs share: the raw file out of the request, its format,
-and the dry-run flag."""
+and the dry-run flag.
+
+An upload never sits in memory whole: one larger than the import limit is
+refused by its Content-Length before a byte of it is read, and the body is
+spooled to a temporary file past SPOOL_MEMORY_BYTES. The import services
+then read it a line at a time (annotate/services/prompts.py)."""
+import shutil
+import tempfile
+
+from django.conf import settings
 from rest_framework import parsers, serializers
 
 from annotate.errors import ValidationFailed
 from annotate.services.prompts import import_format
 
 
+# Body bytes kept in memory before the spool moves to disk.
+SPOOL_MEMORY_BYTES = 1024 * 1024
+# Room for a multipart upload's boundaries and part headers around the file.
+MULTIPART_SLACK_BYTES = 64 * 1024
+
+
 class RawParser(parsers.BaseParser):
-    """Hands the raw bytes to the import service, which validates each line."""
+    """Hands the body to the import service, which validates each line, as a
+    file: in memory up to SPOOL_MEMORY_BYTES, on disk past that."""
 
     def parse(self, stream, media_type=None, parser_context=None):
-        return stream.read()
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)
+        shutil.copyfileobj(stream, spool, 64 * 1024)
+        spool.seek(0)
+        return spool
 
 
 class NDJSONParser(RawParser):
@@ -45,18 +64,34 @@ class ImportQuerySerializer(serializers.Serializer):
     )
 
 
-def upload_from_request(request) -> tuple[bytes, str, bool]:
-    """(file bytes, format, dry_run): the body (application/x-ndjson,
-    application/jsonl, text/csv, text/plain) or the multipart field `file`;
-    `?format=` overrides what the content type or file name says."""
+def upload_check_size(request) -> None:
+    """Refuse an upload over the import limit by its Content-Length, before
+    reading it (Django reads no more of a body than its Content-Length)."""
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    limit = settings.IMPORT_MAX_BYTES
+    if length > limit + MULTIPART_SLACK_BYTES:
+        raise ValidationFailed(
+            f"The upload is {length} bytes; the limit is {limit} (IMPORT_MAX_BYTES). Split it into parts."
+        )
+
+
+def upload_from_request(request):
+    """(file, format, dry_run): the body (application/x-ndjson,
+    application/jsonl, text/csv, text/plain) or the multipart field `file`,
+    as a seekable binary file; `?format=` overrides what the content type or
+    file name says."""
     query = ImportQuerySerializer(data=request.query_params)
     query.is_valid(raise_exception=True)
+    upload_check_size(request)
     filename, content_type = "", request.content_type or ""
-    if isinstance(request.data, bytes):
+    if hasattr(request.data, "read"):
         data = request.data
     elif "file" in request.FILES:
-        upload = request.FILES["file"]
-        data, filename, content_type = upload.read(), upload.name or "", upload.content_type or ""
+        data = request.FILES["file"]
+        filename, content_type = data.name or "", data.content_type or ""
     else:
         raise ValidationFailed(
             "Send the file as the request body (application/x-ndjson or text/csv) or as the form field 'file'."

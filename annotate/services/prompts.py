@@ -7,7 +7,9 @@ import csv
 import hashlib
 import io
 import json
+import os
 from collections.abc import Callable, Iterator
+from typing import BinaryIO
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -36,9 +38,20 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _object_without_repeats(pairs: list[tuple[str, object]]) -> dict:
+    obj = {}
+    for key, value in pairs:
+        if key in obj:
+            # json.loads would keep the last one silently: which did the author mean?
+            raise ValueError(f"key '{key}' appears twice in one object")
+        obj[key] = value
+    return obj
+
+
 def _json(text: str):
-    """json.loads that refuses NaN and Infinity (not JSON, and not storable)."""
-    return json.loads(text, parse_constant=_reject_constant)
+    """json.loads that refuses NaN and Infinity (not JSON, and not storable)
+    and an object with a repeated key."""
+    return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_object_without_repeats)
 
 
 def _decode(raw: bytes) -> str:
@@ -46,6 +59,43 @@ def _decode(raw: bytes) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ValueError(f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+
+
+# Bytes read at a time while skipping the rest of an over-long line.
+_SKIP_CHUNK = 64 * 1024
+
+
+def _lines(stream: BinaryIO, limit: int) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, bytes) for each line of the file, with its line end;
+    None for a line longer than `limit` bytes, whose rest is read past a
+    chunk at a time: memory holds one line of at most `limit` bytes, never
+    the file."""
+    number = 0
+    while line := stream.readline(limit + 1):
+        number += 1
+        if len(line) > limit and not line.endswith(b"\n"):
+            while (chunk := stream.readline(_SKIP_CHUNK)) and not chunk.endswith(b"\n"):
+                pass
+            yield number, None
+            continue
+        yield number, line
+
+
+def _line_too_long(limit: int) -> str:
+    return f"the line is longer than {limit} bytes, the limit for one line (IMPORT_MAX_LINE_BYTES)"
+
+
+def _as_file(data: bytes | BinaryIO) -> BinaryIO:
+    """Imports read a seekable binary file; bytes are wrapped in one."""
+    return io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
+
+
+def _file_size(stream: BinaryIO) -> int:
+    """Bytes from the current position to the end, read without reading them."""
+    start = stream.tell()
+    size = stream.seek(0, os.SEEK_END) - start
+    stream.seek(start)
+    return size
 
 
 def import_format(*, format: str | None = None, filename: str = "", content_type: str = "") -> str:
@@ -59,8 +109,11 @@ def import_format(*, format: str | None = None, filename: str = "", content_type
     return "jsonl"
 
 
-def _jsonl_records(data: bytes) -> Iterator[tuple[int, dict | None, str | None]]:
-    for number, raw in enumerate(data.splitlines(), start=1):
+def _jsonl_records(stream: BinaryIO, *, line_limit: int) -> Iterator[tuple[int, dict | None, str | None]]:
+    for number, raw in _lines(stream, line_limit):
+        if raw is None:
+            yield number, None, _line_too_long(line_limit)
+            continue
         if not raw.strip():
             continue
         try:
@@ -76,28 +129,40 @@ def _jsonl_records(data: bytes) -> Iterator[tuple[int, dict | None, str | None]]
 
 
 def _csv_records(
-    data: bytes, *, columns: set[str], required: list[set[str]], json_columns: set[str]
+    stream: BinaryIO, *, line_limit: int, columns: set[str], required: list[set[str]], json_columns: set[str]
 ) -> Iterator[tuple[int, dict | None, str | None]]:
     """Records of a CSV file with a header line. `line` is the file line the
     record starts on (a quoted cell may span lines). Empty cells count as
-    absent; cells of `json_columns` hold JSON."""
-    lines = data.splitlines(keepends=True)
-    text_lines = []
+    absent; cells of `json_columns` hold JSON.
+
+    Two passes over the file: the first checks that every line is UTF-8 and
+    within the line limit, and reports each one that is not (the CSV reader
+    could not find its way past such a line in the middle of a record); the
+    second parses, a line at a time."""
+    start = stream.tell()
     bad = False
-    for number, raw in enumerate(lines, start=1):
+    for number, raw in _lines(stream, line_limit):
+        if raw is None:
+            bad = True
+            yield number, None, _line_too_long(line_limit)
+            continue
         try:
-            text_lines.append(_decode(raw))
+            _decode(raw)
         except ValueError as exc:
             bad = True
             yield number, None, str(exc)
-            text_lines.append("\n")
     if bad:
         return
-    text = "".join(text_lines)
-    if text.startswith("\ufeff"):
-        text = text[1:]  # a byte-order mark, as spreadsheet programs write it
+    stream.seek(start)
+
+    def text_lines() -> Iterator[str]:
+        for number, raw in _lines(stream, line_limit):
+            text = raw.decode("utf-8")
+            # A byte-order mark, as spreadsheet programs write it.
+            yield text[1:] if number == 1 and text.startswith("\ufeff") else text
+
     csv.field_size_limit(max(settings.IMPORT_MAX_BYTES, 131072))
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    reader = csv.reader(text_lines(), strict=True)
     try:
         header = next(reader)
     except StopIteration:
@@ -152,16 +217,23 @@ def _csv_records(
 
 
 def import_records(
-    data: bytes, *, format: str, csv_columns: set[str], csv_required: list[set[str]], csv_json: set[str]
+    data: bytes | BinaryIO, *, format: str, csv_columns: set[str], csv_required: list[set[str]], csv_json: set[str]
 ) -> Iterator[tuple[int, dict | None, str | None]]:
-    """(line number, object, error) for each record of a JSONL or CSV file."""
-    if len(data) > settings.IMPORT_MAX_BYTES:
+    """(line number, object, error) for each record of a JSONL or CSV file:
+    bytes, or a seekable binary file (an upload, spooled to disk when big),
+    which is read a line at a time."""
+    stream = _as_file(data)
+    size = _file_size(stream)
+    if size > settings.IMPORT_MAX_BYTES:
         raise ValidationFailed(
-            f"The file is {len(data)} bytes; the limit is {settings.IMPORT_MAX_BYTES}. Split it into parts."
+            f"The file is {size} bytes; the limit is {settings.IMPORT_MAX_BYTES}. Split it into parts."
         )
+    line_limit = settings.IMPORT_MAX_LINE_BYTES
     if format == "csv":
-        return _csv_records(data, columns=csv_columns, required=csv_required, json_columns=csv_json)
-    return _jsonl_records(data)
+        return _csv_records(
+            stream, line_limit=line_limit, columns=csv_columns, required=csv_required, json_columns=csv_json
+        )
+    return _jsonl_records(stream, line_limit=line_limit)
 
 
 def prompt_fields(obj: dict, max_chars: int) -> dict:
@@ -257,7 +329,9 @@ def validated_rows(records, row_of: Callable[[dict], dict], *, what: str) -> lis
     return rows
 
 
-def prompts_import(*, campaign: Campaign, data: bytes, format: str = "jsonl", dry_run: bool = False) -> ImportResult:
+def prompts_import(
+    *, campaign: Campaign, data: bytes | BinaryIO, format: str = "jsonl", dry_run: bool = False
+) -> ImportResult:
     """Validate every record of a JSONL or CSV file, then write all of them
     or none (`dry_run`: write nothing, say what an import would do). Prompts
     whose external_id the campaign already has are left as they are.

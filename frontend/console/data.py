@@ -47,7 +47,8 @@ def _upload(request, importer, campaign: Campaign) -> dict:
             format=request.POST.get("format") or None, filename=upload.name or "", content_type=upload.content_type or ""
         )
         report["format"] = format
-        report["result"] = importer(campaign=campaign, data=upload.read(), format=format, dry_run=dry_run)
+        # The file itself, not its bytes: the importer reads it a line at a time.
+        report["result"] = importer(campaign=campaign, data=upload, format=format, dry_run=dry_run)
     except ServiceError as exc:
         report["error"] = exc.message
         report["errors"] = exc.details if isinstance(exc.details, list) else []

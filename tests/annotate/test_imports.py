@@ -176,3 +176,164 @@ def test_engineer_sees_but_cannot_import(client, ml_engineer):
     assert client.get(url).status_code == 200
     answer = client.post(url, {"file": SimpleUploadedFile("p.csv", GOOD_CSV), "action": "import"})
     assert answer.status_code == 403 and Prompt.objects.count() == 0
+
+
+# --- bad input at scale (issue 6): the same refusals for prompts and gold pairs,
+# each naming its line, nothing written, and memory that does not grow with the file
+
+
+IMPORTS = {
+    "prompts": ("prompts/import", {"external_id": "ok", "prompt": "Fine?"}),
+    "gold": ("gold/import", {"external_id": "ok", "prompt": "Fine?", "chosen": "yes", "rejected": "no"}),
+}
+
+
+def _written(campaign) -> tuple[int, int]:
+    from annotate.models import GoldPair
+
+    return Prompt.objects.filter(campaign=campaign).count(), GoldPair.objects.filter(campaign=campaign).count()
+
+
+@pytest.mark.parametrize("kind", IMPORTS)
+@pytest.mark.parametrize(
+    "bad_line, says",
+    [
+        (b'{"external_id": "b", "prompt": NaN, "chosen": "y", "rejected": "n"}', "NaN is not valid JSON"),
+        (b'{"external_id": "b", "prompt": "x", "chosen": -Infinity, "rejected": "n"}', "-Infinity is not valid JSON"),
+        (b'{"external_id": "b", "prompt": "one", "prompt": "two", "chosen": "y", "rejected": "n"}',
+         "key 'prompt' appears twice"),
+        (b'{"external_id": "b", "prompt": "x", "metadata": {"a": 1, "a": 2}, "chosen": "y", "rejected": "n"}',
+         "key 'a' appears twice"),
+        (b'{"external_id": "b", "prompt": "caf\xe9", "chosen": "y", "rejected": "n"}', "not valid UTF-8"),
+    ],
+)
+def test_import_names_a_bad_line_and_writes_nothing(campaign_admin_client, kind, bad_line, says):
+    # given: a good line, the bad one, a good line
+    campaign = CampaignFactory()
+    path, good = IMPORTS[kind]
+    body = json.dumps(good).encode() + b"\n" + bad_line + b"\n" + json.dumps({**good, "external_id": "ok2"}).encode()
+    # when
+    answer = campaign_admin_client.post(f"/api/campaigns/{campaign.pk}/{path}/", body, content_type="application/x-ndjson")
+    # then
+    assert answer.status_code == 400, answer.content
+    assert [e["line"] for e in answer.data["errors"]] == [2]
+    assert says in answer.data["errors"][0]["error"] and "Line 2" in answer.data["detail"]
+    assert _written(campaign) == (0, 0)
+
+
+def test_csv_rejects_a_repeated_key_in_a_json_cell():
+    campaign = CampaignFactory()
+    with pytest.raises(ValidationFailed) as caught:
+        prompts_import(campaign=campaign, data=b'prompt,metadata\nhi,"{""x"": 1, ""x"": 2}"\n', format="csv")
+    assert caught.value.details == [{"line": 2, "error": "column 'metadata' is not valid JSON: key 'x' appears twice in one object"}]
+
+
+@pytest.mark.parametrize("kind", IMPORTS)
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_import_names_an_over_long_line_and_goes_on_checking(campaign_admin_client, settings, kind, fmt):
+    # given: line 3 is longer than the line limit, line 4 is bad too
+    settings.IMPORT_MAX_LINE_BYTES = 200
+    campaign = CampaignFactory()
+    path, good = IMPORTS[kind]
+    if fmt == "jsonl":
+        lines = [json.dumps(good), json.dumps({**good, "external_id": "long", "prompt": "x" * 500}), "[1]"]
+        lines.insert(0, json.dumps({**good, "external_id": "first"}))
+        content_type, expected = "application/x-ndjson", [3, 4]
+    else:
+        header = "external_id,prompt,chosen,rejected" if kind == "gold" else "external_id,prompt"
+        tail = ",y,n" if kind == "gold" else ""
+        lines = [header, f"a,fine{tail}", f"long,{'x' * 500}{tail}", "bad,caf\udce9" + tail]
+        content_type, expected = "text/csv", [3, 4]
+    body = "\n".join(lines).encode("utf-8", errors="surrogateescape")
+    # when
+    answer = campaign_admin_client.post(f"/api/campaigns/{campaign.pk}/{path}/", body, content_type=content_type)
+    # then: both lines named, the long one by its length, and nothing written
+    assert answer.status_code == 400, answer.content
+    errors = {e["line"]: e["error"] for e in answer.data["errors"]}
+    assert sorted(errors) == expected
+    assert "longer than 200 bytes" in errors[3]
+    assert _written(campaign) == (0, 0)
+
+
+class _CountingBody:
+    """A request body that makes up `size` bytes as they are read, and counts them."""
+
+    def __init__(self, size: int):
+        self.size, self.read_bytes = size, 0
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.size - self.read_bytes if n is None or n < 0 else min(n, self.size - self.read_bytes)
+        self.read_bytes += n
+        return b"x" * n
+
+    def readline(self, n: int = -1) -> bytes:
+        return self.read(n)
+
+
+@pytest.mark.parametrize("kind", IMPORTS)
+def test_an_upload_over_the_size_limit_is_refused_before_it_is_read(campaign_admin, settings, kind):
+    # given: a 10 GB body, announced as such
+    from django.test import Client
+    from rest_framework.authtoken.models import Token
+
+    settings.IMPORT_MAX_BYTES = 1024 * 1024
+    campaign = CampaignFactory()
+    body = _CountingBody(10 * 1024**3)
+    token = Token.objects.get(user=campaign_admin).key
+    # when
+    answer = Client().generic(
+        "POST", f"/api/campaigns/{campaign.pk}/{IMPORTS[kind][0]}/",
+        HTTP_AUTHORIZATION=f"Token {token}", **{"wsgi.input": body, "CONTENT_LENGTH": str(body.size), "CONTENT_TYPE": "application/x-ndjson"},
+    )
+    # then: refused with the limit, not one byte of it read
+    assert answer.status_code == 400
+    assert "the limit is 1048576" in answer.json()["detail"]
+    assert body.read_bytes == 0
+    assert _written(campaign) == (0, 0)
+
+
+@pytest.mark.parametrize("kind", IMPORTS)
+def test_an_over_long_line_is_refused_in_bounded_memory(campaign_admin, settings, tmp_path, kind):
+    # given: a 24 MiB upload on disk whose line 2 is 24 MiB long; the line
+    # limit is 1 MiB and the file limit above the file's size
+    import tracemalloc
+
+    from django.test import Client
+    from rest_framework.authtoken.models import Token
+
+    settings.IMPORT_MAX_BYTES = 64 * 1024 * 1024
+    settings.IMPORT_MAX_LINE_BYTES = 1024 * 1024
+    campaign = CampaignFactory()
+    path, good = IMPORTS[kind]
+    upload = tmp_path / "big.jsonl"
+    with upload.open("wb") as f:
+        f.write(json.dumps(good).encode() + b"\n")
+        f.write(b'{"external_id": "huge", "prompt": "')
+        for _ in range(24):
+            f.write(b"y" * (1024 * 1024))
+        f.write(b'"}\n{"external_id": "nan", "prompt": NaN}\n')
+    size = upload.stat().st_size
+    token = Token.objects.get(user=campaign_admin).key
+    # once before measuring, so that what a first request sets up for good
+    # (imports, caches) is not counted
+    Client().post(f"/api/campaigns/{campaign.pk}/{path}/?dry_run=1", json.dumps(good).encode(),
+                  content_type="application/x-ndjson", HTTP_AUTHORIZATION=f"Token {token}")
+    # when: the file is the request body, read by the app as it likes
+    tracemalloc.start()
+    try:
+        with upload.open("rb") as body:
+            answer = Client().generic(
+                "POST", f"/api/campaigns/{campaign.pk}/{path}/",
+                HTTP_AUTHORIZATION=f"Token {token}", **{"wsgi.input": body, "CONTENT_LENGTH": str(size), "CONTENT_TYPE": "application/x-ndjson"},
+            )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # then: line 2 named for its length and line 3 still checked; nothing
+    # written; and the app never held more than a few line limits' worth
+    assert answer.status_code == 400, answer.content[:500]
+    errors = {e["line"]: e["error"] for e in answer.json()["errors"]}
+    assert sorted(errors) == [2, 3]
+    assert "longer than 1048576 bytes" in errors[2] and "NaN" in errors[3]
+    assert _written(campaign) == (0, 0)
+    assert peak < 6 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB for a {size / 2**20:.0f} MiB upload"
