@@ -10,3 +10,6 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("", include("frontend.urls")),
 ]
+
+# JSON under /api/ (a path no route matches, such as a non-numeric id), HTML elsewhere.
+handler404 = "annotate.apis.errors.not_found"

@@ -13,3 +13,18 @@ def exception_handler(exc, context):
             body["errors"] = exc.details
         return Response(body, status=exc.status_code)
     return drf_exception_handler(exc, context)
+
+
+def not_found(request, exception=None):
+    """settings' handler404: under /api/ a JSON 404 in the API's error shape
+    (a client parses every answer of the API the same way); elsewhere
+    Django's page."""
+    from django.http import JsonResponse
+    from django.views.defaults import page_not_found
+
+    if request.path.startswith("/api/"):
+        return JsonResponse(
+            {"error": "not_found", "detail": f"No API at {request.path}; see /api/docs/ for the operations."},
+            status=404,
+        )
+    return page_not_found(request, exception)

@@ -80,7 +80,9 @@ class ExportDownloadApi(APIView):
 
     permission_classes = [IsAdminOrEngineer]
 
-    @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    @extend_schema(
+        responses={(200, content_type): OpenApiTypes.BINARY for content_type in CONTENT_TYPES.values()}
+    )
     def get(self, request, export_id: int):
         export = readable_or_404(request, Export.objects.all(), export_id)
         path = Path(export.path)

@@ -58,7 +58,8 @@ class GoldPoolApi(APIView):
 
     class InputSerializer(serializers.Serializer):
         limit = serializers.IntegerField(min_value=1, max_value=1000, default=100)
-        offset = serializers.IntegerField(min_value=0, default=0)
+        # Bounded: the database takes no offset past a bigint (a 500 before).
+        offset = serializers.IntegerField(min_value=0, max_value=10**9, default=0)
 
     class OutputSerializer(serializers.Serializer):
         class PairSerializer(serializers.Serializer):

@@ -266,3 +266,13 @@ def test_a_campaign_with_no_model_version_has_an_empty_leaderboard(make_user, ap
     staff = api_client_for(make_user(username="root", is_staff=True))
     answer = staff.get(f"/api/campaigns/{campaign.pk}/leaderboard/")
     assert answer.status_code == 200 and answer.data["versions"] == []
+
+
+def test_a_path_under_api_that_names_nothing_answers_a_json_404(make_user, api_client_for):
+    # Found by schemathesis: a non-numeric id matched no route and got Django's HTML page.
+    client = api_client_for(make_user(username="root", is_staff=True))
+    answer = client.get("/api/campaigns/not-a-number/")
+    assert answer.status_code == 404 and answer["Content-Type"] == "application/json"
+    assert answer.json()["error"] == "not_found"
+    page = client.get("/no-such-page/")
+    assert page.status_code == 404 and page["Content-Type"].startswith("text/html")
