@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import math
 import random
-from dataclasses import asdict
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -30,13 +31,34 @@ ProgressFn = Callable[[float], None]
 MIN_PROMPTS_FOR_SPLIT = 4
 
 
+class TokenPair(NamedTuple):
+    """One preference row as the model sees it: token ids of prompt+answer+EOS, both sides."""
+
+    chosen: list[int]
+    rejected: list[int]
+    margin: float
+    weight: float
+
+
+def tokenize_pairs(tokenizer, rows: list[dict], max_length: int) -> list[TokenPair]:
+    """Tokenize each row's two texts once (training reuses them every epoch)."""
+    out = []
+    for r in rows:
+        chosen, rejected = (tokenizer(format_pair_text(tokenizer, r["prompt"], r[k]), **ENCODE_KWARGS)["input_ids"]
+                            for k in ("chosen", "rejected"))
+        # Keep the end: the reward is read at the last token, so cutting the end
+        # would score a text the model never finished.
+        out.append(TokenPair(chosen[-max_length:], rejected[-max_length:], r.get("margin", 0.0), r.get("weight", 1.0)))
+    return out
+
+
 def _encode(tokenizer, texts: list[str], max_length: int, dev: torch.device):
-    ids = [tokenizer(t, **ENCODE_KWARGS)["input_ids"] for t in texts]
-    # Keep the end: the reward is read at the last token, so cutting the end
-    # would score a text the model never finished.
-    ids = [x[-max_length:] for x in ids]
+    ids = [tokenizer(t, **ENCODE_KWARGS)["input_ids"][-max_length:] for t in texts]
+    return _pad(ids, tokenizer.pad_token_id, dev)
+
+
+def _pad(ids: list[list[int]], pad: int, dev: torch.device):
     width = max(len(x) for x in ids)
-    pad = tokenizer.pad_token_id
     input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids], device=dev)
     mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=dev)
     return input_ids, mask
@@ -51,39 +73,160 @@ def sequence_rewards(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     right for any pad choice.
     """
     backbone = getattr(model, model.base_model_prefix)
-    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
     last = attention_mask.sum(dim=1) - 1
     pooled = hidden[torch.arange(hidden.size(0), device=hidden.device), last]
     return model.score(pooled).squeeze(-1).float()
 
 
-def _pair_rewards(model, tokenizer, batch: list[dict], config: RewardConfig, dev):
-    texts = [format_pair_text(tokenizer, r["prompt"], r["chosen"]) for r in batch]
-    texts += [format_pair_text(tokenizer, r["prompt"], r["rejected"]) for r in batch]
-    input_ids, mask = _encode(tokenizer, texts, config.max_length, dev)
+# --- padding-free packing ---
+# A pair becomes one "unit": the tokens chosen and rejected share (at least the
+# formatted prompt), then chosen's own tokens, then rejected's own tokens.
+# Rejected's positions continue from the shared part, and the attention mask
+# hides chosen's tokens from rejected's, so each side sees exactly the
+# sequence it would see alone. Units are packed into rows; a row's attention
+# never crosses units. The mask is a 4D boolean tensor, which transformers
+# passes straight to SDPA (no cache: MODELS.md's pitfall).
+
+SHARED, CHOSEN, REJECTED = 0, 1, 2
+
+
+@dataclass
+class PackedPairs:
+    input_ids: torch.Tensor  # (rows, width)
+    position_ids: torch.Tensor  # (rows, width), restarting at 0 per sequence
+    unit: torch.Tensor  # (rows, width): which pair each token belongs to; -1 = padding
+    branch: torch.Tensor  # (rows, width): SHARED, CHOSEN or REJECTED
+    chosen_at: torch.Tensor  # (pairs,) flat index (row * width + column) of chosen's last token
+    rejected_at: torch.Tensor  # (pairs,) the same for rejected
+    tokens: int  # tokens of chosen + rejected, as a padded trainer would count them
+    computed: int  # non-padding positions the model runs (fewer than `tokens` when a prefix is shared)
+
+    @property
+    def slots(self) -> int:
+        return self.input_ids.numel()
+
+    def attention_mask(self) -> torch.Tensor:
+        """(rows, 1, width, width) boolean: True where a query token may attend a key token."""
+        width = self.unit.size(1)
+        causal = torch.ones(width, width, dtype=torch.bool, device=self.unit.device).tril()
+        same_unit = self.unit[:, :, None] == self.unit[:, None, :]
+        crosses = (self.branch[:, :, None] == REJECTED) & (self.branch[:, None, :] == CHOSEN)
+        return (same_unit & causal & ~crosses).unsqueeze(1)
+
+    def to(self, dev: torch.device) -> "PackedPairs":
+        moved = {k: v.to(dev, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in vars(self).items()}
+        return PackedPairs(**moved)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def pack_pairs(pairs: list[TokenPair], pad_id: int, share_prefix: bool = True, row_tokens: int = 0,
+               multiple_of: int = 8) -> PackedPairs:
+    """Pack pairs into rows of at most max(row_tokens, longest unit) tokens (first fit, longest first)."""
+    units = []
+    for p in pairs:
+        c, r = p.chosen, p.rejected
+        # The shared part must leave each side at least its own last token to be scored at.
+        s = min(_common_prefix(c, r), len(c) - 1, len(r) - 1) if share_prefix else 0
+        units.append((c + r[s:], list(range(len(c))) + list(range(s, len(r))),
+                      [SHARED] * s + [CHOSEN] * (len(c) - s) + [REJECTED] * (len(r) - s), len(c) - 1))
+    capacity = max(row_tokens, max(len(u[0]) for u in units))
+    fill: list[int] = []
+    members: list[list[int]] = []
+    for i in sorted(range(len(units)), key=lambda i: -len(units[i][0])):
+        n = len(units[i][0])
+        row = next((j for j, f in enumerate(fill) if f + n <= capacity), None)
+        if row is None:
+            fill.append(0)
+            members.append([])
+            row = len(fill) - 1
+        members[row].append(i)
+        fill[row] += n
+    # A width that is a multiple of 8 keeps bf16 tensor-core shapes aligned.
+    width = -(-max(fill) // multiple_of) * multiple_of
+    ids, pos = [[pad_id] * width for _ in fill], [[0] * width for _ in fill]
+    unit, branch = [[-1] * width for _ in fill], [[SHARED] * width for _ in fill]
+    chosen_at, rejected_at = [0] * len(units), [0] * len(units)
+    for row, idx in enumerate(members):
+        at = 0
+        for i in idx:
+            tokens, positions, branches, chosen_last = units[i]
+            n = len(tokens)
+            ids[row][at : at + n], pos[row][at : at + n], branch[row][at : at + n] = tokens, positions, branches
+            unit[row][at : at + n] = [i] * n
+            chosen_at[i], rejected_at[i] = row * width + at + chosen_last, row * width + at + n - 1
+            at += n
+    as_long = lambda x: torch.tensor(x, dtype=torch.long)  # noqa: E731
+    return PackedPairs(as_long(ids), as_long(pos), as_long(unit), as_long(branch), as_long(chosen_at),
+                       as_long(rejected_at), tokens=sum(len(p.chosen) + len(p.rejected) for p in pairs),
+                       computed=sum(len(u[0]) for u in units))
+
+
+def packed_rewards(model, packed: PackedPairs) -> tuple[torch.Tensor, torch.Tensor]:
+    """(r_chosen, r_rejected) from one forward over packed rows."""
+    backbone = getattr(model, model.base_model_prefix)
+    hidden = backbone(input_ids=packed.input_ids, attention_mask=packed.attention_mask(),
+                      position_ids=packed.position_ids, use_cache=False).last_hidden_state
+    flat = hidden.reshape(-1, hidden.size(-1))
+    scores = model.score(flat[torch.cat([packed.chosen_at, packed.rejected_at])]).squeeze(-1).float()
+    return scores[: len(packed.chosen_at)], scores[len(packed.chosen_at) :]
+
+
+def _pair_rewards(model, pairs: list[TokenPair], config: RewardConfig, pad_id: int, dev):
+    """(r_chosen, r_rejected, (tokens, computed, slots)) of a batch, packed or padded per config."""
+    if config.packing:
+        packed = pack_pairs(pairs, pad_id, share_prefix=config.share_prefix, row_tokens=config.pack_length).to(dev)
+        with _torch.autocast(dev):
+            r_c, r_r = packed_rewards(model, packed)
+        return r_c, r_r, (packed.tokens, packed.computed, packed.slots)
+    input_ids, mask = _pad([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id, dev)
     with _torch.autocast(dev):
         rewards = sequence_rewards(model, input_ids, mask)
-    return rewards[: len(batch)], rewards[len(batch) :]
+    tokens = sum(len(p.chosen) + len(p.rejected) for p in pairs)
+    return rewards[: len(pairs)], rewards[len(pairs) :], (tokens, tokens, input_ids.numel())
 
 
-def _pair_loss(model, tokenizer, batch: list[dict], config: RewardConfig, dev,
+def _pair_loss(model, pairs: list[TokenPair], config: RewardConfig, pad_id: int, dev,
                weight_total: float | None = None, count_total: int | None = None):
-    """Weighted Bradley–Terry loss (+ centering) of a batch; returns (loss, r_chosen, r_rejected).
+    """Weighted Bradley–Terry loss (+ centering) of a batch; returns (loss, r_chosen, r_rejected, token counts).
 
     weight_total / count_total normalise by a larger global batch instead of
     this one, so that per-rank losses of a data-parallel step add up to the
     loss of the whole batch.
     """
-    r_c, r_r = _pair_rewards(model, tokenizer, batch, config, dev)
-    margin = torch.tensor([r["margin"] if config.margin else 0.0 for r in batch], device=dev)
-    weight = torch.tensor([r["weight"] for r in batch], device=dev)
+    r_c, r_r, counts = _pair_rewards(model, pairs, config, pad_id, dev)
+    margin = torch.tensor([p.margin if config.margin else 0.0 for p in pairs]).to(dev, non_blocking=True)
+    weight = torch.tensor([p.weight for p in pairs]).to(dev, non_blocking=True)
     if weight_total is None:
-        weight_total = weight.sum().item()
+        weight_total = sum(p.weight for p in pairs)
     per_pair = -F.logsigmoid(r_c - r_r - margin)
     loss = (per_pair * weight).sum() / max(weight_total, 1e-8)
     if config.center_rewards_coefficient:
-        loss = loss + config.center_rewards_coefficient * ((r_c + r_r) ** 2).sum() / (count_total or len(batch))
-    return loss, r_c.detach(), r_r.detach()
+        loss = loss + config.center_rewards_coefficient * ((r_c + r_r) ** 2).sum() / (count_total or len(pairs))
+    return loss, r_c.detach(), r_r.detach(), counts
+
+
+def epoch_batches(lengths: list[int], batch_size: int, rng: random.Random, bucketing: bool) -> list[list[int]]:
+    """Indices of each batch of one epoch: shuffled, or shuffled then grouped by length."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    if bucketing:
+        # Sort within windows of 50 batches: batches hold pairs of similar
+        # length, while which pairs meet in a window stays random.
+        window = 50 * batch_size
+        order = [i for w in range(0, len(order), window) for i in sorted(order[w : w + window], key=lengths.__getitem__)]
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if bucketing:
+        rng.shuffle(batches)
+    return batches
 
 
 # Calibration: accuracy of pairs grouped by how sure the model is (|r_c - r_r|).
@@ -97,18 +240,21 @@ def _bucket_name(lo: float, hi: float) -> str:
 
 
 @torch.no_grad()
-def _evaluate(model, tokenizer, rows: list[dict], config: RewardConfig, dev, dist: _torch.Dist | None = None) -> dict:
-    """eval/* metrics over `rows`; under several processes each rank scores its share."""
+def _evaluate(model, pairs: list[TokenPair], config: RewardConfig, pad_id: int, dev,
+              dist: _torch.Dist | None = None) -> dict:
+    """eval/* metrics over `pairs`; under several processes each rank scores its share."""
     dist = dist or _torch.Dist()
-    mine = dist.shard(rows)
+    mine = dist.shard(pairs)
     # Sums reduced across ranks: weighted loss, weight, center term, correct,
     # pairs, margin, reward sum, reward^2 sum, then (correct, pairs) per bucket.
     sums = torch.zeros(8 + 2 * len(MARGIN_BUCKETS), dtype=torch.float64, device=dev)
+    # Longest first, so a batch holds pairs of similar length (eval order does not matter).
+    mine = sorted(mine, key=lambda p: -len(p.chosen) - len(p.rejected))
     for i in range(0, len(mine), config.batch_size):
         batch = mine[i : i + config.batch_size]
-        r_c, r_r = _pair_rewards(model, tokenizer, batch, config, dev)
-        margin = torch.tensor([r["margin"] if config.margin else 0.0 for r in batch], device=dev)
-        weight = torch.tensor([r["weight"] for r in batch], device=dev)
+        r_c, r_r, _ = _pair_rewards(model, batch, config, pad_id, dev)
+        margin = torch.tensor([p.margin if config.margin else 0.0 for p in batch], device=dev)
+        weight = torch.tensor([p.weight for p in batch], device=dev)
         diff = r_c - r_r
         right = (diff > 0).double()
         sums[0] += (-F.logsigmoid(diff - margin) * weight).sum().double()
@@ -154,10 +300,13 @@ def train_reward(
     on_metrics: MetricsFn | None = None,
     on_progress: ProgressFn | None = None,
     meta: dict | None = None,
+    eval_rows: list[dict] | None = None,
 ) -> dict:
     """Train a scalar reward head on preference rows; save to out_dir; return final metrics.
 
     `meta` is merged into meta.json (dataset sha256, parent version, ...).
+    `eval_rows`, when given, is the held-out set and all of `rows` is trained
+    on (the caller made the split); otherwise rows are split by prompt.
     Under torchrun / accelerate launch every rank runs this with the same
     arguments; each takes its share of every batch, gradients are summed, and
     only rank 0 reports and saves (the others return the same metrics).
@@ -169,7 +318,11 @@ def train_reward(
     if not rows:
         raise ValueError("train_reward got no preference rows")
     n_prompts = len({prompt_key(r) for r in rows})
-    if n_prompts >= MIN_PROMPTS_FOR_SPLIT and config.eval_fraction > 0:
+    if eval_rows:
+        train_rows, eval_rows, eval_split = rows, validate_preference_rows(eval_rows, "eval_rows"), "heldout"
+        rows = train_rows + eval_rows
+        n_prompts = len({prompt_key(r) for r in rows})
+    elif n_prompts >= MIN_PROMPTS_FOR_SPLIT and config.eval_fraction > 0:
         train_rows, eval_rows = split_by_prompt(rows, config.eval_fraction, config.seed)
         eval_split = "heldout"
     else:
@@ -182,34 +335,50 @@ def train_reward(
     dev = dist.device()
     _torch.seed_all(config.seed)
     tokenizer = _torch.load_tokenizer(base_path, padding_side="right")
-    model = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1, dtype=torch.float32)
-    model.config.pad_token_id = tokenizer.pad_token_id
+    pad_id = tokenizer.pad_token_id
+    train_pairs = tokenize_pairs(tokenizer, train_rows, config.max_length)
+    eval_pairs = train_pairs if eval_rows is train_rows else tokenize_pairs(tokenizer, eval_rows, config.max_length)
+    # SDPA: the packed path's 4D mask goes straight to it (flash-attention-2 would ignore the mask).
+    model = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1, dtype=torch.float32,
+                                                               attn_implementation="sdpa")
+    model.config.pad_token_id = pad_id
     peft_model = None
     if config.lora_r:
         peft_model = _torch.add_lora(model, config, "SEQ_CLS", modules_to_save=["score"])
         model = peft_model.get_base_model()
     model.to(dev)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if config.torch_compile:
+        # Compiled in place: the state dict keeps its names; shapes vary per batch, hence dynamic.
+        getattr(model, model.base_model_prefix).compile(dynamic=True)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(len(train_rows) / config.batch_size)
+    # Fused AdamW: one kernel for all parameters instead of several per tensor (CUDA only).
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=dev.type == "cuda")
+    steps_per_epoch = math.ceil(len(train_pairs) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
+    lengths = [len(p.chosen) + len(p.rejected) for p in train_pairs]
     order_rng = random.Random(config.seed)
     step, best_loss, best_state, bad_evals, stopped_early = 0, float("inf"), None, 0, False
     metrics: dict = {}
     last_train: dict = {}  # the latest train/* window, kept in the final metrics
-    # Window sums (reduced across ranks): loss, correct, margin, pairs, reward sum, reward^2 sum, steps.
-    window = torch.zeros(7, dtype=torch.float64, device=dev)
+    # Window sums (reduced across ranks): loss, correct, margin, pairs, reward
+    # sum, reward^2 sum, steps, then tokens, computed tokens, padded slots.
+    window = torch.zeros(10, dtype=torch.float64, device=dev)
+    seen = [0.0, 0.0, 0.0]  # tokens, computed, padded since the start (all ranks)
+    window_start = time.perf_counter()
 
     def evaluate() -> dict:
         model.eval()
-        out = {**_evaluate(model, tokenizer, eval_rows, config, dev, dist), "eval/split": eval_split}
+        out = {**_evaluate(model, eval_pairs, config, pad_id, dev, dist), "eval/split": eval_split}
         model.train()
         return out
 
     def run_eval() -> bool:
         """Evaluate, report, track the best weights; True means stop."""
-        nonlocal best_loss, best_state, bad_evals, metrics
+        nonlocal best_loss, best_state, bad_evals, metrics, window_start
         metrics = evaluate()
+        window_start = time.perf_counter()  # evals are not training time
         if on_metrics:
             on_metrics(step, dict(metrics))
         if config.patience is None:
@@ -224,27 +393,29 @@ def train_reward(
     # --- loop: Bradley–Terry steps, periodic train metrics and evals ---
     model.train()
     for epoch in range(config.epochs):
-        order = list(range(len(train_rows)))
-        order_rng.shuffle(order)
-        for i in range(0, len(order), config.batch_size):
-            batch = [train_rows[j] for j in order[i : i + config.batch_size]]
+        for idx in epoch_batches(lengths, config.batch_size, order_rng, config.length_bucketing):
+            batch = [train_pairs[j] for j in idx]
             mine = dist.shard(batch)
             optimizer.zero_grad(set_to_none=True)
             if mine:
-                loss, r_c, r_r = _pair_loss(model, tokenizer, mine, config, dev,
-                                            weight_total=sum(r["weight"] for r in batch), count_total=len(batch))
+                loss, r_c, r_r, counts = _pair_loss(model, mine, config, pad_id, dev,
+                                                    weight_total=sum(p.weight for p in batch), count_total=len(batch))
                 loss.backward()
                 both = torch.cat([r_c, r_r]).double()
-                window += torch.stack([loss.detach().double(), (r_c > r_r).double().sum(), (r_c - r_r).double().sum(),
-                                       torch.tensor(float(len(mine)), dtype=torch.float64, device=dev),
-                                       both.sum(), (both**2).sum(), torch.zeros((), dtype=torch.float64, device=dev)])
+                window[[0, 1, 2, 4, 5]] += torch.stack([loss.detach().double(), (r_c > r_r).double().sum(),
+                                                        (r_c - r_r).double().sum(), both.sum(), (both**2).sum()])
+                window[3] += len(mine)
+                # From the host without waiting: a blocking copy would stall the queue of GPU work every step.
+                window[7:] += torch.tensor(counts, dtype=torch.float64).to(dev, non_blocking=True)
             window[6] += 1.0 / dist.world  # summed across ranks: one per step
             dist.sum_grads(params)
             torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
             optimizer.step()
             step += 1
             if step % config.log_every == 0 or step == total_steps:
-                w = dist.sum_(window.clone()).tolist()
+                w = dist.sum_(window.clone()).tolist()  # .tolist() waits for the device: the clock below is honest
+                elapsed = max(time.perf_counter() - window_start, 1e-9)
+                seen = [a + b for a, b in zip(seen, w[7:])]
                 n, n_r = max(w[3], 1.0), max(2 * w[3], 1.0)
                 mean = w[4] / n_r
                 last_train = {
@@ -253,10 +424,16 @@ def train_reward(
                     "train/margin": w[2] / n,
                     "reward/mean": mean,
                     "reward/std": math.sqrt(max(w[5] / n_r - mean * mean, 0.0)),
+                    "train/pairs_per_s": w[3] / elapsed,
+                    "train/tokens_per_s": w[7] / elapsed,
+                    "train/tokens": seen[0],  # chosen + rejected tokens, as TRL's num_tokens counts them
+                    "train/tokens_computed": seen[1],  # positions the model ran, padding excluded
+                    "train/tokens_padded": seen[2],  # positions the model ran, padding included
                 }
                 if on_metrics:
                     on_metrics(step, dict(last_train))
                 window.zero_()
+                window_start = time.perf_counter()
             if on_progress:
                 on_progress(step / total_steps)
             if config.eval_every and step % config.eval_every == 0 and run_eval():

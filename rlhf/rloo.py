@@ -8,6 +8,7 @@ RLOOTrainer).
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import asdict
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch
 from rlhf import _torch
 from rlhf.chat import format_prompt
 from rlhf.configs import RLOOConfig  # re-exported: callers import it from here too
-from rlhf.generate import load_policy, sample
+from rlhf.generate import Rollout, RowSampler, load_policy, sample
 
 RewardFn = Callable[[list, list[str]], list[float]]
 
@@ -47,20 +48,24 @@ def token_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_ma
 
 
 def rloo_policy_loss(new_logps: torch.Tensor, old_logps: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor,
-                     cliprange: float, ratio_level: str = "sequence") -> torch.Tensor:
+                     cliprange: float, ratio_level: str = "sequence", count: int | None = None) -> torch.Tensor:
     """Clipped surrogate loss from per-token log-probs (n, C) and per-sequence advantages (n,).
 
     "sequence" is TRL's RLOOTrainer: one ratio per sequence, exp of the summed
-    token log-ratios; "token" clips each token's ratio (PPO style).
+    token log-ratios; "token" clips each token's ratio (PPO style). The mean
+    over sequences divides by `count` when given (a data-parallel rank holds
+    part of a minibatch; the ranks' losses then add up to the minibatch's).
     """
     if ratio_level == "sequence":
         ratio = torch.exp(((new_logps - old_logps) * mask).sum(dim=1))
         clipped = ratio.clamp(1 - cliprange, 1 + cliprange)
-        return -torch.min(ratio * advantages, clipped * advantages).mean()
-    ratio = torch.exp(new_logps - old_logps)
-    clipped = ratio.clamp(1 - cliprange, 1 + cliprange)
-    per_token = -torch.min(ratio * advantages[:, None], clipped * advantages[:, None])
-    return ((per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).mean()
+        per_sequence = -torch.min(ratio * advantages, clipped * advantages)
+    else:
+        ratio = torch.exp(new_logps - old_logps)
+        clipped = ratio.clamp(1 - cliprange, 1 + cliprange)
+        per_token = -torch.min(ratio * advantages[:, None], clipped * advantages[:, None])
+        per_sequence = (per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+    return per_sequence.sum() / (count or per_sequence.numel())
 
 
 @torch.no_grad()
@@ -83,13 +88,25 @@ def _pad_cat(tensors: list[torch.Tensor], value: int, left: bool) -> torch.Tenso
     return torch.cat(padded)
 
 
-def _rollout(model, tokenizer, prompt_texts, config: RLOOConfig):
-    """Sample in generation-sized chunks, then stitch the chunks into one padded batch."""
-    from rlhf.generate import Rollout
+def _rollout(model, tokenizer, prompt_texts: list[str], rows: list[int], n_rows: int, seed: int,
+             config: RLOOConfig, vllm=None):
+    """Sample this rank's rows of the round; stitch generate-sized chunks into one padded batch.
 
-    parts = [sample(model, tokenizer, prompt_texts[i : i + config.generation_batch_size], config.max_new_tokens,
-                    do_sample=True, temperature=config.temperature, top_p=1.0, top_k=0)
-             for i in range(0, len(prompt_texts), config.generation_batch_size)]
+    `rows` are the rows' indices in the whole round (n_rows): the samplers
+    draw by row index, so a row's completion does not depend on the chunking
+    or on which rank generates it.
+    """
+    if vllm is not None:
+        return vllm(tokenizer, prompt_texts, [seed * 100_003 + r for r in rows], config.max_new_tokens,
+                    config.temperature)
+    dev = next(model.parameters()).device
+    size = config.generation_batch_size or len(prompt_texts)
+    parts = []
+    for i in range(0, len(prompt_texts), size):
+        # Every chunk replays the round's stream from its start, so row r always gets draw r.
+        sampler = RowSampler(seed, rows[i : i + size], n_rows, config.temperature, dev)
+        parts.append(sample(model, tokenizer, prompt_texts[i : i + size], config.max_new_tokens, sampler=sampler,
+                            compile_decode=config.generation_compile))
     pad = tokenizer.pad_token_id
     return Rollout(
         prompt_ids=_pad_cat([p.prompt_ids for p in parts], pad, left=True),
@@ -98,6 +115,26 @@ def _rollout(model, tokenizer, prompt_texts, config: RLOOConfig):
         completion_mask=_pad_cat([p.completion_mask for p in parts], 0, left=False),
         texts=[t for p in parts for t in p.texts],
     )
+
+
+def _generation_backend(config: RLOOConfig, world: int) -> str:
+    """"transformers" or "vllm", per config.generation_backend and what this process can run."""
+    from rlhf.generate import vllm_available
+
+    if config.generation_backend not in ("auto", "transformers", "vllm"):
+        raise ValueError(f"generation_backend must be 'auto', 'transformers' or 'vllm', got {config.generation_backend!r}")
+    # The colocated engine takes full weights in one process: no LoRA layers, no data-parallel ranks.
+    fits = not config.lora_r and world == 1
+    if config.generation_backend == "vllm":
+        if not vllm_available():
+            raise ImportError("generation_backend='vllm' needs the 'vllm' package and a CUDA GPU (pip install vllm), "
+                              "or generation_backend='transformers'")
+        if not fits:
+            raise ValueError("generation_backend='vllm' runs in one process without LoRA; use 'transformers' "
+                             "(or 'auto') with lora_r > 0 or several processes")
+    if config.generation_backend == "auto":
+        return "vllm" if vllm_available() and fits else "transformers"
+    return config.generation_backend
 
 
 def rloo_train(
@@ -112,15 +149,27 @@ def rloo_train(
     on_progress: Callable[[float], None] | None = None,
     meta: dict | None = None,
 ) -> dict:
-    """Run config.num_iterations RLOO rounds from policy_path; save to out_dir; return last metrics."""
-    # --- setup: policy (trained), reference (frozen), reward source, optimizer ---
+    """Run config.num_iterations RLOO rounds from policy_path; save to out_dir; return last metrics.
+
+    Under torchrun / accelerate launch every rank runs this with the same
+    arguments: each samples, scores and trains on its share of each round's
+    prompts (all k samples of a prompt stay on one rank, for the leave-one-out
+    baseline), gradients are summed, and rank 0 reports and saves.
+    """
+    # --- setup: policy (trained), reference (frozen), reward source, sampler, optimizer ---
     if (reward_path is None) == (reward_fn is None):
         raise ValueError("pass exactly one of reward_path (a reward model folder) or reward_fn (a callable)")
     if not prompts:
         raise ValueError("rloo_train got no prompts")
     if config.ratio_level not in ("sequence", "token"):
         raise ValueError(f"ratio_level must be 'sequence' or 'token', got {config.ratio_level!r}")
-    dev = _torch.device()
+    dist = _torch.Dist()
+    n_prompts = min(config.prompts_per_iteration, len(prompts))
+    if n_prompts < dist.world:
+        raise ValueError(f"{dist.world} processes need at least {dist.world} prompts per iteration, got {n_prompts}")
+    on_metrics = on_metrics if dist.main else None
+    on_progress = on_progress if dist.main else None
+    dev = dist.device()
     _torch.seed_all(config.seed)
     policy, tokenizer = load_policy(policy_path, dev)
     peft_model, ref = None, None
@@ -136,25 +185,41 @@ def rloo_train(
 
         scorer = RewardScorer(reward_path)
         reward_fn = lambda ps, cs: scorer(ps, cs, batch_size=config.reward_batch_size)  # noqa: E731
+    vllm = None
+    if _generation_backend(config, dist.world) == "vllm":
+        from rlhf.generate import VLLMSampler
+
+        vllm = VLLMSampler(policy_path, max_model_len=4096, seed=config.seed,
+                           gpu_memory_utilization=config.vllm_gpu_memory_utilization)
     # The policy stays in eval mode: dropout would make the "old" and "new"
     # log-probs of the same weights differ and bias the ratio.
     policy.eval()
     params = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, fused=dev.type == "cuda")
     order_rng = random.Random(config.seed)
     order: list[int] = []
     metrics: dict = {}
+    k = config.k
 
     # --- loop: sample k per prompt, score, advantages, clipped updates ---
     for it in range(config.num_iterations):
         batch_prompts = []
-        while len(batch_prompts) < min(config.prompts_per_iteration, len(prompts)):
+        while len(batch_prompts) < n_prompts:
             if not order:
                 order = list(range(len(prompts)))
                 order_rng.shuffle(order)
             batch_prompts.append(prompts[order.pop()])
-        repeated = [p for p in batch_prompts for _ in range(config.k)]
-        rollout = _rollout(policy, tokenizer, [format_prompt(tokenizer, p) for p in repeated], config)
+        n = n_prompts * k  # rows of the round, prompt-major: row j * k + s is sample s of prompt j
+        rows = [j * k + s for j in range(dist.rank, n_prompts, dist.world) for s in range(k)]  # this rank's
+        local = {row: i for i, row in enumerate(rows)}
+        repeated = [batch_prompts[row // k] for row in rows]
+        if vllm is not None:
+            vllm.sync(policy)
+        round_seed = config.seed * 1_000_003 + it
+        rollout = _rollout(policy, tokenizer, [format_prompt(tokenizer, p) for p in repeated], rows, n, round_seed,
+                           config, vllm)
+        rollout = Rollout(*(t.to(dev) for t in (rollout.prompt_ids, rollout.prompt_mask, rollout.completion_ids,
+                                                 rollout.completion_mask)), rollout.texts)
         mask = rollout.completion_mask.float()
         old_logps = _batched_logprobs(policy, rollout, config.logprob_batch_size, config.temperature, dev)
         if ref is not None:
@@ -164,55 +229,79 @@ def rloo_train(
                 ref_logps = _batched_logprobs(policy, rollout, config.logprob_batch_size, config.temperature, dev)
         raw = torch.tensor(reward_fn(repeated, rollout.texts), dtype=torch.float32, device=dev)
         kl = ((old_logps - ref_logps) * mask).sum(dim=1)
-        advantages = rloo_advantages(raw - config.beta * kl, config.k)
+        advantages = rloo_advantages(raw - config.beta * kl, k)
         if config.normalize_advantages:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-4)
+            mean, std = _global_mean_std(advantages, dist)
+            advantages = (advantages - mean) / (std + 1e-4)
 
-        losses = []
-        n = len(repeated)
+        # Minibatches over the whole round, in an order every rank draws alike;
+        # each rank computes its rows of a minibatch, gradients are summed.
+        loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+        steps = 0
+        shuffle = torch.Generator().manual_seed(round_seed)
         for _ in range(config.ppo_epochs):
-            perm = torch.randperm(n, device=dev)
+            perm = torch.randperm(n, generator=shuffle).tolist()
             for i in range(0, n, config.minibatch_size):
-                idx = perm[i : i + config.minibatch_size]
-                with _torch.autocast(dev):
-                    new_logps = token_logprobs(policy, rollout.prompt_ids[idx], rollout.prompt_mask[idx],
-                                               rollout.completion_ids[idx], rollout.completion_mask[idx],
-                                               config.temperature)
-                loss = rloo_policy_loss(new_logps, old_logps[idx], mask[idx], advantages[idx],
-                                        config.cliprange, config.ratio_level)
+                minibatch = perm[i : i + config.minibatch_size]
+                idx = torch.tensor([local[r] for r in minibatch if r in local], dtype=torch.long, device=dev)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                if len(idx):
+                    with _torch.autocast(dev):
+                        new_logps = token_logprobs(policy, rollout.prompt_ids[idx], rollout.prompt_mask[idx],
+                                                   rollout.completion_ids[idx], rollout.completion_mask[idx],
+                                                   config.temperature)
+                    loss = rloo_policy_loss(new_logps, old_logps[idx], mask[idx], advantages[idx],
+                                            config.cliprange, config.ratio_level, count=len(minibatch))
+                    loss.backward()
+                    loss_sum += loss.detach().double()
+                dist.sum_grads(params)
                 torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
                 optimizer.step()
-                losses.append(loss.item())
+                steps += 1
 
+        # Sums over all ranks: KL, reward, advantage, advantage^2, completion length, rows, loss.
+        sums = dist.sum_(torch.stack([kl.double().sum(), raw.double().sum(), advantages.double().sum(),
+                                      (advantages.double() ** 2).sum(), mask.double().sum(),
+                                      torch.tensor(float(len(rows)), dtype=torch.float64, device=dev), loss_sum]))
+        s_kl, s_raw, s_adv, s_adv2, s_len, count, s_loss = sums.tolist()
         metrics = {
-            "policy/kl": kl.mean().item(),
-            "policy/reward_mean": raw.mean().item(),
-            "policy/loss": sum(losses) / len(losses),
-            "policy/advantage_std": advantages.std().item(),
-            "policy/completion_length": mask.sum(dim=1).mean().item(),
+            "policy/kl": s_kl / count,
+            "policy/reward_mean": s_raw / count,
+            "policy/loss": s_loss / steps,
+            "policy/advantage_std": math.sqrt(max(s_adv2 - s_adv**2 / count, 0.0) / max(count - 1, 1)),
+            "policy/completion_length": s_len / count,
         }
         if on_metrics:
             on_metrics(it + 1, dict(metrics))
         if on_progress:
             on_progress((it + 1) / config.num_iterations)
 
-    # --- save: policy weights (LoRA merged in), tokenizer, meta.json ---
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _torch.unwrap_for_save(policy, peft_model).save_pretrained(out)
-    tokenizer.padding_side = "left"
-    tokenizer.save_pretrained(out)
-    (out / "meta.json").write_text(json.dumps({
-        "kind": "policy",
-        "algorithm": "rloo",
-        "parent": str(policy_path),
-        "ref": str(ref_path),
-        "reward": str(reward_path) if reward_path else "reward_fn",
-        "config": asdict(config),
-        "metrics": metrics,
-        "n_prompts": len(prompts),
-        **(meta or {}),
-    }, indent=2, default=str))
+    # --- save: policy weights (LoRA merged in), tokenizer, meta.json; rank 0 only ---
+    if dist.main:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        _torch.unwrap_for_save(policy, peft_model).save_pretrained(out)
+        tokenizer.padding_side = "left"
+        tokenizer.save_pretrained(out)
+        (out / "meta.json").write_text(json.dumps({
+            "kind": "policy",
+            "algorithm": "rloo",
+            "parent": str(policy_path),
+            "ref": str(ref_path),
+            "reward": str(reward_path) if reward_path else "reward_fn",
+            "config": asdict(config),
+            "metrics": metrics,
+            "n_prompts": len(prompts),
+            "world_size": dist.world,
+            **(meta or {}),
+        }, indent=2, default=str))
+    dist.barrier()
     return metrics
+
+
+def _global_mean_std(x: torch.Tensor, dist: _torch.Dist) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and (unbiased) standard deviation of x over all ranks' values."""
+    s = dist.sum_(torch.stack([x.double().sum(), (x.double() ** 2).sum(), x.new_tensor(x.numel(), dtype=torch.float64)]))
+    mean = s[0] / s[2]
+    var = (s[1] - s[2] * mean**2) / (s[2] - 1).clamp(min=1)
+    return mean.to(x.dtype), var.clamp(min=0).sqrt().to(x.dtype)

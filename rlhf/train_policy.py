@@ -1,6 +1,7 @@
 """Run an RLOO policy step against a reward model.
 
     python -m rlhf.train_policy --prompts p.jsonl --policy PATH --ref PATH --reward PATH --out DIR [--num-iterations 20 --k 4]
+    torchrun --nproc_per_node 2 -m rlhf.train_policy ...   # data parallel; rank 0 prints and saves
 
 p.jsonl rows need a "prompt" (str or chat turns). Prints one JSON line of metrics per iteration.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -32,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{args.prompts}: row {n} has no 'prompt'")
     final = rloo_train(config, [r["prompt"] for r in rows], args.policy, args.ref, args.out,
                        reward_path=args.reward, on_metrics=print_metrics)
-    print(json.dumps({"final": final}))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one copy of the result
+        print(json.dumps({"final": final}))
     return 0
 
 

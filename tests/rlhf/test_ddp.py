@@ -86,3 +86,47 @@ def test_dpo_on_two_gloo_processes_matches_one_process(tiny_model_path, tmp_path
     assert _max_weight_diff(tmp_path / "one", tmp_path / "two") < WEIGHT_TOL
     assert final["dpo/loss"] == pytest.approx(single["dpo/loss"], abs=LOSS_TOL)
     assert torch.isfinite(torch.tensor(final["dpo/margin"]))
+
+
+def test_rloo_on_two_gloo_processes_matches_one_process(tiny_model_path, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rlhf.rloo import RLOOConfig, rloo_train
+
+    # A reward model with a seeded random head: rewards that differ between samples.
+    torch.manual_seed(3)
+    AutoModelForSequenceClassification.from_pretrained(tiny_model_path, num_labels=1).save_pretrained(tmp_path / "rm")
+    AutoTokenizer.from_pretrained(tiny_model_path).save_pretrained(tmp_path / "rm")
+    prompts = [f"question {i}: is the {thing} blue?" for i, thing in enumerate(["sky", "sea", "road", "snow", "grass", "cloud"])]
+    write_jsonl([{"prompt": p} for p in prompts], tmp_path / "prompts.jsonl")
+    # 5 prompts a round: the ranks take 3 and 2 (uneven); 10 rows in minibatches of 4, 4, 2, so some
+    # minibatches have rows on one rank only; two epochs and normalised advantages (a global mean and std).
+    config = RLOOConfig(lr=1e-2, beta=0.05, k=2, num_iterations=3, prompts_per_iteration=5, max_new_tokens=6,
+                        minibatch_size=4, ppo_epochs=2, normalize_advantages=True)
+    calls = []
+    single = rloo_train(config, prompts, tiny_model_path, tiny_model_path, tmp_path / "one",
+                        reward_path=str(tmp_path / "rm"), on_metrics=lambda step, m: calls.append(m))
+
+    lines = _torchrun("rlhf.train_policy", ["--prompts", str(tmp_path / "prompts.jsonl"), "--policy", tiny_model_path,
+                                            "--ref", tiny_model_path, "--reward", str(tmp_path / "rm"),
+                                            "--out", str(tmp_path / "two"), "--lr", "1e-2", "--beta", "0.05",
+                                            "--k", "2", "--num-iterations", "3", "--prompts-per-iteration", "5",
+                                            "--max-new-tokens", "6", "--minibatch-size", "4", "--ppo-epochs", "2",
+                                            "--normalize-advantages"], tmp_path)
+    rounds = [line for line in lines if "step" in line]
+    assert [r["step"] for r in rounds] == [1, 2, 3]  # rank 0 alone reports
+    assert json.loads((tmp_path / "two" / "meta.json").read_text())["world_size"] == 2
+    # The same completions on both sides (the sampler draws by row, not by process): equal rewards and lengths.
+    for ours, theirs in zip(calls, rounds):
+        assert theirs["policy/reward_mean"] == pytest.approx(ours["policy/reward_mean"], abs=LOSS_TOL)
+        assert theirs["policy/completion_length"] == ours["policy/completion_length"]
+        for key in ("policy/kl", "policy/loss", "policy/advantage_std"):
+            assert theirs[key] == pytest.approx(ours[key], abs=1e-4), key
+    assert abs(calls[-1]["policy/kl"]) > 1e-4  # the policy moved: later rounds sample from updated weights
+    # 18 AdamW steps at lr 1e-2: Adam divides each gradient by its own running
+    # size, so a weight whose gradient is near zero turns summation-order noise
+    # into a full-size step. Bound the gap by how far training moved the weights.
+    moved = _max_weight_diff(Path(tiny_model_path), tmp_path / "one")
+    assert moved > 0.05
+    assert _max_weight_diff(tmp_path / "one", tmp_path / "two") < 0.01 * moved
+    assert lines[-1]["final"]["policy/reward_mean"] == pytest.approx(single["policy/reward_mean"], abs=LOSS_TOL)

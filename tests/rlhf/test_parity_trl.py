@@ -28,7 +28,7 @@ def test_reward_loss_and_accuracy_match_trl_reward_trainer(tiny_model_path, tmp_
     from transformers import AutoModelForSequenceClassification
 
     from rlhf.chat import format_prompt
-    from rlhf.reward import RewardConfig, _pair_loss
+    from rlhf.reward import RewardConfig, _pair_loss, tokenize_pairs
 
     tok = _tok(tiny_model_path)
     torch.manual_seed(0)
@@ -40,8 +40,12 @@ def test_reward_loss_and_accuracy_match_trl_reward_trainer(tiny_model_path, tmp_
     for r in rows[::2]:  # swap every other pair so the random head is right on some, wrong on others
         r["chosen"], r["rejected"] = r["rejected"], r["chosen"]
     coef = 0.01
+    # Our default path: padding-free packing with the shared prompt run once.
+    config = RewardConfig(center_rewards_coefficient=coef)
+    assert config.packing and config.share_prefix
     with torch.no_grad():
-        ours, r_c, r_r = _pair_loss(model, tok, rows, RewardConfig(center_rewards_coefficient=coef), torch.device("cpu"))
+        ours, r_c, r_r, _ = _pair_loss(model, tokenize_pairs(tok, rows, config.max_length), config, tok.pad_token_id,
+                                       torch.device("cpu"))
     our_accuracy = (r_c > r_r).float().mean().item()
 
     # TRL gets the prompt already formatted by our chat template (its

@@ -5,12 +5,20 @@ import pytest
 import torch
 from conftest import separable_pairs
 
-from rlhf.reward import RewardConfig, _pair_loss, score, sequence_rewards, train_reward
+from rlhf.reward import RewardConfig, _pair_loss, score, sequence_rewards, tokenize_pairs, train_reward
 
-STABLE_TRAIN = {"train/loss", "train/accuracy", "train/margin", "reward/mean", "reward/std"}
+STABLE_TRAIN = {"train/loss", "train/accuracy", "train/margin", "reward/mean", "reward/std", "train/pairs_per_s",
+                "train/tokens_per_s", "train/tokens", "train/tokens_computed", "train/tokens_padded"}
 STABLE_EVAL = {"eval/loss", "eval/accuracy", "eval/split", "eval/margin", "eval/reward_mean", "eval/reward_std"}
 BUCKETS = ("0-0.5", "0.5-1", "1-2", "2-inf")
 CALIBRATION = {f"eval/{kind}_margin_{b}" for kind in ("accuracy", "pairs") for b in BUCKETS}
+
+
+def loss_of(model, tok, rows, config):
+    """(loss, r_chosen, r_rejected) of one batch of rows, as a training step computes it."""
+    loss, r_c, r_r, _ = _pair_loss(model, tokenize_pairs(tok, rows, config.max_length), config, tok.pad_token_id,
+                                   torch.device("cpu"))
+    return loss, r_c, r_r
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +77,9 @@ def test_margin_raises_the_loss_for_the_same_rewards(tiny_model_path):
     with_margin = [dict(r, margin=2.0) for r in batch]
     dev = torch.device("cpu")
     on = RewardConfig(margin=True)
-    base, r_c, r_r = _pair_loss(model, tok, batch, on, dev)
-    bigger, _, _ = _pair_loss(model, tok, with_margin, on, dev)
-    ignored, _, _ = _pair_loss(model, tok, with_margin, RewardConfig(margin=False), dev)
+    base, r_c, r_r = loss_of(model, tok, batch, on)
+    bigger, _, _ = loss_of(model, tok, with_margin, on)
+    ignored, _, _ = loss_of(model, tok, with_margin, RewardConfig(margin=False))
     expected = -torch.nn.functional.logsigmoid(r_c - r_r - 2.0).mean()
     assert bigger.item() > base.item()
     assert bigger.item() == pytest.approx(expected.item(), rel=1e-5)
@@ -114,8 +122,8 @@ def test_center_rewards_coefficient_adds_the_squared_sum_penalty(tiny_model_path
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_path, num_labels=1)
     batch = [dict(r, margin=0.0, weight=1.0) for r in separable_pairs(2, 1)]
     dev = torch.device("cpu")
-    plain, r_c, r_r = _pair_loss(model, tok, batch, RewardConfig(), dev)
-    centered, _, _ = _pair_loss(model, tok, batch, RewardConfig(center_rewards_coefficient=0.1), dev)
+    plain, r_c, r_r = loss_of(model, tok, batch, RewardConfig())
+    centered, _, _ = loss_of(model, tok, batch, RewardConfig(center_rewards_coefficient=0.1))
     assert centered.item() == pytest.approx(plain.item() + 0.1 * ((r_c + r_r) ** 2).mean().item(), rel=1e-5)
 
 
@@ -138,9 +146,9 @@ def test_pair_weights_scale_each_pairs_share_of_the_loss(tiny_model_path):
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_path, num_labels=1)
     batch = [dict(r, margin=0.0, weight=w) for r, w in zip(separable_pairs(2, 1), (3.0, 1.0))]
-    loss, r_c, r_r = _pair_loss(model, tok, batch, RewardConfig(), torch.device("cpu"))
+    loss, r_c, r_r = loss_of(model, tok, batch, RewardConfig())
     per_pair = -torch.nn.functional.logsigmoid(r_c - r_r)
     assert loss.item() == pytest.approx((3 * per_pair[0] + per_pair[1]).item() / 4, rel=1e-5)
     zero = [dict(batch[0], weight=0.0), batch[1]]
-    only_second, _, _ = _pair_loss(model, tok, zero, RewardConfig(), torch.device("cpu"))
+    only_second, _, _ = loss_of(model, tok, zero, RewardConfig())
     assert only_second.item() == pytest.approx(per_pair[1].item(), rel=1e-5)
