@@ -63,9 +63,14 @@ class Platform:
     """web (gunicorn) + one Celery worker on queues default and gpu, on the
     database and broker given (PostgreSQL + Redis, or SQLite + folder)."""
 
-    def __init__(self, workdir: Path, *, backend: str):
+    def __init__(self, workdir: Path, *, backend: str, web_workers: int = 2, web_threads: int = 1,
+                 extra_env: dict | None = None):
+        """`web_workers` / `web_threads`: gunicorn's -w and --threads (more
+        than one thread selects its gthread worker); `extra_env`: settings
+        for every process, e.g. DATABASE_CONN_MAX_AGE (bench/load.py)."""
         self.workdir = Path(workdir)
         self.backend = backend
+        self.web_workers, self.web_threads = web_workers, web_threads
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.procs: list[subprocess.Popen] = []
@@ -84,6 +89,8 @@ class Platform:
             RATCHET_HEARTBEAT_S="1",
             RATCHET_STALE_AFTER_S="8",
             RATCHET_REQUEUE_EVERY_S="2",
+            # Find a complete round whose check was lost (broker down) within seconds.
+            RATCHET_ROUND_SWEEP_EVERY_S="2",
             OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "2"),
         )
         if backend == "services":
@@ -98,6 +105,7 @@ class Platform:
             env.pop("CELERY_BROKER_URL", None)
         else:
             raise ValueError(backend)
+        env.update(extra_env or {})
         self.env = env
 
     # -- lifecycle -----------------------------------------------------------
@@ -109,16 +117,19 @@ class Platform:
             raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
         return out.stdout.strip()
 
-    def start(self, worker_env: dict | None = None) -> "Platform":
+    def start(self, worker_env: dict | None = None, worker_app: str = "config") -> "Platform":
+        """`worker_app`: the Celery app module the worker runs (a fault test's
+        wrapper around config's, tests/reliability/faults.py)."""
         if self.db_name:
             with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
                 conn.execute(f'CREATE DATABASE "{self.db_name}"')
         self.manage("migrate", "--no-input", "-v0")
         self._spawn(
             "web",
-            [sys.executable, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{self.port}", "-w", "2", "--timeout", "120"],
+            [sys.executable, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{self.port}",
+             "-w", str(self.web_workers), "--threads", str(self.web_threads), "--timeout", "120"],
         )
-        self.start_worker(worker_env)
+        self.start_worker(worker_env, app=worker_app)
         deadline = time.time() + 60
         while time.time() < deadline:
             try:
@@ -128,12 +139,12 @@ class Platform:
                 time.sleep(0.2)
         raise RuntimeError("web did not start; see " + str(self.workdir / "web.log"))
 
-    def start_worker(self, extra_env: dict | None = None) -> subprocess.Popen:
+    def start_worker(self, extra_env: dict | None = None, app: str = "config") -> subprocess.Popen:
         return self._spawn(
             "worker",
             # -B: this worker also runs beat, which queues again the stage of
             # a run whose worker died (tests/reliability/test_worker_killed.py).
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "-B", "-Q", "default,gpu", "-c", "1",
+            [sys.executable, "-m", "celery", "-A", app, "worker", "-B", "-Q", "default,gpu", "-c", "1",
              "--prefetch-multiplier", "1", "-l", "info", "-n", f"e2e-{uuid.uuid4().hex[:6]}@%h"],
             extra_env,
         )

@@ -126,3 +126,19 @@ def test_a_stage_message_redis_refused_is_marked_and_sent_again_by_the_beat_swee
     # and a second sweep sends nothing more
     assert training_runs_requeue_stale(stale_after_s=120) == []
     assert broker.task_ids("gpu") == [run.celery_task_id]
+
+
+def test_messages_leave_only_after_their_transaction_commits(make_open_round, annotator, api_client_for, broker):
+    from django.db import transaction
+
+    # given: k=1, so the rating fills its comparison and queues the round check after its commit
+    round_ = make_open_round(prompts=1, overlap=1, annotators=[annotator])
+    assert rate(api_client_for(annotator), round_.campaign_id) == 201
+    assert len(broker.task_ids("default")) == 1
+    # when: a training run is started in a transaction that rolls back
+    with pytest.raises(RuntimeError), transaction.atomic():
+        training_run_start(campaign=round_.campaign)
+        raise RuntimeError("rolled back")
+    # then: no run and no stage message
+    assert not TrainingRun.objects.exists()
+    assert broker.task_ids("gpu") == []
