@@ -19,6 +19,7 @@ def admin_in_browser(page, live_server, transactional_db):
     admin = UserFactory(username="browser-admin", roles=[Role.CAMPAIGN_ADMIN])
     raters = [UserFactory(username=f"rater{i}", roles=[Role.ANNOTATOR]) for i in range(3)]
     rounds = version_chain_rounds(versions=3, prompts=12, annotators=raters, overlap=3, name="Console data campaign")
+    rounds[0].campaign.admins.add(admin)  # campaign admins see only the campaigns they administer
     ratings_bulk_create(
         {"comparison": c, "annotator": a, "choice": "B" if (c.pk + a.pk) % 3 else "A", "strength": 2}
         for r in rounds
