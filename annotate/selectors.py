@@ -121,12 +121,12 @@ def round_is_complete(*, round_: Round) -> bool:
 def annotator_progress(*, annotator: User, campaign: Campaign) -> dict:
     from django.utils import timezone
 
-    mine = Rating.objects.filter(annotator=annotator)
     today = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
-    return {
-        "mine_today": mine.filter(created_at__gte=today).count(),
-        "mine_in_campaign": mine.filter(comparison__round__campaign=campaign).count(),
-    }
+    # Both counts in one statement (the next API sends them with every lease).
+    return Rating.objects.filter(annotator=annotator).aggregate(
+        mine_today=Count("pk", filter=Q(created_at__gte=today)),
+        mine_in_campaign=Count("pk", filter=Q(comparison__round__campaign=campaign)),
+    )
 
 
 def preference_rows(*, campaign: Campaign) -> list[dict]:

@@ -3,14 +3,13 @@ from functools import partial
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from annotate.errors import Conflict, NotFound, ValidationFailed
 from annotate.models import Assignment, Comparison, Rating, Round
 from annotate.selectors import campaigns_visible_to
-from annotate.services.assignments import comparison_free_slots
+from annotate.services.assignments import comparison_slots
 
 User = get_user_model()
 
@@ -54,8 +53,6 @@ def rating_create(
             raise Conflict("This idempotency key was already used for another comparison; send a fresh key.")
         return earlier
 
-    if (earlier := replay()) is not None:
-        return earlier, False
     # Lock the comparison so two tabs (or two annotators) can't both take its
     # last slot; select_for_update needs the surrounding transaction.
     comparison = (
@@ -65,38 +62,60 @@ def rating_create(
         .first()
     )
     if comparison is None:
+        if (earlier := replay()) is not None:
+            return earlier, False
         raise NotFound(f"No comparison {comparison_id} in your campaigns.")
-    # A twin request with the same key may have committed while we waited.
-    if (earlier := replay()) is not None:
-        return earlier, False
-    if Rating.objects.filter(comparison=comparison, annotator=annotator).exists():
+    # Under the lock, in one statement: the rating this key made (a retry, or
+    # a twin request that committed while we waited) and my rating of this
+    # comparison, if any.
+    key = idempotency_key if isinstance(idempotency_key, uuid.UUID) else uuid.UUID(str(idempotency_key))
+    db_key = Rating._meta.get_field("idempotency_key").get_db_prep_value(key, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, comparison_id, idempotency_key = %s FROM {Rating._meta.db_table}"
+            " WHERE annotator_id = %s AND (idempotency_key = %s OR comparison_id = %s)",
+            [db_key, annotator.pk, db_key, comparison.pk],
+        )
+        mine = cursor.fetchall()
+    if (earlier := next((row for row in mine if row[2]), None)) is not None:
+        if earlier[1] != comparison_id:
+            raise Conflict("This idempotency key was already used for another comparison; send a fresh key.")
+        return Rating.objects.get(pk=earlier[0]), False
+    if mine:
         raise Conflict("You already rated this comparison; each annotator rates a comparison once.")
-    assignment = Assignment.objects.filter(comparison=comparison, annotator=annotator).first()
-    if assignment is None or assignment.status != Assignment.Status.LEASED:
+    now = timezone.now()
+    # My lease and the live leases others hold on the comparison, in one statement.
+    rating_count, others_live, assignment_id, assignment_status = comparison_slots(
+        comparison_id=comparison.pk, annotator=annotator, now=now
+    )
+    if assignment_id is None or assignment_status != Assignment.Status.LEASED:
         raise Conflict("You do not hold this comparison: ask for the next comparison and rate that one.")
     if comparison.round.status != Round.Status.COLLECTING:
         raise Conflict(f"Round {comparison.round.index} is closed ({comparison.round.status}); it takes no more ratings.")
-    now = timezone.now()
-    if comparison_free_slots(comparison=comparison, annotator=annotator, now=now) <= 0:
+    # rating_count is current: it was read under the row lock (SQLite: the
+    # write lock IMMEDIATE takes at BEGIN), after any writer before us committed.
+    if comparison.round.campaign.overlap - rating_count - others_live <= 0:
         raise Conflict("Your lease expired and the comparison has all the ratings it needs; your rating was not stored.")
     try:
-        # A savepoint, so a constraint violation leaves the transaction usable.
-        with transaction.atomic():
-            rating = Rating.objects.create(
-                comparison=comparison,
-                annotator=annotator,
-                choice=choice,
-                strength=strength,
-                reason=reason,
-                time_on_task_ms=time_on_task_ms,
-                idempotency_key=idempotency_key,
-            )
+        rating = Rating.objects.create(
+            comparison=comparison,
+            annotator=annotator,
+            choice=choice,
+            strength=strength,
+            reason=reason,
+            time_on_task_ms=time_on_task_ms,
+            idempotency_key=key,
+        )
     except IntegrityError:
         # The same key sent at the same moment for another comparison (its
-        # row lock is not ours): the database's unique key decides.
+        # row lock is not ours): the database's unique key decides. No
+        # savepoint is needed: the Conflict rolls this transaction back.
         raise Conflict("This idempotency key was already used for another comparison; send a fresh key.") from None
-    Assignment.objects.filter(pk=assignment.pk).update(status=Assignment.Status.DONE)
-    Comparison.objects.filter(pk=comparison.pk).update(rating_count=F("rating_count") + 1)
+    with connection.cursor() as cursor:  # SQL: as querysets these two cost more than the rest (bench/load.py)
+        cursor.execute(f"UPDATE {Assignment._meta.db_table} SET status = %s WHERE id = %s",
+                       [Assignment.Status.DONE, assignment_id])
+        cursor.execute(f"UPDATE {Comparison._meta.db_table} SET rating_count = rating_count + 1 WHERE id = %s",
+                       [comparison.pk])
     if comparison.gold_choice:
         # A gold answer: pause the annotator now, in this transaction, if
         # their gold accuracy fell below the campaign's bar.

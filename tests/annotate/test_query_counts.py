@@ -10,9 +10,9 @@ from annotate.models import Assignment
 
 pytestmark = pytest.mark.django_db
 
-NEXT_FRESH_LEASE = 25
-NEXT_RELOAD = 13
-RATING_CREATE = 16  # includes the SAVEPOINT around the insert
+NEXT_FRESH_LEASE = 14
+NEXT_RELOAD = 12
+RATING_CREATE = 11
 CAMPAIGN_LIST = 3
 
 
