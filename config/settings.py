@@ -278,9 +278,13 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 # Beat keeps its schedule in a file there and dies at start if the folder is
-# missing (with PostgreSQL and Redis nothing else creates it).
+# missing (with PostgreSQL and Redis nothing else creates it). A read-only
+# image is left alone: there, point RATCHET_DATA_DIR at a writable volume.
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+try:
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+except OSError:
+    pass
 
 LOGGING = {
     "version": 1,
