@@ -1,0 +1,488 @@
+"""A whole campaign rated by simulated raters, on the real platform processes:
+does the loop move the model, and by how much?
+
+    .venv/bin/python -m bench.simulated_campaign --model tiny --rounds 3 --comparisons 16 --raters 2
+    .venv/bin/python -m bench.simulated_campaign --model smollm2 --rounds 3 --comparisons 64 --raters 3 --noise 0.1 --new-tokens 64
+    .venv/bin/python -m bench.simulated_campaign --model tiny --sweep    # how much of the gain survives weaker, noisier raters
+
+Starts web (gunicorn) and a Celery worker (tests/e2e/harness.py) on
+PostgreSQL + Redis, creates a campaign, imports questions from
+data/finegrainedrlhf_qa_feedback_dev.jsonl (the last --eval-prompts distinct
+questions are held out and never imported), starts it, and for each round
+runs `manage.py simulate_raters --url <web>`: the simulated raters rate the
+round through the HTTP API, the round completes, the worker trains (reward
+model, policy step) and opens the next round. After each round the newest
+policy and the base policy answer the held-out questions (rlhf.generate, from
+the verified store checkpoints); the preference the raters follow, without
+their noise, judges each pair: the win rate of the newest policy over the
+base, ties counted as half, with a 95% Wilson interval. Also per round: the
+sequence KL of the newest policy to the base, estimated on its own samples
+(temperature 1) and as the RLOO policy stage reported it, the mean answer
+length in words, and each training stage's seconds from its TrainingRun.
+
+Prints one JSON object; writes it to bench/out/simulated_campaign-<model>.json
+and the plot to bench/out/simulated_campaign-<model>.svg (pass --plot-copy to
+write a copy elsewhere, e.g. the one bench/RESULTS.md shows).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from annotate.services.simulation import (
+    Judge,
+    preference_margin,
+    preference_outcome,
+    preference_parse,
+    wilson_interval,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data" / "finegrainedrlhf_qa_feedback_dev.jsonl"
+OUT = ROOT / "bench" / "out"
+
+# Per model and method; --lr / --beta override the policy step's. Why these:
+# see bench/RESULTS.md, "Simulated raters (issue 7)".
+TRAINING = {
+    ("tiny", "rloo"): {
+        "reward": {"epochs": 4, "batch_size": 8, "lr": 1e-3, "max_length": 128},
+        "policy": {"k": 4, "num_iterations": 4, "prompts_per_iteration": 8, "lr": 1.5e-3, "beta": 0.1,
+                   "generation_batch_size": 32, "minibatch_size": 16},
+    },
+    ("tiny", "dpo"): {
+        "reward": {"epochs": 2, "batch_size": 8, "lr": 1e-3, "max_length": 128},
+        "dpo": {"epochs": 2, "batch_size": 8, "lr": 1e-3, "beta": 0.1, "max_length": 128},
+    },
+    ("smollm2", "dpo"): {
+        "reward": {"epochs": 1, "batch_size": 8, "lr": 1e-5, "max_length": 192},
+        "dpo": {"epochs": 1, "batch_size": 8, "lr": 1e-5, "beta": 0.1, "max_length": 192, "ref_batch_size": 16},
+    },
+    ("smollm2", "rloo"): {
+        "reward": {"epochs": 1, "batch_size": 8, "lr": 1e-5, "max_length": 192},
+        "policy": {"k": 4, "num_iterations": 4, "prompts_per_iteration": 16, "lr": 2e-6, "beta": 0.05,
+                   "generation_batch_size": 64, "minibatch_size": 16, "logprob_batch_size": 32},
+    },
+}
+
+
+def questions() -> list[str]:
+    seen: dict[str, None] = {}
+    for line in DATA.open(encoding="utf-8"):
+        seen.setdefault(json.loads(line)["prompt"], None)
+    return list(seen)
+
+
+def base_model(kind: str, workdir: Path, questions_seen: list[str] | None = None) -> str:
+    if kind == "tiny":
+        return tiny_answering_model(workdir / "tiny", questions_seen or questions()[:200])
+    target = OUT / "smollm2-135m-instruct"
+    if not (target / "config.json").exists():
+        from rlhf.smollm2 import import_smollm2
+
+        import_smollm2(target)
+    return str(target)
+
+
+def tiny_answering_model(out: Path, seen: list[str], steps: int = 100, seed: int = 0) -> str:
+    """The tiny test model (rlhf.tiny: hidden 32, 2 layers), first taught for
+    a few seconds to answer a question with 1 to 20 words of real answers and
+    stop (EOS), as an instruct model does. A model with random weights never
+    stops by itself (EOS is one token in 500), so "shorter" would be judged
+    on word counts of random text alone; this one, like SmolLM2, ends some
+    answers early and runs past the token limit on others."""
+    import random
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from rlhf import _torch
+    from rlhf.chat import ENCODE_KWARGS, format_prompt
+    from rlhf.tiny import build_tiny_model
+
+    rows = [json.loads(line) for line in DATA.open(encoding="utf-8")]
+    answers = {r["prompt"]: r["chosen"].split() for r in rows}
+    path = build_tiny_model(out, [r["prompt"] for r in rows[:400]] + [r["chosen"] for r in rows[:400]], seed=seed)
+    tokenizer = _torch.load_tokenizer(path, padding_side="right")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        batch = []
+        for q in rng.sample(seen, 16):
+            prompt = tokenizer(format_prompt(tokenizer, q), **ENCODE_KWARGS)["input_ids"]
+            answer = " ".join(answers[q][: rng.randint(1, 20)]) + tokenizer.eos_token
+            batch.append((prompt, tokenizer(answer, **ENCODE_KWARGS)["input_ids"]))
+        width = max(len(p) + len(a) for p, a in batch)
+        ids = torch.full((len(batch), width), tokenizer.pad_token_id)
+        labels = torch.full((len(batch), width), -100)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, (p, a) in enumerate(batch):
+            ids[i, : len(p) + len(a)] = torch.tensor(p + a)
+            labels[i, len(p) : len(p) + len(a)] = torch.tensor(a)
+            mask[i, : len(p) + len(a)] = 1
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.save_pretrained(path)
+    return path
+
+
+def training_config(args) -> dict:
+    config = json.loads(json.dumps(TRAINING[(args.model, args.method)]))
+    section = "dpo" if args.method == "dpo" else "policy"
+    if args.lr is not None:
+        config[section]["lr"] = args.lr
+    if args.beta is not None:
+        config[section]["beta"] = args.beta
+    if args.method == "rloo":
+        config["policy"]["max_new_tokens"] = args.new_tokens
+    config["generate"] = {"max_new_tokens": args.new_tokens, "batch_size": 32}
+    return config
+
+
+# --- evaluation: newest policy against the base on held-out questions --------------
+
+
+class Evaluator:
+    """Answers of the base policy once, of each newest policy after its round,
+    judged by the raters' preference without noise; KL of the newest policy
+    to the base on its own samples."""
+
+    def __init__(self, prompts: list[str], *, preference: str, new_tokens: int, kl_prompts: int, seed: int = 1234):
+        self.prompts, self.new_tokens, self.seed = prompts, new_tokens, seed
+        self.kl_prompts = prompts[:kl_prompts]
+        self.judge = Judge(preference_parse(preference), preference_parse(preference).arg or None)
+        self.base_path: str | None = None
+        self.base_scores: list[float] | None = None
+
+    def _answers(self, path: str, seed: int, num_samples: int = 1) -> list[list[str]]:
+        from rlhf.generate import GenerateConfig, generate
+
+        config = GenerateConfig(max_new_tokens=self.new_tokens, seed=seed, batch_size=32)
+        return generate(path, self.prompts, config, num_samples=num_samples)
+
+    def base(self, path: str) -> dict:
+        """The base answers (sample 0: what every version is compared with;
+        sample 1: the base as its own challenger, the round-0 point)."""
+        self.base_path = path
+        answers = self._answers(path, self.seed, num_samples=2)
+        self.base_scores = self.judge.scores(self.prompts, [a[0] for a in answers])
+        return self._judged([a[1] for a in answers]) | {"kl_estimate": 0.0}
+
+    def newest(self, path: str) -> dict:
+        texts = [a[0] for a in self._answers(path, self.seed + 1)]
+        return self._judged(texts) | {"kl_estimate": self.kl(path)}
+
+    def _judged(self, texts: list[str]) -> dict:
+        scores = self.judge.scores(self.prompts, texts)
+        outcomes = [preference_outcome(preference_margin(s, b)) for s, b in zip(scores, self.base_scores)]
+        n = len(outcomes)
+        wins, ties = outcomes.count(1.0), outcomes.count(0.5)
+        rate = sum(outcomes) / n
+        lo, hi = wilson_interval(sum(outcomes), n)
+        words = [len(t.split()) for t in texts]
+        return {"win_rate": rate, "ci95": [lo, hi], "wins": wins, "ties": ties, "losses": n - wins - ties, "n": n,
+                "mean_words": sum(words) / n, "example": texts[0][:300]}
+
+    def kl(self, path: str) -> float:
+        """Mean over prompts of sum_t log pi(y_t) - log pi_base(y_t), y sampled
+        from pi at temperature 1 (the RLOO step's definition of its KL)."""
+        import torch
+
+        from rlhf import _torch
+        from rlhf.chat import format_prompt
+        from rlhf.generate import load_policy, sample
+        from rlhf.rloo import token_logprobs
+
+        dev = _torch.device()
+        _torch.seed_all(self.seed + 2)
+        policy, tokenizer = load_policy(path, dev)
+        base, _ = load_policy(self.base_path, dev)
+        total, n = 0.0, 0
+        for i in range(0, len(self.kl_prompts), 16):
+            texts = [format_prompt(tokenizer, p) for p in self.kl_prompts[i : i + 16]]
+            rollout = sample(policy, tokenizer, texts, self.new_tokens, do_sample=True, temperature=1.0, top_p=1.0, top_k=0)
+            mask = rollout.completion_mask.float()
+            with torch.no_grad():
+                args = (rollout.prompt_ids, rollout.prompt_mask, rollout.completion_ids, rollout.completion_mask, 1.0)
+                diff = (token_logprobs(policy, *args) - token_logprobs(base, *args)) * mask
+            total += diff.sum().item()
+            n += len(texts)
+        return total / max(n, 1)
+
+
+# --- one campaign --------------------------------------------------------------------
+
+
+def simulate_round(platform, cid: int, args, *, strength: float, noise: float, round_index: int) -> dict:
+    """`manage.py simulate_raters --url`: the raters rate the open round over HTTP."""
+    cmd = [sys.executable, "manage.py", "simulate_raters", "--campaign", str(cid), "--url", platform.base,
+           "--raters", str(args.raters), "--preference", args.preference, "--strength", str(strength),
+           "--noise", str(noise), "--position-bias", str(args.position_bias), "--seed", str(args.seed * 100 + round_index),
+           "--until-round-closed", "--json"]
+    done = subprocess.run(cmd, cwd=ROOT, env=platform.env, capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        raise SystemExit(f"simulate_raters failed:\n{done.stdout}\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_campaign(platform, admin, model: str, args, *, strength: float, noise: float, name: str,
+                 log=print, rate_round=simulate_round) -> dict:
+    """Create, start and run one campaign for args.rounds rounds; return the
+    report. `rate_round(platform, cid, args, strength=, noise=, round_index=)`
+    has the open round rated and returns {"ratings", "raters"} (default: the
+    management command over HTTP)."""
+    all_questions = questions()
+    held_out = all_questions[-args.eval_prompts:]
+    train = all_questions[: args.rounds * args.comparisons]
+    assert not set(held_out) & set(train), "held-out questions must never be rated"
+    config = training_config(args)
+    status, campaign = admin.post("/api/campaigns/create/", {
+        "name": name, "base_model": model, "overlap": args.raters, "comparisons_per_round": args.comparisons,
+        "training_config": config, "method": args.method, "gold_frequency": 0.0,
+    })
+    assert status == 201, campaign
+    cid = campaign["id"]
+    jsonl = "\n".join(json.dumps({"external_id": f"q{i}", "prompt": p}) for i, p in enumerate(train))
+    status, body = admin.post(f"/api/campaigns/{cid}/prompts/import/", raw=jsonl.encode(), content_type="application/x-ndjson")
+    assert status == 200 and body["created"] == len(train), body
+    t0 = time.perf_counter()
+    assert admin.post(f"/api/campaigns/{cid}/start/")[0] == 202
+    platform.wait_for(lambda: (admin.get(f"/api/campaigns/{cid}/progress/")[1]["round"] or {}).get("round") == 0,
+                      timeout=7200, what="round 0", interval=0.5)
+    bootstrap_s = time.perf_counter() - t0
+    models = admin.get(f"/api/campaigns/{cid}/models/")[1]
+    evaluator = Evaluator(held_out, preference=args.preference, new_tokens=args.new_tokens,
+                          kl_prompts=min(args.kl_prompts, len(held_out)), seed=args.seed + 1234)
+    t = time.perf_counter()
+    point = evaluator.base(_verified(models["policies"][0]))
+    point |= {"round": 0, "version": 0, "eval_s": time.perf_counter() - t}
+    log(f"[{name}] round 0 (base vs base): win rate {point['win_rate']:.3f} {_ci(point)}, {point['mean_words']:.1f} words")
+    rounds = [point]
+    for r in range(args.rounds):
+        t = time.perf_counter()
+        rated = rate_round(platform, cid, args, strength=strength, noise=noise, round_index=r)
+        rating_s = time.perf_counter() - t
+
+        def trained():
+            runs = admin.get(f"/api/training-runs/?campaign={cid}")[1]
+            mine = [x for x in runs if x["kind"] == "train" and x["round"] == r]
+            failed = [x for x in mine if x["status"] == "failed"]
+            if failed:
+                raise SystemExit(f"training run {failed[0]['id']} failed: {failed[0]['error']}")
+            return next((x for x in mine if x["status"] == "succeeded"), None)
+
+        run = platform.wait_for(trained, timeout=4 * 3600, what=f"training after round {r}", interval=1.0)
+        train_s = time.perf_counter() - t - rating_s
+        models = admin.get(f"/api/campaigns/{cid}/models/")[1]
+        newest = models["policies"][-1]
+        t = time.perf_counter()
+        point = evaluator.newest(_verified(newest))
+        stage_metrics = run["stages"]["policy"]["outputs"].get("metrics", {})
+        reward_metrics = run["stages"]["reward"]["outputs"].get("metrics", {})
+        point |= {
+            "round": r + 1, "version": newest["version"], "eval_s": time.perf_counter() - t,
+            "kl_policy_stage": stage_metrics.get("policy/kl"),
+            "reward_eval_accuracy": reward_metrics.get("eval/accuracy"),
+            "ratings": rated["ratings"], "rating_s": rating_s, "train_wall_s": train_s,
+            "stages_s": {stage: info.get("seconds") for stage, info in run["stages"].items()},
+            "choices": _choices(rated),
+        }
+        rounds.append(point)
+        log(f"[{name}] after round {r}: v{newest['version']} wins {point['win_rate']:.3f} {_ci(point)}, "
+            f"KL {point['kl_estimate']:.2f} nats (stage {_fmt(point['kl_policy_stage'])}), "
+            f"{point['mean_words']:.1f} words; stages " +
+            ", ".join(f"{k} {v:.1f} s" for k, v in point["stages_s"].items()))
+    return {"campaign": cid, "name": name, "strength": strength, "noise": noise, "bootstrap_s": bootstrap_s,
+            "rounds": rounds, "final_win_rate": rounds[-1]["win_rate"], "final_kl": rounds[-1]["kl_estimate"]}
+
+
+def _verified(version: dict) -> str:
+    from rlhf.store import verify_folder
+
+    verify_folder(version["path"], version["sha256"])
+    return version["path"]
+
+
+def _choices(rated: dict) -> dict:
+    total: dict[str, int] = {}
+    for rater in rated["raters"].values():
+        for k, v in rater["choices"].items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+def _ci(point: dict) -> str:
+    return f"[{point['ci95'][0]:.3f}, {point['ci95'][1]:.3f}]"
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
+
+
+# --- the plot (plain SVG, no dependency) -------------------------------------------------
+
+
+def svg_plot(reports: list[dict], *, title: str, kl_budget: float | None, target: float | None) -> str:
+    w, h, left, right, top, gap, panel = 760, 420, 60, 150, 40, 50, 150
+    rounds = max(len(r["rounds"]) for r in reports)
+    colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"]
+
+    def x(i: int) -> float:
+        return left + (w - left - right) * (i / max(rounds - 1, 1))
+
+    def y_win(v: float) -> float:
+        return top + panel * (1 - v)
+
+    kl_max = max([p["kl_estimate"] or 0 for r in reports for p in r["rounds"]] + [kl_budget or 0, 1e-6]) * 1.15
+    top2 = top + panel + gap
+
+    def y_kl(v: float) -> float:
+        return top2 + panel * (1 - v / kl_max)
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+           f'<rect width="{w}" height="{h}" fill="white"/>',
+           f'<text x="{w / 2}" y="20" text-anchor="middle" font-size="14">{_esc(title)}</text>']
+    for y0, label in ((top, "win rate vs base"), (top2, "KL to base (nats)")):
+        out.append(f'<rect x="{left}" y="{y0}" width="{w - left - right}" height="{panel}" fill="none" stroke="#999"/>')
+        out.append(f'<text x="14" y="{y0 + panel / 2}" transform="rotate(-90 14 {y0 + panel / 2})" text-anchor="middle">{label}</text>')
+    for v in (0, 0.25, 0.5, 0.75, 1.0):
+        out.append(f'<text x="{left - 6}" y="{y_win(v) + 4}" text-anchor="end">{v:g}</text>')
+    out.append(f'<line x1="{left}" x2="{w - right}" y1="{y_win(0.5)}" y2="{y_win(0.5)}" stroke="#777" stroke-dasharray="4 3"/>')
+    if target is not None:
+        out.append(f'<line x1="{left}" x2="{w - right}" y1="{y_win(target)}" y2="{y_win(target)}" stroke="#2ca02c" stroke-dasharray="2 2"/>')
+        out.append(f'<text x="{w - right + 4}" y="{y_win(target) + 4}" fill="#2ca02c">target {target:g}</text>')
+    for v in (0, kl_max / 2, kl_max):
+        out.append(f'<text x="{left - 6}" y="{y_kl(v) + 4}" text-anchor="end">{v:.2g}</text>')
+    if kl_budget is not None:
+        out.append(f'<line x1="{left}" x2="{w - right}" y1="{y_kl(kl_budget)}" y2="{y_kl(kl_budget)}" stroke="#d62728" stroke-dasharray="2 2"/>')
+        out.append(f'<text x="{w - right + 4}" y="{y_kl(kl_budget) + 4}" fill="#d62728">budget {kl_budget:g}</text>')
+    for i in range(rounds):
+        out.append(f'<text x="{x(i)}" y="{top2 + panel + 16}" text-anchor="middle">{"base" if i == 0 else f"after round {i - 1}"}</text>')
+    for n, report in enumerate(reports):
+        colour = colours[n % len(colours)]
+        pts = report["rounds"]
+        dx = (n - (len(reports) - 1) / 2) * 4  # side by side when several series
+        out.append('<polyline fill="none" stroke="{}" stroke-width="2" points="{}"/>'.format(
+            colour, " ".join(f"{x(i) + dx:.1f},{y_win(p['win_rate']):.1f}" for i, p in enumerate(pts))))
+        for i, p in enumerate(pts):
+            lo, hi = p["ci95"]
+            out.append(f'<line x1="{x(i) + dx:.1f}" x2="{x(i) + dx:.1f}" y1="{y_win(lo):.1f}" y2="{y_win(hi):.1f}" stroke="{colour}"/>')
+            out.append(f'<circle cx="{x(i) + dx:.1f}" cy="{y_win(p["win_rate"]):.1f}" r="3" fill="{colour}"/>')
+        out.append('<polyline fill="none" stroke="{}" stroke-width="2" points="{}"/>'.format(
+            colour, " ".join(f"{x(i) + dx:.1f},{y_kl(p['kl_estimate'] or 0):.1f}" for i, p in enumerate(pts))))
+        label = f"strength {report['strength']:g}, noise {report['noise']:g}"
+        out.append(f'<text x="{w - right + 4}" y="{top + 70 + 16 * n}" fill="{colour}">{_esc(label)}</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _esc(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# --- main ------------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", choices=["tiny", "smollm2"], default="tiny")
+    parser.add_argument("--method", choices=["rloo", "dpo"], default=None, help="default: rloo for tiny, dpo for smollm2")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--comparisons", type=int, default=16, help="comparisons per round")
+    parser.add_argument("--raters", type=int, default=2, help="simulated raters; also the overlap k")
+    parser.add_argument("--preference", default="shorter")
+    parser.add_argument("--strength", type=float, default=4.0)
+    parser.add_argument("--noise", type=float, default=0.1)
+    parser.add_argument("--position-bias", type=float, default=0.0)
+    parser.add_argument("--new-tokens", type=int, default=24)
+    parser.add_argument("--eval-prompts", type=int, default=64, help="held-out questions the win rate is judged on")
+    parser.add_argument("--kl-prompts", type=int, default=32, help="held-out questions the KL is estimated on")
+    parser.add_argument("--lr", type=float, default=None, help="policy step learning rate (default: per model/method)")
+    parser.add_argument("--beta", type=float, default=None, help="KL coefficient of the policy step")
+    parser.add_argument("--kl-budget", type=float, default=10.0, help="nats per answer the campaign allows (reported)")
+    parser.add_argument("--target", type=float, default=None, help="win rate to mark on the plot")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sweep", action="store_true",
+                        help="run the campaign again with weaker and noisier raters; report how much of the gain survives")
+    parser.add_argument("--sweep-strengths", default="1,2", help="strengths tried with --sweep (at --noise)")
+    parser.add_argument("--sweep-noises", default="0.3,0.5", help="noise rates tried with --sweep (at --strength)")
+    parser.add_argument("--backend", choices=["services", "embedded"], default="services")
+    parser.add_argument("--plot-copy", default=None, help="also write the SVG here (e.g. bench/plots/...svg)")
+    args = parser.parse_args(argv)
+    args.method = args.method or ("dpo" if args.model == "smollm2" else "rloo")
+    if args.target is None and args.model == "smollm2":
+        args.target = 0.65
+    return args
+
+
+def simulated_campaign(args, workdir: Path, log=print) -> dict:
+    """Start the platform in workdir, run the campaign (or the sweep), stop it; the report."""
+    from tests.e2e.harness import Platform
+
+    model = base_model(args.model, workdir)
+    platform = Platform(workdir, backend=args.backend).start()
+    try:
+        admin = platform.user("bench-admin", "campaign_admin", "ml_engineer")
+        settings = [(args.strength, args.noise)]
+        if args.sweep:
+            settings += [(float(s), args.noise) for s in args.sweep_strengths.split(",") if s.strip()]
+            settings += [(args.strength, float(n)) for n in args.sweep_noises.split(",") if n.strip()]
+        reports = [
+            run_campaign(platform, admin, model, args, strength=s, noise=n, name=f"sim strength {s:g} noise {n:g}", log=log)
+            for s, n in settings
+        ]
+    finally:
+        platform.stop()
+    reference = reports[0]
+    gain = reference["final_win_rate"] - 0.5
+    for report in reports:
+        report["gain_kept"] = (report["final_win_rate"] - 0.5) / gain if abs(gain) > 1e-9 else None
+        report["kl_within_budget"] = report["final_kl"] <= args.kl_budget
+    return {
+        "model": args.model, "method": args.method, "rounds": args.rounds, "comparisons": args.comparisons,
+        "raters": args.raters, "preference": args.preference, "new_tokens": args.new_tokens,
+        "eval_prompts": args.eval_prompts, "kl_budget": args.kl_budget, "seed": args.seed,
+        "training_config": training_config(args), "cpu_count": os.cpu_count(), "campaigns": reports,
+    }
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    # A plain `kill` stops the platform's processes too (the finally below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    OUT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="ratchet-sim-") as tmp:
+        report = simulated_campaign(args, Path(tmp), log=lambda m: print(m, flush=True))
+    suffix = f"{args.model}{'-sweep' if args.sweep else ''}"
+    (OUT / f"simulated_campaign-{suffix}.json").write_text(json.dumps(report, indent=2))
+    title = (f"{args.model}, {args.method}: {args.rounds} rounds x {args.comparisons} comparisons x {args.raters} "
+             f"raters, '{args.preference}'")
+    svg = svg_plot(report["campaigns"], title=title, kl_budget=args.kl_budget, target=args.target)
+    (OUT / f"simulated_campaign-{suffix}.svg").write_text(svg)
+    if args.plot_copy:
+        Path(args.plot_copy).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.plot_copy).write_text(svg)
+    print(json.dumps(report, indent=2))
+    for c in report["campaigns"]:
+        last = c["rounds"][-1]
+        print(f"strength {c['strength']:g} noise {c['noise']:g}: final win rate {last['win_rate']:.3f} {_ci(last)}, "
+              f"KL {last['kl_estimate']:.2f} nats (budget {args.kl_budget:g}: "
+              f"{'within' if c['kl_within_budget'] else 'OVER'}), gain kept {_fmt(c['gain_kept'])}")
+    if math.isnan(report["campaigns"][0]["final_win_rate"]):
+        raise SystemExit("no win rate")
+
+
+if __name__ == "__main__":
+    main()
