@@ -398,3 +398,91 @@ def test_a_noisy_simulated_rater_is_paused_by_the_gold_check_and_stops():
     assert noisy.ratings < 60 and "next answered 403" in stopped and "gold-pair accuracy check" in stopped
     membership = Membership.objects.get(campaign=campaign, annotator__username=f"sim-c{campaign.pk}-noisy0")
     assert membership.status == "paused" and membership.paused_automatically
+
+
+class FakeClock:
+    """Time that moves only when the simulation sleeps."""
+
+    def __init__(self, on_sleep=None):
+        self.now, self.slept, self.on_sleep = 1000.0, [], on_sleep
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+        if self.on_sleep:
+            self.on_sleep()
+
+
+def simulation(campaign, clock: FakeClock, **config) -> Simulation:
+    from annotate.services.simulation import InProcessClient
+
+    config = SimulationConfig(**config)
+    accounts = simulated_raters_ensure(campaign=campaign, config=config)
+    return Simulation(campaign_id=campaign.pk, config=config, accounts=accounts, make_client=InProcessClient,
+                      judge=Judge(preference_parse(config.preference)), clock=clock, sleep=clock.sleep)
+
+
+@pytest.mark.django_db
+def test_each_rater_takes_about_their_seconds_per_rating_and_holds_the_lease_meanwhile():
+    campaign = campaign_with_round(prompts=4, overlap=2)
+    clock = FakeClock()
+    result = simulation(campaign, clock, raters=2, seconds_per_rating=10.0).run(until_round=None)
+    assert result.ratings == 8
+    times = sorted(Rating.objects.values_list("time_on_task_ms", flat=True))
+    assert 10_000 * 0.75 * 0.8 <= times[0] and times[-1] <= 10_000 * 1.25 * 1.2
+    speeds = [r["seconds_per_rating"] for r in result.raters.values()]
+    assert len(set(speeds)) == 2 and all(7.5 <= s <= 12.5 for s in speeds)
+    # Both raters read at once (their leases overlap): the run takes about
+    # four ratings' time, not eight.
+    assert sum(clock.slept) < 4 * 12.5 * 1.2
+
+
+def open_next_round(campaign, index: int):
+    """What the training run's generate and open stages leave: v<index> answered the round's prompts."""
+    from annotate.models import PolicyVersion
+    from annotate.services.rounds import round_prompts
+
+    previous = PolicyVersion.objects.get(campaign=campaign, version=index - 1)
+    new = PolicyVersionFactory(campaign=campaign, version=index, parent=previous)
+    for prompt in round_prompts(campaign=campaign, index=index):
+        ResponseFactory(prompt=prompt, policy_version=new, sample_index=0, text="Short.")
+        if not previous.responses.filter(prompt=prompt, sample_index=0).exists():
+            ResponseFactory(prompt=prompt, policy_version=previous, sample_index=0, text=LONG)
+    return round_open(campaign=campaign, index=index, candidate=new, baseline=previous)
+
+
+@pytest.mark.django_db
+def test_rounds_mode_waits_for_training_to_open_the_next_round_then_rates_it():
+    # given: round 0 open; "training" opens round 1 while the raters wait
+    campaign = campaign_with_round(prompts=3, overlap=1)
+    clock = FakeClock(on_sleep=lambda: None)
+    sim = simulation(campaign, clock, raters=1, rounds=2)
+    clock.on_sleep = lambda: campaign.rounds.filter(index=1).exists() or open_next_round(campaign, 1)
+    # when
+    result = sim.run(until_round=1, poll_s=2.0)
+    # then
+    assert result.rounds == [0, 1] and result.ratings == 6
+    assert result.ended == "nothing left to rate in round 1"
+    assert 2.0 in clock.slept  # it polled progress while round 1 was not open
+
+
+@pytest.mark.django_db
+def test_the_celery_step_hands_the_worker_back_while_the_next_round_is_not_open():
+    import time
+
+    campaign = campaign_with_round(prompts=3, overlap=1)
+    config = {"raters": 1, "preference": "shorter", "rounds": 2}
+    started = time.time() - 1
+    first = simulation_step(campaign_id=campaign.pk, config=config, until_round=1, started_at=started,
+                            deadline=time.time() + 60)
+    assert first == 5.0 and Rating.objects.count() == 3  # round 0 rated; come back in 5 s
+    open_next_round(campaign, 1)
+    second = simulation_step(campaign_id=campaign.pk, config=config, until_round=1, started_at=started,
+                             deadline=time.time() + 60, step=1)
+    assert second is None and Rating.objects.count() == 6
+    gave_up = simulation_step(campaign_id=campaign.pk, config={**config, "rounds": 3}, until_round=2,
+                              started_at=started, deadline=time.time() - 1, step=2)
+    assert gave_up is None
