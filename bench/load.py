@@ -61,6 +61,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "finegrainedrlhf_qa_feedback_dev.jsonl"
 OUT = ROOT / "bench" / "out"
 OVERLAP = 3
+DATA_PAIRS = sum(1 for _ in DATA.open(encoding="utf-8"))
 PG_ADMIN = os.environ.get("RATCHET_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 # gunicorn for 2 cores. The calls are short and spend much of their time in
@@ -122,6 +123,19 @@ def cpu_times() -> tuple[float, float]:
 
 def loadavg() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def pids_cpu_s(pids: list[int]) -> float:
+    """CPU seconds used so far by these processes (gone ones count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def group_cpu_s(pgids: list[int]) -> float:
@@ -203,6 +217,7 @@ def seed_ratchet(spec: dict) -> dict:
 
 class Ratchet:
     name = "ratchet"
+    warm_path = "/api/campaigns/"
     keepalive = True  # gunicorn's gthread worker keeps connections open
 
     def __init__(self, workdir: Path, db: str, web: dict | None = None):
@@ -224,6 +239,14 @@ class Ratchet:
 
     def server_pgids(self) -> dict[str, int]:
         return {proc.name: proc.pid for proc in self.platform.procs}  # each started in a session of its own
+
+    def db_pids(self) -> list[int]:
+        """PostgreSQL backends serving the platform (persistent connections,
+        so they live through the window); none on SQLite."""
+        if self.db != "postgres":
+            return []
+        return [row[0] for row in self._query(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")]
 
     def stop(self) -> None:
         self.platform.stop()
@@ -314,6 +337,7 @@ class Ratchet:
 
 class LabelStudio:
     name = "label-studio"
+    warm_path = "/api/projects/"
     # uWSGI's HTTP router, as Label Studio configures it, closes each
     # connection after its response: the client must not reuse one.
     keepalive = False
@@ -378,6 +402,9 @@ class LabelStudio:
 
     def server_pgids(self) -> dict[str, int]:
         return {"uwsgi": self.proc.pid}
+
+    def db_pids(self) -> list[int]:
+        return []  # a connection per request: its backends are gone before they can be read
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -504,7 +531,10 @@ async def drive(target, campaign: int, annotators: list[list], *, duration: floa
     counts = Counter()
     mean_gap = len(annotators) / open_rate if open_rate else 0.0
     timeout = aiohttp.ClientTimeout(total=120)
-    connector = aiohttp.TCPConnector(limit=0, force_close=not target.keepalive)
+    # Idle connections are dropped before the server's keep-alive timeout
+    # (gunicorn: 2 s) can close them under a request being sent.
+    connector = (aiohttp.TCPConnector(limit=0, keepalive_timeout=1.0) if target.keepalive
+                 else aiohttp.TCPConnector(limit=0, force_close=True))
 
     async with aiohttp.ClientSession(base_url=target.base, connector=connector, timeout=timeout) as session:
 
@@ -563,17 +593,19 @@ async def drive(target, campaign: int, annotators: list[list], *, duration: floa
                     await asyncio.sleep(0.1)
 
         pgids = target.server_pgids()
-        rusage0 = resource.getrusage(resource.RUSAGE_SELF)
         load_start = loadavg()
         tasks = [asyncio.create_task(annotator(i, uid, tok)) for i, (uid, tok) in enumerate(annotators)]
         await asyncio.sleep(max(0.0, start - loop.time()))
         busy1, total1 = cpu_times()
         rusage1 = resource.getrusage(resource.RUSAGE_SELF)
         server1 = {name: group_cpu_s([pg]) for name, pg in pgids.items()}
+        db_pids = await loop.run_in_executor(None, target.db_pids)  # not on the loop: the calls go on
+        db1 = pids_cpu_s(db_pids)
         await asyncio.sleep(max(0.0, stop - loop.time()))
         busy2, total2 = cpu_times()
         rusage2 = resource.getrusage(resource.RUSAGE_SELF)
         server2 = {name: group_cpu_s([pg]) for name, pg in pgids.items()}
+        db2 = pids_cpu_s(db_pids)
         load_end = loadavg()
         await asyncio.gather(*tasks)  # calls in flight finish, so every acknowledgement is recorded
 
@@ -602,11 +634,28 @@ async def drive(target, campaign: int, annotators: list[list], *, duration: floa
             "server_cpu_ms_per_loop": {
                 name: round((server2[name] - server1[name]) * 1000 / counts["loops"], 1) if counts["loops"] else None
                 for name in pgids
-            },
+            } | ({"postgres": round((db2 - db1) * 1000 / counts["loops"], 1) if counts["loops"] else None} if db_pids else {}),
         },
         "given": given,
         "acked": acked,
     }
+
+
+async def warm_up(target, annotators: list[list], *, rounds: int = 5, width: int = 48) -> None:
+    """Read requests until every server process and thread has loaded the
+    application and opened its database connection, so that no level pays
+    for that."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(base_url=target.base, timeout=aiohttp.ClientTimeout(total=300)) as session:
+
+        async def get(i: int):
+            token = annotators[i % len(annotators)][1]
+            async with session.get(target.warm_path, headers={"Authorization": f"Token {token}"}) as resp:
+                await resp.read()
+
+        for _ in range(rounds):
+            await asyncio.gather(*(get(i) for i in range(width)))
 
 
 def run_target(kind: str, *, db: str, levels: list[tuple[str, int, float | None]], args) -> list[dict]:
@@ -621,6 +670,7 @@ def run_target(kind: str, *, db: str, levels: list[tuple[str, int, float | None]
                              comparisons=args.comparisons)
         print(f"[{kind}/{db}] started and seeded in {time.perf_counter() - t:.0f} s "
               f"({args.comparisons} comparisons per level)", file=sys.stderr)
+        asyncio.run(warm_up(target, seeded["annotators"]))
         for (name, n, rate), campaign in zip(levels, seeded["campaigns"]):
             time.sleep(args.settle)  # let the load from seeding die down
             out = asyncio.run(drive(target, campaign, seeded["annotators"][:n], duration=args.duration,
@@ -655,7 +705,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60, help="measured seconds per level")
     parser.add_argument("--warmup", type=float, default=5, help="seconds of load before measuring")
     parser.add_argument("--settle", type=float, default=5, help="seconds of quiet before each level")
-    parser.add_argument("--comparisons", type=int, default=6000, help="comparisons (tasks) per level")
+    parser.add_argument("--comparisons", type=int, default=DATA_PAIRS,
+                        help=f"comparisons (tasks) per level (default: the {DATA_PAIRS} pairs of the shipped data)")
     parser.add_argument("--web-workers", type=int, help="gunicorn processes for Ratchet (default: see WEB)")
     parser.add_argument("--web-threads", type=int, help="threads per gunicorn process (default: see WEB)")
     parser.add_argument("--ls-processes", type=int, help="uWSGI processes for Label Studio (default: its own, cores x 2)")

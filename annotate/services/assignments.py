@@ -15,8 +15,13 @@ User = get_user_model()
 # Live leases one annotator may hold in a campaign: the comparison on screen
 # and the one the page prefetched, so the next appears at once after a submit.
 MAX_LIVE_LEASES = 2
-# What the next API sends with a lease (select_related from the comparison).
+# What the next API sends with a lease (select_related from the comparison),
+# without the columns it never reads (long texts and JSON cost to decode).
 LEASE_PAYLOAD = ("round__campaign", "round__candidate", "round__baseline", "prompt", "response_a", "response_b")
+LEASE_PAYLOAD_UNUSED = (
+    "round__campaign__instructions", "round__campaign__training_config", "round__candidate__metrics",
+    "round__baseline__metrics", "prompt__metadata", "response_a__sampling", "response_b__sampling",
+)
 # Open comparisons at the front of the lease order checked first (see
 # comparison_lease_next): more than the live leases of a few hundred
 # annotators can hold there, so the whole round is rarely needed.
@@ -119,7 +124,9 @@ def comparison_lease_next(
     if assignment is not None:
         # What the next API sends, read once the lease is committed: the
         # comparison's row lock is held no longer than the lease needs.
-        assignment.comparison = Comparison.objects.select_related(*LEASE_PAYLOAD).get(pk=assignment.comparison_id)
+        assignment.comparison = (
+            Comparison.objects.select_related(*LEASE_PAYLOAD).defer(*LEASE_PAYLOAD_UNUSED).get(pk=assignment.comparison_id)
+        )
     return assignment
 
 
