@@ -304,8 +304,11 @@ def run_campaign(platform, admin, model: str, args, *, strength: float, noise: f
             f"KL {point['kl_estimate']:.2f} nats (stage {_fmt(point['kl_policy_stage'])}), "
             f"{point['mean_words']:.1f} words; stages " +
             ", ".join(f"{k} {v:.1f} s" for k, v in point["stages_s"].items()))
+    trained = rounds[1:]
     return {"campaign": cid, "name": name, "strength": strength, "noise": noise, "bootstrap_s": bootstrap_s,
-            "rounds": rounds, "final_win_rate": rounds[-1]["win_rate"], "final_kl": rounds[-1]["kl_estimate"]}
+            "rounds": rounds, "final_win_rate": rounds[-1]["win_rate"], "final_kl": rounds[-1]["kl_estimate"],
+            # Over every trained version: steadier than the last round alone.
+            "mean_win_rate": sum(p["win_rate"] for p in trained) / len(trained)}
 
 
 def _verified(version: dict) -> str:
@@ -416,8 +419,9 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sweep", action="store_true",
                         help="run the campaign again with weaker and noisier raters; report how much of the gain survives")
-    parser.add_argument("--sweep-strengths", default="1,2", help="strengths tried with --sweep (at --noise)")
-    parser.add_argument("--sweep-noises", default="0.3,0.5", help="noise rates tried with --sweep (at --strength)")
+    parser.add_argument("--sweep-strengths", default="0.5,1,2", help="strengths tried with --sweep (at --noise)")
+    parser.add_argument("--sweep-noises", default="0.3,0.5,0.7", help="noise rates tried with --sweep (at --strength)")
+    parser.add_argument("--repeats", type=int, default=1, help="campaigns per setting, seeds --seed, --seed+1, ...; pooled")
     parser.add_argument("--backend", choices=["services", "embedded"], default="services")
     parser.add_argument("--plot-copy", default=None, help="also write the SVG here (e.g. bench/plots/...svg)")
     args = parser.parse_args(argv)
@@ -427,34 +431,67 @@ def parse_args(argv=None):
     return args
 
 
+def pooled(runs: list[dict]) -> dict:
+    """One setting over its repeats (seeds): per round, the win rate over
+    every judged pair of every repeat with its Wilson interval, and the
+    means of the rest."""
+    rounds = []
+    for i in range(len(runs[0]["rounds"])):
+        points = [r["rounds"][i] for r in runs]
+        n = sum(p["n"] for p in points)
+        won = sum(p["win_rate"] * p["n"] for p in points)
+        lo, hi = wilson_interval(won, n)
+        mean = lambda key: sum(p.get(key) or 0.0 for p in points) / len(points)  # noqa: E731
+        rounds.append({"round": points[0]["round"], "win_rate": won / n, "ci95": [lo, hi], "n": n,
+                       "kl_estimate": mean("kl_estimate"), "kl_policy_stage": mean("kl_policy_stage") if i else None,
+                       "mean_words": mean("mean_words")})
+    return {"strength": runs[0]["strength"], "noise": runs[0]["noise"], "repeats": len(runs), "rounds": rounds,
+            "seeds": [r["seed"] for r in runs],
+            "final_win_rate": rounds[-1]["win_rate"], "final_kl": rounds[-1]["kl_estimate"],
+            "mean_win_rate": sum(r["mean_win_rate"] for r in runs) / len(runs),
+            "mean_win_rate_by_seed": [r["mean_win_rate"] for r in runs]}
+
+
 def simulated_campaign(args, workdir: Path, log=print) -> dict:
     """Start the platform in workdir, run the campaign (or the sweep), stop it; the report."""
+    import copy
+
     from tests.e2e.harness import Platform
 
     model = base_model(args.model, workdir)
     platform = Platform(workdir, backend=args.backend).start()
+    settings = [(args.strength, args.noise)]
+    if args.sweep:
+        settings += [(float(s), args.noise) for s in args.sweep_strengths.split(",") if s.strip()]
+        settings += [(args.strength, float(n)) for n in args.sweep_noises.split(",") if n.strip()]
+    reports, by_setting = [], []
     try:
         admin = platform.user("bench-admin", "campaign_admin", "ml_engineer")
-        settings = [(args.strength, args.noise)]
-        if args.sweep:
-            settings += [(float(s), args.noise) for s in args.sweep_strengths.split(",") if s.strip()]
-            settings += [(args.strength, float(n)) for n in args.sweep_noises.split(",") if n.strip()]
-        reports = [
-            run_campaign(platform, admin, model, args, strength=s, noise=n, name=f"sim strength {s:g} noise {n:g}", log=log)
-            for s, n in settings
-        ]
+        for s, n in settings:
+            runs = []
+            for rep in range(args.repeats):
+                run_args = copy.copy(args)
+                run_args.seed = args.seed + rep
+                report = run_campaign(platform, admin, model, run_args, strength=s, noise=n, log=log,
+                                      name=f"sim strength {s:g} noise {n:g} seed {run_args.seed}")
+                report["seed"] = run_args.seed
+                runs.append(report)
+            reports += runs
+            by_setting.append(pooled(runs))
     finally:
         platform.stop()
-    reference = reports[0]
-    gain = reference["final_win_rate"] - 0.5
-    for report in reports:
-        report["gain_kept"] = (report["final_win_rate"] - 0.5) / gain if abs(gain) > 1e-9 else None
-        report["kl_within_budget"] = report["final_kl"] <= args.kl_budget
+    # The share of the reference setting's gain over 0.5 (mean win rate of
+    # the trained versions) that a weaker or noisier pool keeps.
+    gain = by_setting[0]["mean_win_rate"] - 0.5
+    for setting in by_setting:
+        setting["gain_kept"] = (setting["mean_win_rate"] - 0.5) / gain if abs(gain) > 1e-9 else None
+        setting["kl_within_budget"] = setting["final_kl"] <= args.kl_budget
     return {
         "model": args.model, "method": args.method, "rounds": args.rounds, "comparisons": args.comparisons,
         "raters": args.raters, "preference": args.preference, "new_tokens": args.new_tokens,
-        "eval_prompts": args.eval_prompts, "kl_budget": args.kl_budget, "seed": args.seed,
-        "training_config": training_config(args), "cpu_count": os.cpu_count(), "campaigns": reports,
+        "eval_prompts": args.eval_prompts, "kl_budget": args.kl_budget, "seed": args.seed, "repeats": args.repeats,
+        "training_config": training_config(args), "cpu_count": os.cpu_count(),
+        "settings": by_setting, "campaigns": reports,
     }
 
 
@@ -469,18 +506,21 @@ def main(argv=None) -> None:
     (OUT / f"simulated_campaign-{suffix}.json").write_text(json.dumps(report, indent=2))
     title = (f"{args.model}, {args.method}: {args.rounds} rounds x {args.comparisons} comparisons x {args.raters} "
              f"raters, '{args.preference}'")
-    svg = svg_plot(report["campaigns"], title=title, kl_budget=args.kl_budget, target=args.target)
+    if args.repeats > 1:
+        title += f", {args.repeats} seeds pooled"
+    svg = svg_plot(report["settings"], title=title, kl_budget=args.kl_budget, target=args.target)
     (OUT / f"simulated_campaign-{suffix}.svg").write_text(svg)
     if args.plot_copy:
         Path(args.plot_copy).parent.mkdir(parents=True, exist_ok=True)
         Path(args.plot_copy).write_text(svg)
     print(json.dumps(report, indent=2))
-    for c in report["campaigns"]:
+    for c in report["settings"]:
         last = c["rounds"][-1]
         print(f"strength {c['strength']:g} noise {c['noise']:g}: final win rate {last['win_rate']:.3f} {_ci(last)}, "
+              f"mean over rounds {c['mean_win_rate']:.3f}, "
               f"KL {last['kl_estimate']:.2f} nats (budget {args.kl_budget:g}: "
               f"{'within' if c['kl_within_budget'] else 'OVER'}), gain kept {_fmt(c['gain_kept'])}")
-    if math.isnan(report["campaigns"][0]["final_win_rate"]):
+    if math.isnan(report["settings"][0]["final_win_rate"]):
         raise SystemExit("no win rate")
 
 
