@@ -129,7 +129,7 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 
 
 def pack_pairs(pairs: list[TokenPair], pad_id: int, share_prefix: bool = True, row_tokens: int = 0,
-               multiple_of: int = 8) -> PackedPairs:
+               multiple_of: int = 16) -> PackedPairs:
     """Pack pairs into rows of at most max(row_tokens, longest unit) tokens (first fit, longest first)."""
     units = []
     for p in pairs:
@@ -150,7 +150,7 @@ def pack_pairs(pairs: list[TokenPair], pad_id: int, share_prefix: bool = True, r
             row = len(fill) - 1
         members[row].append(i)
         fill[row] += n
-    # A width that is a multiple of 8 keeps bf16 tensor-core shapes aligned.
+    # A width that is a multiple of 16 keeps bf16 tensor-core shapes and SDPA's mask rows aligned.
     width = -(-max(fill) // multiple_of) * multiple_of
     ids, pos = [[pad_id] * width for _ in fill], [[0] * width for _ in fill]
     unit, branch = [[-1] * width for _ in fill], [[SHARED] * width for _ in fill]

@@ -63,8 +63,8 @@ def test_packed_rewards_loss_and_gradients_equal_the_padded_batch(model_and_tok,
         assert torch.allclose(packed[4][name], g, atol=TOL, rtol=1e-4), name
     tokens, computed, slots = packed[3]
     assert tokens == padded[3][0] == sum(len(p.chosen) + len(p.rejected) for p in pairs)
-    if pack_length == 4096:  # everything in one row: at most 7 positions of padding (width rounded to 8)
-        assert computed <= slots < computed + 8
+    if pack_length == 4096:  # everything in one row: at most 15 positions of padding (width rounded to 16)
+        assert computed <= slots < computed + 16
     if share_prefix:
         assert computed < tokens  # the prompts ran once per pair
     else:

@@ -1,0 +1,472 @@
+"""Reward-model training throughput: Ratchet's trainer against TRL's RewardTrainer
+on the same model shape, data, batch, max length, learning rate and seed.
+
+    .venv/bin/python -m bench.reward_throughput --shape small --batch 16 --pairs 320 --runs ours,trl-default,trl-best
+    .venv/bin/python -m bench.reward_throughput --shape smollm2 --batch 16 --max-length 512 \\
+        --runs ours,ours-b64,trl-default,trl-best --out reward.json          # the H200 run (bench/device/run.sh)
+
+Each run is a fresh subprocess (its own peak memory, no warm caches from the
+run before), started one after the other in the order given, so runs of the
+two trainers see the same machine load; the load average is recorded beside
+each. A run trains one epoch over the same training pairs (the shipped
+FineGrainedRLHF pairs, split by question exactly as train_reward splits them,
+pairs over --max-length dropped because TRL drops them), times every step
+after the first --warmup ones, and then scores the held-out pairs with one
+evaluation function, so held-out accuracy is comparable too.
+
+Reported per run: pairs/s; real tokens/s (chosen + rejected tokens, what TRL
+counts as num_tokens); processed tokens/s (positions the model ran, padding
+included) and the share of them that is real; peak memory (RSS on CPU,
+torch.cuda.max_memory_allocated on GPU); MFU = 6 * N * computed tokens/s over
+the device's peak rate, N = the parameters a token passes through (not the
+embedding table), attention FLOPs left out. The peak is measured with a
+matmul (fp32 on CPU, bf16 on GPU) unless --peak-tflops is given. Ratios are
+real tokens/s of each Ratchet run over TRL's best run.
+
+Runs: ours (packing + shared prefix, the defaults), ours-padded (packing off),
+ours-bucketed (length bucketing on), ours-compile (torch.compile), a suffix
+-bN for another batch size (ours-b64); trl-default (TRL's own speed settings:
+gradient checkpointing on, bf16 on GPU), trl-best (no gradient checkpointing,
+fused AdamW on GPU), trl-compile (trl-best + torch_compile).
+
+Shapes are random-weight Llama models with the SmolLM2 tokenizer: the
+tokenizer sets the data's token lengths, the shape sets the cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data" / "finegrainedrlhf_qa_feedback_dev.jsonl"
+SMOLLM2 = ROOT / "bench" / "out" / "smollm2-135m-instruct"
+# The SmolLM2 tokenizer alone (3.5 MB): what a GPU machine needs to be sent, without the weights.
+TOKENIZER = ROOT / "bench" / "out" / "smollm2-tokenizer"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
+
+# Llama shapes. smollm2 is SmolLM2-135M's (MODELS.md); small runs on a CPU in minutes.
+SHAPES = {
+    "tiny": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
+    "small": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
+                  num_key_value_heads=2),
+    "smollm2": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                    num_key_value_heads=3, rope_theta=100000.0),
+}
+# Dense bf16 matrix rate of an H200 (SXM) by the datasheet, for MFU beside the measured peak.
+H200_BF16_DATASHEET = 989e12
+
+
+# --- shared by bench/rloo_throughput.py: tokenizer, shape models, machine facts ---
+
+
+def tokenizer_dir() -> Path:
+    if (TOKENIZER / "tokenizer.json").is_file():
+        return TOKENIZER
+    if not (SMOLLM2 / "tokenizer.json").is_file():
+        from rlhf.smollm2 import import_smollm2
+
+        import_smollm2(SMOLLM2)
+    TOKENIZER.mkdir(parents=True, exist_ok=True)
+    for name in TOKENIZER_FILES:
+        if (SMOLLM2 / name).is_file():
+            shutil.copy(SMOLLM2 / name, TOKENIZER / name)
+    return TOKENIZER
+
+
+def build_shape_model(shape: str, out: Path, seed: int = 0) -> str:
+    """A random-weight LlamaForCausalLM of the shape, with the SmolLM2 tokenizer, saved to out."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    if (out / "config.json").is_file():
+        return str(out)
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir())
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    config = LlamaConfig(vocab_size=len(tok), tie_word_embeddings=True, max_position_embeddings=2048,
+                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
+                         **SHAPES[shape])
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return str(out)
+
+
+def flop_params(model) -> int:
+    """Parameters a token's forward multiplies through: all but the input embedding table."""
+    embed = model.get_input_embeddings().weight
+    return sum(p.numel() for p in model.parameters() if p is not embed) + (
+        embed.numel() if getattr(model.config, "tie_word_embeddings", False) and hasattr(model, "lm_head") else 0)
+
+
+def device_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"CPU ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
+
+
+def measure_peak_flops() -> float:
+    """FLOP/s of a large matmul: bf16 8192^3 on GPU, fp32 1024^3 on CPU (the best of a few)."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    n, dtype, dev = (8192, torch.bfloat16, "cuda") if cuda else (1024, torch.float32, "cpu")
+    a, b = torch.randn(n, n, dtype=dtype, device=dev), torch.randn(n, n, dtype=dtype, device=dev)
+    best = math.inf
+    for _ in range(3 if cuda else 5):
+        reps = 10 if cuda else 2
+        sync()
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        sync()
+        best = min(best, (time.perf_counter() - t) / reps)
+    return 2 * n**3 / best
+
+
+def sync() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def peak_memory_mb() -> float:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+
+
+def reset_peak_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def run_subprocess(module: str, argv: list[str], timeout: float) -> dict:
+    """One run in a fresh interpreter; its last stdout line is its JSON result."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error",
+               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    load_before = os.getloadavg()[0]
+    start = time.perf_counter()
+    try:
+        done = subprocess.run([sys.executable, "-m", module, *argv], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    result = {}
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    if done.returncode == 0 and lines:
+        result = json.loads(lines[-1])
+    else:
+        result = {"error": f"exit {done.returncode}", "stderr_tail": done.stderr[-2500:]}
+    result["load_average_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    result["wall_s"] = round(time.perf_counter() - start, 1)
+    return result
+
+
+def run_all(module: str, runs: str, child: list[str], model: str, timeout: float, budget: float, write) -> dict:
+    """Each named run in turn, in a fresh subprocess; `write(results)` after each, so partial results survive.
+
+    A run gets at most `timeout` seconds and what is left of `budget`; runs
+    that no longer fit are recorded as skipped.
+    """
+    results: dict = {}
+    deadline = time.perf_counter() + (budget or math.inf)
+    for name in [r.strip() for r in runs.split(",") if r.strip()]:
+        left = deadline - time.perf_counter()
+        if left < 30:
+            results[name] = {"error": "skipped: the --budget was spent"}
+        else:
+            results[name] = run_subprocess(module, [*child, "--run", name, "--model", model], min(timeout, left))
+        print(json.dumps({name: results[name]}, default=str), file=sys.stderr, flush=True)
+        write(results)
+    return results
+
+
+def parse_run(name: str, default_batch: int) -> tuple[str, int]:
+    """'ours-b64' -> ('ours', 64); 'trl-best' -> ('trl-best', default); a '#2' suffix names a repeat."""
+    name = name.split("#")[0]
+    base, _, tail = name.rpartition("-b")
+    if base and tail.isdigit():
+        return base, int(tail)
+    return name, default_batch
+
+
+# --- data: the same training and held-out pairs for every run ---
+
+
+def load_rows(pairs: int, eval_fraction: float, seed: int, max_length: int, tokenizer_path: str, eval_pairs: int = 0):
+    """(all rows, training rows, held-out rows): split by question, pairs over max_length dropped."""
+    from rlhf._torch import load_tokenizer
+    from rlhf.chat import ENCODE_KWARGS, format_pair_text
+    from rlhf.data import read_preferences, split_by_prompt
+
+    tok = load_tokenizer(tokenizer_path, "right")
+    rows = []
+    for r in read_preferences(DATA):
+        lengths = [len(tok(format_pair_text(tok, r["prompt"], r[k]), **ENCODE_KWARGS)["input_ids"])
+                   for k in ("chosen", "rejected")]
+        if max(lengths) <= max_length:
+            rows.append(r)
+    train, held = split_by_prompt(rows, eval_fraction, seed)
+    if eval_pairs:
+        held = held[:eval_pairs]
+    if pairs and pairs < len(train):
+        # Whole questions, in the split's order, until `pairs` training pairs; the held-out questions stay.
+        keep_keys, n = set(), 0
+        from rlhf.data import prompt_key
+
+        for r in train:
+            if n >= pairs and prompt_key(r) not in keep_keys:
+                break
+            keep_keys.add(prompt_key(r))
+            n += 1
+        train = [r for r in train if prompt_key(r) in keep_keys]
+        held_keys = {prompt_key(r) for r in held}
+        rows = [r for r in rows if prompt_key(r) in keep_keys | held_keys]
+    return rows, train, held
+
+
+# --- one run (inside the subprocess) ---
+
+
+def clock() -> tuple[float, float]:
+    """(wall seconds, this process's CPU seconds). On a shared CPU the second
+    counts the work done rather than the waiting for a core."""
+    return time.perf_counter(), time.process_time()
+
+
+def _throughput(marks: list[tuple[tuple[float, float], float, int]], warmup: int, batch: int, n_train: int) -> dict:
+    """From (clock, cumulative real tokens, step) marks: rates over the steps after warmup."""
+    timed = [m for m in marks if m[2] >= warmup]
+    if len(timed) < 2:
+        raise RuntimeError(f"too few timed steps ({len(marks)} steps, warmup {warmup}); give more --pairs")
+    ((w0, c0), tok0, s0), ((w1, c1), tok1, s1) = timed[0], timed[-1]
+    pairs = min(s1 * batch, n_train) - min(s0 * batch, n_train)
+    out = {"timed_steps": s1 - s0, "timed_s": round(w1 - w0, 3), "pairs_per_s": pairs / (w1 - w0),
+           "real_tokens_per_s": (tok1 - tok0) / (w1 - w0)}
+    if not cuda_available():
+        out.update(cpu_s=round(c1 - c0, 3), pairs_per_cpu_s=pairs / (c1 - c0), real_tokens_per_cpu_s=(tok1 - tok0) / (c1 - c0))
+    return out
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def run_ours(args, variant: str, batch: int) -> dict:
+    import torch
+
+    from rlhf.reward import RewardConfig, train_reward
+
+    overrides = {"ours": {}, "ours-padded": {"packing": False}, "ours-bucketed": {"length_bucketing": True},
+                 "ours-compile": {"torch_compile": True}}[variant]
+    _, train, held = load_rows(args.pairs, args.eval_fraction, args.seed, args.max_length, args.model,
+                               args.eval_pairs)
+    config = RewardConfig(lr=args.lr, epochs=1, batch_size=batch, max_length=args.max_length, margin=False,
+                          eval_fraction=args.eval_fraction, seed=args.seed, log_every=args.warmup, **overrides)
+    marks, counts, evals = [], {}, {}
+    reset_peak_memory()
+
+    def on_metrics(step: int, m: dict) -> None:
+        if "train/tokens" in m:  # the trainer waited for the device before reporting: the clock is honest
+            marks.append((clock(), m["train/tokens"], step))
+            counts.update(m)
+        else:
+            evals.update(m)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        final = train_reward(config, train, args.model, Path(tmp) / "rm", on_metrics=on_metrics, eval_rows=held)
+    out = _throughput(marks, args.warmup, batch, len(train))
+    # Token shares over the whole epoch (the counters are cumulative).
+    real, computed, padded = counts["train/tokens"], counts["train/tokens_computed"], counts["train/tokens_padded"]
+    from transformers import AutoModelForSequenceClassification
+
+    n_params = flop_params(AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=1))
+    # processed = positions the model ran, padding included; computed = the non-padding ones (fewer than the
+    # real tokens when prefixes are shared).
+    return {**out, "processed_tokens_per_s": out["real_tokens_per_s"] * padded / real,
+            "computed_tokens_per_s": out["real_tokens_per_s"] * computed / real,
+            "real_share_of_processed": computed / padded, "computed_share_of_real": computed / real,
+            "heldout_accuracy": final["eval/accuracy"], "heldout_loss": final["eval/loss"],
+            "train_pairs": len(train), "flop_params": n_params, "peak_memory_mb": peak_memory_mb(),
+            "settings": {k: v for k, v in vars(config).items() if k not in ("lora_alpha", "lora_dropout",
+                                                                             "lora_target_modules")},
+            "torch": torch.__version__}
+
+
+def run_trl(args, variant: str, batch: int) -> dict:
+    import datasets
+    import torch
+    import trl
+    from transformers import AutoModelForSequenceClassification, TrainerCallback
+
+    from rlhf._torch import load_tokenizer, seed_all
+    from rlhf.chat import format_prompt
+    from rlhf.reward import RewardConfig, _evaluate, tokenize_pairs
+
+    cuda = torch.cuda.is_available()
+    _, train, held = load_rows(args.pairs, args.eval_fraction, args.seed, args.max_length, args.model,
+                               args.eval_pairs)
+    tok = load_tokenizer(args.model, "right")
+    seed_all(args.seed)
+    model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=1, dtype=torch.float32,
+                                                               attn_implementation="sdpa")
+    model.config.pad_token_id = tok.pad_token_id
+    # TRL's non-conversational path: our chat template formats the prompt, TRL appends EOS (as we do).
+    ds = datasets.Dataset.from_list([{"prompt": format_prompt(tok, r["prompt"]), "chosen": r["chosen"],
+                                      "rejected": r["rejected"]} for r in train])
+    speed = {
+        # TRL's own speed settings; only what a CPU cannot run is changed.
+        "trl-default": {} if cuda else {"bf16": False, "use_cpu": True},
+        "trl-best": {"gradient_checkpointing": False, **({"optim": "adamw_torch_fused"} if cuda else
+                                                         {"bf16": False, "use_cpu": True})},
+    }
+    speed["trl-compile"] = {**speed["trl-best"], "torch_compile": True}
+    targs = trl.RewardConfig(
+        output_dir=tempfile.mkdtemp(), per_device_train_batch_size=batch, max_length=args.max_length,
+        learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
+        num_train_epochs=1, seed=args.seed, report_to=[], save_strategy="no", disable_tqdm=True,
+        logging_steps=args.warmup, **speed[variant])
+    marks: list = []
+    padded = {"real": 0, "slots": 0}
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, a, state, control, **kw):
+            sync()
+            marks.append((clock(), trainer._total_train_tokens, state.global_step))
+
+    trainer = trl.RewardTrainer(model=model, args=targs, train_dataset=ds, processing_class=tok, callbacks=[Clock()])
+    collate = trainer.data_collator
+
+    def counting_collator(examples):
+        batch_ = collate(examples)
+        padded["real"] += int(batch_["attention_mask"].sum())
+        padded["slots"] += batch_["input_ids"].numel()
+        return batch_
+
+    trainer.data_collator = counting_collator
+    reset_peak_memory()
+    trainer.train()
+    out = _throughput(marks, args.warmup, batch, len(train))
+    mem = peak_memory_mb()
+    # Held-out accuracy with the same evaluation code as ours (the maths is TRL's: tests/rlhf/test_parity_trl.py).
+    evals = _evaluate(trainer.model.eval(), tokenize_pairs(tok, held, args.max_length), RewardConfig(batch_size=batch),
+                      tok.pad_token_id, next(trainer.model.parameters()).device)
+    share = padded["real"] / max(padded["slots"], 1)
+    return {**out, "processed_tokens_per_s": out["real_tokens_per_s"] / share,
+            "computed_tokens_per_s": out["real_tokens_per_s"], "real_share_of_processed": share,
+            "computed_share_of_real": 1.0, "heldout_accuracy": evals["eval/accuracy"], "heldout_loss": evals["eval/loss"],
+            "train_pairs": len(train), "flop_params": flop_params(model), "peak_memory_mb": mem,
+            "settings": {k: getattr(targs, k) for k in ("bf16", "gradient_checkpointing", "optim", "torch_compile",
+                                                         "per_device_train_batch_size", "learning_rate", "max_length")},
+            "trl": trl.__version__, "torch": torch.__version__}
+
+
+def run_one(args) -> dict:
+    variant, batch = parse_run(args.run, args.batch)
+    fn = run_trl if variant.startswith("trl") else run_ours
+    return {"run": args.run, "batch": batch, **fn(args, variant, batch)}
+
+
+# --- the orchestrator ---
+
+
+def summarise(results: dict, peak: float, args) -> dict:
+    trl_runs = {k: v for k, v in results.items() if k.startswith("trl") and "error" not in v}
+    best_trl = max(trl_runs, key=lambda k: trl_runs[k]["real_tokens_per_s"], default=None)
+    # On a shared CPU the per-CPU-second rates are the steadier measure; the best TRL run is picked by wall rate.
+    for name, r in results.items():
+        if "error" in r:
+            continue
+        flops = 6 * r["flop_params"] * r["computed_tokens_per_s"]
+        r["mfu"] = flops / peak
+        if args.datasheet_peak:
+            r["mfu_datasheet"] = flops / args.datasheet_peak
+        if best_trl:
+            for rate in ("real_tokens_per_s", "real_tokens_per_cpu_s"):
+                if rate not in r:
+                    continue
+                r[f"{rate}_vs_trl_best"] = r[rate] / max(v[rate] for v in trl_runs.values())
+                same = [v[rate] for v in trl_runs.values() if v["batch"] == r["batch"]]
+                if same:
+                    r[f"{rate}_vs_trl_best_same_batch"] = r[rate] / max(same)
+    return {"trl_best_run": best_trl, "runs": results}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.reward_throughput", description=__doc__.split("\n")[0])
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="small")
+    parser.add_argument("--batch", type=int, default=16, help="pairs per optimizer step (runs named -bN override)")
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--pairs", type=int, default=320, help="training pairs (whole questions); 0 = all ~2,090")
+    parser.add_argument("--eval-fraction", type=float, default=0.2, help="share of questions held out")
+    parser.add_argument("--eval-pairs", type=int, default=0, help="held-out pairs scored; 0 = all ~520")
+    parser.add_argument("--warmup", type=int, default=3, help="steps left out of the timing")
+    parser.add_argument("--lr", type=float, default=1e-5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runs", default="ours,trl-default,trl-best", help="comma-separated runs, in this order")
+    parser.add_argument("--peak-tflops", type=float, default=0.0, help="device peak for MFU; 0 = measure a matmul")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads per run; 0 = torch's default")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per run")
+    parser.add_argument("--budget", type=float, default=0, help="seconds for all runs; later runs are skipped; 0 = none")
+    parser.add_argument("--out", default=None, help="also write the JSON here")
+    parser.add_argument("--run", default=None, help=argparse.SUPPRESS)  # inside a subprocess: the run to do
+    parser.add_argument("--model", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.run:
+        print(json.dumps(run_one(args), default=str))
+        return 0
+
+    import torch
+
+    model = build_shape_model(args.shape, ROOT / "bench" / "out" / f"shape-{args.shape}")
+    peak = args.peak_tflops * 1e12 or measure_peak_flops()
+    args.datasheet_peak = H200_BF16_DATASHEET if "H200" in device_name() else 0.0
+    head = {
+        "bench": "reward_throughput", "shape": args.shape, "device": device_name(), "torch": torch.__version__,
+        "peak_flops": peak, "peak_flops_source": "given" if args.peak_tflops else "measured matmul",
+        "datasheet_peak_flops": args.datasheet_peak or None, "batch": args.batch, "max_length": args.max_length,
+        "pairs": args.pairs, "lr": args.lr, "seed": args.seed,
+    }
+
+    def write(results: dict) -> str:
+        text = json.dumps({**head, **summarise(results, peak, args)}, indent=2, default=str)
+        if args.out:
+            Path(args.out).write_text(text)
+        return text
+
+    child = list(argv if argv is not None else sys.argv[1:])
+    results = run_all("bench.reward_throughput", args.runs, child, model, args.timeout, args.budget, write)
+    print(write(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
