@@ -486,3 +486,55 @@ def test_the_celery_step_hands_the_worker_back_while_the_next_round_is_not_open(
     gave_up = simulation_step(campaign_id=campaign.pk, config={**config, "rounds": 3}, until_round=2,
                               started_at=started, deadline=time.time() - 1, step=2)
     assert gave_up is None
+
+
+# --- a reward model as the preference -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_reward_model(tmp_path_factory) -> str:
+    """A tiny scalar-head model saved as a reward model folder (random weights, seeded)."""
+    import torch
+    from transformers import AutoConfig, LlamaForSequenceClassification
+
+    from rlhf.tiny import build_tiny_model
+
+    path = build_tiny_model(tmp_path_factory.mktemp("rm") / "rm", [SHORT, LONG, "Question?"] * 30, seed=0)
+    config = AutoConfig.from_pretrained(path)
+    config.num_labels = 1
+    torch.manual_seed(0)
+    model = LlamaForSequenceClassification(config)
+    with torch.no_grad():
+        model.score.weight *= 1000  # scores apart by whole units, so the raters' picks are not coin flips
+    model.save_pretrained(path)
+    return path
+
+
+def test_reward_preference_scores_as_rlhf_reward_does(tiny_reward_model):
+    from rlhf.reward import score
+
+    answers = [SHORT, LONG, "Lyon."]
+    judged = Judge(preference_parse(f"reward:{tiny_reward_model}"), tiny_reward_model).scores(["q"] * 3, answers)
+    assert judged == pytest.approx(score(tiny_reward_model, ["q"] * 3, answers), abs=1e-5)
+    assert len(set(judged)) == 3
+
+
+@pytest.mark.django_db
+def test_raters_with_a_reward_model_version_pick_what_it_scores_higher(tiny_reward_model):
+    from annotate.models import RewardModelVersion
+    from rlhf.reward import score
+
+    campaign = campaign_with_round(prompts=5, overlap=1)
+    version = RewardModelVersion.objects.create(campaign=campaign, version=1, path=tiny_reward_model, sha256="0" * 64)
+    from annotate.services.simulation import simulation_config_build
+
+    config, path = simulation_config_build(campaign=campaign, values={"preference": f"reward:{version.pk}", "raters": 1,
+                                                                      "strength": 100.0, "rounds": None})
+    assert path == tiny_reward_model
+    result = simulation_run(campaign=campaign, config=config, reward_path=path)
+    assert result.ratings == 5
+    for r in Rating.objects.select_related("comparison__prompt", "comparison__response_a", "comparison__response_b"):
+        c = r.comparison
+        a, b = score(tiny_reward_model, [c.prompt.text] * 2, [c.response_a.text, c.response_b.text])
+        assert abs(a - b) * config.strength > 10, "a clear difference: P(the other pick) < 5e-5"
+        assert r.choice == ("A" if a > b else "B"), (a, b, r.choice)
