@@ -375,7 +375,7 @@ class Simulation:
         self.on_event = on_event or (lambda kind, result: None)
         self.clock, self.sleep = clock, sleep
         self.raters = []
-        for i, (username, token) in enumerate(accounts):
+        for username, token in accounts:
             rng = random.Random(f"{config.seed}:{step}:{username}")
             speed = config.seconds_per_rating * (0.75 + 0.5 * rng.random())
             self.raters.append(Rater(username, make_client(token), rng, speed))
