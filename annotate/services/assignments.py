@@ -171,19 +171,26 @@ def _comparison_lease(*, annotator: User, campaign: Campaign, exclude: set[int])
         # subquery each: look first among the LEASE_WINDOW open comparisons
         # at the front of the order, where the first that qualifies nearly
         # always is, and in the whole round only when none of those does.
+        # A locking scan keeps the rows it locked and then skipped (their
+        # recheck failed: changed meanwhile) locked to the end of the
+        # transaction; the first search runs in a savepoint, so that the
+        # wait below can give them back first.
+        savepoint = transaction.savepoint() if not skipped and connection.features.has_select_for_update else None
         comparison_id = None
         for window in (LEASE_WINDOW, None):
             comparison_id = _lease_candidate(round_id=round_id, k=k, annotator=annotator, now=now, exclude=exclude,
                                              skipped=skipped, window=window, lock=True)
             if comparison_id is not None:
                 break
+        if savepoint is not None:
+            (transaction.savepoint_commit if comparison_id is not None else transaction.savepoint_rollback)(savepoint)
         if comparison_id is None and not skipped:
             # Every candidate was locked by annotators leasing at the same
             # moment, which is not "no work": wait for the first one instead
             # of answering 204 while slots are free. Found without a lock,
-            # then waited for alone, holding no other row lock, so this wait
-            # cannot deadlock (a locking scan keeps the rows whose recheck
-            # failed locked while it waits for the next one).
+            # then waited for alone, holding no row lock at all, so this wait
+            # cannot close a cycle (waiting while holding rows did: two such
+            # waits deadlocked in test_concurrency).
             first = _lease_candidate(round_id=round_id, k=k, annotator=annotator, now=now, exclude=exclude,
                                      skipped=(), window=None, lock=False)
             if first is not None:
