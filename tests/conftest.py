@@ -58,8 +58,6 @@ def other_campaign_admin(make_user):
     return make_user(Role.CAMPAIGN_ADMIN, username="admin-other")
 
 
-
-
 @pytest.fixture
 def ml_engineer(make_user):
     return make_user(Role.ML_ENGINEER, username="engineer")

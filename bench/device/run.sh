@@ -19,7 +19,8 @@ OUT=${OUT:-bench/out/device}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/log.txt") 2>&1
 
-if ls .whl/*.whl >/dev/null 2>&1; then
+# TRL from the carried wheels where it is missing (the GPU image has no TRL).
+if ! python3 -c "import trl" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site
 fi
@@ -44,8 +45,8 @@ REWARD_RUNS=ours,trl-best,trl-default,ours-b64,ours-compile-b64,ours-b128
 RLOO_RUNS=trl-default,ours-compile,ours-compile-p64,ours-p64,ours,trl-best
 if [ "${SMOKE:-0}" = 1 ]; then
   # No compiled or continuous-batching runs: on a CPU they only cost time (and trl-cb takes ~10 GB of RAM).
-  SHAPE=tiny PAIRS=48 EVAL_PAIRS=16 NEW_TOKENS=8 STEPS=3 SCALE=3
-  REWARD_RUNS=ours,trl-best,trl-default,ours-b64 RLOO_RUNS=trl-default,ours,ours-p16
+  SHAPE=tiny PAIRS=96 EVAL_PAIRS=16 NEW_TOKENS=8 STEPS=3 SCALE=3
+  REWARD_RUNS=ours,trl-best,trl-default,ours-b32 RLOO_RUNS=trl-default,ours,ours-p16
 fi
 
 # Reward: batch 16 (the TRL setting) for both, then Ratchet's larger
