@@ -31,13 +31,14 @@ class RewardConfig:
     lora_alpha: int = 16  # LoRA scaling numerator: updates are scaled by lora_alpha / lora_r
     lora_dropout: float = 0.0  # dropout on the LoRA input, during training steps only
     lora_target_modules: str = "all-linear"  # comma-separated module names (e.g. "q_proj,v_proj") or "all-linear"
-    # Speed. None of these changes the maths (tests/rlhf/test_reward_packing.py); bench/reward_throughput.py measures them.
-    packing: bool = True  # padding-free: a batch's sequences share rows, positions restart at 0, each scored at its own last token
-    share_prefix: bool = True  # run the tokens chosen and rejected have in common (the prompt, at least) once per pair
+    # Speed: none of these changes a batch's loss (tests/rlhf/test_reward_packing.py); measured by
+    # bench/reward_throughput.py. Length bucketing changes which pairs share a batch.
+    packing: bool = True  # padding-free rows: positions restart at 0, each sequence scored at its own last token
+    share_prefix: bool = True  # run the tokens chosen and rejected share (the prompt, at least) once per pair
     pack_length: int = 0  # tokens per packed row; 0 = the batch's longest pair (attention work grows with its square)
     length_bucketing: bool = False  # batches of pairs of similar length (less padding; batches less random)
     torch_compile: bool = False  # torch.compile the transformer (GPU; the first steps pay the compile time)
-    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower; for large models
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
 
 
 @dataclass
@@ -54,9 +55,9 @@ class RLOOConfig:
     normalize_advantages: bool = False  # rescale advantages to unit std per round
     max_new_tokens: int = 64  # completion length cap, in tokens
     temperature: float = 1.0  # sampling temperature; log-probs use the same temperature
-    generation_batch_size: int = 0  # sequences per generate call; 0 = a round's prompts x k in one call (fastest; memory grows)
-    generation_compile: bool = False  # CUDA only: static KV cache + torch.compile'd decode step (CUDA graphs); round 1 pays the compile
-    generation_backend: str = "auto"  # "transformers", "vllm", or "auto": vLLM when it is installed and a GPU is present
+    generation_batch_size: int = 0  # sequences per generate call; 0 = all of a round's prompts x k at once
+    generation_compile: bool = False  # CUDA: static KV cache + compiled decode step (CUDA graphs); round 1 compiles
+    generation_backend: str = "auto"  # "transformers", "vllm", or "auto" (vLLM when installed and on a GPU)
     vllm_gpu_memory_utilization: float = 0.3  # share of GPU memory the colocated vLLM engine may take
     logprob_batch_size: int = 32  # sequences per no-grad log-prob forward
     max_grad_norm: float = 1.0  # gradient clipping threshold (L2 norm)
