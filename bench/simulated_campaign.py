@@ -63,7 +63,7 @@ TRAINING = {
     },
     ("smollm2", "dpo"): {
         "reward": {"epochs": 1, "batch_size": 8, "lr": 1e-5, "max_length": 192},
-        "dpo": {"epochs": 1, "batch_size": 8, "lr": 1e-5, "beta": 0.1, "max_length": 192, "ref_batch_size": 16},
+        "dpo": {"epochs": 1, "batch_size": 8, "lr": 3e-6, "beta": 0.25, "max_length": 192, "ref_batch_size": 16},
     },
     ("smollm2", "rloo"): {
         "reward": {"epochs": 1, "batch_size": 8, "lr": 1e-5, "max_length": 192},
