@@ -148,12 +148,12 @@ def preference_rows_iter(*, campaign: Campaign, round_: Round | None = None) -> 
     if round_ is not None:
         ratings = ratings.filter(comparison__round=round_)
     ratings = ratings.order_by("pk").values_list(
-        "pk", "choice", "strength", "annotator_id", "comparison_id", "comparison__prompt_id",
-        "comparison__prompt__text", "comparison__prompt__turns",
+        "pk", "choice", "strength", "annotator_id", "comparison_id", "comparison__round__index",
+        "comparison__prompt_id", "comparison__prompt__text", "comparison__prompt__turns",
         "comparison__response_a__text", "comparison__response_b__text",
     )
     # Small chunks: each row carries a prompt and two answers.
-    for rating_id, choice, strength, annotator_id, comparison_id, prompt_id, text, turns, a, b in ratings.iterator(
+    for rating_id, choice, strength, annotator_id, comparison_id, round_index, prompt_id, text, turns, a, b in ratings.iterator(
         chunk_size=500
     ):
         chosen, rejected = (a, b) if choice == Rating.Choice.A else (b, a)
@@ -168,6 +168,7 @@ def preference_rows_iter(*, campaign: Campaign, round_: Round | None = None) -> 
             "rating_id": rating_id,
             "comparison_id": comparison_id,
             "annotator_id": annotator_id,
+            "round": round_index,
         }
 
 

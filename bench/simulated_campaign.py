@@ -63,7 +63,8 @@ TRAINING = {
     },
     ("smollm2", "dpo"): {
         "reward": {"epochs": 1, "batch_size": 8, "lr": 1e-5, "max_length": 192},
-        "dpo": {"epochs": 1, "batch_size": 8, "lr": 3e-6, "beta": 0.25, "max_length": 192, "ref_batch_size": 16},
+        "dpo": {"epochs": 1, "batch_size": 8, "lr": 5e-6, "beta": 0.25, "max_length": 192, "ref_batch_size": 16,
+                "last_rounds": 1},
     },
     ("smollm2", "rloo"): {
         "reward": {"epochs": 1, "batch_size": 8, "lr": 1e-5, "max_length": 192},

@@ -82,6 +82,10 @@ class DPOConfig:
     max_grad_norm: float = 1.0  # gradient clipping threshold (L2 norm)
     log_every: int = 10  # optimizer steps between dpo/* metric reports
     seed: int = 0  # data order
+    # Train on the pairs of the last N rounds only (rows' "round"); 0 = every pair.
+    # 1 is online iterative DPO: each round's fresh pairs, sampled from the
+    # current policy, update that policy once; older pairs are not trained again.
+    last_rounds: int = 0
     lora_r: int = 0  # LoRA rank; 0 = full fine-tuning (LoRA needs `pip install peft`)
     lora_alpha: int = 16  # LoRA scaling numerator: updates are scaled by lora_alpha / lora_r
     lora_dropout: float = 0.0  # dropout on the LoRA input, during training steps only

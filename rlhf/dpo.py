@@ -110,6 +110,16 @@ def _reference_logps(model, tokenized, pad_id, batch_size, dev, dist) -> torch.T
     return dist.sum_(out).float()
 
 
+def latest_rounds(rows: list[dict], n: int) -> list[dict]:
+    """The rows of the last n rounds (by their "round"); all rows when n is 0
+    or the rows carry no round (a file from elsewhere)."""
+    rounds = sorted({r["round"] for r in rows if r.get("round") is not None})
+    if n <= 0 or not rounds:
+        return rows
+    keep = set(rounds[-n:])
+    return [r for r in rows if r.get("round") in keep]
+
+
 def dpo_train(
     config: DPOConfig,
     rows: list[dict],
@@ -126,7 +136,9 @@ def dpo_train(
     # --- setup: data, policy, reference log-probs (once), optimizer ---
     if not 0.0 <= config.label_smoothing < 0.5:
         raise ValueError(f"label_smoothing must be in [0, 0.5), got {config.label_smoothing}")
-    rows = validate_preference_rows(rows)
+    if config.last_rounds < 0:
+        raise ValueError(f"last_rounds must be >= 0, got {config.last_rounds}")
+    rows = latest_rounds(validate_preference_rows(rows), config.last_rounds)
     if not rows:
         raise ValueError("dpo_train got no preference rows")
     dist = _torch.Dist()

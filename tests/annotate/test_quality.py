@@ -210,6 +210,7 @@ def test_preference_rows_carry_reliability_weights_with_mean_one(careful_and_car
     by_annotator = {r["annotator_id"]: r["weight"] for r in rows}
     assert by_annotator[careless.pk] < 0.2 * min(by_annotator[u.pk] for u in careful)
     assert annotator_weights(campaign=round_.campaign) == pytest.approx(by_annotator)
+    assert {r["round"] for r in rows} == {round_.index}  # what DPO's last_rounds selects by
 
 
 def test_weights_are_one_when_there_are_too_few_ratings_to_estimate(open_round, annotator, other_annotator):

@@ -17,8 +17,31 @@ import uuid
 from pathlib import Path
 
 import psycopg
+import redis
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def claim_redis_db(server_url: str, owner: str) -> int:
+    """A database number on the shared Redis (1..15; 0 is the plain suite's)
+    that no other running Platform holds, emptied of what a crashed run left.
+    A random number let two concurrent runs (CI beside a benchmark) share a
+    queue and take each other's tasks. The claim is a key in database 0,
+    set only if absent; it expires after a day should stop() never run."""
+    client = redis.Redis.from_url(server_url.rsplit("/", 1)[0] + "/0")
+    for n in range(1, 16):
+        if client.set(f"ratchet-test:db-claim:{n}", owner, nx=True, ex=24 * 3600):
+            redis.Redis.from_url(server_url.rsplit("/", 1)[0] + f"/{n}").flushdb()
+            return n
+    raise RuntimeError("Redis databases 1-15 are all claimed by running Platforms (keys ratchet-test:db-claim:*)")
+
+
+def release_redis_db(server_url: str, owner: str, n: int) -> None:
+    client = redis.Redis.from_url(server_url.rsplit("/", 1)[0] + "/0")
+    key = f"ratchet-test:db-claim:{n}"
+    if client.get(key) == owner.encode():
+        redis.Redis.from_url(server_url.rsplit("/", 1)[0] + f"/{n}").flushdb()
+        client.delete(key)
 
 
 def free_port() -> int:
@@ -75,6 +98,8 @@ class Platform:
         self.base = f"http://127.0.0.1:{self.port}"
         self.procs: list[subprocess.Popen] = []
         self.db_name = None
+        self.redis_db: int | None = None
+        self.owner = uuid.uuid4().hex
         env = dict(os.environ)
         env.update(
             RATCHET_DATA_DIR=str(self.workdir / "var"),
@@ -97,9 +122,10 @@ class Platform:
             self.admin_dsn = os.environ.get("RATCHET_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
             self.db_name = "ratchet_e2e_" + uuid.uuid4().hex[:10]
             env["DATABASE_URL"] = self.admin_dsn.rsplit("/", 1)[0] + "/" + self.db_name
-            env["CELERY_BROKER_URL"] = os.environ.get("RATCHET_TEST_REDIS", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0] + "/" + str(
-                int(uuid.uuid4().int % 14) + 1
-            )
+            self.redis_url = os.environ.get("RATCHET_TEST_REDIS", "redis://127.0.0.1:6379/0")
+            if "CELERY_BROKER_URL" not in (extra_env or {}):  # a fault test may bring its own server
+                self.redis_db = claim_redis_db(self.redis_url, self.owner)
+                env["CELERY_BROKER_URL"] = self.redis_url.rsplit("/", 1)[0] + f"/{self.redis_db}"
         elif backend == "embedded":
             env.pop("DATABASE_URL", None)
             env.pop("CELERY_BROKER_URL", None)
@@ -176,6 +202,9 @@ class Platform:
         if self.db_name:
             with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+        if self.redis_db is not None:
+            release_redis_db(self.redis_url, self.owner, self.redis_db)
+            self.redis_db = None
 
     # -- users ---------------------------------------------------------------
     def user(self, username: str, *roles: str) -> Client:

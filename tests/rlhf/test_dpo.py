@@ -7,7 +7,7 @@ import torch
 from conftest import separable_pairs
 
 from rlhf.data import write_jsonl
-from rlhf.dpo import DPOConfig, dpo_loss, dpo_train, sequence_logps, tokenize_pair
+from rlhf.dpo import DPOConfig, dpo_loss, dpo_train, latest_rounds, sequence_logps, tokenize_pair
 
 
 def test_dpo_loss_on_known_numbers_with_label_smoothing_and_weights():
@@ -91,6 +91,23 @@ def test_lora_without_peft_says_how_to_fix_it(tiny_model_path, tmp_path, monkeyp
     monkeypatch.setitem(sys.modules, "peft", None)
     with pytest.raises(ImportError, match="pip install peft"):
         dpo_train(DPOConfig(lora_r=4), separable_pairs(2, 1), tiny_model_path, tiny_model_path, tmp_path / "p")
+
+
+def test_last_rounds_keeps_only_the_newest_rounds_pairs():
+    rows = [{"prompt": "p", "chosen": "a", "rejected": "b", "round": r} for r in (0, 0, 2, 1, 2)]
+    assert [r["round"] for r in latest_rounds(rows, 1)] == [2, 2]
+    assert [r["round"] for r in latest_rounds(rows, 2)] == [2, 1, 2]
+    assert latest_rounds(rows, 0) == rows
+    no_rounds = [{"prompt": "p", "chosen": "a", "rejected": "b"}]
+    assert latest_rounds(no_rounds, 1) == no_rounds  # a file from elsewhere: every pair
+
+
+def test_dpo_with_last_rounds_trains_on_the_newest_round_only(tiny_model_path, tmp_path):
+    rows = [dict(r, round=0) for r in separable_pairs(6, 1)] + [dict(r, round=1) for r in separable_pairs(2, 1)]
+    dpo_train(DPOConfig(lr=1e-3, batch_size=2, last_rounds=1), rows, tiny_model_path, tiny_model_path, tmp_path / "p")
+    assert json.loads((tmp_path / "p" / "meta.json").read_text())["n_pairs"] == 2
+    with pytest.raises(ValueError, match="last_rounds must be >= 0"):
+        dpo_train(DPOConfig(last_rounds=-1), rows, tiny_model_path, tiny_model_path, tmp_path / "q")
 
 
 def test_train_dpo_cli(tiny_model_path, tmp_path, capsys):
