@@ -8,7 +8,18 @@ from django.db.models import Count, Q, QuerySet, Sum
 
 from annotate import quality
 from annotate.errors import ValidationFailed
-from annotate.models import Campaign, Comparison, Membership, PolicyVersion, Rating, Role, Round, TrainingRun
+from annotate.models import (
+    Campaign,
+    Comparison,
+    Membership,
+    PolicyVersion,
+    Prompt,
+    Rating,
+    Response,
+    Role,
+    Round,
+    TrainingRun,
+)
 
 User = get_user_model()
 
@@ -18,10 +29,23 @@ def user_is_staff(*, user: User) -> bool:
     return bool(user.is_authenticated and (user.is_staff or user.is_superuser))
 
 
+# Where the API's authentication (annotate/apis/authentication.py) leaves the
+# user's role names for the rest of the request: read once, not per check.
+ROLES_ATTR = "_ratchet_role_names"
+
+
+def user_group_roles(*, user: User) -> frozenset[str]:
+    """The roles the user's groups give (staff's implied ones not added)."""
+    return frozenset(user.groups.filter(name__in=Role.values).values_list("name", flat=True))
+
+
 def user_roles(*, user: User) -> set[str]:
     if not user.is_authenticated:
         return set()
-    roles = set(user.groups.values_list("name", flat=True)) & set(Role.values)
+    # Set only on request users, by the API's authentication; any other user
+    # object reads its groups each time (a service may just have changed them).
+    names = getattr(user, ROLES_ATTR, None)
+    roles = set(user_group_roles(user=user) if names is None else names)
     if user_is_staff(user=user):
         roles |= {Role.CAMPAIGN_ADMIN, Role.ML_ENGINEER}
     return roles
@@ -76,6 +100,59 @@ def campaigns_visible_to(*, user: User) -> QuerySet[Campaign]:
     return in_pool
 
 
+def campaign_visibility_sql(*, user: User, campaign_column: str) -> tuple[str, list] | None:
+    """campaigns_visible_to as a SQL condition on `campaign_column`, for the
+    statements the annotator's hot path writes by hand (" AND ...", params);
+    "" when every campaign is visible, None when none is. Annotators' rule
+    is written out here (the pool, active or paused); others' sets are
+    rarer on that path and read through campaigns_visible_to."""
+    roles = user_roles(user=user)
+    if not user.is_authenticated:
+        return None
+    if user_is_staff(user=user) or Role.ML_ENGINEER in roles:
+        return "", []
+    if Role.CAMPAIGN_ADMIN in roles:
+        ids = list(campaigns_visible_to(user=user).values_list("pk", flat=True))
+        if not ids:
+            return None
+        return f" AND {campaign_column} IN ({', '.join(['%s'] * len(ids))})", ids
+    return (
+        f" AND EXISTS (SELECT 1 FROM {Membership._meta.db_table} vm WHERE vm.campaign_id = {campaign_column}"
+        " AND vm.annotator_id = %s AND vm.status IN (%s, %s))",
+        [user.pk, Membership.Status.ACTIVE, Membership.Status.PAUSED],
+    )
+
+
+def campaign_visible_with_membership(*, user: User, campaign_id: int) -> tuple[Campaign, Membership | None] | None:
+    """The campaign if this user sees it (campaigns_visible_to), with their
+    pool membership (None outside the pool), in one statement: the next API
+    needs both on every call."""
+    from django.db import connection
+
+    visible = campaign_visibility_sql(user=user, campaign_column="k.id")
+    if visible is None:
+        return None
+    clause, params = visible
+    sql = (
+        "SELECT k.*, m.id AS m_id, m.status AS m_status, m.paused_reason AS m_paused_reason,"
+        " m.paused_automatically AS m_paused_automatically, m.daily_limit AS m_daily_limit"
+        f" FROM {Campaign._meta.db_table} k LEFT JOIN {Membership._meta.db_table} m"
+        f" ON m.campaign_id = k.id AND m.annotator_id = %s WHERE k.id = %s{clause}"
+    )
+    campaign = next(iter(Campaign.objects.raw(sql, [user.pk, campaign_id, *params])), None)
+    if campaign is None:
+        return None
+    membership = None
+    if campaign.m_id is not None:
+        membership = Membership(
+            id=campaign.m_id, campaign_id=campaign.pk, annotator_id=user.pk, status=campaign.m_status,
+            paused_reason=campaign.m_paused_reason, paused_automatically=bool(campaign.m_paused_automatically),
+            daily_limit=campaign.m_daily_limit,
+        )
+        membership._state.adding, membership._state.db = False, connection.alias  # a row read, not a new one
+    return campaign, membership
+
+
 def day_start():
     """Midnight today (settings.TIME_ZONE): where "ratings today" and daily limits start."""
     from django.utils import timezone
@@ -127,6 +204,54 @@ def annotator_progress(*, annotator: User, campaign: Campaign) -> dict:
         mine_today=Count("pk", filter=Q(created_at__gte=today)),
         mine_in_campaign=Count("pk", filter=Q(comparison__round__campaign=campaign)),
     )
+
+
+def comparison_lease_payload(*, comparison_id: int, annotator: User, campaign: Campaign) -> dict:
+    """What the next API sends with a lease, in one statement: the comparison
+    (prompt, both answers, round index), the annotator's counts
+    (annotator_progress) and the round's (round_progress's counts). SQL: this
+    runs on every next call, where three querysets cost more to build than
+    to run (bench/load.py)."""
+    import json
+
+    from django.db import connection
+    from django.utils import timezone
+
+    t = {m.__name__: m._meta.db_table for m in (Comparison, Round, Prompt, Response, Rating)}
+    today = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)  # as annotator_progress
+    # Regular comparisons only, as round_progress: gold pairs never hold a round up.
+    sql = (
+        f"SELECT c.id, r.{connection.ops.quote_name('index')}, p.text, p.turns, ra.text, rb.text,"
+        f" (SELECT COUNT(*) FROM {t['Rating']} x WHERE x.annotator_id = %s AND x.created_at >= %s),"
+        f" (SELECT COUNT(*) FROM {t['Rating']} x JOIN {t['Comparison']} xc ON xc.id = x.comparison_id"
+        f"  JOIN {t['Round']} xr ON xr.id = xc.round_id WHERE x.annotator_id = %s AND xr.campaign_id = %s),"
+        f" (SELECT COUNT(*) FROM {t['Comparison']} g WHERE g.round_id = r.id AND g.gold_choice = ''),"
+        f" (SELECT SUM(g.rating_count) FROM {t['Comparison']} g WHERE g.round_id = r.id AND g.gold_choice = '')"
+        f" FROM {t['Comparison']} c JOIN {t['Round']} r ON r.id = c.round_id JOIN {t['Prompt']} p ON p.id = c.prompt_id"
+        f" JOIN {t['Response']} ra ON ra.id = c.response_a_id JOIN {t['Response']} rb ON rb.id = c.response_b_id"
+        " WHERE c.id = %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [annotator.pk, connection.ops.adapt_datetimefield_value(today), annotator.pk, campaign.pk,
+                             comparison_id])
+        cid, index, text, turns, a, b, mine_today, mine_in_campaign, comparisons, ratings = cursor.fetchone()
+    comparisons, ratings, k = comparisons or 0, int(ratings or 0), campaign.overlap
+    return {
+        "comparison": cid,
+        "round": index,
+        "prompt": text,
+        "prompt_turns": json.loads(turns) if isinstance(turns, str) else turns,
+        "response_a": a,
+        "response_b": b,
+        "progress": {"mine_today": mine_today, "mine_in_campaign": mine_in_campaign},
+        "round_progress": {
+            "round": index,
+            "comparisons": comparisons,
+            "ratings": ratings,
+            "target_ratings": comparisons * k,
+            "fraction": (ratings / (comparisons * k)) if comparisons else 0.0,
+        },
+    }
 
 
 def preference_rows(*, campaign: Campaign) -> list[dict]:

@@ -169,8 +169,10 @@ STORE_SWEEP_EVERY_S = float(os.environ.get("RATCHET_STORE_SWEEP_EVERY_S", "900")
 # --- REST framework -------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
+        # DRF's Token and Session authentication, reading the user's roles
+        # once per request (annotate/apis/authentication.py).
+        "annotate.apis.authentication.RoleTokenAuthentication",
+        "annotate.apis.authentication.SessionRoleAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "annotate.apis.schema.RatchetAutoSchema",

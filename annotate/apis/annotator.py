@@ -1,6 +1,7 @@
 """What annotators call: their campaigns, the next comparison, a rating.
 
 Blind rating: nothing here says which policy wrote which side."""
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -11,8 +12,9 @@ from annotate.apis.permissions import IsAnnotator
 from annotate.apis.schema import CONFLICT, NOT_FOUND, TOO_MANY
 from annotate.models import Comparison, Rating
 from annotate.selectors import (
-    annotator_progress,
     campaign_current_round,
+    campaign_visible_with_membership,
+    comparison_lease_payload,
     campaigns_visible_to,
     round_progress,
 )
@@ -43,6 +45,20 @@ class CampaignListApi(APIView):
         return Response(self.OutputSerializer(campaigns, many=True).data)
 
 
+class RoundProgressSerializer(serializers.Serializer):
+    # Counts only: which policy is in the round is not the annotator's business.
+    round = serializers.IntegerField()
+    comparisons = serializers.IntegerField()
+    ratings = serializers.IntegerField()
+    target_ratings = serializers.IntegerField()
+    fraction = serializers.FloatField()
+
+
+class AnnotatorProgressSerializer(serializers.Serializer):
+    mine_today = serializers.IntegerField()
+    mine_in_campaign = serializers.IntegerField()
+
+
 class ComparisonNextApi(APIView):
     """Lease the next comparison to rate (or get back the one you hold).
 
@@ -55,37 +71,36 @@ class ComparisonNextApi(APIView):
     class InputSerializer(serializers.Serializer):
         exclude = serializers.ListField(child=serializers.IntegerField(), required=False, max_length=10)
 
-    class RoundProgressSerializer(serializers.Serializer):
-        # Counts only: which policy is in the round is not the annotator's business.
-        round = serializers.IntegerField()
-        comparisons = serializers.IntegerField()
-        ratings = serializers.IntegerField()
-        target_ratings = serializers.IntegerField()
-        fraction = serializers.FloatField()
-
     class OutputSerializer(serializers.Serializer):
-        comparison = serializers.IntegerField(source="comparison.pk")
-        round = serializers.IntegerField(source="comparison.round.index")
-        prompt = serializers.CharField(source="comparison.prompt.text")
-        prompt_turns = TurnSerializer(source="comparison.prompt.turns", many=True, allow_null=True)
-        response_a = serializers.CharField(source="comparison.response_a.text")
-        response_b = serializers.CharField(source="comparison.response_b.text")
+        comparison = serializers.IntegerField()
+        round = serializers.IntegerField()
+        prompt = serializers.CharField()
+        prompt_turns = TurnSerializer(many=True, allow_null=True)
+        response_a = serializers.CharField()
+        response_b = serializers.CharField()
         leased_until = serializers.DateTimeField()
+        progress = AnnotatorProgressSerializer()
+        round_progress = RoundProgressSerializer()
 
     @extend_schema(request=InputSerializer, responses={200: OutputSerializer, 204: None, 409: CONFLICT, 429: TOO_MANY})
     def post(self, request, campaign_id: int):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        campaign = get_object_or_404(campaigns_visible_to(user=request.user), pk=campaign_id)
+        found = campaign_visible_with_membership(user=request.user, campaign_id=campaign_id)
+        if found is None:
+            raise Http404("No Campaign matches the given query.")  # as get_object_or_404 says
+        campaign, membership = found
         assignment = comparison_lease_next(
-            annotator=request.user, campaign=campaign, exclude=serializer.validated_data.get("exclude", [])
+            annotator=request.user, campaign=campaign, exclude=serializer.validated_data.get("exclude", []),
+            membership=membership,
         )
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        data = self.OutputSerializer(assignment).data
-        data["progress"] = annotator_progress(annotator=request.user, campaign=campaign)
-        data["round_progress"] = self.RoundProgressSerializer(round_progress(round_=assignment.comparison.round)).data
-        return Response(data)
+        # Read once the lease is committed: the comparison's row lock is held
+        # no longer than the lease needs.
+        payload = comparison_lease_payload(comparison_id=assignment.comparison_id, annotator=request.user,
+                                           campaign=campaign)
+        return Response(self.OutputSerializer({**payload, "leased_until": assignment.leased_until}).data)
 
 
 def _visible_comparison_or_404(request, comparison_id: int) -> None:

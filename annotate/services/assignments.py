@@ -8,20 +8,13 @@ from django.utils import timezone
 
 from annotate.errors import Conflict, ValidationFailed
 from annotate.models import Assignment, Campaign, Comparison, Round
-from annotate.services.memberships import membership_daily_limit_check, membership_work_check
+from annotate.services.memberships import _READ, membership_daily_limit_check, membership_work_check
 
 User = get_user_model()
 
 # Live leases one annotator may hold in a campaign: the comparison on screen
 # and the one the page prefetched, so the next appears at once after a submit.
 MAX_LIVE_LEASES = 2
-# What the next API sends with a lease (select_related from the comparison),
-# without the columns it never reads (long texts and JSON cost to decode).
-LEASE_PAYLOAD = ("round__campaign", "round__candidate", "round__baseline", "prompt", "response_a", "response_b")
-LEASE_PAYLOAD_UNUSED = (
-    "round__campaign__instructions", "round__campaign__training_config", "round__candidate__metrics",
-    "round__baseline__metrics", "prompt__metadata", "response_a__sampling", "response_b__sampling",
-)
 # Open comparisons at the front of the lease order checked first (see
 # comparison_lease_next): more than the live leases of a few hundred
 # annotators can hold there, so the whole round is rarely needed.
@@ -104,7 +97,7 @@ def _lease_candidate(
 
 
 def comparison_lease_next(
-    *, annotator: User, campaign: Campaign, exclude: Collection[int] = ()
+    *, annotator: User, campaign: Campaign, exclude: Collection[int] = (), membership=_READ
 ) -> Assignment | None:
     """Lease the next comparison of the campaign's open round to this annotator.
 
@@ -119,23 +112,19 @@ def comparison_lease_next(
     No work, with the reason: a paused or archived campaign
     (CampaignNotCollecting, 409), a paused annotator (MemberPaused, 403, with
     the admin's reason), or one at their daily limit (DailyLimitReached, 429).
+    `membership`: the annotator's pool row (or None), when the caller read it
+    with the campaign (selectors.campaign_visible_with_membership).
     """
-    assignment = _comparison_lease(annotator=annotator, campaign=campaign, exclude={int(pk) for pk in exclude})
-    if assignment is not None:
-        # What the next API sends, read once the lease is committed: the
-        # comparison's row lock is held no longer than the lease needs.
-        assignment.comparison = (
-            Comparison.objects.select_related(*LEASE_PAYLOAD).defer(*LEASE_PAYLOAD_UNUSED).get(pk=assignment.comparison_id)
-        )
-    return assignment
+    return _comparison_lease(annotator=annotator, campaign=campaign, exclude={int(pk) for pk in exclude},
+                             membership=membership)
 
 
 @transaction.atomic
-def _comparison_lease(*, annotator: User, campaign: Campaign, exclude: set[int]) -> Assignment | None:
+def _comparison_lease(*, annotator: User, campaign: Campaign, exclude: set[int], membership) -> Assignment | None:
     now = timezone.now()
     # A paused or archived campaign, or a paused annotator: an error that says
     # why, which the rating page shows instead of "nothing left to rate".
-    membership = membership_work_check(annotator=annotator, campaign=campaign)
+    membership = membership_work_check(annotator=annotator, campaign=campaign, membership=membership)
     if campaign.status != Campaign.Status.ACTIVE:
         return None
     # The open round and my live leases in it, in one statement.

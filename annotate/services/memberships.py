@@ -47,13 +47,18 @@ class CampaignNotCollecting(ServiceError):
         super().__init__(message)
 
 
-def membership_work_check(*, annotator: User, campaign: Campaign) -> Membership | None:
+_READ = object()
+
+
+def membership_work_check(*, annotator: User, campaign: Campaign, membership=_READ) -> Membership | None:
     """Raise the reason this annotator may get no comparison of the campaign,
     if any; their membership otherwise. Staff and admins outside the pool
-    (who may rate when they are also annotators) have none: no check."""
+    (who may rate when they are also annotators) have none: no check.
+    `membership`: the row (or None) when the caller has read it already."""
     if campaign.status in (Campaign.Status.PAUSED, Campaign.Status.ARCHIVED):
         raise CampaignNotCollecting(campaign)
-    membership = Membership.objects.filter(campaign=campaign, annotator=annotator).first()
+    if membership is _READ:
+        membership = Membership.objects.filter(campaign=campaign, annotator=annotator).first()
     if membership is None:
         return None
     if membership.status == Membership.Status.PAUSED:

@@ -1,5 +1,6 @@
 import uuid
 from functools import partial
+from typing import NamedTuple
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -7,8 +8,8 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from annotate.errors import Conflict, NotFound, ValidationFailed
-from annotate.models import Assignment, Comparison, Rating, Round
-from annotate.selectors import campaigns_visible_to
+from annotate.models import Assignment, Campaign, Comparison, Rating, Round
+from annotate.selectors import campaign_visibility_sql
 from annotate.services.assignments import comparison_slots
 
 User = get_user_model()
@@ -30,6 +31,38 @@ def rating_validate(*, choice: str, strength: int | None, reason: str, time_on_t
         raise ValidationFailed(f"reason is {len(reason)} characters; the limit is {settings.TEXT_MAX_CHARS}.")
     if time_on_task_ms is not None and not (0 <= time_on_task_ms <= 24 * 3600 * 1000):
         raise ValidationFailed("time_on_task_ms must be between 0 and one day.")
+
+
+class _LockedComparison(NamedTuple):
+    id: int
+    round_id: int
+    gold_choice: str
+    round_status: str
+    round_index: int
+    campaign_id: int
+    overlap: int
+
+
+def _comparison_locked(*, annotator: User, comparison_id: int) -> _LockedComparison | None:
+    """The comparison, its round and campaign's overlap, its row locked, if
+    it is in a campaign this annotator sees. One statement in SQL: as a
+    queryset with the visibility subquery it cost more to build than to run
+    (bench/load.py)."""
+    visible = campaign_visibility_sql(user=annotator, campaign_column="r.campaign_id")
+    if visible is None:
+        return None
+    clause, params = visible
+    sql = (
+        f"SELECT c.id, c.round_id, c.gold_choice, r.status, r.{connection.ops.quote_name('index')}, r.campaign_id,"
+        f" k.overlap FROM {Comparison._meta.db_table} c JOIN {Round._meta.db_table} r ON r.id = c.round_id"
+        f" JOIN {Campaign._meta.db_table} k ON k.id = r.campaign_id WHERE c.id = %s{clause}"
+    )
+    if connection.features.has_select_for_update_of:
+        sql += " FOR UPDATE OF c"  # SQLite: the transaction holds the write lock instead (settings)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [comparison_id, *params])
+        row = cursor.fetchone()
+    return _LockedComparison(*row) if row else None
 
 
 @transaction.atomic
@@ -54,13 +87,8 @@ def rating_create(
         return earlier
 
     # Lock the comparison so two tabs (or two annotators) can't both take its
-    # last slot; select_for_update needs the surrounding transaction.
-    comparison = (
-        Comparison.objects.select_for_update(of=("self",))
-        .select_related("round__campaign")
-        .filter(pk=comparison_id, round__campaign__in=campaigns_visible_to(user=annotator))
-        .first()
-    )
+    # last slot; FOR UPDATE needs the surrounding transaction.
+    comparison = _comparison_locked(annotator=annotator, comparison_id=comparison_id)
     if comparison is None:
         if (earlier := replay()) is not None:
             return earlier, False
@@ -74,7 +102,7 @@ def rating_create(
         cursor.execute(
             f"SELECT id, comparison_id, idempotency_key = %s FROM {Rating._meta.db_table}"
             " WHERE annotator_id = %s AND (idempotency_key = %s OR comparison_id = %s)",
-            [db_key, annotator.pk, db_key, comparison.pk],
+            [db_key, annotator.pk, db_key, comparison.id],
         )
         mine = cursor.fetchall()
     if (earlier := next((row for row in mine if row[2]), None)) is not None:
@@ -86,19 +114,19 @@ def rating_create(
     now = timezone.now()
     # My lease and the live leases others hold on the comparison, in one statement.
     rating_count, others_live, assignment_id, assignment_status = comparison_slots(
-        comparison_id=comparison.pk, annotator=annotator, now=now
+        comparison_id=comparison.id, annotator=annotator, now=now
     )
     if assignment_id is None or assignment_status != Assignment.Status.LEASED:
         raise Conflict("You do not hold this comparison: ask for the next comparison and rate that one.")
-    if comparison.round.status != Round.Status.COLLECTING:
-        raise Conflict(f"Round {comparison.round.index} is closed ({comparison.round.status}); it takes no more ratings.")
+    if comparison.round_status != Round.Status.COLLECTING:
+        raise Conflict(f"Round {comparison.round_index} is closed ({comparison.round_status}); it takes no more ratings.")
     # rating_count is current: it was read under the row lock (SQLite: the
     # write lock IMMEDIATE takes at BEGIN), after any writer before us committed.
-    if comparison.round.campaign.overlap - rating_count - others_live <= 0:
+    if comparison.overlap - rating_count - others_live <= 0:
         raise Conflict("Your lease expired and the comparison has all the ratings it needs; your rating was not stored.")
     try:
         rating = Rating.objects.create(
-            comparison=comparison,
+            comparison_id=comparison.id,
             annotator=annotator,
             choice=choice,
             strength=strength,
@@ -115,14 +143,14 @@ def rating_create(
         cursor.execute(f"UPDATE {Assignment._meta.db_table} SET status = %s WHERE id = %s",
                        [Assignment.Status.DONE, assignment_id])
         cursor.execute(f"UPDATE {Comparison._meta.db_table} SET rating_count = rating_count + 1 WHERE id = %s",
-                       [comparison.pk])
+                       [comparison.id])
     if comparison.gold_choice:
         # A gold answer: pause the annotator now, in this transaction, if
         # their gold accuracy fell below the campaign's bar.
         from annotate.services.gold import gold_membership_check
 
-        gold_membership_check(annotator=annotator, campaign=comparison.round.campaign)
-    if comparison.rating_count + 1 >= comparison.round.campaign.overlap:
+        gold_membership_check(annotator=annotator, campaign=Campaign.objects.get(pk=comparison.campaign_id))
+    if rating_count + 1 >= comparison.overlap:
         # This comparison is now full: the round may be complete.
         from annotate.services.rounds import round_progress_check_enqueue
 

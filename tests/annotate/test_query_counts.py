@@ -10,9 +10,9 @@ from annotate.models import Assignment
 
 pytestmark = pytest.mark.django_db
 
-NEXT_FRESH_LEASE = 16  # PostgreSQL: a savepoint around the first locking search (14 on SQLite)
-NEXT_RELOAD = 12
-RATING_CREATE = 11
+NEXT_FRESH_LEASE = 11  # PostgreSQL: a savepoint around the first locking search (9 on SQLite)
+NEXT_RELOAD = 7
+RATING_CREATE = 9
 CAMPAIGN_LIST = 3
 
 
