@@ -113,6 +113,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("TEST", {})
     # A file, not :memory:, so a worker process can share the test database.
     DATABASES["default"]["TEST"]["NAME"] = str(DATA_DIR / "test-ratchet.sqlite3")
+elif os.environ.get("DATABASE_SERVER_SIDE_BINDING", "1") == "1":
+    # PostgreSQL: parameters travel apart from the statement, so the same
+    # statement text repeats and psycopg prepares it after a few runs: the
+    # server parses and plans each hot-path statement once per connection,
+    # not on every call (bench/load.py). 0 turns it off (e.g. behind a
+    # pgbouncer in transaction mode, which cannot keep prepared statements).
+    DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
