@@ -61,10 +61,12 @@ def training_run_enqueue(*, run: TrainingRun, countdown: float | None = None) ->
     `countdown`: seconds before it may run (a retry's back-off)."""
     stage = run.stage or STAGES[run.kind][0]
     task_id = str(uuid.uuid4())
-    fields = {"stage": stage, "celery_task_id": task_id}
-    info = run.stages.get(stage)
-    if info is not None and info.pop("send_failed_at", None):
-        fields["stages"] = run.stages
+    info = run.stages.setdefault(stage, {})
+    info.pop("send_failed_at", None)
+    # When its message was sent: the sweep asks the broker about a message
+    # only once it has had time to arrive (training_runs_requeue_stale).
+    info["queued_at"] = timezone.now().isoformat()
+    fields = {"stage": stage, "celery_task_id": task_id, "stages": run.stages}
     TrainingRun.objects.filter(pk=run.pk).update(**fields)
     run.stage, run.celery_task_id = stage, task_id
     transaction.on_commit(partial(_stage_send, run_id=run.pk, stage=stage, task_id=task_id, countdown=countdown))
@@ -235,6 +237,12 @@ def training_stage_begin(*, run_id: int, stage: str, task_id: str | None = None)
         if run.stage != stage:
             # A stale message for a stage the run has moved past or not reached.
             return None
+        if task_id and run.celery_task_id and task_id != run.celery_task_id:
+            # A message a newer one replaced (sent again by the sweep because
+            # this one looked lost, or redelivered after its worker died and
+            # the sweep had sent a fresh one): the newer one runs the stage,
+            # so two workers never run it at once.
+            return None
         info = run.stages.setdefault(stage, {})
         if info.get("attempts", 0) >= settings.TRAINING_MAX_ATTEMPTS:
             # Its worker kept dying before it could record an error (killed,
@@ -339,15 +347,18 @@ def training_stage_heartbeat(*, run_id: int) -> None:
 
 
 @transaction.atomic
-def training_runs_requeue_stale(*, stale_after_s: float) -> list[int]:
+def training_runs_requeue_stale(*, stale_after_s: float, lost_after_s: float = 60.0) -> list[int]:
     """Queue the stage of every RUNNING run whose worker stopped beating
     again. A worker killed outright (SIGKILL, out of memory, machine lost)
     leaves its message unacknowledged in the broker, which would give it back
     only after the visibility timeout (hours). Also send again the stage of
     every QUEUED run whose message the broker refused (_stage_send marked
-    it). Safe: a stage that finished in the meantime is a no-op, and the
+    it), or accepted and no longer holds `lost_after_s` after it was sent
+    (broker_holds_message). Safe: a stage that finished in the meantime is a no-op, and the
     attempt cap still applies. Returns the run ids queued."""
     from datetime import timedelta
+
+    from config.celery import Queue
 
     cutoff = timezone.now() - timedelta(seconds=stale_after_s)
     stale = list(
@@ -361,15 +372,49 @@ def training_runs_requeue_stale(*, stale_after_s: float) -> list[int]:
         run.save(update_fields=["heartbeat_at"])
         log.warning("run %s: %s lost its worker; queued again", run.pk, run.stage)
         training_run_enqueue(run=run)
-    unsent = [
-        run
-        for run in TrainingRun.objects.select_for_update(skip_locked=True).filter(status=TrainingRun.Status.QUEUED)
-        if run.stages.get(run.stage, {}).get("send_failed_at")
-    ]
+    queued = list(TrainingRun.objects.select_for_update(skip_locked=True).filter(status=TrainingRun.Status.QUEUED))
+    unsent = [run for run in queued if run.stages.get(run.stage, {}).get("send_failed_at")]
     for run in unsent:
         log.warning("run %s: %s was never queued (broker down); queued now", run.pk, run.stage)
         training_run_enqueue(run=run)
-    return [run.pk for run in stale + unsent]
+    lost_cutoff = (timezone.now() - timedelta(seconds=lost_after_s)).isoformat()
+    lost = [
+        run
+        for run in queued
+        if run not in unsent and run.celery_task_id
+        and run.stages.get(run.stage, {}).get("queued_at", "") <= lost_cutoff
+        and broker_holds_message(task_id=run.celery_task_id, queue=Queue.GPU) is False
+    ]
+    for run in lost:
+        # The broker accepted the message and then lost it (a Redis restart
+        # without persistence): nothing would ever run the stage. If the old
+        # message turns up after all, training_stage_begin skips it.
+        log.warning("run %s: the broker lost the message of %s; queued again", run.pk, run.stage)
+        training_run_enqueue(run=run)
+    return [run.pk for run in stale + unsent + lost]
+
+
+def broker_holds_message(*, task_id: str, queue: str) -> bool | None:
+    """Whether the broker still holds this message: waiting in the queue, or
+    delivered to a worker and not yet acknowledged. None when it cannot tell
+    (a broker other than Redis, or Redis unreachable): then nothing is sent
+    again on its account. Reads kombu's Redis layout: a list per queue (and
+    per priority step) and the `unacked` hash of delivered messages."""
+    from config.celery import app
+
+    try:
+        with app.connection_for_read() as conn:
+            if conn.transport.driver_type != "redis":
+                return None
+            channel = conn.default_channel
+            client = channel.client
+            for key in {channel._q_for_pri(queue, pri) for pri in channel.priority_steps}:
+                if any(task_id in raw.decode(errors="replace") for raw in client.lrange(key, 0, -1)):
+                    return True
+            return any(task_id in raw.decode(errors="replace") for raw in client.hvals(channel.unacked_key))
+    except Exception as exc:  # redis.ConnectionError, kombu's OperationalError
+        log.warning("could not ask the broker about message %s (%s: %s)", task_id, type(exc).__name__, exc)
+        return None
 
 
 def store_leftovers_sweep(*, older_than_s: float) -> list[str]:

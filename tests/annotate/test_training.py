@@ -159,7 +159,8 @@ def test_training_stage_begin_ignores_a_stage_the_run_is_not_at(trained_round, e
     run = training_run_start(campaign=trained_round.campaign)
     assert training_stage_begin(run_id=run.pk, stage="policy") is None
     run.refresh_from_db()
-    assert run.status == TrainingRun.Status.QUEUED and run.stages == {}
+    assert run.status == TrainingRun.Status.QUEUED and "policy" not in run.stages
+    assert set(run.stages["snapshot"]) == {"queued_at"}  # sent, never begun
 
 
 @override_settings(TRAINING_MAX_ATTEMPTS=3, TRAINING_RETRY_DELAY=5)

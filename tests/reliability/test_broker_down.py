@@ -142,3 +142,31 @@ def test_messages_leave_only_after_their_transaction_commits(make_open_round, an
     # then: no run and no stage message
     assert not TrainingRun.objects.exists()
     assert broker.task_ids("gpu") == []
+
+
+def test_a_stage_message_redis_lost_in_a_restart_is_sent_again_and_the_old_one_is_skipped(
+    make_open_round, annotator, api_client_for, broker, caplog
+):
+    # given: a run whose snapshot message waits in the gpu queue
+    round_ = make_open_round(prompts=1, overlap=1, annotators=[annotator])
+    assert rate(api_client_for(annotator), round_.campaign_id) == 201
+    run = training_run_start(campaign=round_.campaign)
+    first = run.celery_task_id
+    assert broker.task_ids("gpu") == [first]
+    # then: a message the broker holds is left alone, however old
+    assert training_runs_requeue_stale(stale_after_s=120, lost_after_s=0) == []
+    assert broker.task_ids("gpu") == [first]
+    # when: Redis restarts without persistence (the message is gone) and beat runs the sweep
+    broker.server.kill()
+    broker.server.start()
+    assert broker.task_ids("gpu") == []
+    assert training_runs_requeue_stale(stale_after_s=120, lost_after_s=0) == [run.pk]
+    # then: the stage is queued again under a new recorded id
+    run.refresh_from_db()
+    assert run.celery_task_id != first and broker.task_ids("gpu") == [run.celery_task_id]
+    assert f"run {run.pk}: the broker lost the message of snapshot" in caplog.text
+    # and a message sent only a moment ago is not asked about yet
+    assert training_runs_requeue_stale(stale_after_s=120) == []
+    # when: the lost message turns up after all, it is skipped; the new one runs the stage
+    assert training_stage_begin(run_id=run.pk, stage="snapshot", task_id=first) is None
+    assert training_stage_begin(run_id=run.pk, stage="snapshot", task_id=run.celery_task_id) is not None
