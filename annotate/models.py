@@ -267,7 +267,10 @@ class Comparison(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["round", "prompt"], name="comparison_unique_prompt")]
-        indexes = [models.Index(fields=["round", "rating_count"])]
+        # The lease order (most ratings first, then id): a lease walks this
+        # index and stops at the first comparison it may take, instead of
+        # sorting the round's open comparisons on every next call.
+        indexes = [models.Index(fields=["round", "-rating_count", "id"], name="comparison_lease_order")]
 
 
 class Assignment(models.Model):

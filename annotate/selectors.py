@@ -225,15 +225,17 @@ def comparison_lease_payload(*, comparison_id: int, annotator: User, campaign: C
         f" (SELECT COUNT(*) FROM {t['Rating']} x WHERE x.annotator_id = %s AND x.created_at >= %s),"
         f" (SELECT COUNT(*) FROM {t['Rating']} x JOIN {t['Comparison']} xc ON xc.id = x.comparison_id"
         f"  JOIN {t['Round']} xr ON xr.id = xc.round_id WHERE x.annotator_id = %s AND xr.campaign_id = %s),"
-        f" (SELECT COUNT(*) FROM {t['Comparison']} g WHERE g.round_id = r.id AND g.gold_choice = ''),"
-        f" (SELECT SUM(g.rating_count) FROM {t['Comparison']} g WHERE g.round_id = r.id AND g.gold_choice = '')"
+        " g.n, g.s"
         f" FROM {t['Comparison']} c JOIN {t['Round']} r ON r.id = c.round_id JOIN {t['Prompt']} p ON p.id = c.prompt_id"
         f" JOIN {t['Response']} ra ON ra.id = c.response_a_id JOIN {t['Response']} rb ON rb.id = c.response_b_id"
+        # Both round counts in one pass over the round.
+        f" CROSS JOIN (SELECT COUNT(*) AS n, SUM(rating_count) AS s FROM {t['Comparison']}"
+        f"  WHERE round_id = (SELECT round_id FROM {t['Comparison']} WHERE id = %s) AND gold_choice = '') g"
         " WHERE c.id = %s"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [annotator.pk, connection.ops.adapt_datetimefield_value(today), annotator.pk, campaign.pk,
-                             comparison_id])
+                             comparison_id, comparison_id])
         cid, index, text, turns, a, b, mine_today, mine_in_campaign, comparisons, ratings = cursor.fetchone()
     comparisons, ratings, k = comparisons or 0, int(ratings or 0), campaign.overlap
     return {

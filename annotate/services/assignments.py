@@ -15,10 +15,6 @@ User = get_user_model()
 # Live leases one annotator may hold in a campaign: the comparison on screen
 # and the one the page prefetched, so the next appears at once after a submit.
 MAX_LIVE_LEASES = 2
-# Open comparisons at the front of the lease order checked first (see
-# comparison_lease_next): more than the live leases of a few hundred
-# annotators can hold there, so the whole round is rarely needed.
-LEASE_WINDOW = 256
 
 
 # The statements below run on every next and every rating. They are SQL, not
@@ -57,27 +53,20 @@ def comparison_slots(*, comparison_id: int, annotator: User, now) -> tuple[int, 
 
 
 def _lease_candidate(
-    *, round_id: int, k: int, annotator: User, now, exclude: Collection[int], skipped: Collection[int],
-    window: int | None, lock: bool,
+    *, round_id: int, k: int, annotator: User, now, exclude: Collection[int], skipped: Collection[int], lock: bool,
 ) -> int | None:
     """The id of the first comparison of the round this annotator may lease:
     fewer than k ratings plus others' live leases, no lease of mine done or
     released on it; most ratings first (finish what was started), then by id.
-    `window`: look only among the first `window` open comparisons in that
-    order. `lock`: FOR UPDATE SKIP LOCKED (PostgreSQL; SQLite serialises
-    the whole transaction instead, see settings)."""
+    That order is the index comparison_lease_order, so the scan walks it and
+    stops at the first that qualifies (the per-row checks run on a handful
+    of rows, not on the round). `lock`: FOR UPDATE SKIP LOCKED (PostgreSQL;
+    SQLite serialises the whole transaction instead, see settings)."""
     sql = f"SELECT c.id FROM {_C} c WHERE c.round_id = %s AND c.rating_count < %s"
     params: list = [round_id, k]
     clause, ids = _not_in("c.id", set(exclude) | set(skipped))
     sql += clause
     params += ids
-    if window:
-        clause, ids = _not_in("f.id", exclude)
-        sql += (
-            f" AND c.id IN (SELECT f.id FROM {_C} f WHERE f.round_id = %s AND f.rating_count < %s{clause}"
-            " ORDER BY f.rating_count DESC, f.id LIMIT %s)"
-        )
-        params += [round_id, k, *ids, window]
     sql += (
         f" AND NOT EXISTS (SELECT 1 FROM {_A} m WHERE m.comparison_id = c.id AND m.annotator_id = %s"
         " AND m.status IN (%s, %s))"
@@ -156,21 +145,13 @@ def _comparison_lease(*, annotator: User, campaign: Campaign, exclude: set[int],
     skipped: list[int] = []
     for _ in range(20):
         # SKIP LOCKED: annotators asking at once each take a different row
-        # instead of queueing on the same one. The per-row checks cost a
-        # subquery each: look first among the LEASE_WINDOW open comparisons
-        # at the front of the order, where the first that qualifies nearly
-        # always is, and in the whole round only when none of those does.
-        # A locking scan keeps the rows it locked and then skipped (their
-        # recheck failed: changed meanwhile) locked to the end of the
-        # transaction; the first search runs in a savepoint, so that the
-        # wait below can give them back first.
+        # instead of queueing on the same one. A locking scan keeps the rows
+        # it locked and then skipped (their recheck failed: changed
+        # meanwhile) locked to the end of the transaction; the first search
+        # runs in a savepoint, so that the wait below can give them back first.
         savepoint = transaction.savepoint() if not skipped and connection.features.has_select_for_update else None
-        comparison_id = None
-        for window in (LEASE_WINDOW, None):
-            comparison_id = _lease_candidate(round_id=round_id, k=k, annotator=annotator, now=now, exclude=exclude,
-                                             skipped=skipped, window=window, lock=True)
-            if comparison_id is not None:
-                break
+        comparison_id = _lease_candidate(round_id=round_id, k=k, annotator=annotator, now=now, exclude=exclude,
+                                         skipped=skipped, lock=True)
         if savepoint is not None:
             (transaction.savepoint_commit if comparison_id is not None else transaction.savepoint_rollback)(savepoint)
         if comparison_id is None and not skipped:
@@ -181,7 +162,7 @@ def _comparison_lease(*, annotator: User, campaign: Campaign, exclude: set[int],
             # cannot close a cycle (waiting while holding rows did: two such
             # waits deadlocked in test_concurrency).
             first = _lease_candidate(round_id=round_id, k=k, annotator=annotator, now=now, exclude=exclude,
-                                     skipped=(), window=None, lock=False)
+                                     skipped=(), lock=False)
             if first is not None:
                 comparison_id = (
                     Comparison.objects.select_for_update(of=("self",)).filter(pk=first).values_list("pk", flat=True).first()

@@ -154,5 +154,7 @@ def rating_create(
         # This comparison is now full: the round may be complete.
         from annotate.services.rounds import round_progress_check_enqueue
 
-        transaction.on_commit(partial(round_progress_check_enqueue, round_id=comparison.round_id))
+        transaction.on_commit(
+            partial(round_progress_check_enqueue, round_id=comparison.round_id, overlap=comparison.overlap)
+        )
     return rating, True

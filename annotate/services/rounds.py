@@ -66,7 +66,21 @@ def round_open(*, campaign: Campaign, index: int, candidate: PolicyVersion, base
     Round.objects.filter(campaign=campaign, index__lt=index).exclude(status=Round.Status.DONE).update(
         status=Round.Status.DONE
     )
+    transaction.on_commit(_comparisons_analyze)
     return round_
+
+
+def _comparisons_analyze() -> None:
+    """Refresh PostgreSQL's statistics of the comparison table once a round's
+    comparisons are in: with a fresh table's (none yet; autovacuum comes a
+    minute or more later), the planner takes the lease query for a few rows
+    and sorts the whole round on every next call instead of walking the
+    lease-order index (~30 ms instead of ~0.1 ms at 2,600 comparisons)."""
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {Comparison._meta.db_table}")
 
 
 def round_progress_check(*, round_id: int) -> TrainingRun | None:
@@ -89,15 +103,25 @@ def round_progress_check(*, round_id: int) -> TrainingRun | None:
         return None
 
 
-def round_progress_check_enqueue(*, round_id: int) -> None:
+def round_progress_check_enqueue(*, round_id: int, overlap: int | None = None) -> None:
     """Queue round_progress_check for after a rating filled a comparison
     (called from transaction.on_commit). The rating is committed already, so
     a broker that is down must neither turn its 2xx into a 5xx nor be
     retried here for long (CELERY_TASK_PUBLISH_RETRY_POLICY bounds the
     wait): the check is logged as not sent and rounds_progress_sweep, run by
-    beat, finds the complete round later."""
+    beat, finds the complete round later.
+
+    `overlap` (k): first look whether a regular comparison of the round is
+    still short of k ratings (one index probe), and queue nothing if so:
+    most filled comparisons don't complete their round. Run after the
+    commit, so of ratings that fill the last comparisons at the same moment
+    the one committed last sees them all and queues the check."""
     from annotate.tasks import round_progress_check_task
 
+    if overlap is not None and Comparison.objects.filter(
+        round_id=round_id, gold_choice="", rating_count__lt=overlap
+    ).exists():
+        return
     try:
         round_progress_check_task.delay(round_id=round_id)
     except Exception as exc:  # kombu's OperationalError and whatever the transport raises
