@@ -164,10 +164,17 @@ class RatingCreateApi(APIView):
         time_on_task_ms = serializers.IntegerField(required=False, allow_null=True)
         idempotency_key = serializers.UUIDField()
 
-    class OutputSerializer(serializers.ModelSerializer):
-        class Meta:
-            model = Rating
-            fields = ["id", "comparison", "choice", "strength", "reason", "time_on_task_ms", "idempotency_key", "created_at"]
+    class OutputSerializer(serializers.Serializer):
+        # Declared, not a ModelSerializer: that one builds its fields from the
+        # model on every call, a cost on the annotator's hot path.
+        id = serializers.IntegerField()
+        comparison = serializers.IntegerField(source="comparison_id")
+        choice = serializers.ChoiceField(choices=Rating.Choice.choices)
+        strength = serializers.IntegerField(allow_null=True)
+        reason = serializers.CharField(allow_blank=True)
+        time_on_task_ms = serializers.IntegerField(allow_null=True)
+        idempotency_key = serializers.UUIDField()
+        created_at = serializers.DateTimeField()
 
     @extend_schema(
         request=InputSerializer,
