@@ -42,6 +42,17 @@ def _max_weight_diff(a: Path, b: Path) -> float:
     return max((wa[k] - wb[k]).abs().max().item() for k in wa)
 
 
+def _weight_change_gap(base: Path, a: Path, b: Path) -> float:
+    """How far apart two trainings from `base` ended, relative to how far
+    they moved: ||a - b|| / ||a - base|| over all weights."""
+    from safetensors.torch import load_file
+
+    w0, wa, wb = (load_file(p / "model.safetensors") for p in (base, a, b))
+    gap = sum(((wa[k] - wb[k]).double() ** 2).sum() for k in wa) ** 0.5
+    moved = sum(((wa[k] - w0[k]).double() ** 2).sum() for k in wa) ** 0.5
+    return float(gap / moved)
+
+
 def test_reward_training_on_two_gloo_processes_matches_one_process(tiny_model_path, tmp_path):
     from rlhf.reward import RewardConfig, train_reward
 
@@ -125,8 +136,13 @@ def test_rloo_on_two_gloo_processes_matches_one_process(tiny_model_path, tmp_pat
     assert abs(calls[-1]["policy/kl"]) > 1e-4  # the policy moved: later rounds sample from updated weights
     # 18 AdamW steps at lr 1e-2: Adam divides each gradient by its own running
     # size, so a weight whose gradient is near zero turns summation-order noise
-    # into a full-size step. Bound the gap by how far training moved the weights.
-    moved = _max_weight_diff(Path(tiny_model_path), tmp_path / "one")
-    assert moved > 0.05
-    assert _max_weight_diff(tmp_path / "one", tmp_path / "two") < 0.01 * moved
+    # (two ranks' all-reduce against one process's sum, and a different thread
+    # count) into a full-size step of either sign: one such weight can differ
+    # by a few lr whatever the rest does (a max-difference bound failed on a
+    # quiet machine at 0.027). So the bound is on all weights together: the
+    # two trainings end within 5% of how far they moved.
+    assert _max_weight_diff(Path(tiny_model_path), tmp_path / "one") > 0.05
+    gap = _weight_change_gap(Path(tiny_model_path), tmp_path / "one", tmp_path / "two")
+    print(f"weight change gap {gap:.4f}")
+    assert gap < 0.05
     assert lines[-1]["final"]["policy/reward_mean"] == pytest.approx(single["policy/reward_mean"], abs=LOSS_TOL)
