@@ -106,9 +106,9 @@ def campaign_visibility_sql(*, user: User, campaign_column: str) -> tuple[str, l
     "" when every campaign is visible, None when none is. Annotators' rule
     is written out here (the pool, active or paused); others' sets are
     rarer on that path and read through campaigns_visible_to."""
-    roles = user_roles(user=user)
     if not user.is_authenticated:
         return None
+    roles = user_roles(user=user)
     if user_is_staff(user=user) or Role.ML_ENGINEER in roles:
         return "", []
     if Role.CAMPAIGN_ADMIN in roles:

@@ -202,6 +202,56 @@ def run_all(module: str, runs: str, child: list[str], model: str, timeout: float
     return results
 
 
+def add_runner_args(parser: argparse.ArgumentParser) -> None:
+    """The options every throughput bench shares: which runs, how they are
+    timed and where the JSON goes (and, hidden, what a run's subprocess gets)."""
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runs", default="ours,trl-default,trl-best", help="comma-separated runs, in this order")
+    parser.add_argument("--peak-tflops", type=float, default=0.0, help="device peak for MFU; 0 = measure a matmul")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads per run; 0 = torch's default")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per run")
+    parser.add_argument("--budget", type=float, default=0, help="seconds for all runs; later runs are skipped; 0 = none")
+    parser.add_argument("--out", default=None, help="also write the JSON here")
+    parser.add_argument("--run", default=None, help=argparse.SUPPRESS)  # inside a subprocess: the run to do
+    parser.add_argument("--model", default=None, help=argparse.SUPPRESS)
+
+
+def run_bench(args, argv: list[str] | None, *, module: str, run_one, summarise, settings: dict) -> int:
+    """A throughput bench's main once its arguments are parsed: inside a
+    run's subprocess, that one run; otherwise build the model, measure the
+    peak, and each run in turn (run_all), printing and writing the summary
+    (`settings`: the bench's own figures for the JSON head)."""
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.run:
+        print(json.dumps(run_one(args), default=str))
+        return 0
+
+    import torch
+
+    model = build_shape_model(args.shape, ROOT / "bench" / "out" / f"shape-{args.shape}")
+    peak = args.peak_tflops * 1e12 or measure_peak_flops()
+    args.datasheet_peak = H200_BF16_DATASHEET if "H200" in device_name() else 0.0
+    head = {
+        "bench": module.rsplit(".", 1)[-1], "shape": args.shape, "device": device_name(), "torch": torch.__version__,
+        "peak_flops": peak, "peak_flops_source": "given" if args.peak_tflops else "measured matmul",
+        "datasheet_peak_flops": args.datasheet_peak or None, **settings, "seed": args.seed,
+    }
+
+    def write(results: dict) -> str:
+        text = json.dumps({**head, **summarise(results, peak, args)}, indent=2, default=str)
+        if args.out:
+            Path(args.out).write_text(text)
+        return text
+
+    child = list(argv if argv is not None else sys.argv[1:])
+    results = run_all(module, args.runs, child, model, args.timeout, args.budget, write)
+    print(write(results))
+    return 0
+
+
 def parse_run(name: str, default_batch: int) -> tuple[str, int]:
     """'ours-b64' -> ('ours', 64); 'trl-best' -> ('trl-best', default); a '#2' suffix names a repeat."""
     name = name.split("#")[0]
@@ -425,47 +475,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-pairs", type=int, default=0, help="held-out pairs scored; 0 = all ~520")
     parser.add_argument("--warmup", type=int, default=3, help="steps left out of the timing")
     parser.add_argument("--lr", type=float, default=1e-5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--runs", default="ours,trl-default,trl-best", help="comma-separated runs, in this order")
-    parser.add_argument("--peak-tflops", type=float, default=0.0, help="device peak for MFU; 0 = measure a matmul")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads per run; 0 = torch's default")
-    parser.add_argument("--timeout", type=float, default=1800, help="seconds per run")
-    parser.add_argument("--budget", type=float, default=0, help="seconds for all runs; later runs are skipped; 0 = none")
-    parser.add_argument("--out", default=None, help="also write the JSON here")
-    parser.add_argument("--run", default=None, help=argparse.SUPPRESS)  # inside a subprocess: the run to do
-    parser.add_argument("--model", default=None, help=argparse.SUPPRESS)
+    add_runner_args(parser)
     args = parser.parse_args(argv)
-
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    if args.run:
-        print(json.dumps(run_one(args), default=str))
-        return 0
-
-    import torch
-
-    model = build_shape_model(args.shape, ROOT / "bench" / "out" / f"shape-{args.shape}")
-    peak = args.peak_tflops * 1e12 or measure_peak_flops()
-    args.datasheet_peak = H200_BF16_DATASHEET if "H200" in device_name() else 0.0
-    head = {
-        "bench": "reward_throughput", "shape": args.shape, "device": device_name(), "torch": torch.__version__,
-        "peak_flops": peak, "peak_flops_source": "given" if args.peak_tflops else "measured matmul",
-        "datasheet_peak_flops": args.datasheet_peak or None, "batch": args.batch, "max_length": args.max_length,
-        "pairs": args.pairs, "lr": args.lr, "seed": args.seed,
-    }
-
-    def write(results: dict) -> str:
-        text = json.dumps({**head, **summarise(results, peak, args)}, indent=2, default=str)
-        if args.out:
-            Path(args.out).write_text(text)
-        return text
-
-    child = list(argv if argv is not None else sys.argv[1:])
-    results = run_all("bench.reward_throughput", args.runs, child, model, args.timeout, args.budget, write)
-    print(write(results))
-    return 0
+    settings = {"batch": args.batch, "max_length": args.max_length, "pairs": args.pairs, "lr": args.lr}
+    return run_bench(args, argv, module="bench.reward_throughput", run_one=run_one, summarise=summarise,
+                     settings=settings)
 
 
 if __name__ == "__main__":

@@ -35,26 +35,20 @@ continuous batching). No vLLM on either side.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from bench.reward_throughput import (
     DATA,
-    H200_BF16_DATASHEET,
-    ROOT,
     SHAPES,
-    build_shape_model,
+    add_runner_args,
     clock,
     cuda_available,
-    device_name,
     flop_params,
-    measure_peak_flops,
     peak_memory_mb,
     reset_peak_memory,
-    run_all,
+    run_bench,
     sync,
 )
 
@@ -248,47 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-6)
     parser.add_argument("--steps", type=int, default=6, help="RLOO steps per run")
     parser.add_argument("--warmup", type=int, default=2, help="steps left out of the timing")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--runs", default="ours,trl-default,trl-best", help="comma-separated runs, in this order")
-    parser.add_argument("--peak-tflops", type=float, default=0.0, help="device peak for MFU; 0 = measure a matmul")
     parser.add_argument("--prompt-tokens", type=int, default=40, help="mean prompt length, for the MFU estimate")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads per run; 0 = torch's default")
-    parser.add_argument("--timeout", type=float, default=1800, help="seconds per run")
-    parser.add_argument("--budget", type=float, default=0, help="seconds for all runs; later runs are skipped; 0 = none")
-    parser.add_argument("--out", default=None, help="also write the JSON here")
-    parser.add_argument("--run", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--model", default=None, help=argparse.SUPPRESS)
+    add_runner_args(parser)
     args = parser.parse_args(argv)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    if args.run:
-        print(json.dumps(run_one(args), default=str))
-        return 0
-
-    import torch
-
-    model = build_shape_model(args.shape, ROOT / "bench" / "out" / f"shape-{args.shape}")
-    peak = args.peak_tflops * 1e12 or measure_peak_flops()
-    args.datasheet_peak = H200_BF16_DATASHEET if "H200" in device_name() else 0.0
-    head = {
-        "bench": "rloo_throughput", "shape": args.shape, "device": device_name(), "torch": torch.__version__,
-        "peak_flops": peak, "peak_flops_source": "given" if args.peak_tflops else "measured matmul",
-        "datasheet_peak_flops": args.datasheet_peak or None, "k": args.k, "new_tokens": args.new_tokens,
-        "beta": args.beta, "prompts_per_step": args.prompts_per_step, "steps": args.steps, "seed": args.seed,
-    }
-
-    def write(results: dict) -> str:
-        text = json.dumps({**head, **summarise(results, peak, args)}, indent=2, default=str)
-        if args.out:
-            Path(args.out).write_text(text)
-        return text
-
-    child = list(argv if argv is not None else sys.argv[1:])
-    results = run_all("bench.rloo_throughput", args.runs, child, model, args.timeout, args.budget, write)
-    print(write(results))
-    return 0
+    settings = {"k": args.k, "new_tokens": args.new_tokens, "beta": args.beta,
+                "prompts_per_step": args.prompts_per_step, "steps": args.steps}
+    return run_bench(args, argv, module="bench.rloo_throughput", run_one=run_one, summarise=summarise,
+                     settings=settings)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from annotate.errors import Conflict, ValidationFailed
 from annotate.models import Assignment, Campaign, Comparison, Round
-from annotate.services.memberships import _READ, membership_daily_limit_check, membership_work_check
+from annotate.services.memberships import MEMBERSHIP_UNREAD, membership_daily_limit_check, membership_work_check
 
 User = get_user_model()
 
@@ -86,7 +86,7 @@ def _lease_candidate(
 
 
 def comparison_lease_next(
-    *, annotator: User, campaign: Campaign, exclude: Collection[int] = (), membership=_READ
+    *, annotator: User, campaign: Campaign, exclude: Collection[int] = (), membership=MEMBERSHIP_UNREAD
 ) -> Assignment | None:
     """Lease the next comparison of the campaign's open round to this annotator.
 

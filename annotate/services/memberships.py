@@ -47,17 +47,19 @@ class CampaignNotCollecting(ServiceError):
         super().__init__(message)
 
 
-_READ = object()
+# The default of `membership` below: the caller has not read the row, so
+# membership_work_check reads it (None would mean "read: not in the pool").
+MEMBERSHIP_UNREAD = object()
 
 
-def membership_work_check(*, annotator: User, campaign: Campaign, membership=_READ) -> Membership | None:
+def membership_work_check(*, annotator: User, campaign: Campaign, membership=MEMBERSHIP_UNREAD) -> Membership | None:
     """Raise the reason this annotator may get no comparison of the campaign,
     if any; their membership otherwise. Staff and admins outside the pool
     (who may rate when they are also annotators) have none: no check.
     `membership`: the row (or None) when the caller has read it already."""
     if campaign.status in (Campaign.Status.PAUSED, Campaign.Status.ARCHIVED):
         raise CampaignNotCollecting(campaign)
-    if membership is _READ:
+    if membership is MEMBERSHIP_UNREAD:
         membership = Membership.objects.filter(campaign=campaign, annotator=annotator).first()
     if membership is None:
         return None

@@ -143,6 +143,5 @@ def test_rloo_on_two_gloo_processes_matches_one_process(tiny_model_path, tmp_pat
     # two trainings end within 5% of how far they moved.
     assert _max_weight_diff(Path(tiny_model_path), tmp_path / "one") > 0.05
     gap = _weight_change_gap(Path(tiny_model_path), tmp_path / "one", tmp_path / "two")
-    print(f"weight change gap {gap:.4f}")
     assert gap < 0.05
     assert lines[-1]["final"]["policy/reward_mean"] == pytest.approx(single["policy/reward_mean"], abs=LOSS_TOL)
