@@ -39,6 +39,13 @@ class Campaign(models.Model):
     # Training settings as stored per run: {"reward": {...}, "policy": {...}, "generate": {...}}
     training_config = models.JSONField(default=dict, blank=True)
     method = models.CharField(max_length=20, choices=Method.choices, default=Method.RLOO)
+    # How far (nats per answer: sequence KL on the policy's own answers) a
+    # policy step may move the policy from the base model; a step stops and
+    # keeps the last weights inside it (rlhf/kl.py). Null: no budget.
+    kl_budget = models.FloatField(
+        null=True, blank=True,
+        help_text="KL budget in nats per answer between a new policy and the base model; empty = none",
+    )
     # Start training by itself when every comparison of a round has k ratings.
     auto_train = models.BooleanField(default=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)

@@ -239,7 +239,10 @@ def _policy_step(run: TrainingRun, reporter: Reporter, current: PolicyVersion, r
     if policy_method(run.config) == "dpo":
         from rlhf.dpo import dpo_train
 
-        return dpo_train(from_dict(DPOConfig, run.config.get("dpo", {})), rows, **common)
+        # A KL check samples answers as long as the ones the campaign serves.
+        served = run.config.get("generate", {}).get("max_new_tokens", GenerateConfig.max_new_tokens)
+        config = from_dict(DPOConfig, {"kl_max_new_tokens": served, **run.config.get("dpo", {})})
+        return dpo_train(config, rows, **common)
     from rlhf.rloo import rloo_train
 
     prompts = list({row["prompt_id"]: row["prompt"] for row in rows}.values())

@@ -63,7 +63,7 @@ TRAINING = {
     },
     ("smollm2", "dpo"): {
         "reward": {"epochs": 1, "batch_size": 8, "lr": 1e-5, "max_length": 192},
-        "dpo": {"epochs": 1, "batch_size": 8, "lr": 5e-6, "beta": 0.25, "max_length": 192, "ref_batch_size": 16,
+        "dpo": {"epochs": 1, "batch_size": 8, "lr": 3e-6, "beta": 0.25, "max_length": 192, "ref_batch_size": 16,
                 "last_rounds": 1},
     },
     ("smollm2", "rloo"): {
@@ -198,29 +198,17 @@ class Evaluator:
 
     def kl(self, path: str) -> float:
         """Mean over prompts of sum_t log pi(y_t) - log pi_base(y_t), y sampled
-        from pi at temperature 1 (the RLOO step's definition of its KL)."""
-        import torch
-
+        from pi at temperature 1: the estimate the policy step's KL budget
+        checks (rlhf.kl.sampled_kl), here on held-out questions."""
         from rlhf import _torch
-        from rlhf.chat import format_prompt
-        from rlhf.generate import load_policy, sample
-        from rlhf.rloo import token_logprobs
+        from rlhf.generate import load_policy
+        from rlhf.kl import sampled_kl
 
         dev = _torch.device()
-        _torch.seed_all(self.seed + 2)
         policy, tokenizer = load_policy(path, dev)
         base, _ = load_policy(self.base_path, dev)
-        total, n = 0.0, 0
-        for i in range(0, len(self.kl_prompts), 16):
-            texts = [format_prompt(tokenizer, p) for p in self.kl_prompts[i : i + 16]]
-            rollout = sample(policy, tokenizer, texts, self.new_tokens, do_sample=True, temperature=1.0, top_p=1.0, top_k=0)
-            mask = rollout.completion_mask.float()
-            with torch.no_grad():
-                args = (rollout.prompt_ids, rollout.prompt_mask, rollout.completion_ids, rollout.completion_mask, 1.0)
-                diff = (token_logprobs(policy, *args) - token_logprobs(base, *args)) * mask
-            total += diff.sum().item()
-            n += len(texts)
-        return total / max(n, 1)
+        return sampled_kl(policy, base, tokenizer, self.kl_prompts, max_new_tokens=self.new_tokens,
+                          seed=self.seed + 2, dist=_torch.Dist())
 
 
 # --- one campaign --------------------------------------------------------------------
@@ -252,6 +240,7 @@ def run_campaign(platform, admin, model: str, args, *, strength: float, noise: f
     status, campaign = admin.post("/api/campaigns/create/", {
         "name": name, "base_model": model, "overlap": args.raters, "comparisons_per_round": args.comparisons,
         "training_config": config, "method": args.method, "gold_frequency": 0.0,
+        "kl_budget": args.kl_budget or None,
     })
     assert status == 201, campaign
     cid = campaign["id"]
@@ -294,7 +283,12 @@ def run_campaign(platform, admin, model: str, args, *, strength: float, noise: f
         reward_metrics = run["stages"]["reward"]["outputs"].get("metrics", {})
         point |= {
             "round": r + 1, "version": newest["version"], "eval_s": time.perf_counter() - t,
-            "kl_policy_stage": stage_metrics.get("policy/kl"),
+            # The step's own KL figure: RLOO's last round's samples, or
+            # the last budget check's estimate (None: no budget, DPO).
+            "kl_policy_stage": stage_metrics.get("policy/kl_to_base", stage_metrics.get("policy/kl",
+                                                                                   stage_metrics.get("dpo/kl_to_base"))),
+            "kl_budget_stopped": stage_metrics.get("policy/kl_budget_stopped", stage_metrics.get("dpo/kl_budget_stopped")),
+            "kl_kept_step": stage_metrics.get("policy/kl_kept_step", stage_metrics.get("dpo/kl_kept_step")),
             "reward_eval_accuracy": reward_metrics.get("eval/accuracy"),
             "ratings": rated["ratings"], "rating_s": rating_s, "train_wall_s": train_s,
             "stages_s": {stage: info.get("seconds") for stage, info in run["stages"].items()},
@@ -302,7 +296,8 @@ def run_campaign(platform, admin, model: str, args, *, strength: float, noise: f
         }
         rounds.append(point)
         log(f"[{name}] after round {r}: v{newest['version']} wins {point['win_rate']:.3f} {_ci(point)}, "
-            f"KL {point['kl_estimate']:.2f} nats (stage {_fmt(point['kl_policy_stage'])}), "
+            f"KL {point['kl_estimate']:.2f} nats (stage {_fmt(point['kl_policy_stage'])}"
+            f"{', budget stop, kept step ' + str(point['kl_kept_step']) if point['kl_budget_stopped'] else ''}), "
             f"{point['mean_words']:.1f} words; stages " +
             ", ".join(f"{k} {v:.1f} s" for k, v in point["stages_s"].items()))
     trained = rounds[1:]
@@ -415,7 +410,7 @@ def parse_args(argv=None):
     parser.add_argument("--kl-prompts", type=int, default=32, help="held-out questions the KL is estimated on")
     parser.add_argument("--lr", type=float, default=None, help="policy step learning rate (default: per model/method)")
     parser.add_argument("--beta", type=float, default=None, help="KL coefficient of the policy step")
-    parser.add_argument("--kl-budget", type=float, default=10.0, help="nats per answer the campaign allows (reported)")
+    parser.add_argument("--kl-budget", type=float, default=10.0, help="the campaign's KL budget, nats per answer: its policy steps stop inside it (0: none, only reported)")
     parser.add_argument("--target", type=float, default=None, help="win rate to mark on the plot")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sweep", action="store_true",

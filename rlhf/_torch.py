@@ -117,6 +117,18 @@ class Dist:
             self._dist.barrier()
 
 
+def close_process_group() -> None:
+    """Tear down the process group before the interpreter exits. Left to the
+    exit hooks, gloo's threads can outlive their sockets once the other rank
+    is gone, and the process aborts ("terminate called without an active
+    exception") after its work is done: torchrun then reports the run failed."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 # --- LoRA through peft (optional dependency) ---
 
 

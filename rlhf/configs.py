@@ -67,6 +67,8 @@ class RLOOConfig:
     lora_alpha: int = 16  # LoRA scaling numerator: updates are scaled by lora_alpha / lora_r
     lora_dropout: float = 0.0  # dropout on the LoRA input, during training steps only
     lora_target_modules: str = "all-linear"  # comma-separated module names (e.g. "q_proj,v_proj") or "all-linear"
+    # The campaign's KL budget (rlhf/kl.py), checked on each round's own samples and after the last update.
+    kl_budget: float | None = None  # nats per answer the policy may move from the reference; over it, the step stops and keeps the last weights inside it; None = no budget
 
 
 @dataclass
@@ -86,6 +88,12 @@ class DPOConfig:
     # 1 is online iterative DPO: each round's fresh pairs, sampled from the
     # current policy, update that policy once; older pairs are not trained again.
     last_rounds: int = 0
+    # The campaign's KL budget (rlhf/kl.py). DPO draws no samples of its own,
+    # so a check samples one answer to each of kl_prompts training prompts.
+    kl_budget: float | None = None  # nats per answer the policy may move from the reference; over it, the step stops and keeps the last weights inside it; None = no budget
+    kl_check_every: int = 8  # optimizer steps between KL checks (and always after the last step); only with kl_budget
+    kl_prompts: int = 32  # training prompts a KL check samples an answer to
+    kl_max_new_tokens: int = 64  # answer length of a KL check's samples (the platform sets the campaign's generate length)
     lora_r: int = 0  # LoRA rank; 0 = full fine-tuning (LoRA needs `pip install peft`)
     lora_alpha: int = 16  # LoRA scaling numerator: updates are scaled by lora_alpha / lora_r
     lora_dropout: float = 0.0  # dropout on the LoRA input, during training steps only
@@ -118,6 +126,10 @@ def policy_method(config: dict) -> str:
     if method not in POLICY_METHODS:
         raise ValueError(f"method must be one of {', '.join(POLICY_METHODS)}, got {method!r}")
     return method
+
+
+# Settings that only make sense above zero (the type alone lets 0, negatives and NaN in).
+POSITIVE = {"kl_budget", "kl_check_every", "kl_prompts", "kl_max_new_tokens"}
 
 
 def from_dict(cls, values: dict):
@@ -170,4 +182,6 @@ def config_errors(config: dict) -> list[str]:
                 errors.append(f"{section}.{key} is not a setting (known: {', '.join(sorted(hints))})")
             elif not _type_ok(value, hints[key]):
                 errors.append(f"{section}.{key} must be {_type_name(hints[key])}, not {value!r}")
+            elif key in POSITIVE and value is not None and not value > 0:  # NaN is not > 0 either
+                errors.append(f"{section}.{key} must be more than 0, not {value!r}")
     return errors

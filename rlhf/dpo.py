@@ -30,6 +30,7 @@ from rlhf import _torch
 from rlhf.chat import ENCODE_KWARGS, format_prompt
 from rlhf.configs import DPOConfig  # re-exported: callers import it from here too
 from rlhf.data import validate_preference_rows
+from rlhf.kl import KLGuard, sampled_kl
 
 MetricsFn = Callable[[int, dict], None]
 ProgressFn = Callable[[float], None]
@@ -110,6 +111,17 @@ def _reference_logps(model, tokenized, pad_id, batch_size, dev, dist) -> torch.T
     return dist.sum_(out).float()
 
 
+def _batches(n_rows: int, config: DPOConfig):
+    """Row indices of each optimizer step: config.epochs shuffled passes,
+    config.batch_size rows a step (the last of a pass may be short)."""
+    order_rng = random.Random(config.seed)
+    for _ in range(config.epochs):
+        order = list(range(n_rows))
+        order_rng.shuffle(order)
+        for i in range(0, n_rows, config.batch_size):
+            yield order[i : i + config.batch_size]
+
+
 def latest_rounds(rows: list[dict], n: int) -> list[dict]:
     """The rows of the last n rounds (by their "round"); all rows when n is 0
     or the rows carry no round (a file from elsewhere)."""
@@ -138,6 +150,8 @@ def dpo_train(
         raise ValueError(f"label_smoothing must be in [0, 0.5), got {config.label_smoothing}")
     if config.last_rounds < 0:
         raise ValueError(f"last_rounds must be >= 0, got {config.last_rounds}")
+    if config.kl_check_every < 1:
+        raise ValueError(f"kl_check_every must be >= 1, got {config.kl_check_every}")
     rows = latest_rounds(validate_preference_rows(rows), config.last_rounds)
     if not rows:
         raise ValueError("dpo_train got no preference rows")
@@ -152,13 +166,10 @@ def dpo_train(
     model = AutoModelForCausalLM.from_pretrained(policy_path, dtype=torch.float32).to(dev)
     # The policy's weights equal the reference's before the first step when
     # both are the same checkpoint, so the policy itself scores the reference.
-    if _torch.same_checkpoint(policy_path, ref_path):
-        model.eval()
-        ref_logps = _reference_logps(model, tokenized, pad, config.ref_batch_size, dev, dist)
-    else:
-        ref = AutoModelForCausalLM.from_pretrained(ref_path, dtype=torch.float32).to(dev).eval()
-        ref_logps = _reference_logps(ref, tokenized, pad, config.ref_batch_size, dev, dist)
-        del ref
+    same = _torch.same_checkpoint(policy_path, ref_path)
+    ref = None if same else AutoModelForCausalLM.from_pretrained(ref_path, dtype=torch.float32).to(dev).eval()
+    model.eval()
+    ref_logps = _reference_logps(ref or model, tokenized, pad, config.ref_batch_size, dev, dist)
     peft_model = None
     if config.lora_r:
         peft_model = _torch.add_lora(model, config, "CAUSAL_LM")
@@ -166,57 +177,70 @@ def dpo_train(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     total_steps = math.ceil(len(rows) / config.batch_size) * config.epochs
-    order_rng = random.Random(config.seed)
-    step = 0
+    guard, kl_of_policy = None, None
+    if config.kl_budget is not None:
+        # A KL check samples from the policy and scores with the reference:
+        # the reference model is kept, or, with LoRA on the same checkpoint,
+        # is the policy with its adapter disabled.
+        if same and peft_model is None:
+            ref = AutoModelForCausalLM.from_pretrained(ref_path, dtype=torch.float32).to(dev).eval()
+        kl_prompts = list({str(r["prompt"]): r["prompt"] for r in rows}.values())[: config.kl_prompts]
+        guard = KLGuard(config.kl_budget, params)
+        kl_of_policy = lambda: sampled_kl(model, ref, tokenizer, kl_prompts,  # noqa: E731
+                                          max_new_tokens=config.kl_max_new_tokens, seed=config.seed, dist=dist,
+                                          peft_model=peft_model)
+    else:
+        ref = None  # scored once above; not needed again
     metrics: dict = {}
     # Window sums (reduced across ranks): loss, correct, pairs, chosen reward, rejected reward, steps.
     window = torch.zeros(6, dtype=torch.float64, device=dev)
 
-    # --- loop: DPO steps over shuffled pairs, periodic metrics ---
+    # --- loop: DPO steps over shuffled pairs, periodic metrics and KL checks ---
     model.train()
-    for epoch in range(config.epochs):
-        order = list(range(len(rows)))
-        order_rng.shuffle(order)
-        for i in range(0, len(order), config.batch_size):
-            batch = order[i : i + config.batch_size]
-            mine = dist.shard(batch)
-            optimizer.zero_grad(set_to_none=True)
-            if mine:
-                pieces = [(tokenized[j][0], tokenized[j][1]) for j in mine] + [(tokenized[j][0], tokenized[j][2]) for j in mine]
-                logps = sequence_logps(model, pieces, pad, dev)
-                weight = torch.tensor([rows[j]["weight"] for j in mine], device=dev)
-                loss, c_r, r_r = dpo_loss(logps[: len(mine)], logps[len(mine) :], ref_logps[mine, 0], ref_logps[mine, 1],
-                                          config.beta, config.label_smoothing, weight,
-                                          weight_total=sum(rows[j]["weight"] for j in batch))
-                loss.backward()
-                window[0] += loss.detach().double()
-                window[1] += (c_r > r_r).double().sum()
-                window[2] += len(mine)
-                window[3] += c_r.double().sum()
-                window[4] += r_r.double().sum()
-            window[5] += 1.0 / dist.world
-            dist.sum_grads(params)
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
-            step += 1
-            if step % config.log_every == 0 or step == total_steps:
-                w = dist.sum_(window.clone()).tolist()
-                n = max(w[2], 1.0)
-                metrics = {
-                    "dpo/loss": w[0] / max(w[5], 1e-8),
-                    "dpo/accuracy": w[1] / n,
-                    "dpo/margin": (w[3] - w[4]) / n,
-                    "dpo/chosen_reward": w[3] / n,
-                    "dpo/rejected_reward": w[4] / n,
-                }
-                if on_metrics:
-                    on_metrics(step, dict(metrics))
-                window.zero_()
-            if on_progress:
-                on_progress(step / total_steps)
-
+    step = 0
+    for step, batch in enumerate(_batches(len(rows), config), start=1):
+        mine = dist.shard(batch)
+        optimizer.zero_grad(set_to_none=True)
+        if mine:
+            pieces = [(tokenized[j][0], tokenized[j][1]) for j in mine] + [(tokenized[j][0], tokenized[j][2]) for j in mine]
+            logps = sequence_logps(model, pieces, pad, dev)
+            weight = torch.tensor([rows[j]["weight"] for j in mine], device=dev)
+            loss, c_r, r_r = dpo_loss(logps[: len(mine)], logps[len(mine) :], ref_logps[mine, 0], ref_logps[mine, 1],
+                                      config.beta, config.label_smoothing, weight,
+                                      weight_total=sum(rows[j]["weight"] for j in batch))
+            loss.backward()
+            window[0] += loss.detach().double()
+            window[1] += (c_r > r_r).double().sum()
+            window[2] += len(mine)
+            window[3] += c_r.double().sum()
+            window[4] += r_r.double().sum()
+        window[5] += 1.0 / dist.world
+        dist.sum_grads(params)
+        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        optimizer.step()
+        if step % config.log_every == 0 or step == total_steps:
+            w = dist.sum_(window.clone()).tolist()
+            n = max(w[2], 1.0)
+            metrics = {
+                "dpo/loss": w[0] / max(w[5], 1e-8),
+                "dpo/accuracy": w[1] / n,
+                "dpo/margin": (w[3] - w[4]) / n,
+                "dpo/chosen_reward": w[3] / n,
+                "dpo/rejected_reward": w[4] / n,
+            }
+            if on_metrics:
+                on_metrics(step, dict(metrics))
+            window.zero_()
+        if on_progress:
+            on_progress(step / total_steps)
+        if guard is not None and (step % config.kl_check_every == 0 or step == total_steps):
+            kl = kl_of_policy()
+            if on_metrics:
+                on_metrics(step, {"dpo/kl": kl})
+            if not guard.check(kl, step, params):
+                break  # over the budget: the last weights inside it are back in place
     # --- save: merged policy weights, tokenizer, meta.json; rank 0 only ---
-    final = {**metrics, "dpo/steps": step}
+    final = {**metrics, "dpo/steps": step, **(guard.metrics("dpo") if guard else {})}
     if dist.main:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from rlhf import _torch
 from rlhf.chat import format_prompt
 from rlhf.configs import RLOOConfig  # re-exported: callers import it from here too
 from rlhf.generate import Rollout, RowSampler, load_policy, sample
+from rlhf.kl import KLGuard, sampled_kl
 
 RewardFn = Callable[[list, list[str]], list[float]]
 
@@ -200,6 +201,7 @@ def rloo_train(
     order: list[int] = []
     metrics: dict = {}
     k = config.k
+    guard = KLGuard(config.kl_budget, params) if config.kl_budget is not None else None
 
     # --- loop: sample k per prompt, score, advantages, clipped updates ---
     for it in range(config.num_iterations):
@@ -229,6 +231,10 @@ def rloo_train(
                 ref_logps = _batched_logprobs(policy, rollout, config.logprob_batch_size, config.temperature, dev)
         raw = torch.tensor(reward_fn(repeated, rollout.texts), dtype=torch.float32, device=dev)
         kl = ((old_logps - ref_logps) * mask).sum(dim=1)
+        # The round's samples are the policy's own, after `it` rounds of
+        # updates: their KL is the budget check, at no extra cost.
+        if guard is not None and not guard.check(_global_mean(kl, dist), it, params):
+            break  # over the budget: the last weights inside it are back in place
         advantages = rloo_advantages(raw - config.beta * kl, k)
         if config.normalize_advantages:
             mean, std = _global_mean_std(advantages, dist)
@@ -276,6 +282,16 @@ def rloo_train(
         if on_progress:
             on_progress((it + 1) / config.num_iterations)
 
+    # The last round's update has not been checked yet: sample once more.
+    if guard is not None and guard.over_kl is None:
+        check_prompts = [prompts[i % len(prompts)] for i in range(n_prompts * k)]
+        guard.check(sampled_kl(policy, ref, tokenizer, check_prompts, max_new_tokens=config.max_new_tokens,
+                               seed=config.seed, dist=dist, peft_model=peft_model), config.num_iterations, params)
+    if guard is not None:
+        metrics = {**metrics, **guard.metrics("policy")}
+        if on_metrics:
+            on_metrics(config.num_iterations, dict(metrics))
+
     # --- save: policy weights (LoRA merged in), tokenizer, meta.json; rank 0 only ---
     if dist.main:
         out = Path(out_dir)
@@ -297,6 +313,12 @@ def rloo_train(
         }, indent=2, default=str))
     dist.barrier()
     return metrics
+
+
+def _global_mean(x: torch.Tensor, dist: _torch.Dist) -> float:
+    """Mean of x over all ranks' values (the same float on every rank)."""
+    s = dist.sum_(torch.stack([x.double().sum(), x.new_tensor(x.numel(), dtype=torch.float64)]))
+    return (s[0] / s[1].clamp(min=1)).item()
 
 
 def _global_mean_std(x: torch.Tensor, dist: _torch.Dist) -> tuple[torch.Tensor, torch.Tensor]:

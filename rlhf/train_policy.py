@@ -15,6 +15,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rlhf._torch import close_process_group
     from rlhf.cli import add_dataclass_args, dataclass_from_args, print_metrics
     from rlhf.data import read_jsonl
     from rlhf.rloo import RLOOConfig, rloo_train
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
                        reward_path=args.reward, on_metrics=print_metrics)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one copy of the result
         print(json.dumps({"final": final}))
+    close_process_group()
     return 0
 
 

@@ -15,6 +15,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rlhf._torch import close_process_group
     from rlhf.cli import add_dataclass_args, dataclass_from_args, print_metrics
     from rlhf.data import file_sha256_of, read_preferences
     from rlhf.reward import RewardConfig, train_reward
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
                          meta={"dataset_sha256": file_sha256_of(args.data)})
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one copy of the result
         print(json.dumps({"final": final}))
+    close_process_group()
     return 0
 
 

@@ -36,7 +36,7 @@ class CampaignOutputSerializer(serializers.ModelSerializer):
         model = Campaign
         fields = [
             "id", "name", "instructions", "overlap", "comparisons_per_round", "lease_ttl_seconds",
-            "base_model", "training_config", "method", "auto_train", "status", "created_at",
+            "base_model", "training_config", "method", "kl_budget", "auto_train", "status", "created_at",
             "gold_frequency", "gold_min_accuracy", "gold_min_count",
         ]
 
@@ -55,6 +55,8 @@ class CampaignCreateApi(APIView):
         auto_train = serializers.BooleanField(default=True)
         method = serializers.ChoiceField(choices=Campaign.Method.choices, default=Campaign.Method.RLOO,
                                          help_text="how the policy step trains")
+        kl_budget = serializers.FloatField(required=False, allow_null=True, default=None,
+                                           help_text="nats per answer a policy step may move from the base; null = none")
         gold_frequency = serializers.FloatField(min_value=0.0, max_value=0.9, default=0.1)
         gold_min_accuracy = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.6)
         gold_min_count = serializers.IntegerField(min_value=1, max_value=10000, default=5)
@@ -86,6 +88,7 @@ class CampaignDetailApi(APIView):
         training_config = serializers.JSONField(required=False)
         auto_train = serializers.BooleanField(required=False)
         method = serializers.ChoiceField(choices=Campaign.Method.choices, required=False)
+        kl_budget = serializers.FloatField(required=False, allow_null=True)
         gold_frequency = serializers.FloatField(required=False)
         gold_min_accuracy = serializers.FloatField(required=False)
         gold_min_count = serializers.IntegerField(required=False)

@@ -22,8 +22,9 @@ NUMBER_LIMITS = {
 }
 FLOAT_FIELDS = {"gold_frequency", "gold_min_accuracy"}
 EDITABLE_FIELDS = {
-    "name", "instructions", "base_model", "training_config", "auto_train", "method", *NUMBER_LIMITS,
+    "name", "instructions", "base_model", "training_config", "auto_train", "method", "kl_budget", *NUMBER_LIMITS,
 }
+KL_BUDGET_MAX = 1000.0  # nats per answer; far past anything a useful policy step does
 INSTRUCTIONS_MAX_CHARS = 50000
 
 
@@ -71,6 +72,20 @@ def campaign_fields_validate(*, fields: dict, campaign: Campaign | None = None) 
         elif key == "auto_train":
             if not isinstance(value, bool):
                 errors[key] = "true or false"
+        elif key == "kl_budget":
+            # Optional: empty (a form's blank field) or null means no budget.
+            if value is None or (isinstance(value, str) and not value.strip()):
+                value = None
+            else:
+                try:
+                    if isinstance(value, bool):
+                        raise ValueError
+                    value = float(value)
+                except (TypeError, ValueError):
+                    errors[key] = "a number of nats, or empty for no budget"
+                    continue
+                if not (0.0 < value <= KL_BUDGET_MAX):  # also refuses NaN
+                    errors[key] = f"more than 0 and at most {KL_BUDGET_MAX:g} nats, not {value}"
         elif key == "method":
             if value not in Campaign.Method.values:
                 errors[key] = f"one of {', '.join(Campaign.Method.values)}"
@@ -107,6 +122,7 @@ def campaign_create(
     training_config: dict | None = None,
     auto_train: bool = True,
     method: str = Campaign.Method.RLOO,
+    kl_budget: float | None = None,
     gold_frequency: float = 0.1,
     gold_min_accuracy: float = 0.6,
     gold_min_count: int = 5,
@@ -117,7 +133,8 @@ def campaign_create(
         fields=dict(
             name=name, base_model=base_model, instructions=instructions, overlap=overlap,
             comparisons_per_round=comparisons_per_round, lease_ttl_seconds=lease_ttl_seconds,
-            training_config=training_config or {}, auto_train=auto_train, method=method, gold_frequency=gold_frequency,
+            training_config=training_config or {}, auto_train=auto_train, method=method, kl_budget=kl_budget,
+            gold_frequency=gold_frequency,
             gold_min_accuracy=gold_min_accuracy, gold_min_count=gold_min_count,
         )
     )

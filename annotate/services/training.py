@@ -50,6 +50,12 @@ def _merged_config(campaign: Campaign, overrides: dict | None) -> dict:
     merged = {section: dict(campaign.training_config.get(section, {})) for section in CONFIG_SECTIONS}
     for section, values in (overrides or {}).items():
         merged.setdefault(section, {}).update(values)
+    # The campaign's KL budget goes to both policy methods' settings, so the
+    # run's stored config says what its step was held to; a run's own
+    # kl_budget (campaign training_config or trigger overrides) wins.
+    if campaign.kl_budget is not None:
+        for section in ("policy", "dpo"):
+            merged.setdefault(section, {}).setdefault("kl_budget", campaign.kl_budget)
     return merged
 
 

@@ -40,12 +40,12 @@ from frontend.console.access import console_view
 # Form fields of a campaign, in the order the form shows them.
 CAMPAIGN_FIELDS = [
     "name", "instructions", "overlap", "comparisons_per_round", "lease_ttl_seconds", "gold_frequency",
-    "gold_min_accuracy", "gold_min_count", "base_model", "method", "training_config", "auto_train",
+    "gold_min_accuracy", "gold_min_count", "base_model", "method", "kl_budget", "training_config", "auto_train",
 ]
 NEW_CAMPAIGN_DEFAULTS = {
     "overlap": 3, "comparisons_per_round": 64, "lease_ttl_seconds": 600, "gold_frequency": 0.1,
     "gold_min_accuracy": 0.6, "gold_min_count": 5, "training_config": "{}", "auto_train": True,
-    "method": Campaign.Method.RLOO,
+    "method": Campaign.Method.RLOO, "kl_budget": "",
 }
 
 
@@ -104,6 +104,7 @@ def _form_values(post) -> dict:
 def _campaign_values(campaign: Campaign) -> dict:
     values = {key: getattr(campaign, key) for key in CAMPAIGN_FIELDS}
     values["training_config"] = json.dumps(campaign.training_config, indent=2)
+    values["kl_budget"] = "" if campaign.kl_budget is None else campaign.kl_budget
     return values
 
 

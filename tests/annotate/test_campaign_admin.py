@@ -50,6 +50,10 @@ def test_admin_edits_campaign_settings(campaign_admin_client):
         ({"training_config": {"rewrad": {}}}, "training_config"),
         ({"name": ""}, "name"),
         ({"status": "active"}, "status"),
+        ({"kl_budget": -1}, "kl_budget"),
+        ({"kl_budget": 0}, "kl_budget"),
+        ({"kl_budget": 5000}, "kl_budget"),
+        ({"training_config": {"dpo": {"kl_budget": -2.0}}}, "training_config"),
     ],
 )
 def test_campaign_edit_with_bad_input_is_a_400_that_names_the_field_and_writes_nothing(
@@ -61,6 +65,19 @@ def test_campaign_edit_with_bad_input_is_a_400_that_names_the_field_and_writes_n
     assert answer.status_code == 400
     assert field in str(answer.data)
     assert Campaign.objects.filter(pk=campaign.pk).values().get() == before
+
+
+def test_kl_budget_is_set_cleared_and_shown(campaign_admin_client):
+    campaign = CampaignFactory()
+    answer = campaign_admin_client.patch(f"/api/campaigns/{campaign.pk}/", {"kl_budget": 8.5}, format="json")
+    assert answer.status_code == 200 and answer.data["kl_budget"] == 8.5
+    campaign.refresh_from_db()
+    assert campaign.kl_budget == 8.5
+    answer = campaign_admin_client.patch(f"/api/campaigns/{campaign.pk}/", {"kl_budget": None}, format="json")
+    assert answer.status_code == 200 and answer.data["kl_budget"] is None
+    created = campaign_admin_client.post("/api/campaigns/create/", {"name": "kl", "base_model": "m", "kl_budget": 3},
+                                         format="json")
+    assert created.status_code == 201 and Campaign.objects.get(pk=created.data["id"]).kl_budget == 3.0
 
 
 def test_campaign_edit_reports_every_bad_field_at_once(campaign_admin_client):
@@ -193,9 +210,22 @@ def test_console_creates_a_campaign_from_the_form(admin_browser_client, campaign
         {"name": "Helpfulness", "instructions": "# Rate\n", "overlap": "3", "comparisons_per_round": "32",
          "lease_ttl_seconds": "600", "gold_frequency": "0.1", "gold_min_accuracy": "0.7", "gold_min_count": "5",
          "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct", "training_config": '{"reward": {"epochs": 1}}',
-         "auto_train": "on"},
+         "auto_train": "on", "kl_budget": "12"},
     )
     campaign = Campaign.objects.get()
+    assert campaign.kl_budget == 12.0
+    # the form shows it back, and an empty field clears it
+    assert 'name="kl_budget" type="number" step="any" min="0" value="12.0"' in admin_browser_client.get(
+        f"/console/campaigns/{campaign.pk}/").content.decode()
+    cleared = admin_browser_client.post(
+        f"/console/campaigns/{campaign.pk}/",
+        {"name": "Helpfulness", "overlap": "3", "comparisons_per_round": "32", "lease_ttl_seconds": "600",
+         "gold_frequency": "0.1", "gold_min_accuracy": "0.7", "gold_min_count": "5", "training_config": "{}",
+         "base_model": campaign.base_model, "auto_train": "on", "kl_budget": ""},
+    )
+    assert cleared.status_code == 302, [line for line in cleared.content.decode().splitlines() if 'class="error"' in line]
+    campaign.refresh_from_db()
+    assert campaign.kl_budget is None
     assert answer.status_code == 302 and answer["Location"] == f"/console/campaigns/{campaign.pk}/"
     assert (campaign.comparisons_per_round, campaign.gold_min_accuracy, campaign.created_by) == (32, 0.7, campaign_admin)
     assert campaign.status == Campaign.Status.DRAFT and campaign.auto_train
@@ -215,10 +245,11 @@ def test_console_form_errors_show_next_to_each_field_and_write_nothing(admin_bro
     answer = admin_browser_client.post(
         f"/console/campaigns/{campaign.pk}/",
         {"name": "renamed", "overlap": "zero", "comparisons_per_round": "64", "lease_ttl_seconds": "10",
-         "gold_frequency": "0.1", "gold_min_accuracy": "0.6", "gold_min_count": "5", "training_config": "{}"},
+         "gold_frequency": "0.1", "gold_min_accuracy": "0.6", "gold_min_count": "5", "training_config": "{}",
+         "kl_budget": "lots"},
     )
     html = answer.content.decode()
-    assert 'id="err-overlap"' in html and 'id="err-lease_ttl_seconds"' in html
+    assert 'id="err-overlap"' in html and 'id="err-lease_ttl_seconds"' in html and 'id="err-kl_budget"' in html
     assert 'value="renamed"' in html  # what was typed stays in the form
     campaign.refresh_from_db()
     assert (campaign.name, campaign.overlap) == ("keep", 2)

@@ -55,6 +55,15 @@ def test_training_run_start_closes_the_round_and_creates_one_run(
     assert enqueued == [(run.pk, "snapshot")]
 
 
+def test_the_campaign_kl_budget_goes_into_both_policy_methods_settings_of_the_run(trained_round, enqueued):
+    campaign = trained_round.campaign
+    campaign.kl_budget, campaign.training_config = 6.0, {"dpo": {"beta": 0.2}}
+    campaign.save()
+    run = training_run_start(campaign=campaign, overrides={"policy": {"kl_budget": 2.5}})
+    # the campaign's budget, unless the run's own settings name one
+    assert run.config["dpo"] == {"beta": 0.2, "kl_budget": 6.0} and run.config["policy"]["kl_budget"] == 2.5
+
+
 def test_training_run_start_twice_returns_the_same_run(trained_round, enqueued, django_capture_on_commit_callbacks):
     # given
     with django_capture_on_commit_callbacks(execute=True):

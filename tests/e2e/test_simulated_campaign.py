@@ -76,3 +76,5 @@ def test_simulated_raters_who_prefer_shorter_answers_move_the_policy_round_by_ro
     assert rounds[-1]["mean_words"] < rounds[0]["mean_words"]
     # with a KL to the base that the policy stage reported and the bench measured
     assert all(p["kl_policy_stage"] is not None and p["kl_estimate"] > 0 for p in rounds[1:])
+    # and each step was held to the campaign's KL budget (the bench's --kl-budget, 10 nats)
+    assert all(p["kl_budget_stopped"] is not None and p["kl_policy_stage"] <= args.kl_budget for p in rounds[1:])
