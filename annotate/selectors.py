@@ -123,36 +123,6 @@ def campaign_visibility_sql(*, user: User, campaign_column: str) -> tuple[str, l
     )
 
 
-def campaign_visible_with_membership(*, user: User, campaign_id: int) -> tuple[Campaign, Membership | None] | None:
-    """The campaign if this user sees it (campaigns_visible_to), with their
-    pool membership (None outside the pool), in one statement: the next API
-    needs both on every call."""
-    from django.db import connection
-
-    visible = campaign_visibility_sql(user=user, campaign_column="k.id")
-    if visible is None:
-        return None
-    clause, params = visible
-    sql = (
-        "SELECT k.*, m.id AS m_id, m.status AS m_status, m.paused_reason AS m_paused_reason,"
-        " m.paused_automatically AS m_paused_automatically, m.daily_limit AS m_daily_limit"
-        f" FROM {Campaign._meta.db_table} k LEFT JOIN {Membership._meta.db_table} m"
-        f" ON m.campaign_id = k.id AND m.annotator_id = %s WHERE k.id = %s{clause}"
-    )
-    campaign = next(iter(Campaign.objects.raw(sql, [user.pk, campaign_id, *params])), None)
-    if campaign is None:
-        return None
-    membership = None
-    if campaign.m_id is not None:
-        membership = Membership(
-            id=campaign.m_id, campaign_id=campaign.pk, annotator_id=user.pk, status=campaign.m_status,
-            paused_reason=campaign.m_paused_reason, paused_automatically=bool(campaign.m_paused_automatically),
-            daily_limit=campaign.m_daily_limit,
-        )
-        membership._state.adding, membership._state.db = False, connection.alias  # a row read, not a new one
-    return campaign, membership
-
-
 def day_start():
     """Midnight today (settings.TIME_ZONE): where "ratings today" and daily limits start."""
     from django.utils import timezone

@@ -115,11 +115,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"]["NAME"] = str(DATA_DIR / "test-ratchet.sqlite3")
 elif os.environ.get("DATABASE_SERVER_SIDE_BINDING", "1") == "1":
     # PostgreSQL: parameters travel apart from the statement, so the same
-    # statement text repeats and psycopg prepares it after a few runs: the
-    # server parses and plans each hot-path statement once per connection,
-    # not on every call (bench/load.py). 0 turns it off (e.g. behind a
-    # pgbouncer in transaction mode, which cannot keep prepared statements).
-    DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True
+    # statement text repeats, and psycopg prepares it on its fifth run on a
+    # connection: the server parses and plans each hot-path statement once
+    # per connection, not on every call. Django leaves psycopg's
+    # prepare_threshold off unless it is set here; planning was then about
+    # half of PostgreSQL's CPU per annotator loop (bench/load.py). Pays off
+    # with persistent connections (DATABASE_CONN_MAX_AGE). 0 turns both off
+    # (e.g. behind a pgbouncer in transaction mode, which cannot keep
+    # prepared statements).
+    DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=5)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

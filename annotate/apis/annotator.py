@@ -13,7 +13,6 @@ from annotate.apis.schema import CONFLICT, NOT_FOUND, TOO_MANY
 from annotate.models import Comparison, Rating
 from annotate.selectors import (
     campaign_current_round,
-    campaign_visible_with_membership,
     comparison_lease_payload,
     campaigns_visible_to,
     round_progress,
@@ -21,7 +20,7 @@ from annotate.selectors import (
 from annotate.services.assignments import (
     assignment_renew,
     assignment_skip,
-    comparison_lease_next,
+    comparison_lease_next_visible,
 )
 from annotate.services.ratings import rating_create
 
@@ -86,14 +85,12 @@ class ComparisonNextApi(APIView):
     def post(self, request, campaign_id: int):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        found = campaign_visible_with_membership(user=request.user, campaign_id=campaign_id)
+        found = comparison_lease_next_visible(
+            annotator=request.user, campaign_id=campaign_id, exclude=serializer.validated_data.get("exclude", []),
+        )
         if found is None:
             raise Http404("No Campaign matches the given query.")  # as get_object_or_404 says
-        campaign, membership = found
-        assignment = comparison_lease_next(
-            annotator=request.user, campaign=campaign, exclude=serializer.validated_data.get("exclude", []),
-            membership=membership,
-        )
+        campaign, assignment = found
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         # Read once the lease is committed: the comparison's row lock is held

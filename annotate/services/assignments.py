@@ -7,8 +7,9 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from annotate.errors import Conflict, ValidationFailed
-from annotate.models import Assignment, Campaign, Comparison, Round
-from annotate.services.memberships import MEMBERSHIP_UNREAD, membership_daily_limit_check, membership_work_check
+from annotate.models import Assignment, Campaign, Comparison, Membership, Round
+from annotate.selectors import campaign_visibility_sql
+from annotate.services.memberships import membership_daily_limit_check, membership_work_check
 
 User = get_user_model()
 
@@ -20,13 +21,22 @@ MAX_LIVE_LEASES = 2
 # The statements below run on every next and every rating. They are SQL, not
 # ORM querysets: building them through the ORM cost more than running them
 # (e.g. ~4 ms to build the candidate query, 0.2 ms to run the recheck that
-# took 2 ms as a queryset; bench/load.py measures the whole loop).
+# took 2 ms as a queryset; bench/load.py measures the whole loop). Each
+# statement is also a round trip that costs CPU on both sides, so the lease
+# takes as few as its locking allows: one read, the locking search, and the
+# recheck and write together.
 _C, _A = Comparison._meta.db_table, Assignment._meta.db_table
-# Live leases (leased, not expired) other annotators hold on comparison c.
-_LIVE_BY_OTHERS = (
+# Live leases (leased, not expired) other annotators hold on comparison c
+# (params: leased status, now, the annotator's id; services/ratings.py too).
+LIVE_BY_OTHERS_SQL = (
     f"(SELECT COUNT(*) FROM {_A} o WHERE o.comparison_id = c.id AND o.status = %s"
     " AND o.leased_until > %s AND o.annotator_id <> %s)"
 )
+# What the lease reads of the campaign (in the model's field order, as
+# Model.from_db wants them); any other field is loaded if something asks.
+_CAMPAIGN_FIELDS = [f.attname for f in Campaign._meta.concrete_fields
+                    if f.attname in {"id", "name", "overlap", "lease_ttl_seconds", "status"}]
+_MEMBERSHIP_FIELDS = ["id", "status", "paused_reason", "paused_automatically", "daily_limit"]
 
 
 def _not_in(column: str, ids: Collection[int]) -> tuple[str, list]:
@@ -39,17 +49,50 @@ def _db_now(now):
     return connection.ops.adapt_datetimefield_value(now)
 
 
-def comparison_slots(*, comparison_id: int, annotator: User, now) -> tuple[int, int, int | None, str | None]:
-    """(ratings, live leases other annotators hold, my assignment's id and
-    status or None) of one comparison, in one statement. Call with its row
-    locked, so that nobody else changes them until the transaction ends."""
+def _lease_start(
+    *, annotator: User, campaign_id: int, visible_only: bool, now
+) -> tuple[Campaign, Membership | None, int | None, list[tuple[int, int]]] | None:
+    """In one statement: the campaign, the annotator's pool row (None outside
+    the pool), the id of its open round (None if none) and the annotator's
+    live leases in that round, oldest first, as (assignment id, comparison
+    id). None when there is no such campaign, or (`visible_only`) when the
+    annotator does not see it (selectors.campaigns_visible_to)."""
+    clause, params = "", []
+    if visible_only:
+        visible = campaign_visibility_sql(user=annotator, campaign_column="k.id")
+        if visible is None:
+            return None
+        clause, params = visible
+    quote = connection.ops.quote_name
+    sql = (
+        f"SELECT {', '.join(f'k.{quote(name)}' for name in _CAMPAIGN_FIELDS)},"
+        f" {', '.join(f'm.{quote(name)}' for name in _MEMBERSHIP_FIELDS)}, r.id, a.id, a.comparison_id"
+        f" FROM {Campaign._meta.db_table} k LEFT JOIN {Membership._meta.db_table} m"
+        " ON m.campaign_id = k.id AND m.annotator_id = %s"
+        # The open round: the latest collecting one.
+        f" LEFT JOIN {Round._meta.db_table} r ON r.id = (SELECT x.id FROM {Round._meta.db_table} x"
+        f" WHERE x.campaign_id = %s AND x.status = %s ORDER BY x.{quote('index')} DESC LIMIT 1)"
+        f" LEFT JOIN ({_A} a JOIN {_C} c ON c.id = a.comparison_id)"
+        " ON c.round_id = r.id AND a.annotator_id = %s AND a.status = %s AND a.leased_until > %s"
+        f" WHERE k.id = %s{clause} ORDER BY a.leased_at"
+    )
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT c.rating_count, {_LIVE_BY_OTHERS}, m.id, m.status FROM {_C} c"
-            f" LEFT JOIN {_A} m ON m.comparison_id = c.id AND m.annotator_id = %s WHERE c.id = %s",
-            [Assignment.Status.LEASED, _db_now(now), annotator.pk, annotator.pk, comparison_id],
+        cursor.execute(sql, [annotator.pk, campaign_id, Round.Status.COLLECTING, annotator.pk,
+                             Assignment.Status.LEASED, _db_now(now), campaign_id, *params])
+        rows = cursor.fetchall()
+    if not rows:
+        return None
+    n = len(_CAMPAIGN_FIELDS)
+    campaign = Campaign.from_db(connection.alias, _CAMPAIGN_FIELDS, rows[0][:n])
+    membership = None
+    m_id, m_status, m_reason, m_auto, m_limit = rows[0][n:n + 5]
+    if m_id is not None:
+        membership = Membership.from_db(
+            connection.alias, ["id", "campaign_id", "annotator_id", *_MEMBERSHIP_FIELDS[1:]],
+            [m_id, campaign.pk, annotator.pk, m_status, m_reason, bool(m_auto), m_limit],
         )
-        return cursor.fetchone()
+    round_id = rows[0][n + 5]
+    return campaign, membership, round_id, [(row[-2], row[-1]) for row in rows if row[-2] is not None]
 
 
 def _lease_candidate(
@@ -72,7 +115,7 @@ def _lease_candidate(
         " AND m.status IN (%s, %s))"
         # Free slots are k - ratings - others' live leases (held < k alone let
         # full comparisons through; they sort first and hid free work).
-        f" AND {_LIVE_BY_OTHERS} < %s - c.rating_count"
+        f" AND {LIVE_BY_OTHERS_SQL} < %s - c.rating_count"
         " ORDER BY c.rating_count DESC, c.id LIMIT 1"
     )
     params += [annotator.pk, Assignment.Status.DONE, Assignment.Status.RELEASED,
@@ -85,9 +128,44 @@ def _lease_candidate(
     return row[0] if row else None
 
 
-def comparison_lease_next(
-    *, annotator: User, campaign: Campaign, exclude: Collection[int] = (), membership=MEMBERSHIP_UNREAD
-) -> Assignment | None:
+def _lease_insert(*, comparison_id: int, annotator: User, k: int, now, until) -> Assignment | None:
+    """Lease the comparison, whose row this transaction holds locked, if it
+    still has a free slot; None if it has none. The recheck and the write
+    are one statement: it starts after the lock was taken, so it counts the
+    leases and ratings committed meanwhile (the locking search's own read
+    may be stale). An upsert: the only row of mine it can meet is an
+    expired lease (done and released ones are not candidates, a live one
+    comes back before any search)."""
+    sql = (
+        f"INSERT INTO {_A} (comparison_id, annotator_id, status, leased_at, leased_until, skip_reason)"
+        f" SELECT c.id, %s, %s, %s, %s, '' FROM {_C} c"
+        f" WHERE c.id = %s AND c.rating_count + {LIVE_BY_OTHERS_SQL} < %s"
+        " ON CONFLICT (comparison_id, annotator_id) DO UPDATE SET status = EXCLUDED.status,"
+        " leased_at = EXCLUDED.leased_at, leased_until = EXCLUDED.leased_until RETURNING id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [annotator.pk, Assignment.Status.LEASED, _db_now(now), _db_now(until), comparison_id,
+                             Assignment.Status.LEASED, _db_now(now), annotator.pk, k])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    assignment = Assignment(id=row[0], comparison_id=comparison_id, annotator=annotator,
+                            status=Assignment.Status.LEASED, leased_at=now, leased_until=until)
+    assignment._state.adding, assignment._state.db = False, connection.alias  # a row written, not a new one
+    return assignment
+
+
+class _WaitFor(Exception):
+    """Every free comparison was locked by annotators leasing at the same
+    moment: roll the lease's transaction back and wait for this one in a
+    new one (see _comparison_lease)."""
+
+    def __init__(self, comparison_id: int):
+        super().__init__(comparison_id)
+        self.comparison_id = comparison_id
+
+
+def comparison_lease_next(*, annotator: User, campaign: Campaign, exclude: Collection[int] = ()) -> Assignment | None:
     """Lease the next comparison of the campaign's open round to this annotator.
 
     A comparison never has more than k ratings plus live leases, and an
@@ -101,39 +179,52 @@ def comparison_lease_next(
     No work, with the reason: a paused or archived campaign
     (CampaignNotCollecting, 409), a paused annotator (MemberPaused, 403, with
     the admin's reason), or one at their daily limit (DailyLimitReached, 429).
-    `membership`: the annotator's pool row (or None), when the caller read it
-    with the campaign (selectors.campaign_visible_with_membership).
+    The campaign's status is read again with the lease, not taken from
+    `campaign`.
     """
-    return _comparison_lease(annotator=annotator, campaign=campaign, exclude={int(pk) for pk in exclude},
-                             membership=membership)
+    found = _comparison_lease_or_wait(annotator=annotator, campaign_id=campaign.pk, visible_only=False,
+                                      exclude={int(pk) for pk in exclude})
+    return found[1] if found is not None else None
+
+
+def comparison_lease_next_visible(
+    *, annotator: User, campaign_id: int, exclude: Collection[int] = ()
+) -> tuple[Campaign, Assignment | None] | None:
+    """comparison_lease_next for the next API: the campaign given by id, read
+    in the lease's first statement with the annotator's pool row, if the
+    annotator sees it (selectors.campaigns_visible_to); None if not, which
+    the API answers with 404. Returns the campaign (the fields the lease
+    reads; others load when asked) and the lease or None."""
+    return _comparison_lease_or_wait(annotator=annotator, campaign_id=campaign_id, visible_only=True,
+                                     exclude={int(pk) for pk in exclude})
+
+
+def _comparison_lease_or_wait(**kwargs) -> tuple[Campaign, Assignment | None] | None:
+    try:
+        return _comparison_lease(**kwargs, wait_for=None)
+    except _WaitFor as wait:
+        # Rolled back: the rows the locking scan kept locked are free again
+        # (to the savepoint, where a caller's transaction surrounds this one).
+        return _comparison_lease(**kwargs, wait_for=wait.comparison_id)
 
 
 @transaction.atomic
-def _comparison_lease(*, annotator: User, campaign: Campaign, exclude: set[int], membership) -> Assignment | None:
+def _comparison_lease(
+    *, annotator: User, campaign_id: int, visible_only: bool, exclude: set[int], wait_for: int | None
+) -> tuple[Campaign, Assignment | None] | None:
     now = timezone.now()
+    start = _lease_start(annotator=annotator, campaign_id=campaign_id, visible_only=visible_only, now=now)
+    if start is None:
+        return None
+    campaign, membership, round_id, mine_live = start
     # A paused or archived campaign, or a paused annotator: an error that says
     # why, which the rating page shows instead of "nothing left to rate".
     membership = membership_work_check(annotator=annotator, campaign=campaign, membership=membership)
-    if campaign.status != Campaign.Status.ACTIVE:
-        return None
-    # The open round and my live leases in it, in one statement.
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT r.id, a.id, a.comparison_id FROM (SELECT id FROM {Round._meta.db_table}"
-            f" WHERE campaign_id = %s AND status = %s ORDER BY {connection.ops.quote_name('index')} DESC LIMIT 1) r"
-            f" LEFT JOIN ({_A} a JOIN {_C} c ON c.id = a.comparison_id)"
-            " ON c.round_id = r.id AND a.annotator_id = %s AND a.status = %s AND a.leased_until > %s"
-            " ORDER BY a.leased_at",
-            [campaign.pk, Round.Status.COLLECTING, annotator.pk, Assignment.Status.LEASED, _db_now(now)],
-        )
-        rows = cursor.fetchall()
-    if not rows:
-        return None
-    round_id = rows[0][0]
-    mine_live = [(pk, comparison_id) for _, pk, comparison_id in rows if pk is not None]
+    if campaign.status != Campaign.Status.ACTIVE or round_id is None:
+        return campaign, None
     mine = next(((pk, cid) for pk, cid in mine_live if cid not in exclude), None)
     if mine is not None:
-        return Assignment.objects.get(pk=mine[0])
+        return campaign, Assignment.objects.get(pk=mine[0])
     held = len(mine_live)
     if exclude and held >= MAX_LIVE_LEASES:
         raise Conflict(
@@ -142,49 +233,44 @@ def _comparison_lease(*, annotator: User, campaign: Campaign, exclude: set[int],
     membership_daily_limit_check(membership=membership, held=held)
 
     k = campaign.overlap
+    until = now + timedelta(seconds=campaign.lease_ttl_seconds)
     skipped: list[int] = []
     for _ in range(20):
-        # SKIP LOCKED: annotators asking at once each take a different row
-        # instead of queueing on the same one. A locking scan keeps the rows
-        # it locked and then skipped (their recheck failed: changed
-        # meanwhile) locked to the end of the transaction; the first search
-        # runs in a savepoint, so that the wait below can give them back first.
-        savepoint = transaction.savepoint() if not skipped and connection.features.has_select_for_update else None
-        comparison_id = _lease_candidate(round_id=round_id, k=k, annotator=annotator, now=now, exclude=exclude,
-                                         skipped=skipped, lock=True)
-        if savepoint is not None:
-            (transaction.savepoint_commit if comparison_id is not None else transaction.savepoint_rollback)(savepoint)
-        if comparison_id is None and not skipped:
-            # Every candidate was locked by annotators leasing at the same
-            # moment, which is not "no work": wait for the first one instead
-            # of answering 204 while slots are free. Found without a lock,
-            # then waited for alone, holding no row lock at all, so this wait
-            # cannot close a cycle (waiting while holding rows did: two such
-            # waits deadlocked in test_concurrency).
-            first = _lease_candidate(round_id=round_id, k=k, annotator=annotator, now=now, exclude=exclude,
-                                     skipped=(), lock=False)
-            if first is not None:
-                comparison_id = (
-                    Comparison.objects.select_for_update(of=("self",)).filter(pk=first).values_list("pk", flat=True).first()
-                )
+        if wait_for is not None:
+            # A retry after _WaitFor: this transaction holds no row lock yet,
+            # so waiting here cannot close a cycle (waiting while holding
+            # rows did: two such waits deadlocked in test_concurrency).
+            comparison_id = (
+                Comparison.objects.select_for_update(of=("self",)).filter(pk=wait_for).values_list("pk", flat=True).first()
+            )
+            wait_for = None
+        else:
+            # SKIP LOCKED: annotators asking at once each take a different
+            # row instead of queueing on the same one.
+            comparison_id = _lease_candidate(round_id=round_id, k=k, annotator=annotator, now=now, exclude=exclude,
+                                             skipped=skipped, lock=True)
+            if comparison_id is None and not skipped and connection.features.has_select_for_update_skip_locked:
+                # Every candidate may be locked by annotators leasing at the
+                # same moment, which is not "no work": look without locks
+                # (which waits for nothing) and, if one is free, wait for it
+                # instead of answering 204 while slots are free. But not in
+                # this transaction: a locking scan keeps the rows it locked
+                # and then skipped (their recheck failed: changed meanwhile)
+                # locked to its end, so it rolls back first. Rare (the search
+                # usually finds a row), so the common path pays for no
+                # savepoint around the search.
+                first = _lease_candidate(round_id=round_id, k=k, annotator=annotator, now=now, exclude=exclude,
+                                         skipped=(), lock=False)
+                if first is not None:
+                    raise _WaitFor(first)
         if comparison_id is None:
-            return None
-        # The row is locked now: count again, the first read may be stale.
-        rating_count, others_live, _, _ = comparison_slots(comparison_id=comparison_id, annotator=annotator, now=now)
-        if k - rating_count - others_live <= 0:
-            skipped.append(comparison_id)
+            return campaign, None
+        assignment = _lease_insert(comparison_id=comparison_id, annotator=annotator, k=k, now=now, until=until)
+        if assignment is None:
+            skipped.append(comparison_id)  # full by now
             continue
-        until = now + timedelta(seconds=campaign.lease_ttl_seconds)
-        # One upsert: the only row of mine it can meet is an expired lease
-        # (done and released ones are not candidates, a live one came back above).
-        (assignment,) = Assignment.objects.bulk_create(
-            [Assignment(comparison_id=comparison_id, annotator=annotator, status=Assignment.Status.LEASED,
-                        leased_at=now, leased_until=until)],
-            update_conflicts=True, unique_fields=["comparison", "annotator"],
-            update_fields=["status", "leased_at", "leased_until"],
-        )
-        return assignment
-    return None
+        return campaign, assignment
+    return campaign, None
 
 
 @transaction.atomic

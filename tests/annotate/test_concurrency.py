@@ -11,7 +11,7 @@ import uuid
 from collections import Counter
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
@@ -129,6 +129,42 @@ def test_ten_annotators_asking_for_one_comparison_at_once_get_exactly_k_leases(m
     assert not [r for r in results if isinstance(r, BaseException)], results
     assert sum(r is not None for r in results) == 2
     assert Assignment.objects.filter(status=Assignment.Status.LEASED).count() == 2
+
+
+def test_an_annotator_waits_for_a_comparison_another_lease_holds_locked_instead_of_getting_no_work(
+    make_open_round, make_user
+):
+    # given: one comparison with a free slot, its row locked by another
+    # transaction (a lease in progress that will not take it after all)
+    annotator = make_user("annotator")
+    round_ = make_open_round(prompts=1, overlap=2, annotators=[annotator])
+    comparison = round_.comparisons.get()
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_row():
+        try:
+            with transaction.atomic():
+                Comparison.objects.select_for_update().get(pk=comparison.pk)
+                locked.set()
+                release.wait(timeout=30)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_the_row)
+    holder.start()
+    assert locked.wait(timeout=30)
+    timer = threading.Timer(0.3, release.set)
+    timer.start()
+    # when: every candidate is locked, so SKIP LOCKED finds none
+    try:
+        lease = comparison_lease_next(annotator=annotator, campaign=round_.campaign)
+    finally:
+        release.set()
+        holder.join(timeout=30)
+        timer.cancel()
+    # then: it waited for the row rather than answering "no work"
+    assert lease is not None and lease.comparison_id == comparison.pk
+    assert Assignment.objects.get(annotator=annotator).status == Assignment.Status.LEASED
 
 
 def test_same_idempotency_key_sent_ten_times_at_once_makes_one_rating(make_open_round, annotator):
