@@ -65,12 +65,14 @@ DATA_PAIRS = sum(1 for _ in DATA.open(encoding="utf-8"))
 PG_ADMIN = os.environ.get("RATCHET_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 # gunicorn for 2 cores. The calls are short and spend much of their time in
-# PostgreSQL (another process, other core), so a sync worker per request
-# would leave the cores idle while it waits; 4 processes x 4 threads
-# (gthread, keep-alive) keep both cores busy without the per-process memory
-# of 16 sync workers. SQLite serialises writers on one file lock, so more
-# writers than cores only queue on it: 2 x 4 there.
-WEB = {"postgres": {"web_workers": 4, "web_threads": 4}, "sqlite": {"web_workers": 2, "web_threads": 4}}
+# PostgreSQL (another process), so a sync worker per request would leave the
+# cores idle while it waits; threads (gthread, keep-alive) overlap those
+# waits. One process per core: measured at 32 annotators on PostgreSQL
+# (2026-11-29, 40 s each), 4 x 4 gave 170 loops/s, 3 x 4 190, 2 x 8 190,
+# 2 x 16 208, 2 x 32 195 (2 x 4, too few requests in flight, 149): more
+# processes than cores only take turns on them. SQLite serialises writers
+# on one file lock, so more writers than cores only queue on it: 2 x 4 there.
+WEB = {"postgres": {"web_workers": 2, "web_threads": 16}, "sqlite": {"web_workers": 2, "web_threads": 4}}
 # Persistent database connections: without them every request opens one
 # (a PostgreSQL backend fork, ~2-5 ms of CPU on these cores).
 WEB_ENV = {"DATABASE_CONN_MAX_AGE": "600"}
