@@ -166,10 +166,18 @@ def dpo_train(
     model = AutoModelForCausalLM.from_pretrained(policy_path, dtype=torch.float32).to(dev)
     # The policy's weights equal the reference's before the first step when
     # both are the same checkpoint, so the policy itself scores the reference.
+    # A KL check (kl_budget) scores the policy's samples with the reference
+    # all through training: then a reference model is kept, unless LoRA on
+    # the same checkpoint makes it the policy with its adapter disabled.
     same = _torch.same_checkpoint(policy_path, ref_path)
-    ref = None if same else AutoModelForCausalLM.from_pretrained(ref_path, dtype=torch.float32).to(dev).eval()
+    checks_kl = config.kl_budget is not None
+    ref = None
+    if not same or (checks_kl and not config.lora_r):
+        ref = AutoModelForCausalLM.from_pretrained(ref_path, dtype=torch.float32).to(dev).eval()
     model.eval()
     ref_logps = _reference_logps(ref or model, tokenized, pad, config.ref_batch_size, dev, dist)
+    if not checks_kl:
+        ref = None  # scored once above; not needed again
     peft_model = None
     if config.lora_r:
         peft_model = _torch.add_lora(model, config, "CAUSAL_LM")
@@ -177,20 +185,8 @@ def dpo_train(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     total_steps = math.ceil(len(rows) / config.batch_size) * config.epochs
-    guard, kl_of_policy = None, None
-    if config.kl_budget is not None:
-        # A KL check samples from the policy and scores with the reference:
-        # the reference model is kept, or, with LoRA on the same checkpoint,
-        # is the policy with its adapter disabled.
-        if same and peft_model is None:
-            ref = AutoModelForCausalLM.from_pretrained(ref_path, dtype=torch.float32).to(dev).eval()
-        kl_prompts = list({str(r["prompt"]): r["prompt"] for r in rows}.values())[: config.kl_prompts]
-        guard = KLGuard(config.kl_budget, params)
-        kl_of_policy = lambda: sampled_kl(model, ref, tokenizer, kl_prompts,  # noqa: E731
-                                          max_new_tokens=config.kl_max_new_tokens, seed=config.seed, dist=dist,
-                                          peft_model=peft_model)
-    else:
-        ref = None  # scored once above; not needed again
+    guard = KLGuard(config.kl_budget, params) if checks_kl else None
+    kl_prompts = list({str(r["prompt"]): r["prompt"] for r in rows}.values())[: config.kl_prompts]
     metrics: dict = {}
     # Window sums (reduced across ranks): loss, correct, pairs, chosen reward, rejected reward, steps.
     window = torch.zeros(6, dtype=torch.float64, device=dev)
@@ -234,7 +230,8 @@ def dpo_train(
         if on_progress:
             on_progress(step / total_steps)
         if guard is not None and (step % config.kl_check_every == 0 or step == total_steps):
-            kl = kl_of_policy()
+            kl = sampled_kl(model, ref, tokenizer, kl_prompts, max_new_tokens=config.kl_max_new_tokens,
+                            seed=config.seed, dist=dist, peft_model=peft_model)
             if on_metrics:
                 on_metrics(step, {"dpo/kl": kl})
             if not guard.check(kl, step, params):
