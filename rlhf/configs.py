@@ -31,6 +31,9 @@ class RewardConfig:
     lora_alpha: int = 16  # LoRA scaling numerator: updates are scaled by lora_alpha / lora_r
     lora_dropout: float = 0.0  # dropout on the LoRA input, during training steps only
     lora_target_modules: str = "all-linear"  # comma-separated module names (e.g. "q_proj,v_proj") or "all-linear"
+    # The embeddings and lower blocks stay as pretrained: fewer weights to fit a few thousand pairs with,
+    # and the backward pass stops at the lowest trainable block (bench/RESULTS.md, real-data runs).
+    trainable_layers: int = 0  # train only the top N transformer blocks, the final norm and the head; 0 = all
     # Speed: none of these changes a batch's loss (tests/rlhf/test_reward_packing.py); measured by
     # bench/reward_throughput.py. Length bucketing changes which pairs share a batch.
     packing: bool = True  # padding-free rows: positions restart at 0, each sequence scored at its own last token
@@ -130,6 +133,8 @@ def policy_method(config: dict) -> str:
 
 # Settings that only make sense above zero (the type alone lets 0, negatives and NaN in).
 POSITIVE = {"kl_budget", "kl_check_every", "kl_prompts", "kl_max_new_tokens"}
+# Settings where 0 means "off" or "all" and only negatives are wrong.
+NON_NEGATIVE = {"trainable_layers"}
 
 
 def from_dict(cls, values: dict):
@@ -184,4 +189,9 @@ def config_errors(config: dict) -> list[str]:
                 errors.append(f"{section}.{key} must be {_type_name(hints[key])}, not {value!r}")
             elif key in POSITIVE and value is not None and not value > 0:  # NaN is not > 0 either
                 errors.append(f"{section}.{key} must be more than 0, not {value!r}")
+            elif key in NON_NEGATIVE and value < 0:
+                errors.append(f"{section}.{key} must be 0 or more, not {value!r}")
+        if values.get("trainable_layers") and values.get("lora_r"):
+            # LoRA freezes every base weight itself; which blocks train would be ambiguous.
+            errors.append(f"{section}: set trainable_layers or lora_r, not both")
     return errors

@@ -229,6 +229,29 @@ def epoch_batches(lengths: list[int], batch_size: int, rng: random.Random, bucke
     return batches
 
 
+def freeze_lower_layers(model, keep: int) -> None:
+    """Leave only the top `keep` transformer blocks, the final norm and the score head trainable.
+
+    With a few hundred human pairs, full fine-tuning fits the training
+    prompts' pairs and not what carries to other prompts (bench/RESULTS.md,
+    real-data runs); the pretrained lower blocks already give the features
+    the head needs. Frozen blocks at the bottom also build no autograd graph,
+    so the backward pass stops at the lowest trainable block.
+    """
+    if keep < 0:
+        raise ValueError(f"trainable_layers must be 0 (all) or more, not {keep}")
+    backbone = getattr(model, model.base_model_prefix)
+    blocks = getattr(backbone, "layers", None) or getattr(backbone, "h", None)  # Llama/Qwen/Mistral; GPT-2
+    if blocks is None:
+        raise ValueError(f"trainable_layers: cannot find the transformer blocks of {type(backbone).__name__}")
+    backbone.requires_grad_(False)
+    for block in list(blocks)[-keep:]:
+        block.requires_grad_(True)
+    for name in ("norm", "ln_f"):  # the final norm feeds the head directly
+        if isinstance(getattr(backbone, name, None), torch.nn.Module):
+            getattr(backbone, name).requires_grad_(True)
+
+
 # Calibration: accuracy of pairs grouped by how sure the model is (|r_c - r_r|).
 # A calibrated model is right more often where its predicted margin is larger.
 MARGIN_BUCKETS = [(0.0, 0.5), (0.5, 1.0), (1.0, 2.0), (2.0, math.inf)]
@@ -343,6 +366,10 @@ def train_reward(
                                                                attn_implementation="sdpa")
     model.config.pad_token_id = pad_id
     peft_model = None
+    if config.trainable_layers and config.lora_r:
+        raise ValueError("set trainable_layers or lora_r, not both: LoRA freezes every base weight itself")
+    if config.trainable_layers:
+        freeze_lower_layers(model, config.trainable_layers)
     if config.lora_r:
         peft_model = _torch.add_lora(model, config, "SEQ_CLS", modules_to_save=["score"])
         model = peft_model.get_base_model()

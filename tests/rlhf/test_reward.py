@@ -75,7 +75,6 @@ def test_margin_raises_the_loss_for_the_same_rewards(tiny_model_path):
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_path, num_labels=1)
     batch = [dict(r, margin=0.0, weight=1.0) for r in separable_pairs(2, 1)]
     with_margin = [dict(r, margin=2.0) for r in batch]
-    dev = torch.device("cpu")
     on = RewardConfig(margin=True)
     base, r_c, r_r = loss_of(model, tok, batch, on)
     bigger, _, _ = loss_of(model, tok, with_margin, on)
@@ -121,7 +120,6 @@ def test_center_rewards_coefficient_adds_the_squared_sum_penalty(tiny_model_path
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_path, num_labels=1)
     batch = [dict(r, margin=0.0, weight=1.0) for r in separable_pairs(2, 1)]
-    dev = torch.device("cpu")
     plain, r_c, r_r = loss_of(model, tok, batch, RewardConfig())
     centered, _, _ = loss_of(model, tok, batch, RewardConfig(center_rewards_coefficient=0.1))
     assert centered.item() == pytest.approx(plain.item() + 0.1 * ((r_c + r_r) ** 2).mean().item(), rel=1e-5)
@@ -152,3 +150,29 @@ def test_pair_weights_scale_each_pairs_share_of_the_loss(tiny_model_path):
     zero = [dict(batch[0], weight=0.0), batch[1]]
     only_second, _, _ = loss_of(model, tok, zero, RewardConfig())
     assert only_second.item() == pytest.approx(per_pair[1].item(), rel=1e-5)
+
+
+def test_trainable_layers_trains_only_the_top_blocks_norm_and_head(tiny_model_path, tmp_path):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    config = RewardConfig(lr=3e-3, epochs=2, batch_size=8, seed=0, trainable_layers=1)
+    final = train_reward(config, separable_pairs(), tiny_model_path, tmp_path / "rm")
+    # The tiny model has 2 blocks: embeddings and block 0 stay as pretrained, block 1, the norm and the head learn.
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_model_path, num_labels=1).state_dict()
+    trained = load_file(str(tmp_path / "rm" / "model.safetensors"))
+    frozen = [k for k in trained if k.startswith(("model.embed_tokens", "model.layers.0."))]
+    learned = [k for k in trained if k.startswith(("model.layers.1.", "model.norm"))]
+    assert frozen and learned
+    assert all(torch.equal(trained[k], base[k]) for k in frozen)
+    assert all(not torch.equal(trained[k], base[k]) for k in learned if k.endswith("weight"))
+    assert final["eval/accuracy"] > 0.8  # the top block and head alone still separate the pairs
+
+
+def test_negative_trainable_layers_is_a_config_error():
+    from rlhf.configs import config_errors
+
+    assert config_errors({"reward": {"trainable_layers": -1}}) == ["reward.trainable_layers must be 0 or more, not -1"]
+    assert config_errors({"reward": {"trainable_layers": 0}}) == []
+    assert config_errors({"reward": {"trainable_layers": 2, "lora_r": 4}}) == [
+        "reward: set trainable_layers or lora_r, not both"]
