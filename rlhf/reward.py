@@ -230,16 +230,18 @@ def epoch_batches(lengths: list[int], batch_size: int, rng: random.Random, bucke
 
 
 def freeze_lower_layers(model, keep: int) -> None:
-    """Leave only the top `keep` transformer blocks, the final norm and the score head trainable.
+    """Leave only the top `keep` transformer blocks, the final norm and the score head trainable (0: all).
 
-    With a few hundred human pairs, full fine-tuning fits the training
-    prompts' pairs and not what carries to other prompts (bench/RESULTS.md,
-    real-data runs); the pretrained lower blocks already give the features
-    the head needs. Frozen blocks at the bottom also build no autograd graph,
-    so the backward pass stops at the lowest trainable block.
+    Few human pairs fit fewer weights with less room to memorise the
+    training prompts, and the pretrained lower blocks already give features
+    a head can use (bench/RESULTS.md, real-data runs). Frozen blocks at the
+    bottom build no autograd graph, so the backward pass stops at the
+    lowest trainable block.
     """
     if keep < 0:
         raise ValueError(f"trainable_layers must be 0 (all) or more, not {keep}")
+    if keep == 0:
+        return
     backbone = getattr(model, model.base_model_prefix)
     blocks = getattr(backbone, "layers", None) or getattr(backbone, "h", None)  # Llama/Qwen/Mistral; GPT-2
     if blocks is None:
@@ -340,6 +342,8 @@ def train_reward(
     rows = validate_preference_rows(rows)
     if not rows:
         raise ValueError("train_reward got no preference rows")
+    if config.trainable_layers and config.lora_r:
+        raise ValueError("set trainable_layers or lora_r, not both: LoRA freezes every base weight itself")
     n_prompts = len({prompt_key(r) for r in rows})
     if eval_rows:
         train_rows, eval_rows, eval_split = rows, validate_preference_rows(eval_rows, "eval_rows"), "heldout"
@@ -366,10 +370,7 @@ def train_reward(
                                                                attn_implementation="sdpa")
     model.config.pad_token_id = pad_id
     peft_model = None
-    if config.trainable_layers and config.lora_r:
-        raise ValueError("set trainable_layers or lora_r, not both: LoRA freezes every base weight itself")
-    if config.trainable_layers:
-        freeze_lower_layers(model, config.trainable_layers)
+    freeze_lower_layers(model, config.trainable_layers)
     if config.lora_r:
         peft_model = _torch.add_lora(model, config, "SEQ_CLS", modules_to_save=["score"])
         model = peft_model.get_base_model()
