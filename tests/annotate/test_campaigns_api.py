@@ -52,6 +52,8 @@ def test_campaign_create_by_an_admin_stores_the_campaign(campaign_admin_client, 
         ({"reward": {"learning_rat": 1e-4}}, "reward.learning_rat"),
         ({"rewards": {}}, "rewards"),
         ({"reward": {"epochs": "two"}}, "reward.epochs"),
+        ({"reward": {"trainable_layers": -1}}, "reward.trainable_layers must be 0 or more"),
+        ({"reward": {"trainable_layers": 4, "lora_r": 8}}, "trainable_layers or lora_r, not both"),
         ([1, 2], "training_config"),
     ],
 )
