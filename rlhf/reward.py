@@ -238,9 +238,7 @@ def freeze_lower_layers(model, keep: int) -> None:
     bottom build no autograd graph, so the backward pass stops at the
     lowest trainable block.
     """
-    if keep < 0:
-        raise ValueError(f"trainable_layers must be 0 (all) or more, not {keep}")
-    if keep == 0:
+    if keep <= 0:  # train_reward refuses a negative count before loading the model
         return
     backbone = getattr(model, model.base_model_prefix)
     blocks = getattr(backbone, "layers", None) or getattr(backbone, "h", None)  # Llama/Qwen/Mistral; GPT-2
@@ -342,6 +340,8 @@ def train_reward(
     rows = validate_preference_rows(rows)
     if not rows:
         raise ValueError("train_reward got no preference rows")
+    if config.trainable_layers < 0:
+        raise ValueError(f"trainable_layers must be 0 (all) or more, not {config.trainable_layers}")
     if config.trainable_layers and config.lora_r:
         raise ValueError("set trainable_layers or lora_r, not both: LoRA freezes every base weight itself")
     n_prompts = len({prompt_key(r) for r in rows})
