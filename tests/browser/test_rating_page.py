@@ -3,6 +3,8 @@ submit through a network failure, reload, skip, the narrow layout and
 screenshots (tests/artifacts/screenshots/)."""
 import json
 
+from playwright.sync_api import expect
+
 from annotate.models import Assignment, Rating
 from tests.browser.conftest import PASSWORD, SCREENSHOTS, rate_url, wait_for_comparison, wait_until
 
@@ -11,9 +13,15 @@ def test_annotator_logs_in_and_rates_five_comparisons_with_the_keyboard_alone(pa
     campaign, user = rating_campaign
     # given: the login form, filled and sent with keys only
     page.goto(f"{live_server.url}/login/")
-    page.keyboard.type(user.username)  # the username field has autofocus
+    # Chromium applies autofocus on a later rendering update, not at "load":
+    # on a busy machine keys typed before it are lost, so wait for the focus
+    # (which also checks that the field has autofocus) before typing.
+    expect(page.locator("#id_username")).to_be_focused()
+    page.keyboard.type(user.username)
     page.keyboard.press("Tab")
+    expect(page.locator("#id_password")).to_be_focused()
     page.keyboard.type(PASSWORD)
+    expect(page.locator("#id_username")).to_have_value(user.username)
     page.keyboard.press("Enter")
     page.wait_for_url(f"{live_server.url}/")
     # when: Tab to the campaign's "Rate" link and follow it
