@@ -8,6 +8,7 @@ re-export them: `from rlhf.reward import RewardConfig` works too.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -131,10 +132,66 @@ def policy_method(config: dict) -> str:
     return method
 
 
-# Settings that only make sense above zero (the type alone lets 0, negatives and NaN in).
-POSITIVE = {"kl_budget", "kl_check_every", "kl_prompts", "kl_max_new_tokens"}
-# Settings where 0 means "off" or "all" and only negatives are wrong.
-NON_NEGATIVE = {"trainable_layers"}
+# What each setting may hold beyond its type (the type alone lets 0, negatives,
+# NaN and unknown words in, and a negative learning rate trains backwards
+# without an error): (test, the words an error uses). A (section, name) key
+# overrides the plain name where a section means something else by it. None
+# (the off value of the optional settings) is never tested.
+_MORE_THAN_0 = (lambda v: v > 0, "more than 0")  # NaN fails every comparison: refused too
+_AT_LEAST_0 = (lambda v: v >= 0, "0 or more")
+_AT_LEAST_1 = (lambda v: v >= 1, "1 or more")
+
+
+def _one_of(*choices: str) -> tuple:
+    return (lambda v: v in choices, "one of " + ", ".join(repr(c) for c in choices))
+
+
+RULES: dict = {
+    # shared by the trainers
+    "seed": _AT_LEAST_0, "lr": _MORE_THAN_0, "epochs": _AT_LEAST_1, "batch_size": _AT_LEAST_1, "max_length": _AT_LEAST_1,
+    "weight_decay": _AT_LEAST_0, "max_grad_norm": _MORE_THAN_0, "log_every": _AT_LEAST_1,
+    "lora_r": _AT_LEAST_0, "lora_alpha": _MORE_THAN_0, "lora_dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "max_new_tokens": _AT_LEAST_1, "temperature": _MORE_THAN_0,
+    "kl_budget": _MORE_THAN_0, "kl_check_every": _AT_LEAST_1, "kl_prompts": _AT_LEAST_1,
+    "kl_max_new_tokens": _AT_LEAST_1,
+    # reward
+    "eval_fraction": (lambda v: 0 <= v < 1, "in [0, 1) (0: no held-out split)"),
+    "center_rewards_coefficient": _AT_LEAST_0, "eval_every": _AT_LEAST_0, "patience": _AT_LEAST_1,
+    "trainable_layers": _AT_LEAST_0, "pack_length": _AT_LEAST_0,
+    # policy (RLOO)
+    "k": (lambda v: v >= 2, "2 or more (the leave-one-out baseline needs another sample)"),
+    "beta": _AT_LEAST_0, "num_iterations": _AT_LEAST_1, "prompts_per_iteration": _AT_LEAST_1,
+    "ppo_epochs": _AT_LEAST_1, "minibatch_size": _AT_LEAST_1, "cliprange": _MORE_THAN_0,
+    "ratio_level": _one_of("sequence", "token"), "generation_batch_size": _AT_LEAST_0,
+    "generation_backend": _one_of("auto", "transformers", "vllm"),
+    "vllm_gpu_memory_utilization": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "logprob_batch_size": _AT_LEAST_1, "reward_batch_size": _AT_LEAST_1,
+    # dpo
+    ("dpo", "beta"): _MORE_THAN_0,  # at 0 every pair's loss is log 2 and nothing trains
+    "label_smoothing": (lambda v: 0 <= v < 0.5, "in [0, 0.5) (at 0.5 the labels say nothing)"),
+    "ref_batch_size": _AT_LEAST_1, "last_rounds": _AT_LEAST_0,
+    # generate
+    "top_p": (lambda v: 0 < v <= 1, "in (0, 1]"),
+}
+
+
+def _rule_error(section: str, key: str, value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{section}.{key} must be a finite number, not {value!r}"
+    rule = RULES.get((section, key)) or RULES.get(key)
+    if rule and not rule[0](value):
+        return f"{section}.{key} must be {rule[1]}, not {value!r}"
+    return None
+
+
+def check_config(section: str, config) -> None:
+    """Raise ValueError naming every bad setting of a trainer's config dataclass:
+    the trainers' entry check, the same rules the API answers 400 with."""
+    errors = config_errors({section: dataclasses.asdict(config)})
+    if errors:
+        raise ValueError("; ".join(errors))
 
 
 def from_dict(cls, values: dict):
@@ -187,10 +244,8 @@ def config_errors(config: dict) -> list[str]:
                 errors.append(f"{section}.{key} is not a setting (known: {', '.join(sorted(hints))})")
             elif not _type_ok(value, hints[key]):
                 errors.append(f"{section}.{key} must be {_type_name(hints[key])}, not {value!r}")
-            elif key in POSITIVE and value is not None and not value > 0:  # NaN is not > 0 either
-                errors.append(f"{section}.{key} must be more than 0, not {value!r}")
-            elif key in NON_NEGATIVE and value < 0:
-                errors.append(f"{section}.{key} must be 0 or more, not {value!r}")
+            elif (error := _rule_error(section, key, value)) is not None:
+                errors.append(error)
         if values.get("trainable_layers") and values.get("lora_r"):
             # LoRA freezes every base weight itself; which blocks train would be ambiguous.
             errors.append(f"{section}: set trainable_layers or lora_r, not both")

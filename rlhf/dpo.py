@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from rlhf import _torch
 from rlhf.chat import ENCODE_KWARGS, format_prompt
-from rlhf.configs import DPOConfig  # re-exported: callers import it from here too
+from rlhf.configs import DPOConfig, check_config  # DPOConfig re-exported: callers import it from here too
 from rlhf.data import validate_preference_rows
 from rlhf.kl import KLGuard, sampled_kl
 
@@ -146,12 +146,7 @@ def dpo_train(
     from transformers import AutoModelForCausalLM
 
     # --- setup: data, policy, reference log-probs (once), optimizer ---
-    if not 0.0 <= config.label_smoothing < 0.5:
-        raise ValueError(f"label_smoothing must be in [0, 0.5), got {config.label_smoothing}")
-    if config.last_rounds < 0:
-        raise ValueError(f"last_rounds must be >= 0, got {config.last_rounds}")
-    if config.kl_check_every < 1:
-        raise ValueError(f"kl_check_every must be >= 1, got {config.kl_check_every}")
+    check_config("dpo", config)
     rows = latest_rounds(validate_preference_rows(rows), config.last_rounds)
     if not rows:
         raise ValueError("dpo_train got no preference rows")

@@ -18,7 +18,7 @@ import torch
 
 from rlhf import _torch
 from rlhf.chat import ENCODE_KWARGS, format_prompt
-from rlhf.configs import GenerateConfig  # re-exported: callers import it from here too
+from rlhf.configs import GenerateConfig, check_config  # GenerateConfig re-exported: callers import it from here too
 
 
 @dataclass
@@ -178,6 +178,7 @@ def generate(policy_path: str, prompts: list, config: GenerateConfig, num_sample
              on_progress: Callable[[float], None] | None = None) -> list[list[str]]:
     """num_samples completions per prompt (prompt text and special tokens stripped)."""
     # --- setup ---
+    check_config("generate", config)
     dev = _torch.device()
     model, tokenizer = load_policy(policy_path, dev)
     _torch.seed_all(config.seed)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from rlhf import _torch
 from rlhf.chat import ENCODE_KWARGS, format_pair_text
-from rlhf.configs import RewardConfig  # re-exported: callers import it from here too
+from rlhf.configs import RewardConfig, check_config  # RewardConfig re-exported: callers import it from here too
 from rlhf.data import prompt_key, split_by_prompt, validate_preference_rows
 
 MetricsFn = Callable[[int, dict], None]
@@ -340,10 +340,7 @@ def train_reward(
     rows = validate_preference_rows(rows)
     if not rows:
         raise ValueError("train_reward got no preference rows")
-    if config.trainable_layers < 0:
-        raise ValueError(f"trainable_layers must be 0 (all) or more, not {config.trainable_layers}")
-    if config.trainable_layers and config.lora_r:
-        raise ValueError("set trainable_layers or lora_r, not both: LoRA freezes every base weight itself")
+    check_config("reward", config)
     n_prompts = len({prompt_key(r) for r in rows})
     if eval_rows:
         train_rows, eval_rows, eval_split = rows, validate_preference_rows(eval_rows, "eval_rows"), "heldout"

@@ -18,7 +18,7 @@ import torch
 
 from rlhf import _torch
 from rlhf.chat import format_prompt
-from rlhf.configs import RLOOConfig  # re-exported: callers import it from here too
+from rlhf.configs import RLOOConfig, check_config  # RLOOConfig re-exported: callers import it from here too
 from rlhf.generate import Rollout, RowSampler, load_policy, sample
 from rlhf.kl import KLGuard, sampled_kl
 
@@ -122,8 +122,6 @@ def _generation_backend(config: RLOOConfig, world: int) -> str:
     """"transformers" or "vllm", per config.generation_backend and what this process can run."""
     from rlhf.generate import vllm_available
 
-    if config.generation_backend not in ("auto", "transformers", "vllm"):
-        raise ValueError(f"generation_backend must be 'auto', 'transformers' or 'vllm', got {config.generation_backend!r}")
     # The colocated engine takes full weights in one process: no LoRA layers, no data-parallel ranks.
     fits = not config.lora_r and world == 1
     if config.generation_backend == "vllm":
@@ -158,12 +156,11 @@ def rloo_train(
     baseline), gradients are summed, and rank 0 reports and saves.
     """
     # --- setup: policy (trained), reference (frozen), reward source, sampler, optimizer ---
+    check_config("policy", config)
     if (reward_path is None) == (reward_fn is None):
         raise ValueError("pass exactly one of reward_path (a reward model folder) or reward_fn (a callable)")
     if not prompts:
         raise ValueError("rloo_train got no prompts")
-    if config.ratio_level not in ("sequence", "token"):
-        raise ValueError(f"ratio_level must be 'sequence' or 'token', got {config.ratio_level!r}")
     dist = _torch.Dist()
     n_prompts = min(config.prompts_per_iteration, len(prompts))
     if n_prompts < dist.world:

@@ -122,6 +122,10 @@ def training_run_start(
     if overrides:
         training_config_validate(config=overrides)
     campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+    if overrides:
+        # Each part can be valid alone and wrong together (the campaign's
+        # trainable_layers with an override's lora_r): a 400 now, not a failed stage.
+        training_config_validate(config=_merged_config(campaign, overrides))
     round_ = campaign.rounds.order_by("-index").first()
     if round_ is None:
         raise Conflict("The campaign has no round yet: start it first (POST /api/campaigns/{id}/start/).")

@@ -112,6 +112,32 @@ def test_training_trigger_api_rejects_a_bad_config_override_and_keeps_collecting
     assert TrainingRun.objects.count() == 0
 
 
+def test_training_trigger_api_rejects_an_override_that_conflicts_with_the_campaign_config(
+    trained_round, ml_engineer_client, enqueued
+):
+    # given: the campaign trains only the top blocks of its reward model
+    campaign = trained_round.campaign
+    campaign.training_config = {"reward": {"trainable_layers": 4}}
+    campaign.save()
+    # when: a run asks for LoRA on top, valid on its own
+    answer = ml_engineer_client.post(
+        f"/api/campaigns/{campaign.pk}/train/", {"config": {"reward": {"lora_r": 8}}}, format="json"
+    )
+    # then
+    assert answer.status_code == 400 and "set trainable_layers or lora_r, not both" in answer.data["detail"]
+    trained_round.refresh_from_db()
+    assert trained_round.status == Round.Status.COLLECTING
+    assert TrainingRun.objects.count() == 0
+
+
+def test_training_trigger_api_rejects_a_value_out_of_range(trained_round, ml_engineer_client, enqueued):
+    answer = ml_engineer_client.post(
+        f"/api/campaigns/{trained_round.campaign_id}/train/", {"config": {"reward": {"lr": -1e-5}}}, format="json"
+    )
+    assert answer.status_code == 400 and "reward.lr must be more than 0, not -1e-05" in answer.data["detail"]
+    assert TrainingRun.objects.count() == 0
+
+
 def test_round_progress_check_starts_training_only_when_the_round_is_full_and_auto_train_is_on(
     make_open_round, annotator, other_annotator, enqueued
 ):

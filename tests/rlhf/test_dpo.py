@@ -106,7 +106,7 @@ def test_dpo_with_last_rounds_trains_on_the_newest_round_only(tiny_model_path, t
     rows = [dict(r, round=0) for r in separable_pairs(6, 1)] + [dict(r, round=1) for r in separable_pairs(2, 1)]
     dpo_train(DPOConfig(lr=1e-3, batch_size=2, last_rounds=1), rows, tiny_model_path, tiny_model_path, tmp_path / "p")
     assert json.loads((tmp_path / "p" / "meta.json").read_text())["n_pairs"] == 2
-    with pytest.raises(ValueError, match="last_rounds must be >= 0"):
+    with pytest.raises(ValueError, match="dpo.last_rounds must be 0 or more, not -1"):
         dpo_train(DPOConfig(last_rounds=-1), rows, tiny_model_path, tiny_model_path, tmp_path / "q")
 
 

@@ -105,8 +105,9 @@ def test_few_prompts_evaluate_on_train_and_say_so(tiny_model_path, tmp_path):
 
 
 def test_early_stopping_stops_when_eval_loss_stalls(tiny_model_path, tmp_path):
-    # lr 0 never improves eval loss, so patience 1 stops after the second eval.
-    config = RewardConfig(lr=0.0, epochs=5, batch_size=8, eval_every=2, patience=1)
+    # An lr of 1e-12 moves eval loss by far less than the 1e-6 that counts as better,
+    # so patience 1 stops after the second eval (lr 0 is refused as a setting).
+    config = RewardConfig(lr=1e-12, epochs=5, batch_size=8, eval_every=2, patience=1)
     final = train_reward(config, separable_pairs(10, 2), tiny_model_path, tmp_path / "rm")
     assert final["train/stopped_early"] is True and final["train/steps"] == 4
 
@@ -176,3 +177,39 @@ def test_negative_trainable_layers_is_a_config_error():
     assert config_errors({"reward": {"trainable_layers": 0}}) == []
     assert config_errors({"reward": {"trainable_layers": 2, "lora_r": 4}}) == [
         "reward: set trainable_layers or lora_r, not both"]
+
+
+@pytest.mark.parametrize("section, values, error", [
+    ("reward", {"lr": 0}, "reward.lr must be more than 0, not 0"),
+    ("reward", {"lr": float("nan")}, "reward.lr must be a finite number, not nan"),
+    ("reward", {"batch_size": 0}, "reward.batch_size must be 1 or more, not 0"),
+    ("reward", {"patience": 0}, "reward.patience must be 1 or more, not 0"),
+    ("policy", {"k": 1}, "policy.k must be 2 or more (the leave-one-out baseline needs another sample), not 1"),
+    ("policy", {"ratio_level": "tokens"}, "policy.ratio_level must be one of 'sequence', 'token', not 'tokens'"),
+    ("policy", {"beta": -0.1}, "policy.beta must be 0 or more, not -0.1"),
+    ("dpo", {"beta": 0.0}, "dpo.beta must be more than 0, not 0.0"),
+    ("dpo", {"lora_dropout": 1.0}, "dpo.lora_dropout must be in [0, 1), not 1.0"),
+    ("generate", {"temperature": -1.0}, "generate.temperature must be more than 0, not -1.0"),
+])
+def test_config_errors_name_each_value_out_of_its_range(section, values, error):
+    from rlhf.configs import config_errors
+
+    assert config_errors({section: values}) == [error]
+
+
+def test_every_default_config_is_valid_and_none_turns_an_optional_setting_off():
+    from dataclasses import asdict
+
+    from rlhf.configs import SECTIONS, config_errors
+
+    assert config_errors({name: asdict(cls()) for name, cls in SECTIONS.items()}) == []
+    assert config_errors({"reward": {"patience": None, "center_rewards_coefficient": None},
+                          "policy": {"kl_budget": None}}) == []
+
+
+def test_train_reward_refuses_a_bad_config_before_loading_anything(tmp_path):
+    # The path does not exist: a ValueError naming both settings, not a load error, shows the check comes first.
+    with pytest.raises(ValueError, match=r"reward.lr must be more than 0, not -1e-05; reward.epochs must be 1 or more"):
+        train_reward(RewardConfig(lr=-1e-5, epochs=0), [{"prompt": "p", "chosen": "a", "rejected": "b"}],
+                     str(tmp_path / "no-model"), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
