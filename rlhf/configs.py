@@ -148,7 +148,8 @@ def _one_of(*choices: str) -> tuple:
 
 RULES: dict = {
     # shared by the trainers
-    "seed": _AT_LEAST_0, "lr": _MORE_THAN_0, "epochs": _AT_LEAST_1, "batch_size": _AT_LEAST_1, "max_length": _AT_LEAST_1,
+    "seed": _AT_LEAST_0, "lr": _MORE_THAN_0, "epochs": _AT_LEAST_1, "batch_size": _AT_LEAST_1,
+    "max_length": _AT_LEAST_1,
     "weight_decay": _AT_LEAST_0, "max_grad_norm": _MORE_THAN_0, "log_every": _AT_LEAST_1,
     "lora_r": _AT_LEAST_0, "lora_alpha": _MORE_THAN_0, "lora_dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "max_new_tokens": _AT_LEAST_1, "temperature": _MORE_THAN_0,

@@ -480,7 +480,9 @@ def train_reward(
     if dist.main:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        _torch.unwrap_for_save(model, peft_model).save_pretrained(out)
+        saved = _torch.unwrap_for_save(model, peft_model)
+        portable_pad(tokenizer, saved)
+        saved.save_pretrained(out)
         tokenizer.save_pretrained(out)
         (out / "meta.json").write_text(json.dumps({
             "kind": "reward",
@@ -498,6 +500,31 @@ def train_reward(
     if on_progress:
         on_progress(1.0)
     return final
+
+
+def portable_pad(tokenizer, model) -> None:
+    """Give a reward checkpoint a pad token other than EOS, so that it scores the same in other tools.
+
+    transformers' *ForSequenceClassification (and so TRL and pipelines) reads
+    the score at the rightmost token that is not pad_token_id. With pad == EOS
+    (SmolLM2 and most chat models) that skips the appended EOS this module
+    scores at, and the downloaded checkpoint would score the token before it:
+    other numbers, silently. Any other token works as pad, since the last
+    token of every text is the EOS; an existing one (unk, bos) keeps the
+    vocabulary, a new <|pad|> row is the last resort. Here nothing changes:
+    pooling and padding go by the attention mask.
+    """
+    if tokenizer.pad_token_id != tokenizer.eos_token_id:
+        return
+    for name in ("unk_token", "bos_token"):
+        token = getattr(tokenizer, name)
+        if token is not None and getattr(tokenizer, f"{name}_id") != tokenizer.eos_token_id:
+            tokenizer.pad_token = token
+            break
+    else:
+        tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
 
 
 class RewardScorer:

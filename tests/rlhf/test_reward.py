@@ -213,3 +213,39 @@ def test_train_reward_refuses_a_bad_config_before_loading_anything(tmp_path):
         train_reward(RewardConfig(lr=-1e-5, epochs=0), [{"prompt": "p", "chosen": "a", "rejected": "b"}],
                      str(tmp_path / "no-model"), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("pad_candidates", ["unk and bos", "none"])
+def test_a_reward_checkpoint_scores_the_same_under_plain_transformers_when_its_base_pads_with_eos(
+    tiny_model_path, tmp_path, pad_candidates
+):
+    import shutil
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rlhf.chat import format_pair_text
+
+    # given: a base whose tokenizer pads with EOS, as SmolLM2's does (with no unk or bos to pad with, too)
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_path, base)
+    tok = AutoTokenizer.from_pretrained(base)
+    tok.pad_token = tok.eos_token
+    if pad_candidates == "none":
+        tok.unk_token, tok.bos_token = None, None
+    tok.save_pretrained(base)
+    train_reward(RewardConfig(lr=1e-3, batch_size=4), separable_pairs(8, 2), str(base), tmp_path / "rm")
+    # when: the checkpoint scores a right-padded batch on its own, as TRL or a pipeline would
+    rows = separable_pairs(3, 1)
+    prompts = [r["prompt"] for r in rows] * 2
+    # texts of different lengths, so the batch is padded
+    responses = [text + " more" * i for i, text in enumerate([r["chosen"] for r in rows] + [r["rejected"] for r in rows])]
+    theirs_tok = AutoTokenizer.from_pretrained(tmp_path / "rm", padding_side="right")
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm").eval()
+    batch = theirs_tok([format_pair_text(theirs_tok, p, r) for p, r in zip(prompts, responses)], padding=True,
+                       add_special_tokens=False, return_tensors="pt")
+    with torch.no_grad():
+        theirs = model(**batch).logits.squeeze(-1).tolist()
+    # then: the scores this module gives; the texts end in EOS, which is no longer the pad
+    assert batch["attention_mask"].sum(dim=1).unique().numel() > 1  # the batch really is padded
+    assert theirs_tok.pad_token_id != theirs_tok.eos_token_id
+    assert theirs == pytest.approx(score(str(tmp_path / "rm"), prompts, responses), abs=1e-5)
