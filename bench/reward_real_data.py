@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import tempfile
 import time
@@ -147,7 +146,7 @@ def _score_as_transformers(model, pairs, pad_id: int, batch_size: int) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from rlhf.reward import _pad
+    from rlhf.reward import MARGIN_BUCKETS, _bucket_name, _pad
 
     dev = next(model.parameters()).device
     r_c, r_r = [], []
@@ -160,11 +159,11 @@ def _score_as_transformers(model, pairs, pad_id: int, batch_size: int) -> dict:
             r_r.append(logits[len(batch) :])
     diff = torch.cat(r_c) - torch.cat(r_r)
     out = {"eval/accuracy": (diff > 0).float().mean().item(), "eval/loss": -F.logsigmoid(diff).mean().item()}
-    for lo, hi in ((0.0, 0.5), (0.5, 1.0), (1.0, 2.0), (2.0, math.inf)):  # the buckets of rlhf.reward
+    for lo, hi in MARGIN_BUCKETS:
         sel = (diff.abs() >= lo) & (diff.abs() < hi)
         if sel.any():
-            out[f"eval/accuracy_margin_{lo:g}-{hi:g}"] = (diff[sel] > 0).float().mean().item()
-            out[f"eval/pairs_margin_{lo:g}-{hi:g}"] = int(sel.sum())
+            out[f"eval/accuracy_margin_{_bucket_name(lo, hi)}"] = (diff[sel] > 0).float().mean().item()
+            out[f"eval/pairs_margin_{_bucket_name(lo, hi)}"] = int(sel.sum())
     return out
 
 
