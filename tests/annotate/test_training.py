@@ -100,41 +100,28 @@ def test_training_trigger_api_answers_409_without_ratings_and_202_with(open_roun
     assert accepted.data["config"]["reward"] == {"epochs": 1}
 
 
+@pytest.mark.parametrize(
+    "campaign_config, override, named",
+    [
+        ({}, {"policy": {"klcoef": 1}}, "policy.klcoef"),
+        ({}, {"reward": {"lr": -1e-5}}, "reward.lr must be more than 0, not -1e-05"),
+        # valid on its own, wrong with the campaign's own setting: LoRA on top of training the top blocks
+        ({"reward": {"trainable_layers": 4}}, {"reward": {"lora_r": 8}}, "set trainable_layers or lora_r, not both"),
+    ],
+)
 def test_training_trigger_api_rejects_a_bad_config_override_and_keeps_collecting(
-    trained_round, ml_engineer_client, enqueued
+    trained_round, ml_engineer_client, enqueued, campaign_config, override, named
 ):
-    answer = ml_engineer_client.post(
-        f"/api/campaigns/{trained_round.campaign_id}/train/", {"config": {"policy": {"klcoef": 1}}}, format="json"
-    )
-    assert answer.status_code == 400 and "policy.klcoef" in answer.data["detail"]
-    trained_round.refresh_from_db()
-    assert trained_round.status == Round.Status.COLLECTING
-    assert TrainingRun.objects.count() == 0
-
-
-def test_training_trigger_api_rejects_an_override_that_conflicts_with_the_campaign_config(
-    trained_round, ml_engineer_client, enqueued
-):
-    # given: the campaign trains only the top blocks of its reward model
+    # given
     campaign = trained_round.campaign
-    campaign.training_config = {"reward": {"trainable_layers": 4}}
+    campaign.training_config = campaign_config
     campaign.save()
-    # when: a run asks for LoRA on top, valid on its own
-    answer = ml_engineer_client.post(
-        f"/api/campaigns/{campaign.pk}/train/", {"config": {"reward": {"lora_r": 8}}}, format="json"
-    )
+    # when
+    answer = ml_engineer_client.post(f"/api/campaigns/{campaign.pk}/train/", {"config": override}, format="json")
     # then
-    assert answer.status_code == 400 and "set trainable_layers or lora_r, not both" in answer.data["detail"]
+    assert answer.status_code == 400 and named in answer.data["detail"]
     trained_round.refresh_from_db()
     assert trained_round.status == Round.Status.COLLECTING
-    assert TrainingRun.objects.count() == 0
-
-
-def test_training_trigger_api_rejects_a_value_out_of_range(trained_round, ml_engineer_client, enqueued):
-    answer = ml_engineer_client.post(
-        f"/api/campaigns/{trained_round.campaign_id}/train/", {"config": {"reward": {"lr": -1e-5}}}, format="json"
-    )
-    assert answer.status_code == 400 and "reward.lr must be more than 0, not -1e-05" in answer.data["detail"]
     assert TrainingRun.objects.count() == 0
 
 
