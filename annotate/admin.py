@@ -28,6 +28,6 @@ class RatingAdmin(admin.ModelAdmin):
     raw_id_fields = ["comparison"]
 
 
-for model in [models.GoldPair, models.Prompt, models.PolicyVersion, models.RewardModelVersion, models.Round, models.Response,
-              models.Comparison, models.Assignment]:
+for model in [models.GoldPair, models.Prompt, models.PolicyVersion, models.RewardModelVersion, models.Round, models.Answer,
+              models.Comparison, models.Lease]:
     admin.site.register(model)

@@ -121,8 +121,8 @@ class GoldPair(models.Model):
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="gold_pairs")
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="gold_pairs")
-    chosen = models.ForeignKey("Response", on_delete=models.CASCADE, related_name="+")
-    rejected = models.ForeignKey("Response", on_delete=models.CASCADE, related_name="+")
+    chosen = models.ForeignKey("Answer", on_delete=models.CASCADE, related_name="+")
+    rejected = models.ForeignKey("Answer", on_delete=models.CASCADE, related_name="+")
     external_id = models.CharField(max_length=200)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -238,12 +238,15 @@ class Round(models.Model):
         constraints = [models.UniqueConstraint(fields=["campaign", "index"], name="round_unique_index")]
 
 
-class Response(models.Model):
-    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="responses")
+class Answer(models.Model):
+    """One answer to a prompt: written by one of the campaign's policy
+    versions, or brought from outside (gold pairs). Comparisons show two."""
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="answers")
     # Null for answers that came from outside (imported preference data,
     # gold pairs) rather than from one of the campaign's policies.
     policy_version = models.ForeignKey(
-        PolicyVersion, null=True, blank=True, on_delete=models.CASCADE, related_name="responses"
+        PolicyVersion, null=True, blank=True, on_delete=models.CASCADE, related_name="answers"
     )
     sample_index = models.PositiveSmallIntegerField(default=0)
     text = models.TextField()
@@ -254,7 +257,7 @@ class Response(models.Model):
         constraints = [
             # A redelivered generate stage writes the same rows, not new ones.
             models.UniqueConstraint(
-                fields=["prompt", "policy_version", "sample_index"], name="response_unique_sample"
+                fields=["prompt", "policy_version", "sample_index"], name="answer_unique_sample"
             )
         ]
 
@@ -264,8 +267,8 @@ class Comparison(models.Model):
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="comparisons")
     # response_a is shown on the left as "A". Which policy wrote which side
     # is known from the responses; the annotator API never sends it.
-    response_a = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="+")
-    response_b = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="+")
+    response_a = models.ForeignKey(Answer, on_delete=models.CASCADE, related_name="+")
+    response_b = models.ForeignKey(Answer, on_delete=models.CASCADE, related_name="+")
     candidate_is_a = models.BooleanField(help_text="the side the round's candidate policy was shown on")
     gold_choice = models.CharField(max_length=10, blank=True, default="")
     # Ratings so far; kept with the rating in one transaction under a row lock.
@@ -280,7 +283,7 @@ class Comparison(models.Model):
         indexes = [models.Index(fields=["round", "-rating_count", "id"], name="comparison_lease_order")]
 
 
-class Assignment(models.Model):
+class Lease(models.Model):
     """A lease: the right of one annotator to rate one comparison until leased_until."""
 
     class Status(models.TextChoices):
@@ -288,8 +291,8 @@ class Assignment(models.Model):
         DONE = "done"
         RELEASED = "released"  # expired or skipped: the slot went back to the pool
 
-    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="assignments")
-    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="leases")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="leases")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.LEASED)
     leased_at = models.DateTimeField()
     leased_until = models.DateTimeField()
@@ -298,9 +301,9 @@ class Assignment(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["comparison", "annotator"], name="assignment_unique_annotator")
+            models.UniqueConstraint(fields=["comparison", "annotator"], name="lease_unique_annotator")
         ]
-        indexes = [models.Index(fields=["annotator", "status"])]
+        indexes = [models.Index(fields=["annotator", "status"], name="lease_annotator_status")]
 
 
 class Rating(models.Model):

@@ -15,7 +15,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
-from annotate.models import PolicyVersion, Prompt, Response, RewardModelVersion, TrainingRun
+from annotate.models import PolicyVersion, Prompt, Answer, RewardModelVersion, TrainingRun
 from annotate.selectors import preference_rows
 from annotate.services.rounds import round_open, round_prompts
 from annotate.services.training import (
@@ -102,7 +102,7 @@ def _generate_missing(run, reporter, policy: PolicyVersion, prompts: list[Prompt
     from rlhf.generate import generate
 
     have = set(
-        Response.objects.filter(policy_version=policy, prompt__in=prompts).values_list("prompt_id", "sample_index")
+        Answer.objects.filter(policy_version=policy, prompt__in=prompts).values_list("prompt_id", "sample_index")
     )
     todo = [p for p in prompts if any((p.pk, s) not in have for s in samples)]
     if not todo:
@@ -113,12 +113,12 @@ def _generate_missing(run, reporter, policy: PolicyVersion, prompts: list[Prompt
         _verified(policy), [p.content for p in todo], config, num_samples=len(samples), on_progress=reporter.progress
     )
     rows = [
-        Response(prompt=p, policy_version=policy, sample_index=s, text=_storable(texts[i]), sampling=config.__dict__)
+        Answer(prompt=p, policy_version=policy, sample_index=s, text=_storable(texts[i]), sampling=config.__dict__)
         for p, texts in zip(todo, answers)
         for i, s in enumerate(samples)
         if (p.pk, s) not in have
     ]
-    Response.objects.bulk_create(rows, ignore_conflicts=True)
+    Answer.objects.bulk_create(rows, ignore_conflicts=True)
     return len(rows)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Q, QuerySet, Sum
 
-from annotate import quality
+from annotate import stats
 from annotate.errors import ValidationFailed
 from annotate.models import (
     Campaign,
@@ -15,7 +15,7 @@ from annotate.models import (
     PolicyVersion,
     Prompt,
     Rating,
-    Response,
+    Answer,
     Role,
     Round,
     TrainingRun,
@@ -187,7 +187,7 @@ def comparison_lease_payload(*, comparison_id: int, annotator: User, campaign: C
     from django.db import connection
     from django.utils import timezone
 
-    t = {m.__name__: m._meta.db_table for m in (Comparison, Round, Prompt, Response, Rating)}
+    t = {m.__name__: m._meta.db_table for m in (Comparison, Round, Prompt, Answer, Rating)}
     today = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)  # as annotator_progress
     # Regular comparisons only, as round_progress: gold pairs never hold a round up.
     sql = (
@@ -197,7 +197,7 @@ def comparison_lease_payload(*, comparison_id: int, annotator: User, campaign: C
         f"  JOIN {t['Round']} xr ON xr.id = xc.round_id WHERE x.annotator_id = %s AND xr.campaign_id = %s),"
         " g.n, g.s"
         f" FROM {t['Comparison']} c JOIN {t['Round']} r ON r.id = c.round_id JOIN {t['Prompt']} p ON p.id = c.prompt_id"
-        f" JOIN {t['Response']} ra ON ra.id = c.response_a_id JOIN {t['Response']} rb ON rb.id = c.response_b_id"
+        f" JOIN {t['Answer']} ra ON ra.id = c.response_a_id JOIN {t['Answer']} rb ON rb.id = c.response_b_id"
         # Both round counts in one pass over the round.
         f" CROSS JOIN (SELECT COUNT(*) AS n, SUM(rating_count) AS s FROM {t['Comparison']}"
         f"  WHERE round_id = (SELECT round_id FROM {t['Comparison']} WHERE id = %s) AND gold_choice = '') g"
@@ -278,7 +278,7 @@ def comparisons_of_round(*, round_: Round) -> QuerySet[Comparison]:
 
 
 # --- data quality, leaderboard, exports ----------------------------------------
-# The numbers are computed by annotate/quality.py; these gather their rows.
+# The numbers are computed by annotate/stats.py; these gather their rows.
 
 # An annotator needs this many ratings on comparisons someone else also rated
 # (or on gold pairs) before Dawid-Skene's estimate of them is worth trusting;
@@ -305,9 +305,9 @@ def campaign_round(*, campaign: Campaign, index: int | str | None) -> Round | No
 def _rating_facts(*, campaign: Campaign, round_: Round | None = None) -> dict[str, np.ndarray]:
     """Every rating of the campaign (or one round) as numpy columns, one entry
     per rating, in rating id order: comparison, annotator, choice (index into
-    quality.CATEGORIES), strength (0: none), ms (time on task; see `timed`),
+    stats.CATEGORIES), strength (0: none), ms (time on task; see `timed`),
     timed (has a time on task), gold (the comparison's gold answer as an
-    index into quality.CATEGORIES; -1: not a gold pair). Columns, not rows:
+    index into stats.CATEGORIES; -1: not a gold pair). Columns, not rows:
     campaign_quality's statistics run on whole arrays, since a campaign has
     100,000 ratings and more and this is read inside a request."""
     ratings = Rating.objects.filter(comparison__round__campaign=campaign)
@@ -319,7 +319,7 @@ def _rating_facts(*, campaign: Campaign, round_: Round | None = None) -> dict[st
         )
     )
     pk, comparison, annotator, choice, strength, ms, gold = zip(*rows) if rows else [()] * 7
-    code = {c: i for i, c in enumerate(quality.CATEGORIES)}
+    code = {c: i for i, c in enumerate(stats.CATEGORIES)}
     columns = {
         "comparison": np.array(comparison, dtype=np.int64),
         "annotator": np.array(annotator, dtype=np.int64),
@@ -335,7 +335,7 @@ def _rating_facts(*, campaign: Campaign, round_: Round | None = None) -> dict[st
     return {name: column[order] for name, column in columns.items()}
 
 
-def _reliability(facts: dict[str, np.ndarray]) -> tuple[quality.DawidSkeneResult, np.ndarray, dict, dict]:
+def _reliability(facts: dict[str, np.ndarray]) -> tuple[stats.DawidSkeneResult, np.ndarray, dict, dict]:
     """Dawid-Skene over the comparisons that two or more annotators rated, or
     that have a gold answer (a comparison rated once says nothing about its
     rater). Returns (result, which ratings it saw, informativeness of
@@ -343,7 +343,7 @@ def _reliability(facts: dict[str, np.ndarray]) -> tuple[quality.DawidSkeneResult
     comparison, annotator, choice = facts["comparison"], facts["annotator"], facts["choice"]
     _, per_comparison = np.unique(comparison, return_inverse=True)
     labelled = (np.bincount(per_comparison)[per_comparison] >= 2) | (facts["gold"] >= 0)
-    result = quality.dawid_skene_arrays(
+    result = stats.dawid_skene_arrays(
         comparison[labelled], annotator[labelled], choice[labelled], gold=facts["gold"][labelled]
     )
     # result.workers is the sorted distinct annotators of the labels, as np.unique's.
@@ -354,10 +354,10 @@ def _reliability(facts: dict[str, np.ndarray]) -> tuple[quality.DawidSkeneResult
         if labelled_n[i] >= RELIABILITY_MIN_RATINGS
     }
     annotators, per_annotator = np.unique(annotator, return_inverse=True)
-    sided = np.isin(choice, [quality.CATEGORIES.index(Rating.Choice.A), quality.CATEGORIES.index(Rating.Choice.B)])
+    sided = np.isin(choice, [stats.CATEGORIES.index(Rating.Choice.A), stats.CATEGORIES.index(Rating.Choice.B)])
     trained_on = np.bincount(per_annotator, weights=sided, minlength=len(annotators))
     counts = {int(a): int(n) for a, n in zip(annotators, trained_on)}
-    return result, labelled, informativeness, quality.reliability_weights(informativeness, counts)
+    return result, labelled, informativeness, stats.reliability_weights(informativeness, counts)
 
 
 def annotator_weights(*, campaign: Campaign) -> dict[int, float]:
@@ -373,11 +373,11 @@ def campaign_quality(*, campaign: Campaign, round_: Round | None = None) -> dict
     Whole-array work throughout (bincounts per annotator), no loop over ratings."""
     facts = _rating_facts(campaign=campaign, round_=round_)
     comparison, annotator, choice, gold = facts["comparison"], facts["annotator"], facts["choice"], facts["gold"]
-    A, B, TIE, BOTH_BAD = range(len(quality.CATEGORIES))
-    ordinal = quality.ordinal_values(choice, facts["strength"])
+    A, B, TIE, BOTH_BAD = range(len(stats.CATEGORIES))
+    ordinal = stats.ordinal_values(choice, facts["strength"])
     on_scale = ~np.isnan(ordinal)
     _, on_scale_unit = np.unique(comparison[on_scale], return_inverse=True)
-    agreement, pairs = quality.percent_agreement_ratings(comparison, choice)
+    agreement, pairs = stats.percent_agreement_ratings(comparison, choice)
     result, labelled, informativeness, weights = _reliability(facts)
     best = result.posteriors.argmax(axis=1)
     # The consensus category of each rating's comparison, where Dawid-Skene saw it.
@@ -424,7 +424,7 @@ def campaign_quality(*, campaign: Campaign, round_: Round | None = None) -> dict
         "n_ratings": len(choice),
         "n_comparisons": len(np.unique(comparison)),
         "n_annotators": n_annotators,
-        "alpha": quality.krippendorff_alpha_ordinal_ratings(comparison, ordinal),
+        "alpha": stats.krippendorff_alpha_ordinal_ratings(comparison, ordinal),
         "alpha_units": int((np.bincount(on_scale_unit) >= 2).sum()),
         "alpha_both_bad_missing": int((choice == BOTH_BAD).sum()),
         "alpha_note": (
@@ -437,7 +437,7 @@ def campaign_quality(*, campaign: Campaign, round_: Round | None = None) -> dict
             "Dawid-Skene EM over A/B/tie/both_bad on comparisons rated by two or more annotators "
             "or with a gold answer (gold clamped)"
         ),
-        "consensus_labels": dict(Counter(quality.CATEGORIES[b] for b in best.tolist())),
+        "consensus_labels": dict(Counter(stats.CATEGORIES[b] for b in best.tolist())),
         "annotators": table,
     }
 
@@ -495,12 +495,12 @@ def campaign_leaderboard(*, campaign: Campaign, resamples: int = 200, seed: int 
     for (i, j, _), count in tallied:
         games[i] += count
         games[j] += count
-    theta, lower, upper = quality.bradley_terry_bootstrap(
+    theta, lower, upper = stats.bradley_terry_bootstrap(
         outcomes, len(versions), counts=counts, resamples=resamples, seed=seed
     )
 
     def elo(x: float) -> float:
-        return quality.ELO_BASE + quality.ELO_SCALE * float(x)
+        return stats.ELO_BASE + stats.ELO_SCALE * float(x)
 
     board = [
         {
@@ -525,7 +525,7 @@ def campaign_leaderboard(*, campaign: Campaign, resamples: int = 200, seed: int 
     for r in campaign.rounds.select_related("candidate", "baseline").order_by("index"):
         wins, ties, losses = tally[r.pk]
         n = wins + ties + losses
-        low, high = quality.wilson_interval(wins + ties / 2, n)
+        low, high = stats.wilson_interval(wins + ties / 2, n)
         rounds.append(
             {
                 "round": r.index,

@@ -176,7 +176,7 @@ def seed_ratchet(spec: dict) -> dict:
     from django.db import connection
     from rest_framework.authtoken.models import Token
 
-    from annotate.models import Campaign, PolicyVersion, Response, Role
+    from annotate.models import Campaign, PolicyVersion, Answer, Role
     from annotate.services.campaigns import campaign_create
     from annotate.services.memberships import memberships_add
     from annotate.services.prompts import prompts_import
@@ -203,8 +203,8 @@ def seed_ratchet(spec: dict) -> dict:
         # What the bootstrap run's generate stage leaves: a base version and two answers per prompt.
         v0 = PolicyVersion.objects.create(campaign=campaign, version=0, path="bench/load", sha256="0" * 64)
         prompts = {p.external_id: p for p in campaign.prompts.all()}
-        Response.objects.bulk_create(
-            [Response(prompt=prompts[r["external_id"]], policy_version=v0, sample_index=s, text=r["a" if s == 0 else "b"])
+        Answer.objects.bulk_create(
+            [Answer(prompt=prompts[r["external_id"]], policy_version=v0, sample_index=s, text=r["a" if s == 0 else "b"])
              for r in rows for s in (0, 1)],
             batch_size=2000,
         )
@@ -309,7 +309,7 @@ class Ratchet:
             "GROUP BY comparison_id, annotator_id HAVING count(*) > 1", (campaign,))
         # Leases that still hold a slot (live or done): never more than k per comparison.
         leased_over_k = self._query(
-            f"SELECT comparison_id, count(*) FROM annotate_assignment WHERE comparison_id IN ({scope}) "
+            f"SELECT comparison_id, count(*) FROM annotate_lease WHERE comparison_id IN ({scope}) "
             "AND status IN ('leased', 'done') GROUP BY comparison_id HAVING count(*) > ?", (campaign, OVERLAP))
         count_drift = self._query(
             "SELECT c.id FROM annotate_comparison c JOIN annotate_round r ON r.id = c.round_id "

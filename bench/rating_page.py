@@ -37,7 +37,7 @@ CHROMIUM_ARGS = [
 ]
 
 SEED = r'''
-from annotate.models import Campaign, PolicyVersion, Prompt, Response
+from annotate.models import Campaign, PolicyVersion, Prompt, Answer
 from annotate.services.rounds import round_open
 from django.contrib.auth import get_user_model
 
@@ -53,8 +53,8 @@ code = "```python\ndef fib(n):\n    a, b = 0, 1\n    for _ in range(n):\n       
 para = "The answer explains the idea in plain words, with a reason and an example. " * 6
 for i in range(n):
     p = Prompt.objects.create(campaign=campaign, external_id=f"b{{i}}", text=f"Question {{i}}: how do I compute Fibonacci numbers **fast**?")
-    Response.objects.create(prompt=p, policy_version=v0, sample_index=0, text=f"## Answer {{i}}\n\n{{para}}\n\n{{code}}\n\n{{para}}\n\n- one\n- two\n")
-    Response.objects.create(prompt=p, policy_version=v0, sample_index=1, text=f"{{para}}\n\n{{para}}\n\n{{code}}\n\n1. first\n2. second\n\n{{para}}")
+    Answer.objects.create(prompt=p, policy_version=v0, sample_index=0, text=f"## Answer {{i}}\n\n{{para}}\n\n{{code}}\n\n{{para}}\n\n- one\n- two\n")
+    Answer.objects.create(prompt=p, policy_version=v0, sample_index=1, text=f"{{para}}\n\n{{para}}\n\n{{code}}\n\n1. first\n2. second\n\n{{para}}")
 round_open(campaign=campaign, index=0, candidate=v0, baseline=v0)
 print(campaign.pk)
 '''

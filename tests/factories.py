@@ -9,7 +9,7 @@ from django.contrib.auth.models import Group
 from django.db.models import Count, OuterRef, Subquery
 from rest_framework.authtoken.models import Token
 
-from annotate.models import Campaign, Comparison, PolicyVersion, Prompt, Rating, Response, Round
+from annotate.models import Campaign, Comparison, PolicyVersion, Prompt, Rating, Answer, Round
 from annotate.services.rounds import round_open
 
 User = get_user_model()
@@ -85,7 +85,7 @@ class PolicyVersionFactory(factory.django.DjangoModelFactory):
 
 class ResponseFactory(factory.django.DjangoModelFactory):
     class Meta:
-        model = Response
+        model = Answer
 
     prompt = factory.SubFactory(PromptFactory)
     policy_version = factory.SubFactory(PolicyVersionFactory)
@@ -121,8 +121,8 @@ def version_chain_rounds(*, versions: int, prompts: int, annotators=(), **campai
     rows = Prompt.objects.bulk_create(
         Prompt(campaign=campaign, external_id=f"p{i}", text=f"Question {i}?") for i in range(prompts)
     )
-    Response.objects.bulk_create(
-        Response(prompt=p, policy_version=v, sample_index=s, text=f"answer {s} of v{v.version} to {p.external_id}")
+    Answer.objects.bulk_create(
+        Answer(prompt=p, policy_version=v, sample_index=s, text=f"answer {s} of v{v.version} to {p.external_id}")
         for p in rows
         for v in chain
         for s in ((0, 1) if v.version == 0 else (0,))

@@ -17,9 +17,9 @@ from annotate.selectors import (
     campaigns_visible_to,
     round_progress,
 )
-from annotate.services.assignments import (
-    assignment_renew,
-    assignment_skip,
+from annotate.services.leases import (
+    lease_renew,
+    lease_skip,
     comparison_lease_next_visible,
 )
 from annotate.services.ratings import rating_create
@@ -119,7 +119,7 @@ class LeaseRenewApi(APIView):
     @extend_schema(request=None, responses={200: OutputSerializer, 409: CONFLICT})
     def post(self, request, comparison_id: int):
         _visible_comparison_or_404(request, comparison_id)
-        assignment = assignment_renew(annotator=request.user, comparison_id=comparison_id)
+        assignment = lease_renew(annotator=request.user, comparison_id=comparison_id)
         return Response(self.OutputSerializer(assignment).data)
 
 
@@ -141,7 +141,7 @@ class ComparisonSkipApi(APIView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         _visible_comparison_or_404(request, comparison_id)
-        assignment = assignment_skip(
+        assignment = lease_skip(
             annotator=request.user, comparison_id=comparison_id, reason=serializer.validated_data["reason"]
         )
         return Response(self.OutputSerializer(assignment).data)

@@ -3,7 +3,7 @@ from django.contrib.auth.models import Group
 from django.db import transaction
 
 from annotate.errors import Conflict, NotFound, ValidationFailed
-from annotate.models import Assignment, Campaign, Role, TrainingRun
+from annotate.models import Lease, Campaign, Role, TrainingRun
 from annotate.services.memberships import memberships_add
 from annotate.services.training import training_config_validate, training_run_enqueue
 
@@ -224,8 +224,8 @@ def campaign_archive(*, campaign: Campaign) -> Campaign:
         return campaign
     campaign.status = Campaign.Status.ARCHIVED
     campaign.save(update_fields=["status"])
-    Assignment.objects.filter(comparison__round__campaign=campaign, status=Assignment.Status.LEASED).update(
-        status=Assignment.Status.RELEASED
+    Lease.objects.filter(comparison__round__campaign=campaign, status=Lease.Status.LEASED).update(
+        status=Lease.Status.RELEASED
     )
     return campaign
 

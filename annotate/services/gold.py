@@ -2,7 +2,7 @@
 
 - `gold_import`: existing preference data (prompt, chosen, rejected) into the
   campaign's gold pool, as GoldPair rows whose prompt and two answers are
-  ordinary Prompt / Response rows (the answers with no policy version).
+  ordinary Prompt / Answer rows (the answers with no policy version).
 - `gold_comparisons_for_round`: copies of pool pairs that round_open mixes
   into a round, sides randomised, looking like any other comparison.
 - `gold_membership_check`: after each gold answer, pause an annotator whose
@@ -16,7 +16,7 @@ from django.db import transaction
 from django.db.models import Count
 
 from annotate.errors import ValidationFailed
-from annotate.models import Campaign, Comparison, GoldPair, Membership, Prompt, Rating, Response, Round
+from annotate.models import Campaign, Comparison, GoldPair, Membership, Prompt, Rating, Answer, Round
 from annotate.services.prompts import (
     GOLD_PREFIX,
     ImportResult,
@@ -103,9 +103,9 @@ def gold_import(*, campaign: Campaign, data: bytes, format: str = "jsonl", dry_r
                 ],
                 batch_size=1000,
             )
-            responses = Response.objects.bulk_create(
+            responses = Answer.objects.bulk_create(
                 [
-                    Response(prompt=p, policy_version=None, sample_index=i, text=r[side])
+                    Answer(prompt=p, policy_version=None, sample_index=i, text=r[side])
                     for p, r in zip(prompts, new)
                     for i, side in enumerate(("chosen", "rejected"))
                 ],

@@ -8,9 +8,9 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from annotate.errors import Conflict, NotFound, ValidationFailed
-from annotate.models import Assignment, Campaign, Comparison, Rating, Round
+from annotate.models import Lease, Campaign, Comparison, Rating, Round
 from annotate.selectors import campaign_visibility_sql
-from annotate.services.assignments import LIVE_BY_OTHERS_SQL
+from annotate.services.leases import LIVE_BY_OTHERS_SQL
 
 User = get_user_model()
 
@@ -80,14 +80,14 @@ def _my_state(*, annotator: User, comparison_id: int, db_key, now) -> _MyState:
     statement: its ratings and the live leases others hold on it, my lease
     on it, the rating this idempotency key made (a retry, or a twin request
     that committed while we waited for the lock) and whether I rated it."""
-    r, a, c = Rating._meta.db_table, Assignment._meta.db_table, Comparison._meta.db_table
+    r, a, c = Rating._meta.db_table, Lease._meta.db_table, Comparison._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT c.rating_count, {LIVE_BY_OTHERS_SQL}, m.id, m.status, kr.id, kr.comparison_id,"
             f" EXISTS (SELECT 1 FROM {r} x WHERE x.comparison_id = c.id AND x.annotator_id = %s)"
             f" FROM {c} c LEFT JOIN {a} m ON m.comparison_id = c.id AND m.annotator_id = %s"
             f" LEFT JOIN {r} kr ON kr.annotator_id = %s AND kr.idempotency_key = %s WHERE c.id = %s",
-            [Assignment.Status.LEASED, connection.ops.adapt_datetimefield_value(now), annotator.pk,
+            [Lease.Status.LEASED, connection.ops.adapt_datetimefield_value(now), annotator.pk,
              annotator.pk, annotator.pk, annotator.pk, db_key, comparison_id],
         )
         row = cursor.fetchone()
@@ -101,8 +101,8 @@ def _rating_write(*, rating: Rating, db_key, assignment_id: int) -> None:
     if connection.vendor != "postgresql":
         rating.save(force_insert=True)
         with connection.cursor() as cursor:
-            cursor.execute(f"UPDATE {Assignment._meta.db_table} SET status = %s WHERE id = %s",
-                           [Assignment.Status.DONE, assignment_id])
+            cursor.execute(f"UPDATE {Lease._meta.db_table} SET status = %s WHERE id = %s",
+                           [Lease.Status.DONE, assignment_id])
             cursor.execute(f"UPDATE {Comparison._meta.db_table} SET rating_count = rating_count + 1 WHERE id = %s",
                            [rating.comparison_id])
         return
@@ -110,12 +110,12 @@ def _rating_write(*, rating: Rating, db_key, assignment_id: int) -> None:
         cursor.execute(
             f"WITH r AS (INSERT INTO {Rating._meta.db_table} (comparison_id, annotator_id, choice, strength, reason,"
             " time_on_task_ms, idempotency_key, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id),"
-            f" a AS (UPDATE {Assignment._meta.db_table} SET status = %s WHERE id = %s),"
+            f" a AS (UPDATE {Lease._meta.db_table} SET status = %s WHERE id = %s),"
             f" c AS (UPDATE {Comparison._meta.db_table} SET rating_count = rating_count + 1 WHERE id = %s)"
             " SELECT id FROM r",
             [rating.comparison_id, rating.annotator_id, rating.choice, rating.strength, rating.reason,
              rating.time_on_task_ms, db_key, connection.ops.adapt_datetimefield_value(rating.created_at),
-             Assignment.Status.DONE, assignment_id, rating.comparison_id],
+             Lease.Status.DONE, assignment_id, rating.comparison_id],
         )
         rating.pk = cursor.fetchone()[0]
     rating._state.adding, rating._state.db = False, connection.alias  # a row written, not a new one
@@ -160,7 +160,7 @@ def rating_create(
         return Rating.objects.get(pk=mine.key_rating_id), False
     if mine.rated:
         raise Conflict("You already rated this comparison; each annotator rates a comparison once.")
-    if mine.assignment_id is None or mine.assignment_status != Assignment.Status.LEASED:
+    if mine.assignment_id is None or mine.assignment_status != Lease.Status.LEASED:
         raise Conflict("You do not hold this comparison: ask for the next comparison and rate that one.")
     if comparison.round_status != Round.Status.COLLECTING:
         raise Conflict(f"Round {comparison.round_index} is closed ({comparison.round_status}); it takes no more ratings.")

@@ -5,7 +5,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
 
 from annotate.errors import Conflict
-from annotate.models import Campaign, Comparison, PolicyVersion, Prompt, Response, Round, TrainingRun
+from annotate.models import Campaign, Comparison, PolicyVersion, Prompt, Answer, Round, TrainingRun
 from annotate.selectors import round_is_complete
 from annotate.services.gold import gold_comparisons_for_round
 
@@ -40,7 +40,7 @@ def round_open(*, campaign: Campaign, index: int, candidate: PolicyVersion, base
     prompts = round_prompts(campaign=campaign, index=index)
     responses = {
         (r.prompt_id, r.policy_version_id, r.sample_index): r
-        for r in Response.objects.filter(prompt__in=prompts, policy_version__in=[candidate, baseline])
+        for r in Answer.objects.filter(prompt__in=prompts, policy_version__in=[candidate, baseline])
     }
     rng = random.Random(f"{campaign.pk}:{index}")
     comparisons = []

@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from annotate.errors import ServiceError
-from annotate.models import Campaign, PolicyVersion, Response, Role, TrainingRun
+from annotate.models import Campaign, PolicyVersion, Answer, Role, TrainingRun
 from annotate.selectors import campaigns_readable_by, training_runs_for
 from annotate.services.training import (
     FINISHED,
@@ -161,16 +161,16 @@ def compare(request, campaign_id: int):
     if request.GET.get("a") is not None and (a is None or b is None):
         error = f"Choose two versions of this campaign: {', '.join(f'v{v}' for v in versions) or 'none yet'}."
     if a is not None and b is not None:
-        answered_by_b = Response.objects.filter(policy_version=b, sample_index=0).values("prompt_id")
+        answered_by_b = Answer.objects.filter(policy_version=b, sample_index=0).values("prompt_id")
         left = (
-            Response.objects.filter(policy_version=a, sample_index=0, prompt_id__in=answered_by_b)
+            Answer.objects.filter(policy_version=a, sample_index=0, prompt_id__in=answered_by_b)
             .select_related("prompt")
             .order_by("prompt_id")
         )
         page = Paginator(left, COMPARE_PAGE_SIZE).get_page(request.GET.get("page"))
         right = {
             r.prompt_id: r
-            for r in Response.objects.filter(
+            for r in Answer.objects.filter(
                 policy_version=b, sample_index=0, prompt_id__in=[r.prompt_id for r in page]
             )
         }

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from django.contrib.auth import get_user_model
 
-from annotate.models import Assignment, RewardModelVersion, Role, TrainingRun
-from annotate.services.assignments import comparison_lease_next
+from annotate.models import Lease, RewardModelVersion, Role, TrainingRun
+from annotate.services.leases import comparison_lease_next
 from annotate.services.exports import export_create
 from annotate.services.ratings import rating_create
 from tests.factories import UserFactory, open_round
@@ -63,7 +63,7 @@ def _campaign(*, label: str, annotators, admins, store, tmp: Path, staff) -> tup
         annotator=rater, comparison_id=rated.comparison_id, choice="A", strength=2, reason=reason, idempotency_key=key
     )
     held = comparison_lease_next(annotator=rater, campaign=campaign)
-    assert held is not None and held.status == Assignment.Status.LEASED
+    assert held is not None and held.status == Lease.Status.LEASED
 
     v0 = campaign.policy_versions.get(version=0)
     policy = _published(store, tmp, f"campaign-{campaign.pk}/policy-v0", {"model.safetensors": b"w" * 64})

@@ -4,8 +4,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from annotate.models import Assignment, Comparison, Rating
-from annotate.services.assignments import comparison_lease_next
+from annotate.models import Lease, Comparison, Rating
+from annotate.services.leases import comparison_lease_next
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -34,9 +34,9 @@ def test_comparison_next_leases_one_comparison_to_the_annotator(open_round, anno
     assert answer.data["response_a"] == comparison.response_a.text
     assert answer.data["response_b"] == comparison.response_b.text
     assert answer.data["prompt"] == comparison.prompt.text
-    lease = Assignment.objects.get(annotator=annotator)
+    lease = Lease.objects.get(annotator=annotator)
     assert lease.comparison_id == comparison.pk
-    assert lease.status == Assignment.Status.LEASED
+    assert lease.status == Lease.Status.LEASED
     assert lease.leased_until > timezone.now()
 
 
@@ -47,7 +47,7 @@ def test_comparison_next_returns_the_same_comparison_on_reload_while_the_lease_h
     again = annotator_client.post(next_url(open_round.campaign_id)).data
     # then
     assert again["comparison"] == first["comparison"]
-    assert Assignment.objects.count() == 1
+    assert Lease.objects.count() == 1
 
 
 def test_comparison_next_respects_overlap_k(make_open_round, make_user, api_client_for):
@@ -63,7 +63,7 @@ def test_comparison_next_respects_overlap_k(make_open_round, make_user, api_clie
     assert a.status_code == b.status_code == 200
     assert a.data["comparison"] == b.data["comparison"]
     assert c.status_code == 204
-    assert Assignment.objects.filter(comparison_id=a.data["comparison"]).count() == 2
+    assert Lease.objects.filter(comparison_id=a.data["comparison"]).count() == 2
 
 
 def test_comparison_next_gives_the_third_annotator_a_different_comparison_when_k_is_taken(
@@ -99,7 +99,7 @@ def test_comparison_next_returns_expired_leases_to_the_pool(make_open_round, ann
     round_ = make_open_round(prompts=1, overlap=1, annotators=[annotator, other_annotator])
     taken = api_client_for(annotator).post(next_url(round_.campaign_id)).data["comparison"]
     assert api_client_for(other_annotator).post(next_url(round_.campaign_id)).status_code == 204
-    Assignment.objects.filter(annotator=annotator).update(leased_until=timezone.now() - timedelta(seconds=1))
+    Lease.objects.filter(annotator=annotator).update(leased_until=timezone.now() - timedelta(seconds=1))
     # when
     answer = api_client_for(other_annotator).post(next_url(round_.campaign_id))
     # then
@@ -132,8 +132,8 @@ def test_comparison_next_skips_comparisons_that_are_full_with_ratings_and_others
     now = timezone.now()
     for c in full:
         Rating.objects.create(comparison=c, annotator=others[0], choice="tie")
-        Assignment.objects.create(comparison=c, annotator=others[0], status="done", leased_at=now, leased_until=now)
-        Assignment.objects.create(
+        Lease.objects.create(comparison=c, annotator=others[0], status="done", leased_at=now, leased_until=now)
+        Lease.objects.create(
             comparison=c, annotator=others[1], leased_at=now, leased_until=now + timedelta(minutes=5)
         )
     Comparison.objects.filter(pk__in=[c.pk for c in full]).update(rating_count=1)
@@ -151,7 +151,7 @@ def test_comparison_next_is_404_for_a_campaign_the_annotator_is_not_in(open_roun
     answer = outsider.post(next_url(open_round.campaign_id))
     # then
     assert answer.status_code == 404
-    assert Assignment.objects.count() == 0
+    assert Lease.objects.count() == 0
 
 
 def test_campaign_list_shows_an_annotator_only_their_campaigns(open_round, make_open_round, annotator_client):
@@ -167,12 +167,12 @@ def test_campaign_list_shows_an_annotator_only_their_campaigns(open_round, make_
 def test_lease_renew_extends_a_live_lease(open_round, annotator_client, annotator):
     # given
     comparison = annotator_client.post(next_url(open_round.campaign_id)).data["comparison"]
-    Assignment.objects.filter(annotator=annotator).update(leased_until=timezone.now() + timedelta(seconds=5))
+    Lease.objects.filter(annotator=annotator).update(leased_until=timezone.now() + timedelta(seconds=5))
     # when
     answer = annotator_client.post(f"/api/comparisons/{comparison}/renew/")
     # then
     assert answer.status_code == 200
-    assert Assignment.objects.get(annotator=annotator).leased_until > timezone.now() + timedelta(seconds=500)
+    assert Lease.objects.get(annotator=annotator).leased_until > timezone.now() + timedelta(seconds=500)
 
 
 def test_comparison_skip_gives_the_slot_back_and_the_annotator_never_gets_it_again(
@@ -195,7 +195,7 @@ def test_comparison_skip_without_a_reason_is_400_and_keeps_the_lease(open_round,
     comparison = annotator_client.post(next_url(open_round.campaign_id)).data["comparison"]
     answer = annotator_client.post(f"/api/comparisons/{comparison}/skip/", {"reason": "  "}, format="json")
     assert answer.status_code == 400
-    assert Assignment.objects.get(annotator=annotator).status == Assignment.Status.LEASED
+    assert Lease.objects.get(annotator=annotator).status == Lease.Status.LEASED
 
 
 def test_comparison_next_with_exclude_prefetches_a_second_lease_and_no_third(open_round, annotator_client):
@@ -208,4 +208,4 @@ def test_comparison_next_with_exclude_prefetches_a_second_lease_and_no_third(ope
     # then
     assert second.status_code == 200 and second.data["comparison"] != first
     assert third.status_code == 409
-    assert Assignment.objects.count() == 2
+    assert Lease.objects.count() == 2

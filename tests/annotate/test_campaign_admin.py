@@ -4,7 +4,7 @@ comparison, the base model locked after start, and the console pages
 (campaigns list, new, overview) with pinned query counts."""
 import pytest
 
-from annotate.models import Assignment, Campaign, Rating, Role, TrainingRun
+from annotate.models import Lease, Campaign, Rating, Role, TrainingRun
 from tests.factories import CampaignFactory, open_round, ratings_bulk_create
 
 pytestmark = pytest.mark.django_db
@@ -142,7 +142,7 @@ def test_a_paused_campaign_gives_no_work_and_says_so_until_resumed(annotator, ca
     answer = me.post(next_url(round_.campaign_id))
     assert answer.status_code == 409
     assert answer.data["error"] == "campaign_paused" and "paused" in answer.data["detail"]
-    assert not Assignment.objects.exists()
+    assert not Lease.objects.exists()
     assert campaign_admin_client.post(f"/api/campaigns/{round_.campaign_id}/resume/").data["status"] == "active"
     assert me.post(next_url(round_.campaign_id)).status_code == 200
 
@@ -167,7 +167,7 @@ def test_archive_gives_no_work_releases_leases_and_keeps_the_data(annotator, oth
     assert me.post(next_url(round_.campaign_id)).status_code == 200
     answer = campaign_admin_client.post(f"/api/campaigns/{round_.campaign_id}/archive/")
     assert answer.status_code == 200 and answer.data["status"] == "archived"
-    assert not Assignment.objects.filter(status=Assignment.Status.LEASED).exists()
+    assert not Lease.objects.filter(status=Lease.Status.LEASED).exists()
     refused = me.post(next_url(round_.campaign_id))
     assert (refused.status_code, refused.data["error"]) == (409, "campaign_archived")
     assert Rating.objects.count() == 1

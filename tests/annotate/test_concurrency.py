@@ -15,8 +15,8 @@ from django.db import connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from annotate.models import Assignment, Comparison, Rating
-from annotate.services.assignments import comparison_lease_next
+from annotate.models import Lease, Comparison, Rating
+from annotate.services.leases import comparison_lease_next
 from annotate.services.ratings import rating_create
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_eager")]
@@ -48,9 +48,9 @@ def run_threads(n: int, work) -> list:
 
 def overfull_comparisons(k: int) -> list:
     """Comparisons whose ratings plus live leases exceed k, read in one statement."""
-    live = Q(assignments__status=Assignment.Status.LEASED, assignments__leased_until__gt=timezone.now())
+    live = Q(assignments__status=Lease.Status.LEASED, assignments__leased_until__gt=timezone.now())
     return list(
-        Comparison.objects.annotate(live=Count("assignments", filter=live))
+        Comparison.objects.annotate(live=Count("leases", filter=live))
         .filter(live__gt=k - F("rating_count"))
         .values_list("pk", "rating_count", "live")
     )
@@ -116,7 +116,7 @@ def test_thirty_annotators_at_once_never_exceed_k_ratings_or_rate_twice(make_ope
     assert not Rating.objects.values("comparison", "annotator").annotate(n=Count("pk")).filter(n__gt=1).exists()
     # and at no moment more than k ratings plus live leases on a comparison
     assert overfull == []
-    assert not Assignment.objects.filter(status=Assignment.Status.LEASED).exists()
+    assert not Lease.objects.filter(status=Lease.Status.LEASED).exists()
 
 
 def test_ten_annotators_asking_for_one_comparison_at_once_get_exactly_k_leases(make_open_round, make_user):
@@ -128,7 +128,7 @@ def test_ten_annotators_asking_for_one_comparison_at_once_get_exactly_k_leases(m
     # then
     assert not [r for r in results if isinstance(r, BaseException)], results
     assert sum(r is not None for r in results) == 2
-    assert Assignment.objects.filter(status=Assignment.Status.LEASED).count() == 2
+    assert Lease.objects.filter(status=Lease.Status.LEASED).count() == 2
 
 
 def test_an_annotator_waits_for_a_comparison_another_lease_holds_locked_instead_of_getting_no_work(
@@ -164,7 +164,7 @@ def test_an_annotator_waits_for_a_comparison_another_lease_holds_locked_instead_
         timer.cancel()
     # then: it waited for the row rather than answering "no work"
     assert lease is not None and lease.comparison_id == comparison.pk
-    assert Assignment.objects.get(annotator=annotator).status == Assignment.Status.LEASED
+    assert Lease.objects.get(annotator=annotator).status == Lease.Status.LEASED
 
 
 def test_same_idempotency_key_sent_ten_times_at_once_makes_one_rating(make_open_round, annotator):
@@ -196,7 +196,7 @@ def test_two_annotators_racing_for_the_last_slot_after_an_expired_lease_make_at_
     first, second = make_user("annotator"), make_user("annotator")
     round_ = make_open_round(prompts=1, overlap=1, annotators=[first, second])
     lease = comparison_lease_next(annotator=first, campaign=round_.campaign)
-    Assignment.objects.update(leased_until=timezone.now())
+    Lease.objects.update(leased_until=timezone.now())
 
     def work(i):
         if i == 0:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from annotate.models import Comparison, Export, Prompt, Rating, Response, Role
+from annotate.models import Comparison, Export, Prompt, Rating, Answer, Role
 from annotate.services.exports import export_create
 from tests.factories import ratings_bulk_create, version_chain_rounds
 
@@ -196,8 +196,8 @@ def test_a_20k_rating_export_streams_in_memory_well_below_its_size(make_user):
     campaign, v0 = round0.campaign, round0.candidate
     prompts = Prompt.objects.bulk_create(Prompt(campaign=campaign, external_id=f"big{i}", text=f"Q{i}") for i in range(5000))
     filler = "lorem ipsum dolor sit amet " * 60  # ~1.6 kB an answer
-    answers = Response.objects.bulk_create(
-        (Response(prompt=p, policy_version=v0, sample_index=s, text=f"{s}{p.pk}{filler}") for p in prompts for s in (0, 1)),
+    answers = Answer.objects.bulk_create(
+        (Answer(prompt=p, policy_version=v0, sample_index=s, text=f"{s}{p.pk}{filler}") for p in prompts for s in (0, 1)),
         batch_size=2000,
     )
     comparisons = Comparison.objects.bulk_create(

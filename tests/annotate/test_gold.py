@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from annotate.errors import ServiceError, ValidationFailed
-from annotate.models import Comparison, Export, GoldPair, Membership, Prompt, Rating, Response, Role
+from annotate.models import Comparison, Export, GoldPair, Membership, Prompt, Rating, Answer, Role
 from annotate.selectors import (
     campaign_leaderboard,
     campaign_quality,
@@ -17,7 +17,7 @@ from annotate.selectors import (
     round_is_complete,
     round_progress,
 )
-from annotate.services.assignments import comparison_lease_next
+from annotate.services.leases import comparison_lease_next
 from annotate.services.exports import export_create
 from annotate.services.gold import gold_import, gold_window
 from annotate.services.ratings import rating_create
@@ -74,7 +74,7 @@ def test_shipped_preference_data_imports_into_the_gold_pool_once(campaign_admin_
     assert (pair.prompt.text, pair.chosen.text, pair.rejected.text) == (line["prompt"], line["chosen"], line["rejected"])
     assert pair.chosen.policy_version_id is None and pair.prompt.external_id.startswith("gold:")
     assert pair.prompt.metadata == {"source": line["source"]}
-    assert Response.objects.filter(policy_version__isnull=True).count() == 400
+    assert Answer.objects.filter(policy_version__isnull=True).count() == 400
     pool = campaign_admin_client.get(f"/api/campaigns/{campaign.pk}/gold/?limit=5")
     assert pool.status_code == 200 and pool.data["count"] == 200 and len(pool.data["pairs"]) == 5
     assert pool.data["pairs"][0]["answers"] == 0 and pool.data["pairs"][0]["accuracy"] is None
@@ -89,7 +89,7 @@ def test_gold_import_names_every_bad_line_and_writes_nothing(campaign_admin_clie
     assert answer.status_code == 400
     errors = {e["line"]: e["error"] for e in answer.data["errors"]}
     assert sorted(errors) == [3, 4] and "same text" in errors[3] and "'rejected'" in errors[4]
-    assert (GoldPair.objects.count(), Prompt.objects.count(), Response.objects.count()) == (0, 0, 0)
+    assert (GoldPair.objects.count(), Prompt.objects.count(), Answer.objects.count()) == (0, 0, 0)
 
 
 def test_gold_import_reads_csv():

@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pytest
 
-from annotate import quality
+from annotate import stats
 from annotate.models import Rating, Role
 from annotate.selectors import annotator_weights, campaign_quality, preference_rows
 from tests.factories import open_round, ratings_bulk_create, version_chain_rounds
@@ -77,10 +77,10 @@ def reliability_matrix(campaign):
 
 
 def test_ordinal_value_maps_the_scale_from_a_much_better_to_b_much_better():
-    assert [quality.ordinal_value("A", s) for s in (3, 2, 1)] == [-3, -2, -1]
-    assert quality.ordinal_value("tie", None) == 0
-    assert [quality.ordinal_value("B", s) for s in (1, 2, 3)] == [1, 2, 3]
-    assert quality.ordinal_value("both_bad", None) is None
+    assert [stats.ordinal_value("A", s) for s in (3, 2, 1)] == [-3, -2, -1]
+    assert stats.ordinal_value("tie", None) == 0
+    assert [stats.ordinal_value("B", s) for s in (1, 2, 3)] == [1, 2, 3]
+    assert stats.ordinal_value("both_bad", None) is None
 
 
 def test_krippendorff_alpha_matches_the_krippendorff_package_on_random_data_with_gaps():
@@ -94,7 +94,7 @@ def test_krippendorff_alpha_matches_the_krippendorff_package_on_random_data_with
         data[rng.random(data.shape) < 0.3] = np.nan
         units = [[v for v in data[:, j] if not np.isnan(v)] for j in range(data.shape[1])]
         # when
-        mine = quality.krippendorff_alpha_ordinal(units)
+        mine = stats.krippendorff_alpha_ordinal(units)
         # then
         assert mine == pytest.approx(krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal"), abs=1e-9)
 
@@ -118,15 +118,15 @@ def test_campaign_alpha_matches_the_krippendorff_package_with_both_bad_missing(c
 
 
 def test_alpha_is_none_when_no_comparison_has_two_ratings():
-    assert quality.krippendorff_alpha_ordinal([[1], [2], []]) is None
-    assert quality.krippendorff_alpha_ordinal([[1, 1], [1, 1]]) is None
+    assert stats.krippendorff_alpha_ordinal([[1], [2], []]) is None
+    assert stats.krippendorff_alpha_ordinal([[1, 1], [1, 1]]) is None
 
 
 def test_percent_agreement_counts_pairs_of_annotators_on_a_hand_made_example():
     # given: 3 + 1 + 1 pairs, of which 1 + 1 + 0 agree
     units = [["A", "A", "B"], ["tie", "tie"], ["both_bad", "A"], ["B"]]
     # when
-    share, pairs = quality.percent_agreement(units)
+    share, pairs = stats.percent_agreement(units)
     # then
     assert (share, pairs) == (pytest.approx(2 / 5), 5)
 
@@ -169,7 +169,7 @@ def test_dawid_skene_recovers_the_truth_better_than_a_majority_vote_of_noisy_lab
                 label = rng.choice(CHOICES)
             labels.append((item, w, label))
     # when
-    result = quality.dawid_skene(labels)
+    result = stats.dawid_skene(labels)
     # then
     consensus = result.consensus()
     accuracy = np.mean([consensus[i][0] == t for i, t in truth.items()])

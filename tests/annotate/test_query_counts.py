@@ -7,7 +7,7 @@ import uuid
 import pytest
 from django.db import connection
 
-from annotate.models import Assignment
+from annotate.models import Lease
 
 pytestmark = pytest.mark.django_db
 
@@ -45,7 +45,7 @@ def test_rating_create_query_count_is_pinned(busy_round, annotator_client, annot
     body = {"comparison": comparison, "choice": "A", "strength": 2, "idempotency_key": str(uuid.uuid4())}
     with django_assert_max_num_queries(RATING_CREATE[connection.vendor]):
         assert annotator_client.post("/api/ratings/", body, format="json").status_code == 201
-    assert Assignment.objects.get(annotator=annotator, comparison_id=comparison).status == "done"
+    assert Lease.objects.get(annotator=annotator, comparison_id=comparison).status == "done"
 
 
 def test_campaign_list_query_count_is_pinned(busy_round, make_open_round, annotator, annotator_client,

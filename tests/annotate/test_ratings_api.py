@@ -7,7 +7,7 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from annotate.models import Assignment, Comparison, Rating
+from annotate.models import Lease, Comparison, Rating
 
 pytestmark = pytest.mark.django_db
 
@@ -30,7 +30,7 @@ def snapshot() -> tuple:
     return (
         Rating.objects.count(),
         list(Comparison.objects.order_by("pk").values_list("rating_count", flat=True)),
-        list(Assignment.objects.order_by("pk").values_list("status", flat=True)),
+        list(Lease.objects.order_by("pk").values_list("status", flat=True)),
     )
 
 
@@ -45,7 +45,7 @@ def test_rating_create_stores_the_rating_and_answers_201(open_round, annotator_c
     assert (rating.annotator, rating.comparison_id, rating.choice, rating.strength) == (annotator, comparison, "B", 3)
     assert rating.reason == "more accurate" and rating.time_on_task_ms == 4200
     assert Comparison.objects.get(pk=comparison).rating_count == 1
-    assert Assignment.objects.get(annotator=annotator).status == Assignment.Status.DONE
+    assert Lease.objects.get(annotator=annotator).status == Lease.Status.DONE
 
 
 def test_rating_create_with_the_same_idempotency_key_twice_makes_one_rating(open_round, annotator_client):
@@ -95,7 +95,7 @@ def test_rating_create_after_lease_expiry_is_accepted_while_a_slot_is_free(make_
     round_ = make_open_round(prompts=1, overlap=1, annotators=[annotator])
     client = api_client_for(annotator)
     comparison = lease(client, round_.campaign_id)
-    Assignment.objects.update(leased_until=timezone.now() - timedelta(minutes=1))
+    Lease.objects.update(leased_until=timezone.now() - timedelta(minutes=1))
     # when
     answer = rate(client, comparison)
     # then
@@ -110,7 +110,7 @@ def test_rating_create_after_lease_expiry_is_409_when_someone_else_took_the_last
     round_ = make_open_round(prompts=1, overlap=1, annotators=[annotator, other_annotator])
     me, other = api_client_for(annotator), api_client_for(other_annotator)
     comparison = lease(me, round_.campaign_id)
-    Assignment.objects.update(leased_until=timezone.now() - timedelta(minutes=1))
+    Lease.objects.update(leased_until=timezone.now() - timedelta(minutes=1))
     assert lease(other, round_.campaign_id) == comparison
     before = snapshot()
     # when
@@ -130,7 +130,7 @@ def test_rating_create_after_lease_expiry_is_409_when_the_comparison_filled_up_m
     round_ = make_open_round(prompts=1, overlap=1, annotators=[annotator, other_annotator])
     me, other = api_client_for(annotator), api_client_for(other_annotator)
     comparison = lease(me, round_.campaign_id)
-    Assignment.objects.filter(annotator=annotator).update(leased_until=timezone.now() - timedelta(minutes=1))
+    Lease.objects.filter(annotator=annotator).update(leased_until=timezone.now() - timedelta(minutes=1))
     lease(other, round_.campaign_id)
     assert rate(other, comparison).status_code == 201
     before = snapshot()

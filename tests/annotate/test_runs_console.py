@@ -12,7 +12,7 @@ from django.core.management import CommandError, call_command
 from django.http import StreamingHttpResponse
 
 from annotate.errors import Conflict, ValidationFailed
-from annotate.models import Assignment, PolicyVersion, Response, RewardModelVersion, Round, TrainingRun
+from annotate.models import Lease, PolicyVersion, Answer, RewardModelVersion, Round, TrainingRun
 from annotate.services.ratings import rating_create
 from annotate.services.training import (
     training_run_cancel,
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def trained_round(open_round, annotator):
     comparison = open_round.comparisons.order_by("pk").first()
-    Assignment.objects.create(
+    Lease.objects.create(
         comparison=comparison, annotator=annotator, leased_at=open_round.opened_at, leased_until="2999-01-01T00:00Z"
     )
     rating_create(annotator=annotator, comparison_id=comparison.pk, choice="A", strength=2, idempotency_key=uuid.uuid4())
@@ -401,6 +401,6 @@ def test_compare_page_shows_both_answers_side_by_side_paginated(ml_engineer, cli
 def test_compare_page_escapes_answers(ml_engineer, client):
     client.force_login(ml_engineer)
     campaign = version_chain_rounds(versions=2, prompts=1)[0].campaign
-    Response.objects.filter(policy_version__version=1).update(text="<script>alert(1)</script>")
+    Answer.objects.filter(policy_version__version=1).update(text="<script>alert(1)</script>")
     html = client.get(f"/console/campaigns/{campaign.pk}/compare/?a=0&b=1").content.decode()
     assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)" in html

@@ -10,7 +10,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
-from annotate.models import Assignment, Campaign, Membership, Rating, Role
+from annotate.models import Lease, Campaign, Membership, Rating, Role
 from annotate.selectors import campaign_quality
 from annotate.services.gold import gold_import
 from annotate.services.rounds import round_open
@@ -212,7 +212,7 @@ def test_raters_rate_every_comparison_through_the_api_as_the_preference_says():
         short_side = "A" if len(r.comparison.response_a.text) < len(r.comparison.response_b.text) else "B"
         assert (r.choice, r.strength) == (short_side, 3)
         assert r.annotator.username.startswith(f"sim-c{campaign.pk}-")
-    assert Assignment.objects.filter(status="done").count() == 18
+    assert Lease.objects.filter(status="done").count() == 18
     assert len(set(ratings.values_list("idempotency_key", flat=True))) == 18
 
 
@@ -239,7 +239,7 @@ def test_a_comparison_the_judge_cannot_judge_is_skipped_with_the_reason():
     result = Simulation(campaign_id=campaign.pk, config=config, accounts=accounts, make_client=InProcessClient,
                         judge=BrokenJudge(preference_parse("reward:/x"))).run(until_round=None)
     assert (result.ratings, result.skips) == (0, 3)
-    reasons = set(Assignment.objects.values_list("skip_reason", flat=True))
+    reasons = set(Lease.objects.values_list("skip_reason", flat=True))
     assert reasons == {"simulated rater could not judge it: reward model out of memory"}
 
 
@@ -449,7 +449,7 @@ def open_next_round(campaign, index: int):
     new = PolicyVersionFactory(campaign=campaign, version=index, parent=previous)
     for prompt in round_prompts(campaign=campaign, index=index):
         ResponseFactory(prompt=prompt, policy_version=new, sample_index=0, text="Short.")
-        if not previous.responses.filter(prompt=prompt, sample_index=0).exists():
+        if not previous.answers.filter(prompt=prompt, sample_index=0).exists():
             ResponseFactory(prompt=prompt, policy_version=previous, sample_index=0, text=LONG)
     return round_open(campaign=campaign, index=index, candidate=new, baseline=previous)
 

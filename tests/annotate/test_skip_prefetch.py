@@ -4,8 +4,8 @@ import uuid
 
 import pytest
 
-from annotate.models import Assignment, Rating
-from annotate.services.assignments import MAX_LIVE_LEASES, assignment_skip
+from annotate.models import Lease, Rating
+from annotate.services.leases import MAX_LIVE_LEASES, lease_skip
 
 pytestmark = pytest.mark.django_db
 
@@ -27,7 +27,7 @@ def test_comparison_next_with_exclude_leases_a_second_comparison_for_the_page_to
     assert answer.status_code == 200
     second = answer.data["comparison"]
     assert second != first
-    assert Assignment.objects.filter(annotator=annotator_client.user, status="leased").count() == 2
+    assert Lease.objects.filter(annotator=annotator_client.user, status="leased").count() == 2
     # and asking again without exclude still gives the first (a reload shows it)
     assert annotator_client.post(next_url(open_round.campaign_id)).data["comparison"] == first
     # and asking with exclude again gives the same second one, not a third lease
@@ -43,7 +43,7 @@ def test_comparison_next_refuses_a_third_live_lease(open_round, annotator_client
     # then
     assert answer.status_code == 409
     assert f"already hold {MAX_LIVE_LEASES} comparisons" in answer.data["detail"]
-    assert Assignment.objects.filter(annotator=annotator_client.user).count() == 2
+    assert Lease.objects.filter(annotator=annotator_client.user).count() == 2
 
 
 def test_comparison_next_after_a_rating_leases_a_new_one_beside_the_prefetched(open_round, annotator_client):
@@ -88,7 +88,7 @@ def test_skip_releases_the_lease_stores_the_reason_and_the_annotator_never_gets_
     # then
     assert answer.status_code == 200
     assert answer.data == {"comparison": first, "status": "released", "skip_reason": "I can't judge this topic"}
-    assignment = Assignment.objects.get(annotator=annotator_client.user, comparison_id=first)
+    assignment = Lease.objects.get(annotator=annotator_client.user, comparison_id=first)
     assert (assignment.status, assignment.skip_reason) == ("released", "I can't judge this topic")
     seen = set()
     while (nxt := annotator_client.post(next_url(open_round.campaign_id))).status_code == 200:
@@ -111,7 +111,7 @@ def test_skip_needs_a_reason(open_round, annotator_client):
     answer = annotator_client.post(skip_url(first), {"reason": "   "}, format="json")
     assert answer.status_code == 400
     assert "Say why you skip" in answer.data["detail"]
-    assert Assignment.objects.get(annotator=annotator_client.user, comparison_id=first).status == "leased"
+    assert Lease.objects.get(annotator=annotator_client.user, comparison_id=first).status == "leased"
 
 
 def test_skip_of_a_comparison_you_do_not_hold_is_a_409_that_says_so(open_round, annotator_client):
@@ -135,7 +135,7 @@ def test_skip_after_rating_is_refused_and_the_rating_stays(open_round, annotator
 
 def test_skip_twice_is_refused_the_second_time(open_round, annotator, annotator_client):
     first = annotator_client.post(next_url(open_round.campaign_id)).data["comparison"]
-    assignment_skip(annotator=annotator, comparison_id=first, reason="unclear")
+    lease_skip(annotator=annotator, comparison_id=first, reason="unclear")
     answer = annotator_client.post(skip_url(first), {"reason": "unclear"}, format="json")
     assert answer.status_code == 409
     assert "already given back" in answer.data["detail"]

@@ -8,7 +8,7 @@ import pytest
 from django.test import override_settings
 
 from annotate.errors import Conflict
-from annotate.models import Assignment, Rating, Round, TrainingRun
+from annotate.models import Lease, Rating, Round, TrainingRun
 from annotate.services.ratings import rating_create
 from annotate.services.rounds import round_progress_check
 from annotate.services.training import (
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.django_db
 def rated(round_, annotator, choice="A"):
     """Have `annotator` rate the first comparison of the round."""
     comparison = round_.comparisons.order_by("pk").first()
-    Assignment.objects.create(
+    Lease.objects.create(
         comparison=comparison, annotator=annotator, leased_at=round_.opened_at, leased_until="2999-01-01T00:00Z"
     )
     rating, _ = rating_create(

@@ -5,7 +5,7 @@ import json
 
 from playwright.sync_api import expect
 
-from annotate.models import Assignment, Rating
+from annotate.models import Lease, Rating
 from tests.browser.conftest import PASSWORD, SCREENSHOTS, rate_url, wait_for_comparison, wait_until
 
 
@@ -97,10 +97,10 @@ def test_a_reload_shows_the_same_comparison_while_the_lease_holds(page, live_ser
     page.goto(rate_url(live_server, campaign))
     first = wait_for_comparison(page)
     # let the prefetch (a second lease) happen before reloading
-    wait_until(page, lambda: Assignment.objects.filter(annotator=user, status="leased").count() == 2, what="prefetch")
+    wait_until(page, lambda: Lease.objects.filter(annotator=user, status="leased").count() == 2, what="prefetch")
     page.reload()
     assert wait_for_comparison(page) == first
-    assert Assignment.objects.filter(annotator=user, status="leased").count() == 2  # nothing new leased
+    assert Lease.objects.filter(annotator=user, status="leased").count() == 2  # nothing new leased
 
 
 def test_skip_with_a_reason_by_keyboard_gives_the_comparison_back(page, live_server, logged_in):
@@ -113,7 +113,7 @@ def test_skip_with_a_reason_by_keyboard_gives_the_comparison_back(page, live_ser
     page.keyboard.press("Enter")
     wait_for_comparison(page, other_than=first)
     skipped = wait_until(
-        page, lambda: Assignment.objects.filter(annotator=user, comparison_id=first, status="released").first(),
+        page, lambda: Lease.objects.filter(annotator=user, comparison_id=first, status="released").first(),
         what="the skip stored",
     )
     assert skipped.skip_reason == "The prompt is unclear or broken"

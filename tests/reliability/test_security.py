@@ -11,7 +11,7 @@ import pytest
 from django.core.cache import cache
 from django.test import Client
 
-from annotate.models import Assignment, Rating
+from annotate.models import Lease, Rating
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,7 +68,7 @@ def test_session_authenticated_rating_needs_the_csrf_token(open_round, annotator
     assert refused.status_code == 403, refused.content
     assert "CSRF" in refused.content.decode()
     assert Rating.objects.count() == 0
-    assert not Assignment.objects.filter(status=Assignment.Status.DONE).exists()
+    assert not Lease.objects.filter(status=Lease.Status.DONE).exists()
 
     accepted = client.post("/api/ratings/", body, content_type="application/json", HTTP_X_CSRFTOKEN=token)
     assert accepted.status_code == 201, accepted.content

@@ -7,7 +7,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from annotate.errors import Conflict, ValidationFailed
-from annotate.models import Assignment, Campaign, Comparison, Membership, Round
+from annotate.models import Lease, Campaign, Comparison, Membership, Round
 from annotate.selectors import campaign_visibility_sql
 from annotate.services.memberships import membership_daily_limit_check, membership_work_check
 
@@ -25,7 +25,7 @@ MAX_LIVE_LEASES = 2
 # statement is also a round trip that costs CPU on both sides, so the lease
 # takes as few as its locking allows: one read, the locking search, and the
 # recheck and write together.
-_C, _A = Comparison._meta.db_table, Assignment._meta.db_table
+_C, _A = Comparison._meta.db_table, Lease._meta.db_table
 # Live leases (leased, not expired) other annotators hold on comparison c
 # (params: leased status, now, the annotator's id; services/ratings.py too).
 LIVE_BY_OTHERS_SQL = (
@@ -78,7 +78,7 @@ def _lease_start(
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [annotator.pk, campaign_id, Round.Status.COLLECTING, annotator.pk,
-                             Assignment.Status.LEASED, _db_now(now), campaign_id, *params])
+                             Lease.Status.LEASED, _db_now(now), campaign_id, *params])
         rows = cursor.fetchall()
     if not rows:
         return None
@@ -118,8 +118,8 @@ def _lease_candidate(
         f" AND {LIVE_BY_OTHERS_SQL} < %s - c.rating_count"
         " ORDER BY c.rating_count DESC, c.id LIMIT 1"
     )
-    params += [annotator.pk, Assignment.Status.DONE, Assignment.Status.RELEASED,
-               Assignment.Status.LEASED, _db_now(now), annotator.pk, k]
+    params += [annotator.pk, Lease.Status.DONE, Lease.Status.RELEASED,
+               Lease.Status.LEASED, _db_now(now), annotator.pk, k]
     if lock and connection.features.has_select_for_update_skip_locked:
         sql += " FOR UPDATE OF c SKIP LOCKED"
     with connection.cursor() as cursor:
@@ -128,7 +128,7 @@ def _lease_candidate(
     return row[0] if row else None
 
 
-def _lease_insert(*, comparison_id: int, annotator: User, k: int, now, until) -> Assignment | None:
+def _lease_insert(*, comparison_id: int, annotator: User, k: int, now, until) -> Lease | None:
     """Lease the comparison, whose row this transaction holds locked, if it
     still has a free slot; None if it has none. The recheck and the write
     are one statement: it starts after the lock was taken, so it counts the
@@ -144,13 +144,13 @@ def _lease_insert(*, comparison_id: int, annotator: User, k: int, now, until) ->
         " leased_at = EXCLUDED.leased_at, leased_until = EXCLUDED.leased_until RETURNING id"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [annotator.pk, Assignment.Status.LEASED, _db_now(now), _db_now(until), comparison_id,
-                             Assignment.Status.LEASED, _db_now(now), annotator.pk, k])
+        cursor.execute(sql, [annotator.pk, Lease.Status.LEASED, _db_now(now), _db_now(until), comparison_id,
+                             Lease.Status.LEASED, _db_now(now), annotator.pk, k])
         row = cursor.fetchone()
     if row is None:
         return None
-    assignment = Assignment(id=row[0], comparison_id=comparison_id, annotator=annotator,
-                            status=Assignment.Status.LEASED, leased_at=now, leased_until=until)
+    assignment = Lease(id=row[0], comparison_id=comparison_id, annotator=annotator,
+                            status=Lease.Status.LEASED, leased_at=now, leased_until=until)
     assignment._state.adding, assignment._state.db = False, connection.alias  # a row written, not a new one
     return assignment
 
@@ -165,7 +165,7 @@ class _WaitFor(Exception):
         self.comparison_id = comparison_id
 
 
-def comparison_lease_next(*, annotator: User, campaign: Campaign, exclude: Collection[int] = ()) -> Assignment | None:
+def comparison_lease_next(*, annotator: User, campaign: Campaign, exclude: Collection[int] = ()) -> Lease | None:
     """Lease the next comparison of the campaign's open round to this annotator.
 
     A comparison never has more than k ratings plus live leases, and an
@@ -189,7 +189,7 @@ def comparison_lease_next(*, annotator: User, campaign: Campaign, exclude: Colle
 
 def comparison_lease_next_visible(
     *, annotator: User, campaign_id: int, exclude: Collection[int] = ()
-) -> tuple[Campaign, Assignment | None] | None:
+) -> tuple[Campaign, Lease | None] | None:
     """comparison_lease_next for the next API: the campaign given by id, read
     in the lease's first statement with the annotator's pool row, if the
     annotator sees it (selectors.campaigns_visible_to); None if not, which
@@ -199,7 +199,7 @@ def comparison_lease_next_visible(
                                      exclude={int(pk) for pk in exclude})
 
 
-def _comparison_lease_or_wait(**kwargs) -> tuple[Campaign, Assignment | None] | None:
+def _comparison_lease_or_wait(**kwargs) -> tuple[Campaign, Lease | None] | None:
     try:
         return _comparison_lease(**kwargs, wait_for=None)
     except _WaitFor as wait:
@@ -211,7 +211,7 @@ def _comparison_lease_or_wait(**kwargs) -> tuple[Campaign, Assignment | None] | 
 @transaction.atomic
 def _comparison_lease(
     *, annotator: User, campaign_id: int, visible_only: bool, exclude: set[int], wait_for: int | None
-) -> tuple[Campaign, Assignment | None] | None:
+) -> tuple[Campaign, Lease | None] | None:
     now = timezone.now()
     start = _lease_start(annotator=annotator, campaign_id=campaign_id, visible_only=visible_only, now=now)
     if start is None:
@@ -224,7 +224,7 @@ def _comparison_lease(
         return campaign, None
     mine = next(((pk, cid) for pk, cid in mine_live if cid not in exclude), None)
     if mine is not None:
-        return campaign, Assignment.objects.get(pk=mine[0])
+        return campaign, Lease.objects.get(pk=mine[0])
     held = len(mine_live)
     if exclude and held >= MAX_LIVE_LEASES:
         raise Conflict(
@@ -274,17 +274,17 @@ def _comparison_lease(
 
 
 @transaction.atomic
-def assignment_renew(*, annotator: User, comparison_id: int) -> Assignment:
+def lease_renew(*, annotator: User, comparison_id: int) -> Lease:
     """Extend a live lease by the campaign's TTL (the page calls this while the
     annotator is active)."""
     now = timezone.now()
     assignment = (
-        Assignment.objects.select_for_update()
+        Lease.objects.select_for_update()
         .select_related("comparison__round__campaign")
         .filter(annotator=annotator, comparison_id=comparison_id)
         .first()
     )
-    if assignment is None or assignment.status != Assignment.Status.LEASED:
+    if assignment is None or assignment.status != Lease.Status.LEASED:
         raise Conflict("You hold no lease on this comparison; ask for the next one.")
     if assignment.leased_until <= now:
         raise Conflict("Your lease on this comparison expired and may have gone to someone else.")
@@ -294,7 +294,7 @@ def assignment_renew(*, annotator: User, comparison_id: int) -> Assignment:
 
 
 @transaction.atomic
-def assignment_skip(*, annotator: User, comparison_id: int, reason: str) -> Assignment:
+def lease_skip(*, annotator: User, comparison_id: int, reason: str) -> Lease:
     """Give a leased comparison back unrated, saying why. The slot returns to
     the pool at once and this annotator never gets the comparison again."""
     reason = reason.strip()
@@ -305,15 +305,15 @@ def assignment_skip(*, annotator: User, comparison_id: int, reason: str) -> Assi
     # FOR UPDATE: a rating of the same comparison sent at the same moment
     # either lands first (and the skip is refused) or finds the lease released.
     assignment = (
-        Assignment.objects.select_for_update().filter(annotator=annotator, comparison_id=comparison_id).first()
+        Lease.objects.select_for_update().filter(annotator=annotator, comparison_id=comparison_id).first()
     )
     if assignment is None:
         raise Conflict(f"You hold no lease on comparison {comparison_id}, so there is nothing to skip.")
-    if assignment.status == Assignment.Status.DONE:
+    if assignment.status == Lease.Status.DONE:
         raise Conflict(f"You already rated comparison {comparison_id}; a rating cannot be skipped.")
-    if assignment.status == Assignment.Status.RELEASED:
+    if assignment.status == Lease.Status.RELEASED:
         raise Conflict(f"Comparison {comparison_id} was already given back (skipped or expired).")
-    assignment.status = Assignment.Status.RELEASED
+    assignment.status = Lease.Status.RELEASED
     assignment.skip_reason = reason
     assignment.save(update_fields=["status", "skip_reason"])
     return assignment
