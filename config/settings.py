@@ -18,8 +18,11 @@ def _bool(name: str, default: bool) -> bool:
     return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
 
 
-DEBUG = _bool("DJANGO_DEBUG", True)
-# The embedded default is for one machine; production sets its own key.
+# Off unless asked for: a server started without DJANGO_DEBUG must not show
+# tracebacks and settings to whoever reaches it. `make run` and the test suite
+# (config/settings_test.py) turn it on for development.
+DEBUG = _bool("DJANGO_DEBUG", False)
+# Development only (DEBUG on); with DEBUG off a real key is required below.
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "dev-only-insecure-key-change-me")
 ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",")
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
@@ -34,8 +37,9 @@ if not DEBUG:
 
     if len(SECRET_KEY) < 50 or SECRET_KEY.startswith("dev-only-"):
         raise ImproperlyConfigured(
-            "DJANGO_DEBUG is off: set DJANGO_SECRET_KEY to a random value of 50 or more characters "
-            "(python -c 'import secrets; print(secrets.token_urlsafe(50))')."
+            "DJANGO_DEBUG is off (the default): set DJANGO_SECRET_KEY to a random value of 50 or more characters "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(50))'), or, for development on your own "
+            "machine, DJANGO_DEBUG=1 (make run sets it)."
         )
     _secure_ssl = _bool("DJANGO_SECURE_SSL", True)
     SECURE_SSL_REDIRECT = _secure_ssl

@@ -1,15 +1,7 @@
 // Console campaign pages: the instructions' live markdown preview (rendered
-// as the rating page renders them: marked, then DOMPurify) and a confirm step
+// as the rating page renders them: markdown.js) and a confirm step
 // on forms that cannot be undone (data-confirm).
-import { marked } from "./vendor/marked-18.2.1.esm.js";
-
-function markdown(text) {
-  const html = marked.parse(text || "", { gfm: true, breaks: false, async: false });
-  return window.DOMPurify.sanitize(html, {
-    FORBID_TAGS: ["img", "style", "form", "input", "button", "textarea", "select", "iframe", "video", "audio"],
-    FORBID_ATTR: ["style"],
-  });
-}
+import { markdown } from "./markdown.js";
 
 const source = document.getElementById("id_instructions");
 const preview = document.getElementById("instructions-preview");

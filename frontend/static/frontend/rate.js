@@ -11,7 +11,7 @@
 //   before moving on.
 // - Time on task counts only while the page is visible.
 // Blind: the API sends no model names, and nothing here shows any.
-import { marked } from "./vendor/marked-18.2.1.esm.js";
+import { markdown } from "./markdown.js";
 
 const config = JSON.parse(document.getElementById("rate-config").textContent);
 const $ = (id) => document.getElementById(id);
@@ -58,15 +58,6 @@ function errorText(data, status) {
   if (data && typeof data.detail === "string") return data.detail;
   if (data && typeof data === "object") return Object.entries(data).map(([k, v]) => `${k}: ${v}`).join("; ");
   return `the server answered ${status}`;
-}
-
-function markdown(text) {
-  const html = marked.parse(text || "", { gfm: true, breaks: false, async: false });
-  return window.DOMPurify.sanitize(html, {
-    // No requests to other hosts from model output, nothing that looks like a control.
-    FORBID_TAGS: ["img", "style", "form", "input", "button", "textarea", "select", "iframe", "video", "audio"],
-    FORBID_ATTR: ["style"],
-  });
 }
 
 function escapeHtml(s) {
@@ -543,5 +534,5 @@ async function start() {
   else showNotice(`Could not get a comparison: ${r.error}`, true);
 }
 
-// DOMPurify loads as a classic deferred script; it has run before this module.
+// DOMPurify (markdown.js) loads as a classic deferred script; it has run before this module.
 start();
