@@ -11,6 +11,11 @@
 //   before moving on.
 // - Time on task counts only while the page is visible.
 // Blind: the API sends no model names, and nothing here shows any.
+//
+// One file, since its parts (counters, outbox, time on task, leases,
+// prefetch, keys) share one state: the comparison on screen and the one
+// leased behind it. What shares none of it lives in api.js and markdown.js.
+import { api, errorText, escapeHtml, serverOffsetMs, uuid4 } from "./api.js";
 import { markdown } from "./markdown.js";
 
 const config = JSON.parse(document.getElementById("rate-config").textContent);
@@ -21,48 +26,6 @@ const OUTBOX_KEY = `ratchet.outbox.v1.${config.user}.${config.campaign}`;
 const TIME_KEY = `ratchet.time.v1.${config.user}`;
 const ACTIVE_WINDOW_MS = 60_000; // input within the last minute = active
 window.__ratchetTimings = []; // ms from submit key press to the next comparison painted (bench/)
-
-// --- small helpers ----------------------------------------------------------
-function uuid4() {
-  const b = crypto.getRandomValues(new Uint8Array(16)); // randomUUID needs a secure context
-  b[6] = (b[6] & 0x0f) | 0x40;
-  b[8] = (b[8] & 0x3f) | 0x80;
-  const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-}
-
-function csrfToken() {
-  const m = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
-  return m ? decodeURIComponent(m[1]) : "";
-}
-
-let serverOffsetMs = 0; // server clock - local clock, from the Date header
-
-async function api(path, body) {
-  const resp = await fetch(path, {
-    method: "POST",
-    credentials: "same-origin",
-    headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken(), Accept: "application/json" },
-    body: JSON.stringify(body ?? {}),
-  });
-  const date = Date.parse(resp.headers.get("Date") || "");
-  if (!Number.isNaN(date)) serverOffsetMs = date - Date.now();
-  let data = null;
-  if (resp.status !== 204) {
-    try { data = await resp.json(); } catch { data = null; }
-  }
-  return { status: resp.status, data };
-}
-
-function errorText(data, status) {
-  if (data && typeof data.detail === "string") return data.detail;
-  if (data && typeof data === "object") return Object.entries(data).map(([k, v]) => `${k}: ${v}`).join("; ");
-  return `the server answered ${status}`;
-}
-
-function escapeHtml(s) {
-  return String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
-}
 
 function promptHtml(item) {
   if (Array.isArray(item.prompt_turns) && item.prompt_turns.length) {
@@ -81,8 +44,8 @@ function prepare(data) {
   return {
     data,
     html: { prompt: promptHtml(data), a: markdown(data.response_a), b: markdown(data.response_b) },
-    leaseEnd: Date.parse(data.leased_until) - serverOffsetMs, // local clock
-    leaseTtl: Math.max(30_000, Date.parse(data.leased_until) - (Date.now() + serverOffsetMs)),
+    leaseEnd: Date.parse(data.leased_until) - serverOffsetMs(), // local clock
+    leaseTtl: Math.max(30_000, Date.parse(data.leased_until) - (Date.now() + serverOffsetMs())),
     leaseLost: false,
     key: uuid4(),
   };
@@ -223,7 +186,7 @@ async function renew(item) {
   try {
     const { status, data } = await api(`/api/comparisons/${item.data.comparison}/renew/`);
     if (status === 200) {
-      item.leaseEnd = Date.parse(data.leased_until) - serverOffsetMs;
+      item.leaseEnd = Date.parse(data.leased_until) - serverOffsetMs();
       item.leaseLost = false;
       return true;
     }
