@@ -24,7 +24,9 @@ def task_named(name: str) -> Task:
     the services, so a service importing a task back would close a ring. The
     name is the message contract (<module>.<function>, as in
     CELERY_TASK_ROUTES). A process that has not loaded the installed apps'
-    tasks.py modules (the web process) loads them the first time."""
+    tasks.py modules (the web process) imports them the first time; only
+    them: the worker's way (loader.import_default_modules) would also set
+    Django up again, resetting its logging, and run the system checks."""
     if name not in app.tasks:
-        app.loader.import_default_modules()
+        app.autodiscover_tasks(force=True)
     return app.tasks[name]
