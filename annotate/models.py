@@ -151,7 +151,8 @@ class TrainingRun(models.Model):
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     attempts = models.PositiveSmallIntegerField(default=0, help_text="tries of the current stage")
     progress = models.FloatField(default=0.0, help_text="0..1 within the current stage")
-    # {stage: {"status", "started_at", "finished_at", "seconds", "attempts", "outputs"}}
+    # {stage name: record}, each record an annotate.training.stages.StageRecord
+    # (the keys and what each records); written only through its helpers there.
     stages = models.JSONField(default=dict, blank=True)
     # Latest value of each metric name, and the history [{"stage", "step", "name": value...}].
     metrics = models.JSONField(default=dict, blank=True)

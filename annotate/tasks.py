@@ -1,5 +1,7 @@
-"""Celery tasks: ids in, one service call, nothing else. Nothing heavy is
-imported at module level: the web process imports this module to enqueue."""
+"""Celery tasks: ids in, one service call, nothing else. Senders name these
+tasks (config.celery.task_named) instead of importing them, and nothing is
+imported at module level but the Celery app: the services are imported inside
+each task, and the gpu worker's stage code only in training_stage_task."""
 from celery import shared_task
 
 from config.celery import Queue
@@ -17,7 +19,7 @@ def training_stage_task(self, *, run_id: int, stage: str) -> None:
     next try is a new message, queued by training_stage_fail like any other
     stage message (its id recorded, so cancel can revoke it).
     """
-    from annotate.pipeline import training_stage_execute  # torch: worker only
+    from annotate.training.executor import training_stage_execute  # the ML side: gpu worker only
 
     training_stage_execute(run_id=run_id, stage=stage, task_id=self.request.id)
 
@@ -38,7 +40,7 @@ def training_runs_requeue_stale_task() -> None:
     attempt cap holds."""
     from django.conf import settings
 
-    from annotate.services.training import training_runs_requeue_stale
+    from annotate.training.recovery import training_runs_requeue_stale
 
     training_runs_requeue_stale(stale_after_s=settings.TRAINING_STALE_AFTER_S)
 
@@ -77,6 +79,6 @@ def store_leftovers_sweep_task() -> None:
     folder still held or recently changed is left alone."""
     from django.conf import settings
 
-    from annotate.services.training import store_leftovers_sweep
+    from annotate.training.recovery import store_leftovers_sweep
 
     store_leftovers_sweep(older_than_s=settings.STORE_LEFTOVER_AGE_S)

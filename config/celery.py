@@ -3,7 +3,7 @@
 import os
 from enum import StrEnum
 
-from celery import Celery
+from celery import Celery, Task
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -16,3 +16,17 @@ class Queue(StrEnum):
 app = Celery("ratchet")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+def task_named(name: str) -> Task:
+    """The task registered under `name`, for code that sends its messages.
+    Senders name a task instead of importing it: annotate/tasks.py imports
+    the services, so a service importing a task back would close a ring. The
+    name is the message contract (<module>.<function>, as in
+    CELERY_TASK_ROUTES). A process that has not loaded the installed apps'
+    tasks.py modules (the web process) imports them the first time; only
+    them: the worker's way (loader.import_default_modules) would also set
+    Django up again, resetting its logging, and run the system checks."""
+    if name not in app.tasks:
+        app.autodiscover_tasks(force=True)
+    return app.tasks[name]

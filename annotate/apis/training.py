@@ -12,7 +12,7 @@ from annotate.downloads import IntegrityError, folder_zip_verified
 from annotate.errors import Conflict, NotFound
 from annotate.models import PolicyVersion, RewardModelVersion, TrainingRun
 from annotate.selectors import campaigns_readable_by
-from annotate.services.training import training_run_cancel, training_run_start
+from annotate.training.runs import training_run_cancel, training_run_start
 
 
 class TrainingRunOutputSerializer(serializers.ModelSerializer):

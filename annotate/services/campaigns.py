@@ -5,7 +5,8 @@ from django.db import transaction
 from annotate.errors import Conflict, NotFound, ValidationFailed
 from annotate.models import Lease, Campaign, Role, TrainingRun
 from annotate.services.memberships import memberships_add
-from annotate.services.training import training_config_validate, training_run_enqueue
+from annotate.training.queue import training_run_enqueue
+from annotate.training.runs import training_config_validate
 
 User = get_user_model()
 

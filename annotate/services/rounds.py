@@ -8,8 +8,12 @@ from annotate.errors import Conflict
 from annotate.models import Campaign, Comparison, PolicyVersion, Prompt, Answer, Round, TrainingRun
 from annotate.selectors import round_is_complete
 from annotate.services.gold import gold_comparisons_for_round
+from annotate.training.runs import training_run_start
+from config.celery import task_named
 
 log = logging.getLogger(__name__)
+
+ROUND_PROGRESS_CHECK_TASK = "annotate.tasks.round_progress_check_task"  # kwargs: round_id
 
 
 def round_prompts(*, campaign: Campaign, index: int) -> list[Prompt]:
@@ -86,8 +90,6 @@ def _comparisons_analyze() -> None:
 def round_progress_check(*, round_id: int) -> TrainingRun | None:
     """Start training when the round has every rating it wants and the
     campaign trains by itself. Safe to run any number of times."""
-    from annotate.services.training import training_run_start
-
     round_ = Round.objects.select_related("campaign").get(pk=round_id)
     campaign = round_.campaign
     if round_.status != Round.Status.COLLECTING or not campaign.auto_train:
@@ -116,8 +118,6 @@ def round_progress_check_enqueue(*, round_id: int, overlap: int | None = None) -
     most filled comparisons don't complete their round. Run after the
     commit, so of ratings that fill the last comparisons at the same moment
     the one committed last sees them all and queues the check."""
-    from annotate.tasks import round_progress_check_task
-
     if overlap is not None:
         # SQL: a third of all ratings (k = 3) fill a comparison and run this;
         # as a queryset it cost five times what the statement does (bench/load.py).
@@ -130,7 +130,7 @@ def round_progress_check_enqueue(*, round_id: int, overlap: int | None = None) -
             if cursor.fetchone() is not None:
                 return
     try:
-        round_progress_check_task.delay(round_id=round_id)
+        task_named(ROUND_PROGRESS_CHECK_TASK).delay(round_id=round_id)
     except Exception as exc:  # kombu's OperationalError and whatever the transport raises
         log.warning(
             "round %s: could not queue its progress check (%s: %s); the beat sweep will run it",

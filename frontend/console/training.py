@@ -14,12 +14,8 @@ from django.views.decorators.http import require_POST
 from annotate.errors import ServiceError
 from annotate.models import Campaign, PolicyVersion, Answer, Role, TrainingRun
 from annotate.selectors import campaigns_readable_by, training_runs_for
-from annotate.services.training import (
-    FINISHED,
-    STAGES,
-    training_run_cancel,
-    training_run_start,
-)
+from annotate.training.runs import training_run_cancel, training_run_start
+from annotate.training.stages import FINISHED, STAGES
 from frontend.console.access import console_view
 
 PAGE_SIZE = 50

@@ -1,7 +1,7 @@
 """Issue 5, visible side: cancelling a run (service, API, the Reporter that
 stops a running stage), `manage.py train`, checkpoint and dataset downloads
 as verified zips, and the console's runs, run, lineage and compare pages.
-No ML runs here: stages are faked by calling the pipeline's bookkeeping."""
+No ML runs here: stages are faked by calling the stage bookkeeping."""
 import io
 import json
 import uuid
@@ -14,13 +14,8 @@ from django.http import StreamingHttpResponse
 from annotate.errors import Conflict, ValidationFailed
 from annotate.models import Lease, PolicyVersion, Answer, RewardModelVersion, Round, TrainingRun
 from annotate.services.ratings import rating_create
-from annotate.services.training import (
-    training_run_cancel,
-    training_run_start,
-    training_stage_begin,
-    training_stage_fail,
-    training_stage_succeed,
-)
+from annotate.training.bookkeeping import training_stage_begin, training_stage_fail, training_stage_succeed
+from annotate.training.runs import training_run_cancel, training_run_start
 from tests.factories import PolicyVersionFactory, ResponseFactory, version_chain_rounds
 
 pytestmark = pytest.mark.django_db
@@ -102,7 +97,7 @@ def test_a_stage_that_finishes_after_cancel_neither_advances_nor_retries(trained
 
 
 def test_reporter_raises_run_cancelled_once_the_run_is_cancelled(trained_round, ml_engineer, enqueued):
-    from annotate.pipeline import Reporter, RunCancelled
+    from annotate.training.reporter import Reporter, RunCancelled
 
     run = training_run_start(campaign=trained_round.campaign)
     run = training_stage_begin(run_id=run.pk, stage="snapshot")
@@ -119,7 +114,7 @@ def test_reporter_raises_run_cancelled_once_the_run_is_cancelled(trained_round, 
 
 
 def test_reporter_checks_the_status_at_most_once_per_interval(trained_round, django_assert_num_queries, enqueued):
-    from annotate.pipeline import Reporter
+    from annotate.training.reporter import Reporter
 
     run = training_stage_begin(run_id=training_run_start(campaign=trained_round.campaign).pk, stage="snapshot")
     reporter = Reporter(run, "snapshot", every_s=3600, check_every_s=3600)
@@ -133,7 +128,7 @@ def test_a_running_stage_stops_cleanly_when_the_run_is_cancelled(trained_round, 
     # given: an endless fake stage that reports every step, cancelled after three
     import itertools
 
-    from annotate import pipeline
+    from annotate.training import executor, steps
 
     published = []
 
@@ -146,10 +141,10 @@ def test_a_running_stage_stops_cleanly_when_the_run_is_cancelled(trained_round, 
         published.append(run.pk)
         return {}
 
-    monkeypatch.setitem(pipeline.STAGE_FUNCTIONS, (TrainingRun.Kind.TRAIN, "snapshot"), long_stage)
+    monkeypatch.setitem(steps.STAGE_FUNCTIONS, (TrainingRun.Kind.TRAIN, "snapshot"), long_stage)
     run = training_run_start(campaign=trained_round.campaign)
     # when
-    delay = pipeline.training_stage_execute(run_id=run.pk, stage="snapshot")
+    delay = executor.training_stage_execute(run_id=run.pk, stage="snapshot")
     # then: no retry, nothing published, the run stays cancelled at its stage
     assert delay is None and published == []
     run.refresh_from_db()
@@ -222,7 +217,7 @@ def test_manage_py_train_wait_reports_the_finished_run(trained_round, enqueued, 
 
 
 def test_method_validation_lists_the_choices():
-    from annotate.services.training import training_method_validate
+    from annotate.training.runs import training_method_validate
 
     with pytest.raises(ValidationFailed, match="rloo"):
         training_method_validate(method="")

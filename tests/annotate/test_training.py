@@ -1,6 +1,6 @@
 """Training runs as the web process sees them: start once, and the stage
 bookkeeping that makes a crashed or failing stage stop after a bounded number
-of tries (DESIGN.md invariant 5). The stages themselves (torch) never run
+of tries (docs/architecture.md, invariant 5). The stages themselves (torch) never run
 here: enqueueing is intercepted, since what is tested is the bookkeeping."""
 import uuid
 
@@ -11,13 +11,9 @@ from annotate.errors import Conflict
 from annotate.models import Lease, Rating, Round, TrainingRun
 from annotate.services.ratings import rating_create
 from annotate.services.rounds import round_progress_check
-from annotate.services.training import (
-    STAGES,
-    training_run_start,
-    training_stage_begin,
-    training_stage_fail,
-    training_stage_succeed,
-)
+from annotate.training.bookkeeping import training_stage_begin, training_stage_fail, training_stage_succeed
+from annotate.training.runs import training_run_start
+from annotate.training.stages import STAGES
 
 pytestmark = pytest.mark.django_db
 
@@ -267,7 +263,7 @@ def test_a_running_stage_whose_heartbeat_stopped_is_queued_again_once(
 
     from django.utils import timezone
 
-    from annotate.services.training import training_runs_requeue_stale
+    from annotate.training.recovery import training_runs_requeue_stale
 
     # given: a run at its reward stage whose worker died long ago, and one whose worker is alive
     with django_capture_on_commit_callbacks(execute=True):
@@ -286,3 +282,77 @@ def test_a_running_stage_whose_heartbeat_stopped_is_queued_again_once(
         assert training_runs_requeue_stale(stale_after_s=120) == []
     # and the requeued stage runs as a second attempt
     assert training_stage_begin(run_id=run.pk, stage="reward").attempts == 2
+
+
+# --- the state machine's contracts --------------------------------------------------
+
+
+def test_every_stage_of_every_kind_has_one_stage_function():
+    from annotate.training.steps import STAGE_FUNCTIONS
+
+    assert set(STAGE_FUNCTIONS) == {(kind, stage) for kind, stages in STAGES.items() for stage in stages}
+
+
+def test_a_stage_record_refuses_a_key_or_status_it_does_not_describe(trained_round, enqueued):
+    from annotate.training.stages import stage_record, stage_record_discard, stage_record_update
+
+    run = training_run_start(campaign=trained_round.campaign)
+    with pytest.raises(ValueError, match="StageRecord"):
+        stage_record_update(run, "snapshot", attempt=1)
+    with pytest.raises(ValueError):
+        stage_record_update(run, "snapshot", status="done")
+    with pytest.raises(ValueError, match="StageRecord"):
+        stage_record_discard(run, "snapshot", "queued")
+    assert set(stage_record(run, "snapshot")) == {"queued_at"}
+
+
+def test_every_key_a_run_writes_on_its_stages_is_a_stage_record_key(trained_round, enqueued):
+    from annotate.training.stages import STAGE_RECORD_KEYS
+
+    # given: a run whose snapshot succeeded and whose reward stage failed once, then was cancelled
+    run = training_run_start(campaign=trained_round.campaign)
+    training_stage_begin(run_id=run.pk, stage="snapshot", task_id=run.celery_task_id)
+    training_stage_succeed(run_id=run.pk, stage="snapshot", outputs={"pairs": 1})
+    run.refresh_from_db()
+    training_stage_begin(run_id=run.pk, stage="reward", task_id=run.celery_task_id)
+    training_stage_fail(run_id=run.pk, stage="reward", error=RuntimeError("boom"))
+    from annotate.training.runs import training_run_cancel
+
+    training_run_cancel(run=run)
+    # then
+    run.refresh_from_db()
+    written = {key for record in run.stages.values() for key in record}
+    assert written <= STAGE_RECORD_KEYS, written - STAGE_RECORD_KEYS
+    assert {"queued_at", "status", "started_at", "attempts", "task_id", "task_ids", "finished_at", "seconds",
+            "outputs", "last_error"} <= written
+
+
+def test_the_task_names_senders_use_are_registered_on_their_queues():
+    from annotate.services.rounds import ROUND_PROGRESS_CHECK_TASK
+    from annotate.training.queue import STAGE_TASK
+    from config.celery import Queue, task_named
+
+    assert task_named(STAGE_TASK).queue == Queue.GPU
+    assert task_named(ROUND_PROGRESS_CHECK_TASK).queue == Queue.DEFAULT
+
+
+def test_a_process_that_never_imported_the_tasks_finds_them_by_name():
+    # given: a fresh interpreter, as the web process is: nothing has imported annotate.tasks
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "import sys, django; django.setup()\n"
+        "from config.celery import task_named\n"
+        "assert 'annotate.tasks' not in sys.modules\n"
+        "print(task_named('annotate.tasks.training_stage_task').name)\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"}
+    # when
+    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2], env=env,
+                          capture_output=True, text=True, timeout=120)
+    # then
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "annotate.tasks.training_stage_task"

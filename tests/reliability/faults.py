@@ -33,9 +33,9 @@ def _hang(run, reporter):
 def _inject(**_):
     """In each pool process: swap the named stage's function for the fault."""
     kind, _, stage = os.environ["RATCHET_FAULT"].partition(":")
-    from annotate import pipeline
+    from annotate.training import steps
 
     fault = {"kill": _kill, "hang": _hang}[kind]
-    for key in list(pipeline.STAGE_FUNCTIONS):
+    for key in list(steps.STAGE_FUNCTIONS):
         if key[1] == stage:
-            pipeline.STAGE_FUNCTIONS[key] = fault
+            steps.STAGE_FUNCTIONS[key] = fault

@@ -10,12 +10,9 @@ import pytest
 
 from annotate.models import Rating, Round, TrainingRun
 from annotate.services.rounds import rounds_progress_sweep
-from annotate.services.training import (
-    training_run_start,
-    training_runs_requeue_stale,
-    training_stage_begin,
-    training_stage_succeed,
-)
+from annotate.training.bookkeeping import training_stage_begin, training_stage_succeed
+from annotate.training.recovery import training_runs_requeue_stale
+from annotate.training.runs import training_run_start
 
 pytestmark = pytest.mark.django_db(transaction=True)  # on_commit callbacks run for real
 

@@ -111,7 +111,7 @@ def test_a_sweep_never_takes_a_publish_that_is_still_running(tmp_path):
 def test_the_beat_sweep_removes_a_killed_stages_scratch_and_publish_but_not_a_live_stages(tmp_path):
     from types import SimpleNamespace
 
-    from annotate import pipeline
+    from annotate.training import steps
     from annotate.tasks import store_leftovers_sweep_task
 
     root = tmp_path / "store"
@@ -124,7 +124,7 @@ def test_the_beat_sweep_removes_a_killed_stages_scratch_and_publish_but_not_a_li
         _age(folder, 7200)
     with override_settings(MODEL_STORE=str(root), STORE_LEFTOVER_AGE_S=3600):
         # and a stage at work in its own scratch folder (held), as old
-        with pipeline._scratch(SimpleNamespace(pk=8)) as live:
+        with steps._scratch(SimpleNamespace(pk=8)) as live:
             (Path(live) / "checkpoint.safetensors").write_bytes(b"y" * 1024)
             _age(Path(live), 7200)
             # when: beat's task runs

@@ -15,8 +15,8 @@ pytestmark = pytest.mark.django_db
 def test_a_tampered_base_checkpoint_fails_the_reward_stage_with_the_integrity_error(
     tmp_path, make_open_round, annotator
 ):
-    from annotate.pipeline import training_stage_execute
-    from annotate.services.training import training_run_start
+    from annotate.training.executor import training_stage_execute
+    from annotate.training.runs import training_run_start
     from tests.factories import ratings_bulk_create
 
     store_root = tmp_path / "store"

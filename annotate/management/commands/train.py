@@ -10,7 +10,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from annotate.errors import ServiceError
 from annotate.models import Campaign, TrainingRun
-from annotate.services.training import FINISHED, training_run_start
+from annotate.training.runs import training_run_start
+from annotate.training.stages import FINISHED
 
 
 class Command(BaseCommand):

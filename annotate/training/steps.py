@@ -1,71 +1,29 @@
-"""The stages of a training run, executed by the gpu worker.
+"""The stage functions of a training run, and the table saying which
+function runs each (kind, stage) of annotate/training/stages.py's STAGES.
 
-This is the one module of `annotate` that imports the ML library's heavy
-parts (torch, transformers); only annotate.tasks imports it, inside the task,
-so the web process never loads torch. Each stage hands `rlhf` plain rows and
-paths and records the paths and metrics it gets back.
+Run by the gpu worker only (executor.py; annotate/tasks.py imports it inside
+the task), so the web process never loads the ML side. The heavy parts
+(torch, transformers) are imported inside the functions that train or
+generate. Each stage hands `rlhf` plain rows and paths and returns what it
+produced (paths, versions, metrics), which bookkeeping.py records as the
+stage's outputs. Each is safe to run again after a crash: it first looks for
+what an earlier attempt published.
 """
-import logging
-import threading
-from contextlib import contextmanager
 import tempfile
-import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
 
-from annotate.models import PolicyVersion, Prompt, Answer, RewardModelVersion, TrainingRun
+from annotate.models import Answer, PolicyVersion, Prompt, RewardModelVersion, TrainingRun
 from annotate.selectors import preference_rows
 from annotate.services.rounds import round_open, round_prompts
-from annotate.services.training import (
-    SCRATCH_DIR,
-    training_run_is_cancelled,
-    training_stage_begin,
-    training_stage_fail,
-    training_stage_heartbeat,
-    training_stage_metrics,
-    training_stage_progress,
-    training_stage_succeed,
-)
+from annotate.training.reporter import Reporter
+from annotate.training.stages import SCRATCH_DIR, STAGES
 from rlhf import data as rlhf_data
 from rlhf.configs import DPOConfig, GenerateConfig, RewardConfig, RLOOConfig, from_dict, policy_method
 from rlhf.store import ModelStore, holding
-
-log = logging.getLogger(__name__)
-
-
-class RunCancelled(Exception):
-    """The run was cancelled while this stage ran: stop, publish nothing."""
-
-
-class Reporter:
-    """Streams a stage's progress and metrics into its TrainingRun, and stops
-    the stage (RunCancelled) once an engineer has cancelled the run: the
-    trainers call back every few steps, so this is where a stage can notice."""
-
-    def __init__(self, run: TrainingRun, stage: str, every_s: float = 1.0, check_every_s: float = 2.0):
-        self.run_id, self.stage, self.every_s, self._last = run.pk, stage, every_s, 0.0
-        # One status query per check_every_s at most, however often the trainer calls.
-        self.check_every_s, self._last_check = check_every_s, float("-inf")
-
-    def check_cancelled(self, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if force or now - self._last_check >= self.check_every_s:
-            self._last_check = now
-            if training_run_is_cancelled(run_id=self.run_id):
-                raise RunCancelled(f"run {self.run_id} was cancelled during {self.stage}")
-
-    def progress(self, fraction: float) -> None:
-        self.check_cancelled()
-        now = time.monotonic()
-        if now - self._last >= self.every_s or fraction >= 1.0:
-            self._last = now
-            training_stage_progress(run_id=self.run_id, fraction=fraction)
-
-    def metrics(self, step: int, metrics: dict) -> None:
-        self.check_cancelled()
-        training_stage_metrics(run_id=self.run_id, stage=self.stage, step=step, metrics=metrics)
 
 
 def _store() -> ModelStore:
@@ -76,7 +34,7 @@ def _store() -> ModelStore:
 def _scratch(run: TrainingRun):
     # Inside the store's root so publishing is a rename on one filesystem;
     # held while the stage works in it, so that only a killed stage's folder
-    # is swept (store_leftovers_sweep).
+    # is swept (recovery.store_leftovers_sweep).
     root = Path(settings.MODEL_STORE) / SCRATCH_DIR
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=f"run{run.pk}-") as tmp, holding(tmp):
@@ -84,7 +42,7 @@ def _scratch(run: TrainingRun):
 
 
 def _verified(version) -> str:
-    """The version's folder, after checking its sha256 (invariant 4)."""
+    """The version's folder, after checking its sha256 (docs/architecture.md, invariant 4)."""
     return _store().verify(version.path, version.sha256) or version.path
 
 
@@ -306,51 +264,18 @@ STAGE_FUNCTIONS = {
 }
 
 
-@contextmanager
-def _heartbeat(run_id: int):
-    """Beat on the run while its stage works, from a thread, so that a long
-    step with no progress report (loading a model, one big batch) still shows
-    the worker alive. Its own database connection, closed when it stops."""
-    from django.db import connection
 
-    stop = threading.Event()
-
-    def beat() -> None:
-        try:
-            while not stop.wait(settings.TRAINING_HEARTBEAT_S):
-                training_stage_heartbeat(run_id=run_id)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=beat, name=f"heartbeat-run{run_id}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+def _table_matches_stage_order() -> None:
+    """Every stage of STAGES has exactly one function, checked at import so
+    that a stage added to one and not the other stops the worker at start."""
+    table = set(STAGE_FUNCTIONS)
+    order = {(kind, stage) for kind, stages in STAGES.items() for stage in stages}
+    if table != order:
+        raise RuntimeError(
+            f"STAGE_FUNCTIONS and STAGES (annotate/training/stages.py) disagree: no function for "
+            f"{sorted(order - table)}, a function for no stage {sorted(table - order)}; "
+            "give each stage of STAGES one function in STAGE_FUNCTIONS"
+        )
 
 
-def training_stage_execute(*, run_id: int, stage: str, task_id: str | None = None) -> float | None:
-    """Run one stage. Returns the delay before the retry training_stage_fail
-    queued, or None when there is nothing more to do for this message.
-    `task_id`: the Celery message's id, recorded on the stage."""
-    run = training_stage_begin(run_id=run_id, stage=stage, task_id=task_id)
-    if run is None:
-        return None
-    log.info("run %s: %s started (attempt %s)", run.pk, stage, run.attempts)
-    reporter = Reporter(run, stage)
-    try:
-        with _heartbeat(run.pk):
-            outputs = STAGE_FUNCTIONS[(run.kind, stage)](run, reporter)
-    except RunCancelled:
-        # training_run_cancel already recorded the run and its round; the
-        # scratch folder went with its context manager, nothing was published.
-        log.info("run %s: %s stopped, the run was cancelled", run.pk, stage)
-        return None
-    except Exception as exc:  # recorded on the run; the task retries or fails it
-        log.exception("run %s: %s failed", run.pk, stage)
-        return training_stage_fail(run_id=run.pk, stage=stage, error=exc)
-    training_stage_succeed(run_id=run.pk, stage=stage, outputs=outputs)
-    log.info("run %s: %s done", run.pk, stage)
-    return None
+_table_matches_stage_order()
