@@ -48,7 +48,7 @@ def run_threads(n: int, work) -> list:
 
 def overfull_comparisons(k: int) -> list:
     """Comparisons whose ratings plus live leases exceed k, read in one statement."""
-    live = Q(assignments__status=Lease.Status.LEASED, assignments__leased_until__gt=timezone.now())
+    live = Q(leases__status=Lease.Status.LEASED, leases__leased_until__gt=timezone.now())
     return list(
         Comparison.objects.annotate(live=Count("leases", filter=live))
         .filter(live__gt=k - F("rating_count"))
