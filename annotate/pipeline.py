@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import transaction
 
 from annotate.models import PolicyVersion, Prompt, Answer, RewardModelVersion, TrainingRun
-from annotate.selectors import preference_rows
+from annotate.selectors.training import preference_rows
 from annotate.services.rounds import round_open, round_prompts
 from annotate.services.training import (
     SCRATCH_DIR,

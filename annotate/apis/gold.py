@@ -17,7 +17,7 @@ from annotate.apis.uploads import (
     ImportResultSerializer,
     upload_from_request,
 )
-from annotate.selectors import gold_pool, gold_pool_totals
+from annotate.selectors.gold import gold_pool, gold_pool_totals
 from annotate.services.gold import gold_import
 
 

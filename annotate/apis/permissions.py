@@ -4,7 +4,7 @@
    needs gets 403, whatever the id in the path.
 2. The campaign (the *_or_404 helpers below): an id of a campaign, run,
    version or export outside the user's campaigns answers 404, as a missing
-   one does, so that ids reveal nothing (annotate/selectors.py says who sees
+   one does, so that ids reveal nothing (annotate/selectors/access.py says who sees
    which campaign: staff and ML engineers every one, campaign admins the
    campaigns they administer, annotators their pools)."""
 from django.db.models import Model, QuerySet
@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404
 from rest_framework.permissions import BasePermission
 
 from annotate.models import Campaign, Role
-from annotate.selectors import campaigns_managed_by, campaigns_readable_by, user_is_staff, user_roles
+from annotate.selectors.access import campaigns_managed_by, campaigns_readable_by, user_is_staff, user_roles
 
 
 class _HasRole(BasePermission):

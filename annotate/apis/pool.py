@@ -15,7 +15,7 @@ from annotate.apis.permissions import (
 )
 from annotate.apis.schema import CONFLICT
 from annotate.models import Membership
-from annotate.selectors import campaign_admins, campaign_members
+from annotate.selectors.memberships import campaign_admins, campaign_members
 from annotate.services.campaigns import campaign_admin_remove, campaign_admins_add
 from annotate.services.memberships import UNSET, membership_update, memberships_add
 from annotate.services.users import annotator_create

@@ -6,7 +6,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotate.apis.permissions import IsAdminOrEngineer, readable_campaign_or_404
-from annotate.selectors import campaign_leaderboard, campaign_quality, campaign_round
+from annotate.selectors.leaderboard import campaign_leaderboard
+from annotate.selectors.quality import campaign_quality
+from annotate.selectors.rounds import campaign_round
 
 
 class CampaignQualityApi(APIView):

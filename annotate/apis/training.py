@@ -11,7 +11,7 @@ from annotate.apis.schema import CONFLICT
 from annotate.downloads import IntegrityError, folder_zip_verified
 from annotate.errors import Conflict, NotFound
 from annotate.models import PolicyVersion, RewardModelVersion, TrainingRun
-from annotate.selectors import campaigns_readable_by
+from annotate.selectors.training import campaign_policy_versions, campaign_reward_versions, training_runs_readable_by
 from annotate.services.training import training_run_cancel, training_run_start
 
 
@@ -78,11 +78,7 @@ class TrainingRunListApi(APIView):
         responses=TrainingRunOutputSerializer(many=True),
     )
     def get(self, request):
-        runs = (
-            TrainingRun.objects.filter(campaign__in=campaigns_readable_by(user=request.user))
-            .select_related("round")
-            .order_by("-created_at")
-        )
+        runs = training_runs_readable_by(user=request.user).select_related("round").order_by("-created_at")
         if campaign := request.query_params.get("campaign"):
             if not campaign.isdigit():
                 return Response({"error": "invalid", "detail": "campaign must be an integer id"}, status=400)
@@ -120,12 +116,10 @@ class ModelVersionListApi(APIView):
     @extend_schema(responses=dict)
     def get(self, request, campaign_id: int):
         campaign = readable_campaign_or_404(request, campaign_id)
-        policies = campaign.policy_versions.select_related("parent", "reward_model").order_by("version")
-        rewards = campaign.reward_versions.order_by("version")
         return Response(
             {
-                "policies": self.PolicySerializer(policies, many=True).data,
-                "reward_models": self.RewardSerializer(rewards, many=True).data,
+                "policies": self.PolicySerializer(campaign_policy_versions(campaign=campaign), many=True).data,
+                "reward_models": self.RewardSerializer(campaign_reward_versions(campaign=campaign), many=True).data,
             }
         )
 
