@@ -139,33 +139,38 @@ def _zip_response(*, path: str, sha256: str, name: str) -> StreamingHttpResponse
 _ZIP = {(200, "application/zip"): OpenApiTypes.BINARY, 409: CONFLICT}
 
 
-class PolicyVersionDownloadApi(APIView):
+class _VersionDownloadApi(APIView):
+    """A model version's store folder as a zip, verified first."""
+
+    permission_classes = [IsAdminOrEngineer]
+    model: type[PolicyVersion | RewardModelVersion]
+    # The zip's name: campaign-<id>-<name_prefix><version>.
+    name_prefix: str
+
+    @extend_schema(responses=_ZIP)
+    def get(self, request, version_id: int):
+        version = readable_or_404(request, self.model.objects.all(), version_id)
+        return _zip_response(
+            path=version.path, sha256=version.sha256,
+            name=f"campaign-{version.campaign_id}-{self.name_prefix}{version.version}",
+        )
+
+
+class PolicyVersionDownloadApi(_VersionDownloadApi):
     """The policy version's store folder as a zip (safetensors, config,
     tokenizer, meta.json, manifest.json), verified first: 409 if it does not
     match its recorded sha256, which is in the `X-Checksum-SHA256` header."""
 
-    permission_classes = [IsAdminOrEngineer]
-
-    @extend_schema(responses=_ZIP)
-    def get(self, request, version_id: int):
-        version = readable_or_404(request, PolicyVersion.objects.all(), version_id)
-        return _zip_response(
-            path=version.path, sha256=version.sha256, name=f"campaign-{version.campaign_id}-policy-v{version.version}"
-        )
+    model = PolicyVersion
+    name_prefix = "policy-v"
 
 
-class RewardVersionDownloadApi(APIView):
+class RewardVersionDownloadApi(_VersionDownloadApi):
     """The reward model version's store folder as a zip, verified first (see
     the policy download)."""
 
-    permission_classes = [IsAdminOrEngineer]
-
-    @extend_schema(responses=_ZIP)
-    def get(self, request, version_id: int):
-        version = readable_or_404(request, RewardModelVersion.objects.all(), version_id)
-        return _zip_response(
-            path=version.path, sha256=version.sha256, name=f"campaign-{version.campaign_id}-reward-r{version.version}"
-        )
+    model = RewardModelVersion
+    name_prefix = "reward-r"
 
 
 class TrainingRunDatasetApi(APIView):
