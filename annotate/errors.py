@@ -25,8 +25,3 @@ class NotFound(ServiceError):
 class Conflict(ServiceError):
     status_code = 409
     code = "conflict"
-
-
-class PermissionDenied(ServiceError):
-    status_code = 403
-    code = "permission_denied"

@@ -1,6 +1,8 @@
 """The numbers behind data quality and the leaderboard, as plain functions over
-plain lists or numpy arrays: no ORM, no Django. annotate/selectors.py gathers
-the rows and calls these; the tests check them against independent
+plain lists or numpy arrays: no ORM, no Django. The end of the path from the
+API: annotate/apis/quality.py and annotate/apis/leaderboard.py call
+annotate/selectors/quality.py and annotate/selectors/leaderboard.py, which
+gather the rows and call these. The tests check them against independent
 implementations (`krippendorff`, `choix`).
 
 A campaign has 100,000 ratings and more, and these run inside a web request,
@@ -13,6 +15,7 @@ list-of-units forms are thin wrappers over them.
 - `dawid_skene(_arrays)`: consensus labels and per-annotator reliability
   (Dawid & Skene 1979, EM over the four categories), and
   `reliability_weights`, which turns reliability into reward-model sample weights.
+- `medians_by_group`: a median per annotator (seconds on task).
 - `bradley_terry(_many)`, `bradley_terry_bootstrap`: model strengths from
   pairwise outcomes with percentile intervals (as Chatbot Arena reports them).
 - `wilson_interval`: a win rate's 95% interval.
@@ -279,6 +282,24 @@ def reliability_weights(informativeness: dict, counts: dict, *, floor: float = 0
     weighted = sum(judged[w] * counts[w] for w in judged)
     scale = total / weighted if weighted > 0 else 1.0
     return {w: (judged[w] * scale if w in judged else 1.0) for w in counts}
+
+
+def medians_by_group(group: np.ndarray, values: np.ndarray, groups: int) -> list[float | None]:
+    """The median of `values` in each group 0..groups-1 (None for an empty
+    one), as statistics.median: the middle value, or the mean of the two."""
+    order = np.lexsort((values, group))
+    ordered = values[order]
+    size = np.bincount(group, minlength=groups)
+    start = np.cumsum(size) - size
+    medians = []
+    for s, m in zip(start.tolist(), size.tolist()):
+        if not m:
+            medians.append(None)
+        elif m % 2:
+            medians.append(int(ordered[s + m // 2]))
+        else:
+            medians.append((int(ordered[s + m // 2 - 1]) + int(ordered[s + m // 2])) / 2)
+    return medians
 
 
 # --- Bradley-Terry -------------------------------------------------------------

@@ -6,6 +6,7 @@ from annotate.apis import (
     campaigns,
     exports,
     gold,
+    leaderboard,
     pool,
     quality,
     simulation,
@@ -60,7 +61,10 @@ urlpatterns = [
     ),
     # admins and engineers: data quality, leaderboard, exports
     path("campaigns/<int:campaign_id>/quality/", quality.CampaignQualityApi.as_view(), name="campaign-quality"),
-    path("campaigns/<int:campaign_id>/leaderboard/", quality.CampaignLeaderboardApi.as_view(), name="campaign-leaderboard"),
+    path(
+        "campaigns/<int:campaign_id>/leaderboard/", leaderboard.CampaignLeaderboardApi.as_view(),
+        name="campaign-leaderboard",
+    ),
     path("campaigns/<int:campaign_id>/exports/", exports.ExportCreateApi.as_view(), name="export-create"),
     path("exports/<int:export_id>/download/", exports.ExportDownloadApi.as_view(), name="export-download"),
     # campaign admins: the gold pool

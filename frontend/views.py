@@ -13,13 +13,9 @@ from django.views.decorators.http import require_safe
 from django.views.static import serve
 
 from annotate.models import Role
-from annotate.selectors import (
-    annotator_progress,
-    campaign_current_round,
-    campaigns_visible_to,
-    round_progress,
-    user_roles,
-)
+from annotate.selectors.access import campaigns_visible_to, user_roles
+from annotate.selectors.leases import annotator_progress
+from annotate.selectors.rounds import campaign_current_round, round_progress
 
 STATIC_DIR = Path(__file__).resolve().parent / "static" / "frontend"
 

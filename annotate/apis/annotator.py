@@ -11,12 +11,9 @@ from rest_framework.views import APIView
 from annotate.apis.permissions import IsAnnotator
 from annotate.apis.schema import CONFLICT, NOT_FOUND, TOO_MANY
 from annotate.models import Comparison, Rating
-from annotate.selectors import (
-    campaign_current_round,
-    comparison_lease_payload,
-    campaigns_visible_to,
-    round_progress,
-)
+from annotate.selectors.access import campaigns_visible_to
+from annotate.selectors.leases import comparison_lease_payload
+from annotate.selectors.rounds import campaign_current_round, round_progress
 from annotate.services.leases import (
     lease_renew,
     lease_skip,

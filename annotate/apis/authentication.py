@@ -16,7 +16,7 @@ from drf_spectacular.authentication import SessionScheme
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 
 from annotate.models import Role
-from annotate.selectors import ROLES_ATTR, user_group_roles
+from annotate.selectors.access import ROLES_ATTR, user_group_roles
 
 User = get_user_model()
 

@@ -1,22 +1,18 @@
 """What campaign admins call: create a campaign, import prompts, add annotators, start."""
-from drf_spectacular.utils import OpenApiTypes, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotate.apis.permissions import (
+    AdminsAndEngineersRead,
     IsAdminOrEngineer,
     IsCampaignAdmin,
     managed_campaign_or_404,
     readable_campaign_or_404,
 )
 from annotate.apis.schema import CONFLICT
-from annotate.apis.uploads import (
-    UPLOAD_PARSERS,
-    ImportQuerySerializer,
-    ImportResultSerializer,
-    upload_from_request,
-)
+from annotate.apis.uploads import ImportApi
 from annotate.errors import ValidationFailed
 from annotate.models import Campaign
 from annotate.services.campaigns import (
@@ -69,13 +65,12 @@ class CampaignCreateApi(APIView):
         return Response(CampaignOutputSerializer(campaign).data, status=status.HTTP_201_CREATED)
 
 
-class CampaignDetailApi(APIView):
+class CampaignDetailApi(AdminsAndEngineersRead, APIView):
     """GET: a campaign's settings (admins and engineers). PATCH: change some
     of them (campaign admins); the base model only before the campaign has
     started. Any invalid field is a 400 naming each one, and nothing changes."""
 
-    def get_permissions(self):
-        return [IsAdminOrEngineer()] if self.request.method in ("GET", "HEAD", "OPTIONS") else [IsCampaignAdmin()]
+    write_permission = IsCampaignAdmin
 
     class UpdateInputSerializer(serializers.Serializer):
         # Types here; ranges and the base-model lock in campaign_fields_validate.
@@ -142,7 +137,7 @@ class CampaignArchiveApi(APIView):
         return Response(CampaignOutputSerializer(campaign).data)
 
 
-class PromptImportApi(APIView):
+class PromptImportApi(ImportApi):
     """Import prompts from JSONL or CSV. JSONL: one object a line,
     `{"external_id", "prompt"}` or `{"external_id", "messages": [{"role",
     "content"}...]}`, optional `metadata`. CSV: a header line, columns
@@ -153,21 +148,7 @@ class PromptImportApi(APIView):
     (`errors`: [{line, error}]). `?dry_run=1`: check only, write nothing.
     Importing again adds nothing."""
 
-    permission_classes = [IsCampaignAdmin]
-    parser_classes = UPLOAD_PARSERS
-
-    OutputSerializer = ImportResultSerializer
-
-    @extend_schema(
-        parameters=[ImportQuerySerializer],
-        request={"application/x-ndjson": OpenApiTypes.BINARY, "text/csv": OpenApiTypes.BINARY},
-        responses=OutputSerializer,
-    )
-    def post(self, request, campaign_id: int):
-        campaign = managed_campaign_or_404(request, campaign_id)
-        data, format, dry_run = upload_from_request(request)
-        result = prompts_import(campaign=campaign, data=data, format=format, dry_run=dry_run)
-        return Response(self.OutputSerializer(result).data)
+    importer = staticmethod(prompts_import)
 
 
 class CampaignAnnotatorsAddApi(APIView):

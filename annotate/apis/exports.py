@@ -12,7 +12,8 @@ from rest_framework.views import APIView
 from annotate.apis.permissions import IsAdminOrEngineer, readable_campaign_or_404, readable_or_404
 from annotate.errors import NotFound
 from annotate.models import Export
-from annotate.selectors import campaign_exports, campaign_round
+from annotate.selectors.exports import campaign_exports
+from annotate.selectors.rounds import campaign_round
 from annotate.services.exports import export_create
 
 CONTENT_TYPES = {Export.Format.JSONL: "application/jsonl", Export.Format.CSV: "text/csv"}

@@ -1,27 +1,17 @@
 """The gold pool: import pairs with a known answer, and read the pool with
 how each pair has been answered."""
-from drf_spectacular.utils import OpenApiTypes, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotate.apis.permissions import (
-    IsAdminOrEngineer,
-    IsCampaignAdmin,
-    managed_campaign_or_404,
-    readable_campaign_or_404,
-)
-from annotate.apis.uploads import (
-    UPLOAD_PARSERS,
-    ImportQuerySerializer,
-    ImportResultSerializer,
-    upload_from_request,
-)
-from annotate.selectors import gold_pool, gold_pool_totals
+from annotate.apis.permissions import IsAdminOrEngineer, readable_campaign_or_404
+from annotate.apis.uploads import ImportApi
+from annotate.selectors.gold import gold_pool, gold_pool_totals
 from annotate.services.gold import gold_import
 
 
-class GoldImportApi(APIView):
+class GoldImportApi(ImportApi):
     """Import preference pairs with a known answer into the campaign's gold
     pool. JSONL: `{"prompt" (or "messages"), "chosen", "rejected"}`, optional
     `external_id`, `metadata`, `source` (TRL's preference schema; the
@@ -32,21 +22,7 @@ class GoldImportApi(APIView):
     Copies of the pairs are mixed into each new round at the campaign's
     gold_frequency."""
 
-    permission_classes = [IsCampaignAdmin]
-    parser_classes = UPLOAD_PARSERS
-
-    OutputSerializer = ImportResultSerializer
-
-    @extend_schema(
-        parameters=[ImportQuerySerializer],
-        request={"application/x-ndjson": OpenApiTypes.BINARY, "text/csv": OpenApiTypes.BINARY},
-        responses=OutputSerializer,
-    )
-    def post(self, request, campaign_id: int):
-        campaign = managed_campaign_or_404(request, campaign_id)
-        data, format, dry_run = upload_from_request(request)
-        result = gold_import(campaign=campaign, data=data, format=format, dry_run=dry_run)
-        return Response(self.OutputSerializer(result).data)
+    importer = staticmethod(gold_import)
 
 
 class GoldPoolApi(APIView):

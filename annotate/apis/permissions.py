@@ -4,15 +4,15 @@
    needs gets 403, whatever the id in the path.
 2. The campaign (the *_or_404 helpers below): an id of a campaign, run,
    version or export outside the user's campaigns answers 404, as a missing
-   one does, so that ids reveal nothing (annotate/selectors.py says who sees
-   which campaign: staff and ML engineers every one, campaign admins the
-   campaigns they administer, annotators their pools)."""
+   one does, so that ids reveal nothing (annotate/selectors/access.py says
+   who sees which campaign: staff and ML engineers every one, campaign
+   admins the campaigns they administer, annotators their pools)."""
 from django.db.models import Model, QuerySet
 from django.shortcuts import get_object_or_404
-from rest_framework.permissions import BasePermission
+from rest_framework.permissions import SAFE_METHODS, BasePermission
 
 from annotate.models import Campaign, Role
-from annotate.selectors import campaigns_managed_by, campaigns_readable_by, user_is_staff, user_roles
+from annotate.selectors.access import campaigns_managed_by, campaigns_readable_by, user_is_staff, user_roles
 
 
 class _HasRole(BasePermission):
@@ -50,6 +50,17 @@ class IsStaff(BasePermission):
 
     def has_permission(self, request, view) -> bool:
         return user_is_staff(user=request.user)
+
+
+class AdminsAndEngineersRead:
+    """For an API view (put it before APIView in the bases) whose GET any
+    campaign admin or ML engineer may call and whose other methods need
+    `write_permission`."""
+
+    write_permission: type[BasePermission]
+
+    def get_permissions(self):
+        return [IsAdminOrEngineer()] if self.request.method in SAFE_METHODS else [self.write_permission()]
 
 
 def managed_campaign_or_404(request, campaign_id: int) -> Campaign:

@@ -7,7 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotate.apis.permissions import (
-    IsAdminOrEngineer,
+    AdminsAndEngineersRead,
     IsCampaignAdmin,
     IsStaff,
     managed_campaign_or_404,
@@ -15,7 +15,7 @@ from annotate.apis.permissions import (
 )
 from annotate.apis.schema import CONFLICT
 from annotate.models import Membership
-from annotate.selectors import campaign_admins, campaign_members
+from annotate.selectors.memberships import campaign_admins, campaign_members
 from annotate.services.campaigns import campaign_admin_remove, campaign_admins_add
 from annotate.services.memberships import UNSET, membership_update, memberships_add
 from annotate.services.users import annotator_create
@@ -32,14 +32,13 @@ class MemberOutputSerializer(serializers.Serializer):
     added_at = serializers.DateTimeField(source="membership.created_at")
 
 
-class CampaignMembersApi(APIView):
+class CampaignMembersApi(AdminsAndEngineersRead, APIView):
     """GET: the campaign's pool with each member's standing and ratings
     (admins and engineers; removed members too, their ratings stay).
     POST: add annotators by username, optionally with a daily limit
     (campaign admins); adding a removed annotator reinstates them."""
 
-    def get_permissions(self):
-        return [IsAdminOrEngineer()] if self.request.method in ("GET", "HEAD", "OPTIONS") else [IsCampaignAdmin()]
+    write_permission = IsCampaignAdmin
 
     class AddInputSerializer(serializers.Serializer):
         usernames = serializers.ListField(child=serializers.CharField(max_length=150), min_length=1, max_length=10000)
@@ -115,14 +114,13 @@ class CampaignAdminOutputSerializer(serializers.Serializer):
     username = serializers.CharField()
 
 
-class CampaignAdminsApi(APIView):
+class CampaignAdminsApi(AdminsAndEngineersRead, APIView):
     """GET: who administers the campaign (anyone who may read its console).
     POST: make users admins of it (staff only); each gets the campaign_admin
     role if they lack it. An admin manages only the campaigns they
     administer; to everyone else in the role those campaigns do not exist."""
 
-    def get_permissions(self):
-        return [IsAdminOrEngineer()] if self.request.method in ("GET", "HEAD", "OPTIONS") else [IsStaff()]
+    write_permission = IsStaff
 
     class AddInputSerializer(serializers.Serializer):
         usernames = serializers.ListField(child=serializers.CharField(max_length=150), min_length=1, max_length=1000)

@@ -8,7 +8,7 @@ from rest_framework.views import APIView
 
 from annotate.apis.schema import CONFLICT
 from annotate.models import Campaign
-from annotate.selectors import user_is_staff
+from annotate.selectors.access import user_is_staff
 from annotate.services.simulation import simulation_start
 
 

@@ -11,7 +11,7 @@ from annotate.apis.schema import CONFLICT
 from annotate.downloads import IntegrityError, folder_zip_verified
 from annotate.errors import Conflict, NotFound
 from annotate.models import PolicyVersion, RewardModelVersion, TrainingRun
-from annotate.selectors import campaigns_readable_by
+from annotate.selectors.training import campaign_policy_versions, campaign_reward_versions, training_runs_readable_by
 from annotate.training.runs import training_run_cancel, training_run_start
 
 
@@ -78,11 +78,7 @@ class TrainingRunListApi(APIView):
         responses=TrainingRunOutputSerializer(many=True),
     )
     def get(self, request):
-        runs = (
-            TrainingRun.objects.filter(campaign__in=campaigns_readable_by(user=request.user))
-            .select_related("round")
-            .order_by("-created_at")
-        )
+        runs = training_runs_readable_by(user=request.user).select_related("round").order_by("-created_at")
         if campaign := request.query_params.get("campaign"):
             if not campaign.isdigit():
                 return Response({"error": "invalid", "detail": "campaign must be an integer id"}, status=400)
@@ -120,12 +116,10 @@ class ModelVersionListApi(APIView):
     @extend_schema(responses=dict)
     def get(self, request, campaign_id: int):
         campaign = readable_campaign_or_404(request, campaign_id)
-        policies = campaign.policy_versions.select_related("parent", "reward_model").order_by("version")
-        rewards = campaign.reward_versions.order_by("version")
         return Response(
             {
-                "policies": self.PolicySerializer(policies, many=True).data,
-                "reward_models": self.RewardSerializer(rewards, many=True).data,
+                "policies": self.PolicySerializer(campaign_policy_versions(campaign=campaign), many=True).data,
+                "reward_models": self.RewardSerializer(campaign_reward_versions(campaign=campaign), many=True).data,
             }
         )
 
@@ -145,33 +139,38 @@ def _zip_response(*, path: str, sha256: str, name: str) -> StreamingHttpResponse
 _ZIP = {(200, "application/zip"): OpenApiTypes.BINARY, 409: CONFLICT}
 
 
-class PolicyVersionDownloadApi(APIView):
+class _VersionDownloadApi(APIView):
+    """A model version's store folder as a zip, verified first."""
+
+    permission_classes = [IsAdminOrEngineer]
+    model: type[PolicyVersion | RewardModelVersion]
+    # The zip's name: campaign-<id>-<name_prefix><version>.
+    name_prefix: str
+
+    @extend_schema(responses=_ZIP)
+    def get(self, request, version_id: int):
+        version = readable_or_404(request, self.model.objects.all(), version_id)
+        return _zip_response(
+            path=version.path, sha256=version.sha256,
+            name=f"campaign-{version.campaign_id}-{self.name_prefix}{version.version}",
+        )
+
+
+class PolicyVersionDownloadApi(_VersionDownloadApi):
     """The policy version's store folder as a zip (safetensors, config,
     tokenizer, meta.json, manifest.json), verified first: 409 if it does not
     match its recorded sha256, which is in the `X-Checksum-SHA256` header."""
 
-    permission_classes = [IsAdminOrEngineer]
-
-    @extend_schema(responses=_ZIP)
-    def get(self, request, version_id: int):
-        version = readable_or_404(request, PolicyVersion.objects.all(), version_id)
-        return _zip_response(
-            path=version.path, sha256=version.sha256, name=f"campaign-{version.campaign_id}-policy-v{version.version}"
-        )
+    model = PolicyVersion
+    name_prefix = "policy-v"
 
 
-class RewardVersionDownloadApi(APIView):
+class RewardVersionDownloadApi(_VersionDownloadApi):
     """The reward model version's store folder as a zip, verified first (see
     the policy download)."""
 
-    permission_classes = [IsAdminOrEngineer]
-
-    @extend_schema(responses=_ZIP)
-    def get(self, request, version_id: int):
-        version = readable_or_404(request, RewardModelVersion.objects.all(), version_id)
-        return _zip_response(
-            path=version.path, sha256=version.sha256, name=f"campaign-{version.campaign_id}-reward-r{version.version}"
-        )
+    model = RewardModelVersion
+    name_prefix = "reward-r"
 
 
 class TrainingRunDatasetApi(APIView):

@@ -1,5 +1,6 @@
 """What the import APIs share: the raw file out of the request, its format,
-and the dry-run flag.
+the dry-run flag, and the API view itself (ImportApi; the prompt and gold
+imports name their service).
 
 An upload never sits in memory whole: one larger than the import limit is
 refused by its Content-Length before a byte of it is read, and the body is
@@ -7,10 +8,15 @@ spooled to a temporary file past SPOOL_MEMORY_BYTES. The import services
 then read it a line at a time (annotate/services/prompts.py)."""
 import shutil
 import tempfile
+from collections.abc import Callable
 
 from django.conf import settings
+from drf_spectacular.utils import OpenApiTypes, extend_schema
 from rest_framework import parsers, serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
+from annotate.apis.permissions import IsCampaignAdmin, managed_campaign_or_404
 from annotate.errors import ValidationFailed
 from annotate.services.prompts import import_format
 
@@ -98,3 +104,28 @@ def upload_from_request(request):
         )
     format = import_format(format=query.validated_data.get("format"), filename=filename, content_type=content_type)
     return data, format, query.validated_data["dry_run"]
+
+
+class ImportApi(APIView):
+    """An upload into one campaign by one of its admins, handed to
+    `importer` as a file with its format and the dry-run flag. A subclass
+    sets `importer` (as a staticmethod) and says in its docstring what the
+    file holds."""
+
+    permission_classes = [IsCampaignAdmin]
+    parser_classes = UPLOAD_PARSERS
+
+    OutputSerializer = ImportResultSerializer
+    # The import service: (campaign, data, format, dry_run) -> {created, existing, lines}.
+    importer: Callable[..., dict]
+
+    @extend_schema(
+        parameters=[ImportQuerySerializer],
+        request={"application/x-ndjson": OpenApiTypes.BINARY, "text/csv": OpenApiTypes.BINARY},
+        responses=ImportResultSerializer,
+    )
+    def post(self, request, campaign_id: int):
+        campaign = managed_campaign_or_404(request, campaign_id)
+        data, format, dry_run = upload_from_request(request)
+        result = self.importer(campaign=campaign, data=data, format=format, dry_run=dry_run)
+        return Response(self.OutputSerializer(result).data)

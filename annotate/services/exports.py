@@ -3,10 +3,10 @@ under settings.EXPORT_DIR one row at a time, and recorded, with the filters
 that chose them and the file's sha256, in an `Export` row.
 
 Memory stays flat however many ratings there are: the rows come from a
-chunked database iterator (annotate.selectors) and go straight to the file
-and the hash. The file is written under a temporary name and renamed when
-complete; the Export row is created only then, so a listed export always has
-a whole file behind it."""
+chunked database iterator (annotate/selectors/exports.py and training.py)
+and go straight to the file and the hash. The file is written under a
+temporary name and renamed when complete; the Export row is created only
+then, so a listed export always has a whole file behind it."""
 import csv
 import hashlib
 import json
@@ -21,7 +21,8 @@ from django.utils import timezone
 
 from annotate.errors import ValidationFailed
 from annotate.models import Campaign, Export, Round
-from annotate.selectors import RATING_EXPORT_COLUMNS, preference_rows_iter, rating_export_rows
+from annotate.selectors.exports import RATING_EXPORT_COLUMNS, rating_export_rows
+from annotate.selectors.training import preference_rows_iter
 
 User = get_user_model()
 

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from annotate.errors import Conflict, ValidationFailed
 from annotate.models import Lease, Campaign, Comparison, Membership, Round
-from annotate.selectors import campaign_visibility_sql
+from annotate.selectors.access import campaign_visibility_sql
 from annotate.services.memberships import membership_daily_limit_check, membership_work_check
 
 User = get_user_model()
@@ -56,7 +56,7 @@ def _lease_start(
     the pool), the id of its open round (None if none) and the annotator's
     live leases in that round, oldest first, as (assignment id, comparison
     id). None when there is no such campaign, or (`visible_only`) when the
-    annotator does not see it (selectors.campaigns_visible_to)."""
+    annotator does not see it (selectors/access.py, campaigns_visible_to)."""
     clause, params = "", []
     if visible_only:
         visible = campaign_visibility_sql(user=annotator, campaign_column="k.id")
@@ -192,7 +192,7 @@ def comparison_lease_next_visible(
 ) -> tuple[Campaign, Lease | None] | None:
     """comparison_lease_next for the next API: the campaign given by id, read
     in the lease's first statement with the annotator's pool row, if the
-    annotator sees it (selectors.campaigns_visible_to); None if not, which
+    annotator sees it (selectors/access.py, campaigns_visible_to); None if not, which
     the API answers with 404. Returns the campaign (the fields the lease
     reads; others load when asked) and the lease or None."""
     return _comparison_lease_or_wait(annotator=annotator, campaign_id=campaign_id, visible_only=True,

@@ -7,7 +7,7 @@ from django.db import transaction
 
 from annotate.errors import NotFound, ServiceError, ValidationFailed
 from annotate.models import Campaign, Membership, Rating, Role
-from annotate.selectors import day_start
+from annotate.selectors.rounds import day_start
 
 User = get_user_model()
 

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from annotate.errors import Conflict, NotFound, ValidationFailed
 from annotate.models import Lease, Campaign, Comparison, Rating, Round
-from annotate.selectors import campaign_visibility_sql
+from annotate.selectors.access import campaign_visibility_sql
 from annotate.services.leases import LIVE_BY_OTHERS_SQL
 
 User = get_user_model()

@@ -6,7 +6,7 @@ from django.db.models import Exists, OuterRef
 
 from annotate.errors import Conflict
 from annotate.models import Campaign, Comparison, PolicyVersion, Prompt, Answer, Round, TrainingRun
-from annotate.selectors import round_is_complete
+from annotate.selectors.rounds import round_is_complete
 from annotate.services.gold import gold_comparisons_for_round
 from annotate.training.runs import training_run_start
 from config.celery import task_named

@@ -633,7 +633,7 @@ def simulated_raters_ensure(*, campaign, config: SimulationConfig) -> list[tuple
 def simulation_until_round(*, campaign, config: SimulationConfig) -> int | None:
     """The last round index to rate: rounds counted from the round open now
     (from round 0 when none is open yet); None when rounds is None."""
-    from annotate.selectors import campaign_current_round
+    from annotate.selectors.rounds import campaign_current_round
 
     if config.rounds is None:
         return None

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import transaction
 
 from annotate.models import Answer, PolicyVersion, Prompt, RewardModelVersion, TrainingRun
-from annotate.selectors import preference_rows
+from annotate.selectors.training import preference_rows
 from annotate.services.rounds import round_open, round_prompts
 from annotate.training.reporter import Reporter
 from annotate.training.stages import SCRATCH_DIR, STAGES

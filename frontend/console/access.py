@@ -6,7 +6,7 @@ from django.http import HttpResponseForbidden
 from django.shortcuts import get_object_or_404
 
 from annotate.models import Role
-from annotate.selectors import campaigns_managed_by, campaigns_readable_by, user_is_staff, user_roles
+from annotate.selectors.access import campaigns_managed_by, campaigns_readable_by, user_is_staff, user_roles
 
 
 def console_view(*, post_role: str | None = None, post_refusal: str = ""):

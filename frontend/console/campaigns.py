@@ -13,15 +13,11 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from annotate.errors import ServiceError
 from annotate.models import Campaign, Role
-from annotate.selectors import (
-    campaign_admins,
-    campaign_console_rows,
-    campaign_current_round,
-    campaign_members,
-    campaigns_readable_by,
-    round_progress,
-    training_runs_for,
-)
+from annotate.selectors.access import campaigns_readable_by
+from annotate.selectors.console import campaign_console_rows
+from annotate.selectors.memberships import campaign_admins, campaign_members
+from annotate.selectors.rounds import campaign_current_round, round_progress
+from annotate.selectors.training import training_runs_for
 from annotate.services.campaigns import (
     campaign_admin_remove,
     campaign_admins_add,

@@ -12,15 +12,14 @@ from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
 
 from annotate.errors import ServiceError
-from annotate.models import Campaign, Export, Membership, Role
-from annotate.selectors import (
-    campaign_exports,
-    campaign_leaderboard,
-    campaign_quality,
-    campaign_round,
-    gold_pool,
-    gold_pool_totals,
-)
+from annotate.models import Campaign, Export, Role
+from annotate.selectors.exports import campaign_exports
+from annotate.selectors.gold import gold_pool, gold_pool_totals
+from annotate.selectors.leaderboard import campaign_leaderboard
+from annotate.selectors.prompts import campaign_prompts
+from annotate.selectors.quality import campaign_quality_with_standing
+from annotate.selectors.rounds import campaign_round, campaign_round_indexes
+from annotate.selectors.training import campaign_policy_versions, campaign_reward_versions
 from annotate.services.exports import export_create
 from annotate.services.gold import gold_import
 from annotate.services.prompts import import_format, prompts_import
@@ -63,13 +62,10 @@ def _page(request, queryset):
 def prompts(request, campaign_id: int):
     campaign = request.campaign
     report = _upload(request, prompts_import, campaign) if request.method == "POST" else None
-    listed = campaign.prompts.filter(gold_pairs__isnull=True).order_by("pk").only(
-        "pk", "campaign_id", "external_id", "text", "turns", "metadata", "created_at"
-    )
     return render(
         request,
         "frontend/console/prompts.html",
-        {"campaign": campaign, "report": report, "page": _page(request, listed)},
+        {"campaign": campaign, "report": report, "page": _page(request, campaign_prompts(campaign=campaign))},
         status=400 if report and report.get("error") else 200,
     )
 
@@ -94,21 +90,13 @@ def gold(request, campaign_id: int):
 @data_view
 def quality(request, campaign_id: int):
     campaign = request.campaign
-    rounds = list(campaign.rounds.order_by("index").values_list("index", flat=True))
+    rounds = campaign_round_indexes(campaign=campaign)
     try:
         round_ = campaign_round(campaign=campaign, index=request.GET.get("round"))
     except ServiceError as exc:
         messages.error(request, exc.message)
         return redirect("console-quality", campaign_id=campaign.pk)
-    report = campaign_quality(campaign=campaign, round_=round_)
-    standing = {
-        m["annotator_id"]: m
-        for m in Membership.objects.filter(campaign=campaign).values(
-            "annotator_id", "status", "paused_reason", "paused_automatically"
-        )
-    }
-    for row in report["annotators"]:
-        row["membership"] = standing.get(row["annotator_id"])
+    report = campaign_quality_with_standing(campaign=campaign, round_=round_)
     return render(
         request,
         "frontend/console/quality.html",
@@ -167,8 +155,6 @@ def models(request, campaign_id: int):
             if r["win_rate"] is not None
             else None
         )
-    policies = campaign.policy_versions.select_related("parent", "reward_model").order_by("version")
-    rewards = campaign.reward_versions.select_related("parent").order_by("version")
     return render(
         request,
         "frontend/console/models.html",
@@ -176,8 +162,8 @@ def models(request, campaign_id: int):
             "campaign": campaign,
             "board": board,
             "plot": leaderboard_plot(board["versions"]),
-            "policies": policies,
-            "rewards": rewards,
+            "policies": campaign_policy_versions(campaign=campaign),
+            "rewards": campaign_reward_versions(campaign=campaign),
         },
     )
 
@@ -185,7 +171,7 @@ def models(request, campaign_id: int):
 @data_view
 def exports(request, campaign_id: int):
     campaign = request.campaign
-    rounds = list(campaign.rounds.order_by("index").values_list("index", flat=True))
+    rounds = campaign_round_indexes(campaign=campaign)
     form = {"kind": Export.Kind.PREFERENCES, "format": Export.Format.JSONL, "round": ""}
     error = None
     if request.method == "POST":

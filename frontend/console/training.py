@@ -12,8 +12,13 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from annotate.errors import ServiceError
-from annotate.models import Campaign, PolicyVersion, Answer, Role, TrainingRun
-from annotate.selectors import campaigns_readable_by, training_runs_for
+from annotate.models import Campaign, Role, TrainingRun
+from annotate.selectors.training import (
+    campaign_lineage,
+    policy_versions_compared,
+    training_runs_for,
+    training_runs_readable_by,
+)
 from annotate.training.runs import training_run_cancel, training_run_start
 from annotate.training.stages import FINISHED, STAGES
 from frontend.console.access import console_view
@@ -30,7 +35,7 @@ training_view = console_view(post_role=Role.ML_ENGINEER, post_refusal="Only ML e
 def _runs_readable(request):
     """Runs of the campaigns this user may read: another campaign's run is a
     404 to a campaign admin, as a missing one is."""
-    return TrainingRun.objects.filter(campaign__in=campaigns_readable_by(user=request.user, roles=request.roles))
+    return training_runs_readable_by(user=request.user, roles=request.roles)
 
 
 def stage_bars(run: TrainingRun) -> list[dict]:
@@ -123,27 +128,11 @@ def lineage(request, campaign_id: int):
     """Each policy version with where it came from: parent, run, reward model
     and the dataset snapshot it was trained on, its metrics and downloads."""
     campaign = request.campaign
-    policies = list(
-        campaign.policy_versions.select_related("parent", "reward_model", "training_run").order_by("-version")
-    )
-    for p in policies:
-        # The snapshot the reward model learnt from; the policy's own run read the same one.
-        p.dataset_sha256 = (p.reward_model and p.reward_model.dataset_sha256) or (
-            p.training_run and p.training_run.dataset_sha256
-        ) or ""
-        p.dataset_run = p.training_run if p.training_run and p.training_run.dataset_path else None
-    rewards = campaign.reward_versions.select_related("parent", "training_run").order_by("-version")
     return render(
         request,
         "frontend/console/lineage.html",
-        {"campaign": campaign, "policies": policies, "rewards": rewards},
+        {"campaign": campaign, **campaign_lineage(campaign=campaign)},
     )
-
-
-def _version(campaign: Campaign, value: str | None) -> PolicyVersion | None:
-    if value is None or not value.strip().lstrip("v").isdigit():
-        return None
-    return PolicyVersion.objects.filter(campaign=campaign, version=int(value.strip().lstrip("v"))).first()
 
 
 @training_view
@@ -151,36 +140,20 @@ def compare(request, campaign_id: int):
     """For the prompts both versions answered, their first answers side by
     side. Engineers see which version wrote which: this is not a rating page."""
     campaign = request.campaign
-    versions = list(campaign.policy_versions.order_by("version").values_list("version", flat=True))
-    a, b = _version(campaign, request.GET.get("a")), _version(campaign, request.GET.get("b"))
-    error, page, pairs = None, None, []
+    compared = policy_versions_compared(
+        campaign=campaign, a=request.GET.get("a"), b=request.GET.get("b"), page=request.GET.get("page"),
+        per_page=COMPARE_PAGE_SIZE,
+    )
+    a, b, error = compared["a"], compared["b"], None
     if request.GET.get("a") is not None and (a is None or b is None):
-        error = f"Choose two versions of this campaign: {', '.join(f'v{v}' for v in versions) or 'none yet'}."
-    if a is not None and b is not None:
-        answered_by_b = Answer.objects.filter(policy_version=b, sample_index=0).values("prompt_id")
-        left = (
-            Answer.objects.filter(policy_version=a, sample_index=0, prompt_id__in=answered_by_b)
-            .select_related("prompt")
-            .order_by("prompt_id")
-        )
-        page = Paginator(left, COMPARE_PAGE_SIZE).get_page(request.GET.get("page"))
-        right = {
-            r.prompt_id: r
-            for r in Answer.objects.filter(
-                policy_version=b, sample_index=0, prompt_id__in=[r.prompt_id for r in page]
-            )
-        }
-        pairs = [(r.prompt, r, right[r.prompt_id]) for r in page]
+        versions = ", ".join(f"v{v}" for v in compared["versions"])
+        error = f"Choose two versions of this campaign: {versions or 'none yet'}."
     return render(
         request,
         "frontend/console/compare.html",
         {
             "campaign": campaign,
-            "versions": versions,
-            "a": a,
-            "b": b,
-            "page": page,
-            "pairs": pairs,
+            **compared,
             "error": error,
             "extra_query": f"&a={a.version}&b={b.version}" if a and b else "",
         },

@@ -10,13 +10,10 @@ import pytest
 
 from annotate.errors import ServiceError, ValidationFailed
 from annotate.models import Comparison, Export, GoldPair, Membership, Prompt, Rating, Answer, Role
-from annotate.selectors import (
-    campaign_leaderboard,
-    campaign_quality,
-    preference_rows,
-    round_is_complete,
-    round_progress,
-)
+from annotate.selectors.leaderboard import campaign_leaderboard
+from annotate.selectors.quality import campaign_quality
+from annotate.selectors.rounds import round_is_complete, round_progress
+from annotate.selectors.training import preference_rows
 from annotate.services.leases import comparison_lease_next
 from annotate.services.exports import export_create
 from annotate.services.gold import gold_import, gold_window

@@ -9,7 +9,7 @@ import pytest
 
 from annotate import stats
 from annotate.models import Role
-from annotate.selectors import campaign_leaderboard
+from annotate.selectors.leaderboard import campaign_leaderboard
 from tests.factories import ratings_bulk_create, version_chain_rounds
 
 pytestmark = pytest.mark.django_db

@@ -8,7 +8,8 @@ import pytest
 
 from annotate import stats
 from annotate.models import Rating, Role
-from annotate.selectors import annotator_weights, campaign_quality, preference_rows
+from annotate.selectors.quality import annotator_weights, campaign_quality
+from annotate.selectors.training import preference_rows
 from tests.factories import open_round, ratings_bulk_create, version_chain_rounds
 
 pytestmark = pytest.mark.django_db

@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
 from annotate.models import Lease, Campaign, Membership, Rating, Role
-from annotate.selectors import campaign_quality
+from annotate.selectors.quality import campaign_quality
 from annotate.services.gold import gold_import
 from annotate.services.rounds import round_open
 from annotate.services.simulation import (

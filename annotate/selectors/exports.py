@@ -1,0 +1,49 @@
+"""Exports: the ratings as export rows, and the campaign's exports
+(services/exports.py writes the files)."""
+from collections.abc import Iterator
+
+from django.db.models import QuerySet
+
+from annotate.models import Campaign, Rating, Round
+
+
+# Column of the ratings export -> the lookup that reads it.
+RATING_EXPORT_COLUMNS = {
+    "rating_id": "pk",
+    "campaign_id": "comparison__round__campaign_id",
+    "round": "comparison__round__index",
+    "comparison_id": "comparison_id",
+    "prompt_id": "comparison__prompt_id",
+    "prompt_external_id": "comparison__prompt__external_id",
+    "annotator_id": "annotator_id",
+    "annotator": "annotator__username",
+    "choice": "choice",
+    "strength": "strength",
+    "reason": "reason",
+    "time_on_task_ms": "time_on_task_ms",
+    "created_at": "created_at",
+    "version_a": "comparison__response_a__policy_version__version",
+    "version_b": "comparison__response_b__policy_version__version",
+    "candidate_is_a": "comparison__candidate_is_a",
+    "candidate_version": "comparison__round__candidate__version",
+    "baseline_version": "comparison__round__baseline__version",
+    "gold_choice": "comparison__gold_choice",
+}
+
+
+def rating_export_rows(*, campaign: Campaign, round_: Round | None = None) -> Iterator[dict]:
+    """Every rating with its round, prompt, and the policy version on each side,
+    one at a time, read in chunks. For admins and engineers only: it says which
+    model wrote which side."""
+    ratings = Rating.objects.filter(comparison__round__campaign=campaign)
+    if round_ is not None:
+        ratings = ratings.filter(comparison__round=round_)
+    for values in ratings.order_by("pk").values_list(*RATING_EXPORT_COLUMNS.values()).iterator(chunk_size=2000):
+        row = dict(zip(RATING_EXPORT_COLUMNS, values))
+        row["created_at"] = row["created_at"].isoformat()
+        yield row
+
+
+def campaign_exports(*, campaign: Campaign) -> QuerySet:
+    """The campaign's exports, newest first, with their round and author."""
+    return campaign.exports.select_related("round", "created_by").order_by("-created_at", "-pk")

@@ -1,0 +1,67 @@
+"""What an annotator is sent with a lease: the comparison, their own counts
+and the round's (services/leases.py hands out the leases)."""
+import json
+
+from django.contrib.auth import get_user_model
+from django.db import connection
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from annotate.models import Answer, Campaign, Comparison, Prompt, Rating, Round
+
+User = get_user_model()
+
+
+def annotator_progress(*, annotator: User, campaign: Campaign) -> dict:
+    """{mine_today, mine_in_campaign}: the annotator's ratings today and in the campaign."""
+    today = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    # Both counts in one statement (the next API sends them with every lease).
+    return Rating.objects.filter(annotator=annotator).aggregate(
+        mine_today=Count("pk", filter=Q(created_at__gte=today)),
+        mine_in_campaign=Count("pk", filter=Q(comparison__round__campaign=campaign)),
+    )
+
+
+def comparison_lease_payload(*, comparison_id: int, annotator: User, campaign: Campaign) -> dict:
+    """What the next API sends with a lease, in one statement: the comparison
+    (prompt, both answers, round index), the annotator's counts
+    (annotator_progress) and the round's (round_progress's counts). SQL: this
+    runs on every next call, where three querysets cost more to build than
+    to run (bench/load.py)."""
+    t = {m.__name__: m._meta.db_table for m in (Comparison, Round, Prompt, Answer, Rating)}
+    today = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)  # as annotator_progress
+    # Regular comparisons only, as round_progress: gold pairs never hold a round up.
+    sql = (
+        f"SELECT c.id, r.{connection.ops.quote_name('index')}, p.text, p.turns, ra.text, rb.text,"
+        f" (SELECT COUNT(*) FROM {t['Rating']} x WHERE x.annotator_id = %s AND x.created_at >= %s),"
+        f" (SELECT COUNT(*) FROM {t['Rating']} x JOIN {t['Comparison']} xc ON xc.id = x.comparison_id"
+        f"  JOIN {t['Round']} xr ON xr.id = xc.round_id WHERE x.annotator_id = %s AND xr.campaign_id = %s),"
+        " g.n, g.s"
+        f" FROM {t['Comparison']} c JOIN {t['Round']} r ON r.id = c.round_id JOIN {t['Prompt']} p ON p.id = c.prompt_id"
+        f" JOIN {t['Answer']} ra ON ra.id = c.response_a_id JOIN {t['Answer']} rb ON rb.id = c.response_b_id"
+        # Both round counts in one pass over the round.
+        f" CROSS JOIN (SELECT COUNT(*) AS n, SUM(rating_count) AS s FROM {t['Comparison']}"
+        f"  WHERE round_id = (SELECT round_id FROM {t['Comparison']} WHERE id = %s) AND gold_choice = '') g"
+        " WHERE c.id = %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [annotator.pk, connection.ops.adapt_datetimefield_value(today), annotator.pk, campaign.pk,
+                             comparison_id, comparison_id])
+        cid, index, text, turns, a, b, mine_today, mine_in_campaign, comparisons, ratings = cursor.fetchone()
+    comparisons, ratings, k = comparisons or 0, int(ratings or 0), campaign.overlap
+    return {
+        "comparison": cid,
+        "round": index,
+        "prompt": text,
+        "prompt_turns": json.loads(turns) if isinstance(turns, str) else turns,
+        "response_a": a,
+        "response_b": b,
+        "progress": {"mine_today": mine_today, "mine_in_campaign": mine_in_campaign},
+        "round_progress": {
+            "round": index,
+            "comparisons": comparisons,
+            "ratings": ratings,
+            "target_ratings": comparisons * k,
+            "fraction": (ratings / (comparisons * k)) if comparisons else 0.0,
+        },
+    }

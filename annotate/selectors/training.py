@@ -1,0 +1,141 @@
+"""What training reads and what ML engineers look at: the preference pairs a
+reward model learns from (weighted by selectors/quality.py's reliability),
+the training runs, the model versions with their lineage, and two policy
+versions' answers side by side. Training itself: annotate/training/."""
+from collections.abc import Iterator
+
+from django.contrib.auth import get_user_model
+from django.core.paginator import Paginator
+from django.db.models import QuerySet
+
+from annotate.models import Answer, Campaign, PolicyVersion, Rating, RewardModelVersion, Round, TrainingRun
+from annotate.selectors.access import campaigns_readable_by
+from annotate.selectors.quality import annotator_weights
+
+User = get_user_model()
+
+
+def preference_rows(*, campaign: Campaign) -> list[dict]:
+    """Every rating of the campaign that prefers a side, as reward-model pairs
+    (see preference_rows_iter), in one list for the snapshot stage."""
+    return list(preference_rows_iter(campaign=campaign))
+
+
+def preference_rows_iter(*, campaign: Campaign, round_: Round | None = None) -> Iterator[dict]:
+    """Every rating that prefers a side, as reward-model pairs in TRL's schema,
+    one at a time, read from the database in chunks. Ties and both-bad say
+    nothing about which answer is better; they are counted in the snapshot's
+    metadata but not trained on. `weight` is the annotator's reliability
+    weight over the whole campaign (annotator_weights), whatever `round_`."""
+    weights = annotator_weights(campaign=campaign)
+    ratings = Rating.objects.filter(
+        comparison__round__campaign=campaign, choice__in=[Rating.Choice.A, Rating.Choice.B]
+    )
+    if round_ is not None:
+        ratings = ratings.filter(comparison__round=round_)
+    ratings = ratings.order_by("pk").values_list(
+        "pk", "choice", "strength", "annotator_id", "comparison_id", "comparison__round__index",
+        "comparison__prompt_id", "comparison__prompt__text", "comparison__prompt__turns",
+        "comparison__response_a__text", "comparison__response_b__text",
+    )
+    # Small chunks: each row carries a prompt and two answers.
+    for rating_id, choice, strength, annotator_id, comparison_id, round_index, prompt_id, text, turns, a, b in ratings.iterator(
+        chunk_size=500
+    ):
+        chosen, rejected = (a, b) if choice == Rating.Choice.A else (b, a)
+        yield {
+            "prompt": turns if turns else text,  # as Prompt.content
+            "chosen": chosen,
+            "rejected": rejected,
+            # Strength 1..3 as the Bradley-Terry margin, scaled to 0..1.
+            "margin": (strength - 1) / 2.0,
+            "weight": weights.get(annotator_id, 1.0),
+            "prompt_id": str(prompt_id),
+            "rating_id": rating_id,
+            "comparison_id": comparison_id,
+            "annotator_id": annotator_id,
+            "round": round_index,
+        }
+
+
+# --- training runs -------------------------------------------------------------
+
+
+def training_runs_for(*, campaign: Campaign) -> QuerySet[TrainingRun]:
+    """The campaign's runs, newest first."""
+    return campaign.training_runs.order_by("-created_at")
+
+
+def training_runs_readable_by(*, user: User, roles: set[str] | None = None) -> QuerySet[TrainingRun]:
+    """Runs of the campaigns this user may read (selectors/access.py): another
+    campaign's run is to them as a missing one."""
+    return TrainingRun.objects.filter(campaign__in=campaigns_readable_by(user=user, roles=roles))
+
+
+# --- model versions ---------------------------------------------------------------
+
+
+def campaign_policy_versions(*, campaign: Campaign) -> QuerySet[PolicyVersion]:
+    """The campaign's policy versions, oldest first, with their parent and reward model."""
+    return campaign.policy_versions.select_related("parent", "reward_model").order_by("version")
+
+
+def campaign_reward_versions(*, campaign: Campaign) -> QuerySet[RewardModelVersion]:
+    """The campaign's reward-model versions, oldest first, with their parent."""
+    return campaign.reward_versions.select_related("parent").order_by("version")
+
+
+def campaign_lineage(*, campaign: Campaign) -> dict:
+    """{policies, rewards}, newest first: each version with where it came
+    from (parent, run, reward model). Each policy also carries
+    `dataset_sha256`, the snapshot it was trained on ("" if none), and
+    `dataset_run`, the run whose snapshot can be downloaded (or None)."""
+    policies = list(
+        campaign.policy_versions.select_related("parent", "reward_model", "training_run").order_by("-version")
+    )
+    for p in policies:
+        # The snapshot the reward model learnt from; the policy's own run read the same one.
+        p.dataset_sha256 = (p.reward_model and p.reward_model.dataset_sha256) or (
+            p.training_run and p.training_run.dataset_sha256
+        ) or ""
+        p.dataset_run = p.training_run if p.training_run and p.training_run.dataset_path else None
+    rewards = campaign.reward_versions.select_related("parent", "training_run").order_by("-version")
+    return {"policies": policies, "rewards": rewards}
+
+
+def _policy_version(*, campaign: Campaign, label: str | None) -> PolicyVersion | None:
+    """The campaign's policy version named by `label` ("3" or "v3"); None
+    if the label names none, or the campaign has no such version."""
+    if label is None or not label.strip().lstrip("v").isdigit():
+        return None
+    return PolicyVersion.objects.filter(campaign=campaign, version=int(label.strip().lstrip("v"))).first()
+
+
+def policy_versions_compared(
+    *, campaign: Campaign, a: str | None, b: str | None, page: str | int | None, per_page: int
+) -> dict:
+    """Two of the campaign's policy versions, named by their labels ("3" or
+    "v3"), side by side: for the prompts both answered, one page of (prompt,
+    a's first answer, b's first answer) in prompt order. {versions: every
+    version number of the campaign, a, b: the versions (None where a label
+    names none), page and pairs: None and [] unless both are found}."""
+    versions = list(campaign.policy_versions.order_by("version").values_list("version", flat=True))
+    version_a, version_b = _policy_version(campaign=campaign, label=a), _policy_version(campaign=campaign, label=b)
+    compared = {"versions": versions, "a": version_a, "b": version_b, "page": None, "pairs": []}
+    if version_a is None or version_b is None:
+        return compared
+    answered_by_b = Answer.objects.filter(policy_version=version_b, sample_index=0).values("prompt_id")
+    left = (
+        Answer.objects.filter(policy_version=version_a, sample_index=0, prompt_id__in=answered_by_b)
+        .select_related("prompt")
+        .order_by("prompt_id")
+    )
+    shown = Paginator(left, per_page).get_page(page)
+    right = {
+        r.prompt_id: r
+        for r in Answer.objects.filter(
+            policy_version=version_b, sample_index=0, prompt_id__in=[r.prompt_id for r in shown]
+        )
+    }
+    compared.update(page=shown, pairs=[(r.prompt, r, right[r.prompt_id]) for r in shown])
+    return compared
