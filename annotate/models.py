@@ -1,4 +1,4 @@
-"""The data of the human-feedback loop (DESIGN.md, "Data").
+"""The data of the human-feedback loop (docs/architecture.md, "The data").
 
 No logic here: writes go through annotate/services, reads through
 annotate/selectors. Constraints that protect the invariants live in the

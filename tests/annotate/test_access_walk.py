@@ -1,6 +1,6 @@
 """Every operation of the OpenAPI schema, called by five principals on two
 campaigns, against a table of the status each must get (issue 6, "Access";
-DESIGN.md invariant 7).
+docs/architecture.md, invariant 7).
 
 Principals: anonymous; annotators A and B, both in campaign X's pool (A
 holds a live lease there and rated one comparison); an admin of another

@@ -1,6 +1,6 @@
 """What campaign admins call: create campaigns and import prompts. Every bad
 input is a 4xx that says what was wrong (with the line for imports) and
-writes nothing (DESIGN.md invariant 6)."""
+writes nothing (docs/architecture.md, invariant 6)."""
 import json
 
 import pytest

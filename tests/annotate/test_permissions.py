@@ -1,4 +1,4 @@
-"""Who may call what (DESIGN.md: three kinds of user; invariant 7), and
+"""Who may call what (docs/architecture.md: three kinds of user; invariant 7), and
 which campaigns a campaign admin manages: only those they administer.
 tests/annotate/test_access_walk.py walks every operation of the schema."""
 import pytest

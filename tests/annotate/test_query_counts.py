@@ -1,5 +1,5 @@
-"""Pinned query counts of the annotator's hot path (STYLE.md: pin query counts
-on list and next-task APIs). The numbers are what the code does today,
+"""Pinned query counts of the annotator's hot path (the list and next-task
+APIs). The numbers are what the code does today,
 savepoints included; a change that adds queries must raise them on purpose.
 Each is checked on a small and a larger round: the count must not grow with it."""
 import uuid
