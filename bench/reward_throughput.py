@@ -340,8 +340,8 @@ def run_ours(args, variant: str, batch: int) -> dict:
     reset_peak_memory()
 
     def on_metrics(step: int, m: dict) -> None:
-        if "train/tokens" in m:  # the trainer waited for the device before reporting: the clock is honest
-            marks.append((clock(), m["train/tokens"], step))
+        if "reward/tokens" in m:  # the trainer waited for the device before reporting: the clock is honest
+            marks.append((clock(), m["reward/tokens"], step))
             counts.update(m)
         else:
             evals.update(m)
@@ -350,7 +350,7 @@ def run_ours(args, variant: str, batch: int) -> dict:
         final = train_reward(config, train, args.model, Path(tmp) / "rm", on_metrics=on_metrics, eval_rows=held)
     out = _throughput(marks, args.warmup, batch, len(train))
     # Token shares over the whole epoch (the counters are cumulative).
-    real, computed, padded = counts["train/tokens"], counts["train/tokens_computed"], counts["train/tokens_padded"]
+    real, computed, padded = counts["reward/tokens"], counts["reward/tokens_computed"], counts["reward/tokens_padded"]
     from transformers import AutoModelForSequenceClassification
 
     n_params = flop_params(AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=1))
@@ -359,7 +359,7 @@ def run_ours(args, variant: str, batch: int) -> dict:
     return {**out, "processed_tokens_per_s": out["real_tokens_per_s"] * padded / real,
             "computed_tokens_per_s": out["real_tokens_per_s"] * computed / real,
             "real_share_of_processed": computed / padded, "computed_share_of_real": computed / real,
-            "heldout_accuracy": final["eval/accuracy"], "heldout_loss": final["eval/loss"],
+            "heldout_accuracy": final["eval/reward/accuracy"], "heldout_loss": final["eval/reward/loss"],
             "train_pairs": len(train), "flop_params": n_params, "peak_memory_mb": peak_memory_mb(),
             "settings": {k: v for k, v in vars(config).items() if k not in ("lora_alpha", "lora_dropout",
                                                                              "lora_target_modules")},
@@ -374,7 +374,7 @@ def run_trl(args, variant: str, batch: int) -> dict:
 
     from rlhf._torch import load_tokenizer, seed_all
     from rlhf.chat import format_prompt
-    from rlhf.reward import RewardConfig, _evaluate, tokenize_pairs
+    from rlhf.reward import RewardConfig, evaluate_pairs, tokenize_pairs
 
     cuda = torch.cuda.is_available()
     _, train, held = load_rows(args.pairs, args.eval_fraction, args.seed, args.max_length, args.model,
@@ -422,12 +422,13 @@ def run_trl(args, variant: str, batch: int) -> dict:
     out = _throughput(marks, args.warmup, batch, len(train))
     mem = peak_memory_mb()
     # Held-out accuracy with the same evaluation code as ours (the maths is TRL's: tests/rlhf/test_parity_trl.py).
-    evals = _evaluate(trainer.model.eval(), tokenize_pairs(tok, held, args.max_length), RewardConfig(batch_size=batch),
-                      tok.pad_token_id, next(trainer.model.parameters()).device)
+    evals = evaluate_pairs(trainer.model.eval(), tokenize_pairs(tok, held, args.max_length),
+                           RewardConfig(batch_size=batch), tok.pad_token_id, next(trainer.model.parameters()).device)
     share = padded["real"] / max(padded["slots"], 1)
     return {**out, "processed_tokens_per_s": out["real_tokens_per_s"] / share,
             "computed_tokens_per_s": out["real_tokens_per_s"], "real_share_of_processed": share,
-            "computed_share_of_real": 1.0, "heldout_accuracy": evals["eval/accuracy"], "heldout_loss": evals["eval/loss"],
+            "computed_share_of_real": 1.0, "heldout_accuracy": evals["eval/reward/accuracy"],
+            "heldout_loss": evals["eval/reward/loss"],
             "train_pairs": len(train), "flop_params": flop_params(model), "peak_memory_mb": mem,
             "settings": {k: getattr(targs, k) for k in ("bf16", "gradient_checkpointing", "optim", "torch_compile",
                                                          "per_device_train_batch_size", "learning_rate", "max_length")},

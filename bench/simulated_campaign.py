@@ -285,10 +285,10 @@ def run_campaign(platform, admin, model: str, args, *, strength: float, noise: f
             "round": r + 1, "version": newest["version"], "eval_s": time.perf_counter() - t,
             # The step's own KL figure: RLOO's last round's samples, or
             # the last budget check's estimate (None: no budget, DPO).
-            "kl_policy_stage": _first(stage_metrics, "policy/kl_to_base", "policy/kl", "dpo/kl_to_base"),
-            "kl_budget_stopped": _first(stage_metrics, "policy/kl_budget_stopped", "dpo/kl_budget_stopped"),
-            "kl_kept_step": _first(stage_metrics, "policy/kl_kept_step", "dpo/kl_kept_step"),
-            "reward_eval_accuracy": reward_metrics.get("eval/accuracy"),
+            "kl_policy_stage": _first(stage_metrics, "policy/kl_to_base", "policy/kl"),
+            "kl_budget_stopped": stage_metrics.get("policy/kl_budget_stopped"),
+            "kl_kept_step": stage_metrics.get("policy/kl_kept_step"),
+            "reward_eval_accuracy": reward_metrics.get("eval/reward/accuracy"),
             "ratings": rated["ratings"], "rating_s": rating_s, "train_wall_s": train_s,
             "stages_s": {stage: info.get("seconds") for stage, info in run["stages"].items()},
             "choices": _choices(rated),
@@ -326,7 +326,7 @@ def _ci(point: dict) -> str:
 
 
 def _first(metrics: dict, *names: str):
-    """The first of `names` the policy stage reported (RLOO writes policy/…, DPO dpo/…)."""
+    """The first of `names` the policy stage reported."""
     return next((metrics[name] for name in names if name in metrics), None)
 
 

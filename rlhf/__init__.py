@@ -1,14 +1,62 @@
-"""Ratchet's ML library: preference data, reward models, RLOO policy steps,
-generation and the checksummed model store.
+"""Ratchet's ML library: preference data, reward models, RLOO and DPO policy
+steps, generation and the checksummed model store.
 
 Kept free of Django, and this package's import stays free of torch: the web
-process imports `rlhf.store` and `rlhf.data`, which must not pull in torch.
-Heavy modules (`rlhf.reward`, `rlhf.rloo`, `rlhf.dpo`, `rlhf.generate`, `rlhf.tiny`,
-`rlhf.smollm2`) import torch themselves when a worker imports them.
+process imports `rlhf.store`, `rlhf.data` and `rlhf.configs`, which must not
+pull in torch. Heavy modules (`rlhf.reward`, `rlhf.rloo`, `rlhf.dpo`,
+`rlhf.kl`, `rlhf.generate`, `rlhf.logprobs`, `rlhf.packing`,
+`rlhf.checkpoint`, `rlhf.tiny`, `rlhf.smollm2`) import torch themselves when a
+worker imports them.
 
     python -m rlhf.train_reward --data pairs.jsonl --base PATH --out DIR
     python -m rlhf.train_policy --prompts p.jsonl --policy PATH --ref PATH --reward PATH --out DIR
     python -m rlhf.train_dpo --data pairs.jsonl --policy PATH --ref PATH --out DIR
     python -m rlhf.generate --model PATH --prompts prompts.jsonl --out answers.jsonl
     python -m rlhf.smollm2 --out DIR
+
+Metrics. Every trainer reports `<stage>/<quantity>` while it trains and
+`eval/<stage>/<quantity>` for held-out pairs; the stage is `reward` (the
+reward model) or `policy` (the policy step, RLOO and DPO alike). The
+trainers pass them to their `on_metrics(step, metrics)` callback and return
+the last ones (plus the final-only ones) as their result, which meta.json
+keeps. Rewards are in the reward model's units, KL in nats per answer.
+
+    reward/loss                   mean Bradley–Terry loss per step (with the centering term)
+    reward/accuracy               share of pairs scored r_chosen > r_rejected
+    reward/margin                 mean r_chosen - r_rejected
+    reward/reward_mean            mean reward of both answers of the pairs
+    reward/reward_std             standard deviation of those rewards
+    reward/pairs_per_s            pairs trained per second since the last report (evals excluded)
+    reward/tokens_per_s           chosen + rejected tokens per second, the same way
+    reward/tokens                 chosen + rejected tokens so far (as TRL's num_tokens counts them)
+    reward/tokens_computed        positions the model ran so far, padding excluded
+    reward/tokens_padded          positions the model ran so far, padding included
+    reward/steps                  optimizer steps taken (final only)
+    reward/stopped_early          whether `patience` stopped training (final only)
+    eval/reward/loss              weighted Bradley–Terry loss on the held-out pairs
+    eval/reward/accuracy          held-out share of pairs scored r_chosen > r_rejected
+    eval/reward/margin            held-out mean r_chosen - r_rejected
+    eval/reward/reward_mean       held-out mean reward of both answers
+    eval/reward/reward_std        held-out standard deviation of those rewards
+    eval/reward/accuracy_margin_<lo>-<hi>  held-out accuracy of the pairs whose |r_chosen - r_rejected|
+                                  is in [lo, hi) (buckets 0-0.5, 0.5-1, 1-2, 2-inf): calibration
+    eval/reward/pairs_margin_<lo>-<hi>     how many held-out pairs fell in that bucket
+    eval/reward/split             "heldout", or "train" when too few prompts to hold any out (text)
+
+    policy/loss                   mean loss per optimizer step (RLOO: clipped surrogate; DPO: DPO loss)
+    policy/kl                     sequence KL of the policy to the reference, nats per answer
+                                  (RLOO: on each round's samples; DPO: each budget check's estimate)
+    policy/reward_mean            RLOO: mean reward-model score of the round's samples
+    policy/advantage_std          RLOO: standard deviation of the round's leave-one-out advantages
+    policy/completion_length      RLOO: mean tokens per sampled answer
+    policy/accuracy               DPO: share of pairs whose chosen implicit reward is above the rejected one
+    policy/margin                 DPO: mean chosen - rejected implicit reward
+    policy/chosen_reward          DPO: mean implicit reward beta * (log pi - log ref) of the chosen answers
+    policy/rejected_reward        DPO: the same for the rejected answers
+    policy/steps                  DPO: optimizer steps taken (final only)
+    policy/kl_budget              the KL budget, nats per answer (with a budget; final)
+    policy/kl_to_base             KL estimate of the weights the step kept (None: its starting weights)
+    policy/kl_kept_step           the update (RLOO: round) those weights are from
+    policy/kl_budget_stopped      whether the budget stopped the step
+    policy/kl_over_estimate       the estimate that stopped it (only when it did)
 """

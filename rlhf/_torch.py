@@ -149,10 +149,3 @@ def add_lora(model, config, task_type: str, modules_to_save: list[str] | None = 
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=target_modules, task_type=task_type, modules_to_save=modules_to_save)
     return get_peft_model(model, lora)
-
-
-def unwrap_for_save(model, peft_model):
-    """The plain transformers model to save: the adapter merged into the weights when there is one."""
-    if peft_model is None:
-        return model
-    return peft_model.merge_and_unload()

@@ -1,6 +1,7 @@
-"""The trainers' config dataclasses, torch-free so the web process can build,
-validate and store them (DESIGN.md: the web never imports torch). The trainers
-re-export them: `from rlhf.reward import RewardConfig` works too.
+"""The trainers' config dataclasses, torch-free so that the web process, which
+never imports torch, can build, validate and store them. The trainers
+re-export them: `from rlhf.reward import RewardConfig` works too. Each field's
+metadata "help" says what it does and its unit (the CLI's --help shows it).
 
     python -m rlhf.train_reward --help   # every field below is a CLI flag
 """
@@ -11,107 +12,132 @@ import dataclasses
 import math
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+
+def setting(default, help: str):
+    """A config field and what it means, with its unit: the --help text of
+    its CLI flag (rlhf.cli)."""
+    return field(default=default, metadata={"help": help})
+
 
 @dataclass
 class RewardConfig:
-    lr: float = 1e-5  # AdamW learning rate; 1e-5 suits full fine-tuning of ~100M+ models
-    epochs: int = 1  # passes over the training pairs
-    batch_size: int = 8  # pairs per optimizer step (2x sequences per forward)
-    max_length: int = 512  # tokens per prompt+response; longer texts keep their last tokens
-    eval_fraction: float = 0.2  # share of prompts (not pairs) held out for eval
-    seed: int = 0  # data order, split and score-head init
-    margin: bool = True  # subtract each row's `margin` inside the Bradley–Terry sigmoid
-    center_rewards_coefficient: float | None = None  # weight of mean((r_c + r_r)^2); None = off
-    weight_decay: float = 0.0  # AdamW decoupled weight decay
-    max_grad_norm: float = 1.0  # gradient clipping threshold (L2 norm)
-    log_every: int = 10  # optimizer steps between train/* metric reports
-    eval_every: int = 0  # optimizer steps between evals; 0 = at the end of each epoch
-    patience: int | None = None  # evals without eval/loss improvement before stopping; None = never stop early
-    lora_r: int = 0  # LoRA rank; 0 = full fine-tuning (LoRA needs `pip install peft`)
-    lora_alpha: int = 16  # LoRA scaling numerator: updates are scaled by lora_alpha / lora_r
-    lora_dropout: float = 0.0  # dropout on the LoRA input, during training steps only
-    lora_target_modules: str = "all-linear"  # comma-separated module names (e.g. "q_proj,v_proj") or "all-linear"
+    lr: float = setting(1e-5, "AdamW learning rate; 1e-5 suits full fine-tuning of ~100M+ models")
+    epochs: int = setting(1, "passes over the training pairs")
+    batch_size: int = setting(8, "pairs per optimizer step (2x sequences per forward)")
+    max_length: int = setting(512, "tokens per prompt+response; longer texts keep their last tokens")
+    eval_fraction: float = setting(0.2, "share of prompts (not pairs) held out for eval")
+    seed: int = setting(0, "data order, split and score-head init")
+    margin: bool = setting(True, "subtract each row's `margin` inside the Bradley–Terry sigmoid")
+    center_rewards_coefficient: float | None = setting(None, "weight of mean((r_c + r_r)^2); None = off")
+    weight_decay: float = setting(0.0, "AdamW decoupled weight decay")
+    max_grad_norm: float = setting(1.0, "gradient clipping threshold (L2 norm)")
+    log_every: int = setting(10, "optimizer steps between reward/* metric reports")
+    eval_every: int = setting(0, "optimizer steps between evals; 0 = at the end of each epoch")
+    patience: int | None = setting(None,
+        "evals without eval/reward/loss improvement before stopping; None = never stop early")
+    lora_r: int = setting(0, "LoRA rank; 0 = full fine-tuning (LoRA needs `pip install peft`)")
+    lora_alpha: int = setting(16, "LoRA scaling numerator: updates are scaled by lora_alpha / lora_r")
+    lora_dropout: float = setting(0.0, "dropout on the LoRA input, during training steps only")
+    lora_target_modules: str = setting("all-linear",
+        'comma-separated module names (e.g. "q_proj,v_proj") or "all-linear"')
     # The embeddings and lower blocks stay as pretrained: fewer weights to fit a few thousand pairs with,
     # and the backward pass stops at the lowest trainable block (bench/RESULTS.md, real-data runs).
-    trainable_layers: int = 0  # train only the top N transformer blocks, the final norm and the head; 0 = all
+    trainable_layers: int = setting(0,
+        "train only the top N transformer blocks, the final norm and the head; 0 = all")
     # Speed: none of these changes a batch's loss (tests/rlhf/test_reward_packing.py); measured by
     # bench/reward_throughput.py. Length bucketing changes which pairs share a batch.
-    packing: bool = True  # padding-free rows: positions restart at 0, each sequence scored at its own last token
-    share_prefix: bool = True  # run the tokens chosen and rejected share (the prompt, at least) once per pair
-    pack_length: int = 0  # tokens per packed row; 0 = the batch's longest pair (attention work grows with its square)
-    length_bucketing: bool = False  # batches of pairs of similar length (less padding; batches less random)
-    torch_compile: bool = False  # torch.compile the transformer (GPU; the first steps pay the compile time)
-    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
+    packing: bool = setting(True,
+        "padding-free rows: positions restart at 0, each sequence scored at its own last token")
+    share_prefix: bool = setting(True,
+        "run the tokens chosen and rejected share (the prompt, at least) once per pair")
+    pack_length: int = setting(0,
+        "tokens per packed row; 0 = the batch's longest pair (attention work grows with its square)")
+    length_bucketing: bool = setting(False, "batches of pairs of similar length (less padding; batches less random)")
+    torch_compile: bool = setting(False, "torch.compile the transformer (GPU; the first steps pay the compile time)")
+    gradient_checkpointing: bool = setting(False, "recompute activations in backward: less memory, ~30% slower")
 
 
 @dataclass
 class RLOOConfig:
-    k: int = 4  # samples per prompt; the baseline of each is the mean of the other k-1
-    beta: float = 0.05  # KL coefficient: reward' = reward - beta * sum_t(logp_old - logp_ref)
-    lr: float = 1e-6  # AdamW learning rate (TRL's RLOO default; tiny test models need ~1e-3)
-    num_iterations: int = 10  # sample-then-update rounds
-    prompts_per_iteration: int = 8  # prompts sampled per round (k completions each)
-    ppo_epochs: int = 1  # optimisation passes over each round's samples
-    minibatch_size: int = 16  # sequences per optimizer step
-    cliprange: float = 0.2  # PPO clip on the importance ratio: [1 - c, 1 + c]
-    ratio_level: str = "sequence"  # "sequence" (TRL RLOO: exp of summed token log-ratios) or "token"
-    normalize_advantages: bool = False  # rescale advantages to unit std per round
-    max_new_tokens: int = 64  # completion length cap, in tokens
-    temperature: float = 1.0  # sampling temperature; log-probs use the same temperature
-    generation_batch_size: int = 0  # sequences per generate call; 0 = all of a round's prompts x k at once
-    generation_compile: bool = False  # CUDA: static KV cache + compiled decode step (CUDA graphs); round 1 compiles
-    generation_backend: str = "auto"  # "transformers", "vllm", or "auto" (vLLM when installed and on a GPU)
-    vllm_gpu_memory_utilization: float = 0.3  # share of GPU memory the colocated vLLM engine may take
-    logprob_batch_size: int = 32  # sequences per no-grad log-prob forward
-    max_grad_norm: float = 1.0  # gradient clipping threshold (L2 norm)
-    reward_batch_size: int = 16  # sequences per reward-model forward
-    seed: int = 0  # sampling and prompt order
-    lora_r: int = 0  # LoRA rank; 0 = full fine-tuning (LoRA needs `pip install peft`)
-    lora_alpha: int = 16  # LoRA scaling numerator: updates are scaled by lora_alpha / lora_r
-    lora_dropout: float = 0.0  # dropout on the LoRA input, during training steps only
-    lora_target_modules: str = "all-linear"  # comma-separated module names (e.g. "q_proj,v_proj") or "all-linear"
+    k: int = setting(4, "samples per prompt; the baseline of each is the mean of the other k-1")
+    beta: float = setting(0.05, "KL coefficient: reward' = reward - beta * sum_t(logp_old - logp_ref)")
+    lr: float = setting(1e-6, "AdamW learning rate (TRL's RLOO default; tiny test models need ~1e-3)")
+    num_iterations: int = setting(10, "sample-then-update rounds")
+    prompts_per_iteration: int = setting(8, "prompts sampled per round (k completions each)")
+    ppo_epochs: int = setting(1, "optimisation passes over each round's samples")
+    minibatch_size: int = setting(16, "sequences per optimizer step")
+    cliprange: float = setting(0.2, "PPO clip on the importance ratio: [1 - c, 1 + c]")
+    ratio_level: str = setting("sequence", '"sequence" (TRL RLOO: exp of summed token log-ratios) or "token"')
+    normalize_advantages: bool = setting(False, "rescale advantages to unit std per round")
+    max_new_tokens: int = setting(64, "completion length cap, in tokens")
+    temperature: float = setting(1.0, "sampling temperature; log-probs use the same temperature")
+    generation_batch_size: int = setting(0, "sequences per generate call; 0 = all of a round's prompts x k at once")
+    generation_compile: bool = setting(False,
+        "CUDA: static KV cache + compiled decode step (CUDA graphs); round 1 compiles")
+    generation_backend: str = setting("auto",
+        '"transformers", "vllm", or "auto" (vLLM when installed and on a GPU)')
+    vllm_gpu_memory_utilization: float = setting(0.3, "share of GPU memory the colocated vLLM engine may take")
+    logprob_batch_size: int = setting(32, "sequences per no-grad log-prob forward")
+    max_grad_norm: float = setting(1.0, "gradient clipping threshold (L2 norm)")
+    reward_batch_size: int = setting(16, "sequences per reward-model forward")
+    seed: int = setting(0, "sampling and prompt order")
+    lora_r: int = setting(0, "LoRA rank; 0 = full fine-tuning (LoRA needs `pip install peft`)")
+    lora_alpha: int = setting(16, "LoRA scaling numerator: updates are scaled by lora_alpha / lora_r")
+    lora_dropout: float = setting(0.0, "dropout on the LoRA input, during training steps only")
+    lora_target_modules: str = setting("all-linear",
+        'comma-separated module names (e.g. "q_proj,v_proj") or "all-linear"')
     # The campaign's KL budget (rlhf/kl.py), checked on each round's own samples and after the last update.
-    kl_budget: float | None = None  # nats per answer the policy may move from the reference; over it, the step stops and keeps the last weights inside it; None = no budget
+    kl_budget: float | None = setting(None,
+        "nats per answer the policy may move from the reference; over it, the step stops and keeps the last weights "
+        "inside it; None = no budget")
 
 
 @dataclass
 class DPOConfig:
-    beta: float = 0.1  # implicit-KL strength: loss = -logsigmoid(beta * (chosen log-ratio - rejected log-ratio))
-    label_smoothing: float = 0.0  # assumed share of flipped labels (conservative DPO); 0 = plain DPO, must be < 0.5
-    lr: float = 1e-6  # AdamW learning rate (TRL's DPO default; tiny test models need ~1e-3)
-    epochs: int = 1  # passes over the preference pairs
-    batch_size: int = 8  # pairs per optimizer step (2x sequences per forward)
-    max_length: int = 512  # tokens per prompt+response; the prompt loses its start first, then the response its end
-    ref_batch_size: int = 16  # pairs per no-grad reference forward (computed once, before training)
-    weight_decay: float = 0.0  # AdamW decoupled weight decay
-    max_grad_norm: float = 1.0  # gradient clipping threshold (L2 norm)
-    log_every: int = 10  # optimizer steps between dpo/* metric reports
-    seed: int = 0  # data order
-    # Train on the pairs of the last N rounds only (rows' "round"); 0 = every pair.
+    beta: float = setting(0.1,
+        "implicit-KL strength: loss = -logsigmoid(beta * (chosen log-ratio - rejected log-ratio))")
+    label_smoothing: float = setting(0.0,
+        "assumed share of flipped labels (conservative DPO); 0 = plain DPO, must be < 0.5")
+    lr: float = setting(1e-6, "AdamW learning rate (TRL's DPO default; tiny test models need ~1e-3)")
+    epochs: int = setting(1, "passes over the preference pairs")
+    batch_size: int = setting(8, "pairs per optimizer step (2x sequences per forward)")
+    max_length: int = setting(512,
+        "tokens per prompt+response; the prompt loses its start first, then the response its end")
+    ref_batch_size: int = setting(16, "pairs per no-grad reference forward (computed once, before training)")
+    weight_decay: float = setting(0.0, "AdamW decoupled weight decay")
+    max_grad_norm: float = setting(1.0, "gradient clipping threshold (L2 norm)")
+    log_every: int = setting(10, "optimizer steps between policy/* metric reports")
+    seed: int = setting(0, "data order")
     # 1 is online iterative DPO: each round's fresh pairs, sampled from the
     # current policy, update that policy once; older pairs are not trained again.
-    last_rounds: int = 0
+    last_rounds: int = setting(0, "train on the pairs of the last N rounds only (each row's round); 0 = every pair")
     # The campaign's KL budget (rlhf/kl.py). DPO draws no samples of its own,
     # so a check samples one answer to each of kl_prompts training prompts.
-    kl_budget: float | None = None  # nats per answer the policy may move from the reference; over it, the step stops and keeps the last weights inside it; None = no budget
-    kl_check_every: int = 8  # optimizer steps between KL checks (and always after the last step); only with kl_budget
-    kl_prompts: int = 32  # training prompts a KL check samples an answer to
-    kl_max_new_tokens: int = 64  # answer length of a KL check's samples (the platform sets the campaign's generate length)
-    lora_r: int = 0  # LoRA rank; 0 = full fine-tuning (LoRA needs `pip install peft`)
-    lora_alpha: int = 16  # LoRA scaling numerator: updates are scaled by lora_alpha / lora_r
-    lora_dropout: float = 0.0  # dropout on the LoRA input, during training steps only
-    lora_target_modules: str = "all-linear"  # comma-separated module names (e.g. "q_proj,v_proj") or "all-linear"
+    kl_budget: float | None = setting(None,
+        "nats per answer the policy may move from the reference; over it, the step stops and keeps the last weights "
+        "inside it; None = no budget")
+    kl_check_every: int = setting(8,
+        "optimizer steps between KL checks (and always after the last step); only with kl_budget")
+    kl_prompts: int = setting(32, "training prompts a KL check samples an answer to")
+    kl_max_new_tokens: int = setting(64,
+        "answer length of a KL check's samples (the platform sets the campaign's generate length)")
+    lora_r: int = setting(0, "LoRA rank; 0 = full fine-tuning (LoRA needs `pip install peft`)")
+    lora_alpha: int = setting(16, "LoRA scaling numerator: updates are scaled by lora_alpha / lora_r")
+    lora_dropout: float = setting(0.0, "dropout on the LoRA input, during training steps only")
+    lora_target_modules: str = setting("all-linear",
+        'comma-separated module names (e.g. "q_proj,v_proj") or "all-linear"')
 
 
 @dataclass
 class GenerateConfig:
-    max_new_tokens: int = 64  # completion length cap, in tokens
-    temperature: float = 0.8  # softmax temperature; ignored when do_sample is False
-    top_p: float = 0.95  # nucleus sampling mass; 1.0 = off
-    do_sample: bool = True  # False = greedy decoding
-    seed: int = 0  # torch RNG seed set once before the first batch
-    batch_size: int = 16  # sequences (prompts x samples) per generate call
+    max_new_tokens: int = setting(64, "completion length cap, in tokens")
+    temperature: float = setting(0.8, "softmax temperature; ignored when do_sample is False")
+    top_p: float = setting(0.95, "nucleus sampling mass; 1.0 = off")
+    do_sample: bool = setting(True, "False = greedy decoding")
+    seed: int = setting(0, "torch RNG seed set once before the first batch")
+    batch_size: int = setting(16, "sequences (prompts x samples) per generate call")
 
 
 # The sections of a training config as the platform stores it per run.

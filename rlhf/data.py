@@ -37,14 +37,6 @@ def write_jsonl(rows: Iterable[dict], path: str | Path) -> str:
     return h.hexdigest()
 
 
-def file_sha256_of(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def read_jsonl(path: str | Path) -> list[dict]:
     """Read a JSONL file of objects; ValueError names the first bad line."""
     rows = []

@@ -10,16 +10,17 @@ with each row's `weight` (annotator reliability) weighting its pair. Log-probs
 are summed over the response tokens only; the prompt is formatted by
 rlhf.chat exactly as for reward training. Reference log-probs are computed
 once, before the first step, so no second model is held during training.
+It reports the policy stage's metrics, policy/* (rlhf/__init__.py lists them).
 
     python -m rlhf.train_dpo --data pairs.jsonl --policy PATH --ref PATH --out DIR [--beta 0.1 --epochs 1]
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from dataclasses import asdict
+from enum import IntEnum
 from pathlib import Path
 from typing import Callable
 
@@ -28,21 +29,14 @@ import torch.nn.functional as F
 
 from rlhf import _torch
 from rlhf.chat import ENCODE_KWARGS, format_prompt
+from rlhf.checkpoint import save_checkpoint
 from rlhf.configs import DPOConfig, check_config  # DPOConfig re-exported: callers import it from here too
 from rlhf.data import validate_preference_rows
 from rlhf.kl import KLGuard, sampled_kl
+from rlhf.logprobs import common_prefix, sequence_logps
 
 MetricsFn = Callable[[int, dict], None]
 ProgressFn = Callable[[float], None]
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def tokenize_pair(tokenizer, row: dict, max_length: int) -> tuple[list[int], list[int], list[int]]:
@@ -57,26 +51,11 @@ def tokenize_pair(tokenizer, row: dict, max_length: int) -> tuple[list[int], lis
     eos = tokenizer.eos_token or ""
     prompt_ids = tokenizer(prompt_text, **ENCODE_KWARGS)["input_ids"]
     full = [tokenizer(prompt_text + row[k] + eos, **ENCODE_KWARGS)["input_ids"] for k in ("chosen", "rejected")]
-    cut = min(_common_prefix(prompt_ids, f) for f in full)
+    cut = min(common_prefix(prompt_ids, f) for f in full)
     prompt_ids = prompt_ids[:cut]
     chosen, rejected = (f[cut:][: max_length - 1] for f in full)
     keep = max(max_length - max(len(chosen), len(rejected)), 1)
     return prompt_ids[-keep:], chosen, rejected
-
-
-def sequence_logps(model, pieces: list[tuple[list[int], list[int]]], pad_id: int, dev) -> torch.Tensor:
-    """Sum of log p(response token | everything before it) for each (prompt_ids, response_ids)."""
-    ids = [p + c for p, c in pieces]
-    width = max(len(x) for x in ids)
-    input_ids = torch.tensor([x + [pad_id] * (width - len(x)) for x in ids], device=dev)
-    attention_mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=dev)
-    # 1 where the token at position t is a response token (right padding, so
-    # the default positions 0..n-1 are the right ones).
-    response = torch.tensor([[0] * len(p) + [1] * len(c) + [0] * (width - len(p) - len(c)) for p, c in pieces], device=dev)
-    with _torch.autocast(dev):
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-    logps = torch.log_softmax(logits[:, :-1, :].float(), dim=-1).gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-    return (logps * response[:, 1:]).sum(dim=1)
 
 
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
@@ -84,7 +63,7 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
              weight: torch.Tensor | None = None, weight_total: float | None = None):
     """Sigmoid DPO loss (weighted mean over pairs); returns (loss, chosen_rewards, rejected_rewards).
 
-    The implicit rewards beta * (log pi - log ref) are what dpo/* metrics report.
+    The implicit rewards beta * (log pi - log ref) are what policy/chosen_reward and policy/rejected_reward report.
     weight_total normalises by a larger global batch (data parallel ranks).
     """
     chosen_logratio = policy_chosen - ref_chosen
@@ -130,6 +109,17 @@ def latest_rounds(rows: list[dict], n: int) -> list[dict]:
         return rows
     keep = set(rounds[-n:])
     return [r for r in rows if r.get("round") in keep]
+
+
+class Sums(IntEnum):
+    """Positions of a metrics window's sums (float64, reduced across ranks in one collective)."""
+
+    LOSS = 0  # per step: the step's loss (each rank's share of it)
+    CORRECT = 1  # pairs whose chosen implicit reward is above the rejected one
+    PAIRS = 2
+    CHOSEN_REWARD = 3
+    REJECTED_REWARD = 4
+    STEPS = 5
 
 
 def dpo_train(
@@ -183,8 +173,7 @@ def dpo_train(
     guard = KLGuard(config.kl_budget, params) if checks_kl else None
     kl_prompts = list({str(r["prompt"]): r["prompt"] for r in rows}.values())[: config.kl_prompts]
     metrics: dict = {}
-    # Window sums (reduced across ranks): loss, correct, pairs, chosen reward, rejected reward, steps.
-    window = torch.zeros(6, dtype=torch.float64, device=dev)
+    window = torch.zeros(len(Sums), dtype=torch.float64, device=dev)
 
     # --- loop: DPO steps over shuffled pairs, periodic metrics and KL checks ---
     model.train()
@@ -200,24 +189,24 @@ def dpo_train(
                                       config.beta, config.label_smoothing, weight,
                                       weight_total=sum(rows[j]["weight"] for j in batch))
             loss.backward()
-            window[0] += loss.detach().double()
-            window[1] += (c_r > r_r).double().sum()
-            window[2] += len(mine)
-            window[3] += c_r.double().sum()
-            window[4] += r_r.double().sum()
-        window[5] += 1.0 / dist.world
+            window[Sums.LOSS] += loss.detach().double()
+            window[Sums.CORRECT] += (c_r > r_r).double().sum()
+            window[Sums.PAIRS] += len(mine)
+            window[Sums.CHOSEN_REWARD] += c_r.double().sum()
+            window[Sums.REJECTED_REWARD] += r_r.double().sum()
+        window[Sums.STEPS] += 1.0 / dist.world  # summed across ranks: one per step
         dist.sum_grads(params)
         torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
         optimizer.step()
         if step % config.log_every == 0 or step == total_steps:
             w = dist.sum_(window.clone()).tolist()
-            n = max(w[2], 1.0)
+            n = max(w[Sums.PAIRS], 1.0)
             metrics = {
-                "dpo/loss": w[0] / max(w[5], 1e-8),
-                "dpo/accuracy": w[1] / n,
-                "dpo/margin": (w[3] - w[4]) / n,
-                "dpo/chosen_reward": w[3] / n,
-                "dpo/rejected_reward": w[4] / n,
+                "policy/loss": w[Sums.LOSS] / max(w[Sums.STEPS], 1e-8),
+                "policy/accuracy": w[Sums.CORRECT] / n,
+                "policy/margin": (w[Sums.CHOSEN_REWARD] - w[Sums.REJECTED_REWARD]) / n,
+                "policy/chosen_reward": w[Sums.CHOSEN_REWARD] / n,
+                "policy/rejected_reward": w[Sums.REJECTED_REWARD] / n,
             }
             if on_metrics:
                 on_metrics(step, dict(metrics))
@@ -228,27 +217,19 @@ def dpo_train(
             kl = sampled_kl(model, ref, tokenizer, kl_prompts, max_new_tokens=config.kl_max_new_tokens,
                             seed=config.seed, dist=dist, peft_model=peft_model)
             if on_metrics:
-                on_metrics(step, {"dpo/kl": kl})
+                on_metrics(step, {"policy/kl": kl})
             if not guard.check(kl, step, params):
                 break  # over the budget: the last weights inside it are back in place
     # --- save: merged policy weights, tokenizer, meta.json; rank 0 only ---
-    final = {**metrics, "dpo/steps": step, **(guard.metrics("dpo") if guard else {})}
-    if dist.main:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        _torch.unwrap_for_save(model, peft_model).save_pretrained(out)
-        tokenizer.padding_side = "left"  # generation pads on the left
-        tokenizer.save_pretrained(out)
-        (out / "meta.json").write_text(json.dumps({
-            "kind": "policy",
-            "algorithm": "dpo",
-            "parent": str(policy_path),
-            "ref": str(ref_path),
-            "config": asdict(config),
-            "metrics": final,
-            "n_pairs": len(rows),
-            "world_size": dist.world,
-            **(meta or {}),
-        }, indent=2, default=str))
-    dist.barrier()
+    final = {**metrics, "policy/steps": step, **(guard.metrics() if guard else {})}
+    save_checkpoint(out_dir, model, tokenizer, {
+        "algorithm": "dpo",
+        "parent": str(policy_path),
+        "ref": str(ref_path),
+        "config": asdict(config),
+        "metrics": final,
+        "n_pairs": len(rows),
+        "world_size": dist.world,
+        **(meta or {}),
+    }, kind="policy", dist=dist, peft_model=peft_model)
     return final

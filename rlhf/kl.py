@@ -24,6 +24,8 @@ import torch
 
 from rlhf import _torch
 from rlhf.chat import format_prompt
+from rlhf.generate import sample
+from rlhf.logprobs import token_logprobs
 
 
 @torch.no_grad()
@@ -33,9 +35,6 @@ def sampled_kl(policy, ref, tokenizer, prompts: list, *, max_new_tokens: int, se
     prompt at temperature 1. Each rank samples its share of the prompts and
     the sums are reduced, so every rank gets the same figure. `ref` None: the
     reference is the policy with peft_model's adapter disabled."""
-    from rlhf.generate import sample
-    from rlhf.rloo import token_logprobs
-
     dev = next(policy.parameters()).device
     was_training, side = policy.training, tokenizer.padding_side
     policy.eval()
@@ -99,14 +98,14 @@ class KLGuard:
                 p.copy_(kept.to(p.device))
         return False
 
-    def metrics(self, prefix: str) -> dict:
-        """What the step reports: the budget, the KL estimate of the weights it
-        kept (None when it kept its starting weights unchecked), the update
-        those weights are from, and whether the budget stopped it."""
+    def metrics(self) -> dict:
+        """What the policy step reports: the budget, the KL estimate of the
+        weights it kept (None when it kept its starting weights unchecked),
+        the update those weights are from, and whether the budget stopped it."""
         return {
-            f"{prefix}/kl_budget": self.budget,
-            f"{prefix}/kl_to_base": self.kept_kl,
-            f"{prefix}/kl_kept_step": self.kept_step,
-            f"{prefix}/kl_budget_stopped": self.over_kl is not None,
-            **({f"{prefix}/kl_over_estimate": self.over_kl} if self.over_kl is not None else {}),
+            "policy/kl_budget": self.budget,
+            "policy/kl_to_base": self.kept_kl,
+            "policy/kl_kept_step": self.kept_step,
+            "policy/kl_budget_stopped": self.over_kl is not None,
+            **({"policy/kl_over_estimate": self.over_kl} if self.over_kl is not None else {}),
         }

@@ -3,41 +3,37 @@
 Loss per pair: -logsigmoid(r_chosen - r_rejected - margin), weighted by the
 row's `weight`; optional centering term (TRL's center_rewards_coefficient)
 keeps rewards near zero so the RLOO KL coefficient means the same across runs.
+Batches run packed (rlhf.packing) or padded; the metrics are reward/* while
+training and eval/reward/* on the held-out pairs (rlhf/__init__.py lists them).
 
     python -m rlhf.train_reward --data pairs.jsonl --base PATH --out DIR [--epochs 2 --lr 1e-5]
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
+from enum import IntEnum
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from rlhf import _torch
 from rlhf.chat import ENCODE_KWARGS, format_pair_text
+from rlhf.checkpoint import save_checkpoint
 from rlhf.configs import RewardConfig, check_config  # RewardConfig re-exported: callers import it from here too
 from rlhf.data import prompt_key, split_by_prompt, validate_preference_rows
+from rlhf.logprobs import pad_right
+from rlhf.packing import TokenPair, pack_pairs, packed_rewards
 
 MetricsFn = Callable[[int, dict], None]
 ProgressFn = Callable[[float], None]
 # Below this many distinct prompts a held-out split is too noisy to mean anything.
 MIN_PROMPTS_FOR_SPLIT = 4
-
-
-class TokenPair(NamedTuple):
-    """One preference row as the model sees it: token ids of prompt+answer+EOS, both sides."""
-
-    chosen: list[int]
-    rejected: list[int]
-    margin: float
-    weight: float
 
 
 def tokenize_pairs(tokenizer, rows: list[dict], max_length: int) -> list[TokenPair]:
@@ -54,14 +50,7 @@ def tokenize_pairs(tokenizer, rows: list[dict], max_length: int) -> list[TokenPa
 
 def _encode(tokenizer, texts: list[str], max_length: int, dev: torch.device):
     ids = [tokenizer(t, **ENCODE_KWARGS)["input_ids"][-max_length:] for t in texts]
-    return _pad(ids, tokenizer.pad_token_id, dev)
-
-
-def _pad(ids: list[list[int]], pad: int, dev: torch.device):
-    width = max(len(x) for x in ids)
-    input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids], device=dev)
-    mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=dev)
-    return input_ids, mask
+    return pad_right(ids, tokenizer.pad_token_id, dev)
 
 
 def sequence_rewards(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -79,107 +68,6 @@ def sequence_rewards(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     return model.score(pooled).squeeze(-1).float()
 
 
-# --- padding-free packing ---
-# A pair becomes one "unit": the tokens chosen and rejected share (at least the
-# formatted prompt), then chosen's own tokens, then rejected's own tokens.
-# Rejected's positions continue from the shared part, and the attention mask
-# hides chosen's tokens from rejected's, so each side sees exactly the
-# sequence it would see alone. Units are packed into rows; a row's attention
-# never crosses units. The mask is a 4D boolean tensor, which transformers
-# passes straight to SDPA (no cache: MODELS.md's pitfall).
-
-SHARED, CHOSEN, REJECTED = 0, 1, 2
-
-
-@dataclass
-class PackedPairs:
-    input_ids: torch.Tensor  # (rows, width)
-    position_ids: torch.Tensor  # (rows, width), restarting at 0 per sequence
-    unit: torch.Tensor  # (rows, width): which pair each token belongs to; -1 = padding
-    branch: torch.Tensor  # (rows, width): SHARED, CHOSEN or REJECTED
-    chosen_at: torch.Tensor  # (pairs,) flat index (row * width + column) of chosen's last token
-    rejected_at: torch.Tensor  # (pairs,) the same for rejected
-    tokens: int  # tokens of chosen + rejected, as a padded trainer would count them
-    computed: int  # non-padding positions the model runs (fewer than `tokens` when a prefix is shared)
-
-    @property
-    def slots(self) -> int:
-        return self.input_ids.numel()
-
-    def attention_mask(self) -> torch.Tensor:
-        """(rows, 1, width, width) boolean: True where a query token may attend a key token."""
-        width = self.unit.size(1)
-        causal = torch.ones(width, width, dtype=torch.bool, device=self.unit.device).tril()
-        same_unit = self.unit[:, :, None] == self.unit[:, None, :]
-        crosses = (self.branch[:, :, None] == REJECTED) & (self.branch[:, None, :] == CHOSEN)
-        return (same_unit & causal & ~crosses).unsqueeze(1)
-
-    def to(self, dev: torch.device) -> "PackedPairs":
-        moved = {k: v.to(dev, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in vars(self).items()}
-        return PackedPairs(**moved)
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def pack_pairs(pairs: list[TokenPair], pad_id: int, share_prefix: bool = True, row_tokens: int = 0,
-               multiple_of: int = 16) -> PackedPairs:
-    """Pack pairs into rows of at most max(row_tokens, longest unit) tokens (first fit, longest first)."""
-    units = []
-    for p in pairs:
-        c, r = p.chosen, p.rejected
-        # The shared part must leave each side at least its own last token to be scored at.
-        s = min(_common_prefix(c, r), len(c) - 1, len(r) - 1) if share_prefix else 0
-        units.append((c + r[s:], list(range(len(c))) + list(range(s, len(r))),
-                      [SHARED] * s + [CHOSEN] * (len(c) - s) + [REJECTED] * (len(r) - s), len(c) - 1))
-    capacity = max(row_tokens, max(len(u[0]) for u in units))
-    fill: list[int] = []
-    members: list[list[int]] = []
-    for i in sorted(range(len(units)), key=lambda i: -len(units[i][0])):
-        n = len(units[i][0])
-        row = next((j for j, f in enumerate(fill) if f + n <= capacity), None)
-        if row is None:
-            fill.append(0)
-            members.append([])
-            row = len(fill) - 1
-        members[row].append(i)
-        fill[row] += n
-    # A width that is a multiple of 16 keeps bf16 tensor-core shapes and SDPA's mask rows aligned.
-    width = -(-max(fill) // multiple_of) * multiple_of
-    ids, pos = [[pad_id] * width for _ in fill], [[0] * width for _ in fill]
-    unit, branch = [[-1] * width for _ in fill], [[SHARED] * width for _ in fill]
-    chosen_at, rejected_at = [0] * len(units), [0] * len(units)
-    for row, idx in enumerate(members):
-        at = 0
-        for i in idx:
-            tokens, positions, branches, chosen_last = units[i]
-            n = len(tokens)
-            ids[row][at : at + n], pos[row][at : at + n], branch[row][at : at + n] = tokens, positions, branches
-            unit[row][at : at + n] = [i] * n
-            chosen_at[i], rejected_at[i] = row * width + at + chosen_last, row * width + at + n - 1
-            at += n
-    as_long = lambda x: torch.tensor(x, dtype=torch.long)  # noqa: E731
-    return PackedPairs(as_long(ids), as_long(pos), as_long(unit), as_long(branch), as_long(chosen_at),
-                       as_long(rejected_at), tokens=sum(len(p.chosen) + len(p.rejected) for p in pairs),
-                       computed=sum(len(u[0]) for u in units))
-
-
-def packed_rewards(model, packed: PackedPairs) -> tuple[torch.Tensor, torch.Tensor]:
-    """(r_chosen, r_rejected) from one forward over packed rows."""
-    backbone = getattr(model, model.base_model_prefix)
-    hidden = backbone(input_ids=packed.input_ids, attention_mask=packed.attention_mask(),
-                      position_ids=packed.position_ids, use_cache=False).last_hidden_state
-    flat = hidden.reshape(-1, hidden.size(-1))
-    scores = model.score(flat[torch.cat([packed.chosen_at, packed.rejected_at])]).squeeze(-1).float()
-    return scores[: len(packed.chosen_at)], scores[len(packed.chosen_at) :]
-
-
 def _pair_rewards(model, pairs: list[TokenPair], config: RewardConfig, pad_id: int, dev):
     """(r_chosen, r_rejected, (tokens, computed, slots)) of a batch, packed or padded per config."""
     if config.packing:
@@ -187,7 +75,7 @@ def _pair_rewards(model, pairs: list[TokenPair], config: RewardConfig, pad_id: i
         with _torch.autocast(dev):
             r_c, r_r = packed_rewards(model, packed)
         return r_c, r_r, (packed.tokens, packed.computed, packed.slots)
-    input_ids, mask = _pad([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id, dev)
+    input_ids, mask = pad_right([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id, dev)
     with _torch.autocast(dev):
         rewards = sequence_rewards(model, input_ids, mask)
     tokens = sum(len(p.chosen) + len(p.rejected) for p in pairs)
@@ -257,20 +145,35 @@ def freeze_lower_layers(model, keep: int) -> None:
 MARGIN_BUCKETS = [(0.0, 0.5), (0.5, 1.0), (1.0, 2.0), (2.0, math.inf)]
 
 
-def _bucket_name(lo: float, hi: float) -> str:
+def bucket_name(lo: float, hi: float) -> str:
+    """A margin bucket as metric names spell it: "0-0.5", "2-inf"."""
     fmt = lambda x: "inf" if math.isinf(x) else f"{x:g}"  # noqa: E731
     return f"{fmt(lo)}-{fmt(hi)}"
 
 
+class EvalSums(IntEnum):
+    """Positions of the held-out sums (float64, reduced across ranks in one
+    collective); the (correct, pairs) of margin bucket b follow at
+    BUCKETS + 2b and BUCKETS + 2b + 1."""
+
+    LOSS = 0  # weighted Bradley–Terry loss
+    WEIGHT = 1
+    CENTER = 2  # (r_c + r_r)^2, the centering term
+    CORRECT = 3  # pairs with r_c > r_r
+    PAIRS = 4
+    MARGIN = 5  # r_c - r_r
+    REWARD = 6  # r_c + r_r
+    REWARD_SQ = 7  # r_c^2 + r_r^2
+    BUCKETS = 8
+
+
 @torch.no_grad()
-def _evaluate(model, pairs: list[TokenPair], config: RewardConfig, pad_id: int, dev,
-              dist: _torch.Dist | None = None) -> dict:
-    """eval/* metrics over `pairs`; under several processes each rank scores its share."""
+def evaluate_pairs(model, pairs: list[TokenPair], config: RewardConfig, pad_id: int, dev,
+                   dist: _torch.Dist | None = None) -> dict:
+    """eval/reward/* metrics over `pairs`; under several processes each rank scores its share."""
     dist = dist or _torch.Dist()
     mine = dist.shard(pairs)
-    # Sums reduced across ranks: weighted loss, weight, center term, correct,
-    # pairs, margin, reward sum, reward^2 sum, then (correct, pairs) per bucket.
-    sums = torch.zeros(8 + 2 * len(MARGIN_BUCKETS), dtype=torch.float64, device=dev)
+    sums = torch.zeros(EvalSums.BUCKETS + 2 * len(MARGIN_BUCKETS), dtype=torch.float64, device=dev)
     # Longest first, so a batch holds pairs of similar length (eval order does not matter).
     mine = sorted(mine, key=lambda p: -len(p.chosen) - len(p.rejected))
     for i in range(0, len(mine), config.batch_size):
@@ -280,39 +183,54 @@ def _evaluate(model, pairs: list[TokenPair], config: RewardConfig, pad_id: int, 
         weight = torch.tensor([p.weight for p in batch], device=dev)
         diff = r_c - r_r
         right = (diff > 0).double()
-        sums[0] += (-F.logsigmoid(diff - margin) * weight).sum().double()
-        sums[1] += weight.sum().double()
-        sums[2] += ((r_c + r_r) ** 2).sum().double()
-        sums[3] += right.sum()
-        sums[4] += len(batch)
-        sums[5] += diff.sum().double()
+        sums[EvalSums.LOSS] += (-F.logsigmoid(diff - margin) * weight).sum().double()
+        sums[EvalSums.WEIGHT] += weight.sum().double()
+        sums[EvalSums.CENTER] += ((r_c + r_r) ** 2).sum().double()
+        sums[EvalSums.CORRECT] += right.sum()
+        sums[EvalSums.PAIRS] += len(batch)
+        sums[EvalSums.MARGIN] += diff.sum().double()
         both = torch.cat([r_c, r_r]).double()
-        sums[6] += both.sum()
-        sums[7] += (both**2).sum()
+        sums[EvalSums.REWARD] += both.sum()
+        sums[EvalSums.REWARD_SQ] += (both**2).sum()
         for b, (lo, hi) in enumerate(MARGIN_BUCKETS):
             in_bucket = (diff.abs() >= lo) & (diff.abs() < hi)
-            sums[8 + 2 * b] += right[in_bucket].sum()
-            sums[9 + 2 * b] += in_bucket.sum()
+            sums[EvalSums.BUCKETS + 2 * b] += right[in_bucket].sum()
+            sums[EvalSums.BUCKETS + 2 * b + 1] += in_bucket.sum()
     dist.sum_(sums)
     s = sums.tolist()
-    n, n_r = max(s[4], 1.0), max(2 * s[4], 1.0)
-    loss = s[0] / max(s[1], 1e-8)
+    n, n_r = max(s[EvalSums.PAIRS], 1.0), max(2 * s[EvalSums.PAIRS], 1.0)
+    loss = s[EvalSums.LOSS] / max(s[EvalSums.WEIGHT], 1e-8)
     if config.center_rewards_coefficient:
-        loss += config.center_rewards_coefficient * s[2] / n
-    mean = s[6] / n_r
+        loss += config.center_rewards_coefficient * s[EvalSums.CENTER] / n
+    mean = s[EvalSums.REWARD] / n_r
     out = {
-        "eval/loss": loss,
-        "eval/accuracy": s[3] / n,
-        "eval/margin": s[5] / n,
-        "eval/reward_mean": mean,
-        "eval/reward_std": math.sqrt(max(s[7] / n_r - mean * mean, 0.0)),
+        "eval/reward/loss": loss,
+        "eval/reward/accuracy": s[EvalSums.CORRECT] / n,
+        "eval/reward/margin": s[EvalSums.MARGIN] / n,
+        "eval/reward/reward_mean": mean,
+        "eval/reward/reward_std": math.sqrt(max(s[EvalSums.REWARD_SQ] / n_r - mean * mean, 0.0)),
     }
     for b, (lo, hi) in enumerate(MARGIN_BUCKETS):
-        correct, count = s[8 + 2 * b], s[9 + 2 * b]
+        correct, count = s[EvalSums.BUCKETS + 2 * b], s[EvalSums.BUCKETS + 2 * b + 1]
         if count:  # an empty bucket has no accuracy; leaving it out keeps the metrics JSON-clean
-            out[f"eval/accuracy_margin_{_bucket_name(lo, hi)}"] = correct / count
-            out[f"eval/pairs_margin_{_bucket_name(lo, hi)}"] = int(count)
+            out[f"eval/reward/accuracy_margin_{bucket_name(lo, hi)}"] = correct / count
+            out[f"eval/reward/pairs_margin_{bucket_name(lo, hi)}"] = int(count)
     return out
+
+
+class TrainSums(IntEnum):
+    """Positions of a training window's sums (float64, reduced across ranks in one collective)."""
+
+    LOSS = 0  # per step: the step's loss (each rank's share of it)
+    CORRECT = 1  # pairs with r_c > r_r
+    MARGIN = 2  # r_c - r_r
+    PAIRS = 3
+    REWARD = 4  # r_c + r_r
+    REWARD_SQ = 5  # r_c^2 + r_r^2
+    STEPS = 6
+    TOKENS = 7  # chosen + rejected tokens, as TRL's num_tokens counts them
+    COMPUTED = 8  # positions the model ran, padding excluded
+    PADDED = 9  # positions the model ran, padding included
 
 
 def train_reward(
@@ -386,16 +304,14 @@ def train_reward(
     order_rng = random.Random(config.seed)
     step, best_loss, best_state, bad_evals, stopped_early = 0, float("inf"), None, 0, False
     metrics: dict = {}
-    last_train: dict = {}  # the latest train/* window, kept in the final metrics
-    # Window sums (reduced across ranks): loss, correct, margin, pairs, reward
-    # sum, reward^2 sum, steps, then tokens, computed tokens, padded slots.
-    window = torch.zeros(10, dtype=torch.float64, device=dev)
+    last_train: dict = {}  # the latest reward/* window, kept in the final metrics
+    window = torch.zeros(len(TrainSums), dtype=torch.float64, device=dev)
     seen = [0.0, 0.0, 0.0]  # tokens, computed, padded since the start (all ranks)
     window_start = time.perf_counter()
 
     def evaluate() -> dict:
         model.eval()
-        out = {**_evaluate(model, eval_pairs, config, pad_id, dev, dist), "eval/split": eval_split}
+        out = {**evaluate_pairs(model, eval_pairs, config, pad_id, dev, dist), "eval/reward/split": eval_split}
         model.train()
         return out
 
@@ -408,8 +324,8 @@ def train_reward(
             on_metrics(step, dict(metrics))
         if config.patience is None:
             return False
-        if metrics["eval/loss"] < best_loss - 1e-6:
-            best_loss, bad_evals = metrics["eval/loss"], 0
+        if metrics["eval/reward/loss"] < best_loss - 1e-6:
+            best_loss, bad_evals = metrics["eval/reward/loss"], 0
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             return False
         bad_evals += 1
@@ -427,12 +343,14 @@ def train_reward(
                                                     weight_total=sum(p.weight for p in batch), count_total=len(batch))
                 loss.backward()
                 both = torch.cat([r_c, r_r]).double()
-                window[[0, 1, 2, 4, 5]] += torch.stack([loss.detach().double(), (r_c > r_r).double().sum(),
-                                                        (r_c - r_r).double().sum(), both.sum(), (both**2).sum()])
-                window[3] += len(mine)
+                # One indexed add: fewer small kernels per step than one add per sum.
+                window[[TrainSums.LOSS, TrainSums.CORRECT, TrainSums.MARGIN, TrainSums.REWARD, TrainSums.REWARD_SQ]] += (
+                    torch.stack([loss.detach().double(), (r_c > r_r).double().sum(), (r_c - r_r).double().sum(),
+                                 both.sum(), (both**2).sum()]))
+                window[TrainSums.PAIRS] += len(mine)
                 # From the host without waiting: a blocking copy would stall the queue of GPU work every step.
-                window[7:] += torch.tensor(counts, dtype=torch.float64).to(dev, non_blocking=True)
-            window[6] += 1.0 / dist.world  # summed across ranks: one per step
+                window[TrainSums.TOKENS :] += torch.tensor(counts, dtype=torch.float64).to(dev, non_blocking=True)
+            window[TrainSums.STEPS] += 1.0 / dist.world  # summed across ranks: one per step
             dist.sum_grads(params)
             torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
             optimizer.step()
@@ -440,20 +358,20 @@ def train_reward(
             if step % config.log_every == 0 or step == total_steps:
                 w = dist.sum_(window.clone()).tolist()  # .tolist() waits for the device: the clock below is honest
                 elapsed = max(time.perf_counter() - window_start, 1e-9)
-                seen = [a + b for a, b in zip(seen, w[7:])]
-                n, n_r = max(w[3], 1.0), max(2 * w[3], 1.0)
-                mean = w[4] / n_r
+                seen = [a + b for a, b in zip(seen, w[TrainSums.TOKENS :])]
+                n, n_r = max(w[TrainSums.PAIRS], 1.0), max(2 * w[TrainSums.PAIRS], 1.0)
+                mean = w[TrainSums.REWARD] / n_r
                 last_train = {
-                    "train/loss": w[0] / max(w[6], 1e-8),
-                    "train/accuracy": w[1] / n,
-                    "train/margin": w[2] / n,
-                    "reward/mean": mean,
-                    "reward/std": math.sqrt(max(w[5] / n_r - mean * mean, 0.0)),
-                    "train/pairs_per_s": w[3] / elapsed,
-                    "train/tokens_per_s": w[7] / elapsed,
-                    "train/tokens": seen[0],  # chosen + rejected tokens, as TRL's num_tokens counts them
-                    "train/tokens_computed": seen[1],  # positions the model ran, padding excluded
-                    "train/tokens_padded": seen[2],  # positions the model ran, padding included
+                    "reward/loss": w[TrainSums.LOSS] / max(w[TrainSums.STEPS], 1e-8),
+                    "reward/accuracy": w[TrainSums.CORRECT] / n,
+                    "reward/margin": w[TrainSums.MARGIN] / n,
+                    "reward/reward_mean": mean,
+                    "reward/reward_std": math.sqrt(max(w[TrainSums.REWARD_SQ] / n_r - mean * mean, 0.0)),
+                    "reward/pairs_per_s": w[TrainSums.PAIRS] / elapsed,
+                    "reward/tokens_per_s": w[TrainSums.TOKENS] / elapsed,
+                    "reward/tokens": seen[0],  # chosen + rejected tokens, as TRL's num_tokens counts them
+                    "reward/tokens_computed": seen[1],  # positions the model ran, padding excluded
+                    "reward/tokens_padded": seen[2],  # positions the model ran, padding included
                 }
                 if on_metrics:
                     on_metrics(step, dict(last_train))
@@ -476,55 +394,21 @@ def train_reward(
         metrics = evaluate()
     elif not metrics or config.eval_every:
         metrics = evaluate()
-    final = {**last_train, **metrics, "train/steps": step, "train/stopped_early": stopped_early}
-    if dist.main:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        saved = _torch.unwrap_for_save(model, peft_model)
-        portable_pad(tokenizer, saved)
-        saved.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-        (out / "meta.json").write_text(json.dumps({
-            "kind": "reward",
-            "base": str(base_path),
-            "config": asdict(config),
-            "metrics": final,
-            "n_pairs": len(rows),
-            "n_train_pairs": len(train_rows),
-            "n_eval_pairs": len(eval_rows),
-            "n_prompts": n_prompts,
-            "world_size": dist.world,
-            **(meta or {}),
-        }, indent=2, default=str))
-    dist.barrier()
+    final = {**last_train, **metrics, "reward/steps": step, "reward/stopped_early": stopped_early}
+    save_checkpoint(out_dir, model, tokenizer, {
+        "base": str(base_path),
+        "config": asdict(config),
+        "metrics": final,
+        "n_pairs": len(rows),
+        "n_train_pairs": len(train_rows),
+        "n_eval_pairs": len(eval_rows),
+        "n_prompts": n_prompts,
+        "world_size": dist.world,
+        **(meta or {}),
+    }, kind="reward", dist=dist, peft_model=peft_model)
     if on_progress:
         on_progress(1.0)
     return final
-
-
-def portable_pad(tokenizer, model) -> None:
-    """Give a reward checkpoint a pad token other than EOS, so that it scores the same in other tools.
-
-    transformers' *ForSequenceClassification (and so TRL and pipelines) reads
-    the score at the rightmost token that is not pad_token_id. With pad == EOS
-    (SmolLM2 and most chat models) that skips the appended EOS this module
-    scores at, and the downloaded checkpoint would score the token before it:
-    other numbers, silently. Any other token works as pad, since the last
-    token of every text is the EOS; an existing one (unk, bos) keeps the
-    vocabulary, a new <|pad|> row is the last resort. Here nothing changes:
-    pooling and padding go by the attention mask.
-    """
-    if tokenizer.pad_token_id != tokenizer.eos_token_id:
-        return
-    for name in ("unk_token", "bos_token"):
-        token = getattr(tokenizer, name)
-        if token is not None and getattr(tokenizer, f"{name}_id") != tokenizer.eos_token_id:
-            tokenizer.pad_token = token
-            break
-    else:
-        tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
-        model.resize_token_embeddings(len(tokenizer))
-    model.config.pad_token_id = tokenizer.pad_token_id
 
 
 class RewardScorer:

@@ -1,13 +1,13 @@
 """RLOO policy step: k samples per prompt, leave-one-out baseline, KL to a
 frozen reference folded into the reward, clipped importance ratio (as TRL's
-RLOOTrainer).
+RLOOTrainer). It reports the policy stage's metrics, policy/* (rlhf/__init__.py
+lists them).
 
     python -m rlhf.train_policy --prompts p.jsonl --policy PATH --ref PATH --reward PATH --out DIR [--num-iterations 20]
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from dataclasses import asdict
@@ -18,9 +18,11 @@ import torch
 
 from rlhf import _torch
 from rlhf.chat import format_prompt
+from rlhf.checkpoint import save_checkpoint
 from rlhf.configs import RLOOConfig, check_config  # RLOOConfig re-exported: callers import it from here too
 from rlhf.generate import Rollout, RowSampler, load_policy, sample
 from rlhf.kl import KLGuard, sampled_kl
+from rlhf.logprobs import token_logprobs
 
 RewardFn = Callable[[list, list[str]], list[float]]
 
@@ -32,20 +34,6 @@ def rloo_advantages(rewards: torch.Tensor, k: int) -> torch.Tensor:
     grouped = rewards.view(-1, k)
     baseline = (grouped.sum(dim=1, keepdim=True) - grouped) / (k - 1)
     return (grouped - baseline).reshape(-1)
-
-
-def token_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature: float) -> torch.Tensor:
-    """Per-token log-prob of each completion token, (n, C)."""
-    input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
-    attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
-    # Positions as generate() assigns them under left padding, so the scored
-    # distribution is the one that was sampled from.
-    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-    n_completion = completion_ids.size(1)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                   use_cache=False, logits_to_keep=n_completion + 1).logits
-    logits = logits[:, :-1, :].float() / temperature
-    return torch.log_softmax(logits, dim=-1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
 
 
 def rloo_policy_loss(new_logps: torch.Tensor, old_logps: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor,
@@ -285,30 +273,22 @@ def rloo_train(
         guard.check(sampled_kl(policy, ref, tokenizer, check_prompts, max_new_tokens=config.max_new_tokens,
                                seed=config.seed, dist=dist, peft_model=peft_model), config.num_iterations, params)
     if guard is not None:
-        metrics = {**metrics, **guard.metrics("policy")}
+        metrics = {**metrics, **guard.metrics()}
         if on_metrics:
             on_metrics(config.num_iterations, dict(metrics))
 
     # --- save: policy weights (LoRA merged in), tokenizer, meta.json; rank 0 only ---
-    if dist.main:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        _torch.unwrap_for_save(policy, peft_model).save_pretrained(out)
-        tokenizer.padding_side = "left"
-        tokenizer.save_pretrained(out)
-        (out / "meta.json").write_text(json.dumps({
-            "kind": "policy",
-            "algorithm": "rloo",
-            "parent": str(policy_path),
-            "ref": str(ref_path),
-            "reward": str(reward_path) if reward_path else "reward_fn",
-            "config": asdict(config),
-            "metrics": metrics,
-            "n_prompts": len(prompts),
-            "world_size": dist.world,
-            **(meta or {}),
-        }, indent=2, default=str))
-    dist.barrier()
+    save_checkpoint(out_dir, policy, tokenizer, {
+        "algorithm": "rloo",
+        "parent": str(policy_path),
+        "ref": str(ref_path),
+        "reward": str(reward_path) if reward_path else "reward_fn",
+        "config": asdict(config),
+        "metrics": metrics,
+        "n_prompts": len(prompts),
+        "world_size": dist.world,
+        **(meta or {}),
+    }, kind="policy", dist=dist, peft_model=peft_model)
     return metrics
 
 

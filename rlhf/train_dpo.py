@@ -8,33 +8,26 @@ Prints one JSON line of metrics per report and the final metrics last.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
+
+from rlhf.cli import preference_file, trainer_main
+from rlhf.configs import DPOConfig
+
+
+def _train(args, config: DPOConfig, on_metrics) -> dict:
+    from rlhf.dpo import dpo_train
+
+    rows, meta = preference_file(args.data)
+    return dpo_train(config, rows, args.policy, args.ref, args.out, on_metrics=on_metrics, meta=meta)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rlhf._torch import close_process_group
-    from rlhf.cli import add_dataclass_args, dataclass_from_args, print_metrics
-    from rlhf.data import file_sha256_of, read_preferences
-    from rlhf.dpo import DPOConfig, dpo_train
-
-    parser = argparse.ArgumentParser(prog="python -m rlhf.train_dpo", description=__doc__.split("\n")[0])
-    parser.add_argument("--data", required=True, help="preference JSONL (prompt, chosen, rejected[, weight])")
-    parser.add_argument("--policy", required=True, help="policy folder (or hub id) to start from")
-    parser.add_argument("--ref", required=True, help="frozen reference folder; usually the same as --policy")
-    parser.add_argument("--out", required=True, help="folder to write the new policy to")
-    add_dataclass_args(parser, DPOConfig)
-    args = parser.parse_args(argv)
-    config = dataclass_from_args(DPOConfig, args)
-    rows = read_preferences(args.data)
-    final = dpo_train(config, rows, args.policy, args.ref, args.out, on_metrics=print_metrics,
-                      meta={"dataset_sha256": file_sha256_of(args.data)})
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, one copy of the result
-        print(json.dumps({"final": final}))
-    close_process_group()
-    return 0
+    return trainer_main(argv, prog="python -m rlhf.train_dpo", doc=__doc__, config_cls=DPOConfig, paths={
+        "data": "preference JSONL (prompt, chosen, rejected[, weight])",
+        "policy": "policy folder (or hub id) to start from",
+        "ref": "frozen reference folder; usually the same as --policy",
+        "out": "folder to write the new policy to",
+    }, train=_train)
 
 
 if __name__ == "__main__":

@@ -8,37 +8,32 @@ p.jsonl rows need a "prompt" (str or chat turns). Prints one JSON line of metric
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
 
+from rlhf.cli import trainer_main
+from rlhf.configs import RLOOConfig
 
-def main(argv: list[str] | None = None) -> int:
-    from rlhf._torch import close_process_group
-    from rlhf.cli import add_dataclass_args, dataclass_from_args, print_metrics
+
+def _train(args, config: RLOOConfig, on_metrics) -> dict:
     from rlhf.data import read_jsonl
-    from rlhf.rloo import RLOOConfig, rloo_train
+    from rlhf.rloo import rloo_train
 
-    parser = argparse.ArgumentParser(prog="python -m rlhf.train_policy", description=__doc__.split("\n")[0])
-    parser.add_argument("--prompts", required=True, help="JSONL with a 'prompt' per row")
-    parser.add_argument("--policy", required=True, help="policy folder to start from")
-    parser.add_argument("--ref", required=True, help="frozen reference folder for the KL term")
-    parser.add_argument("--reward", required=True, help="reward model folder (from rlhf.train_reward)")
-    parser.add_argument("--out", required=True, help="folder to write the new policy to")
-    add_dataclass_args(parser, RLOOConfig)
-    args = parser.parse_args(argv)
-    config = dataclass_from_args(RLOOConfig, args)
     rows = read_jsonl(args.prompts)
     for n, row in enumerate(rows, start=1):
         if "prompt" not in row:
             raise SystemExit(f"{args.prompts}: row {n} has no 'prompt'")
-    final = rloo_train(config, [r["prompt"] for r in rows], args.policy, args.ref, args.out,
-                       reward_path=args.reward, on_metrics=print_metrics)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, one copy of the result
-        print(json.dumps({"final": final}))
-    close_process_group()
-    return 0
+    return rloo_train(config, [r["prompt"] for r in rows], args.policy, args.ref, args.out,
+                      reward_path=args.reward, on_metrics=on_metrics)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return trainer_main(argv, prog="python -m rlhf.train_policy", doc=__doc__, config_cls=RLOOConfig, paths={
+        "prompts": "JSONL with a 'prompt' per row",
+        "policy": "policy folder to start from",
+        "ref": "frozen reference folder for the KL term",
+        "reward": "reward model folder (from rlhf.train_reward)",
+        "out": "folder to write the new policy to",
+    }, train=_train)
 
 
 if __name__ == "__main__":

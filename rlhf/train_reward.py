@@ -8,32 +8,25 @@ Prints one JSON line of metrics per report and the final metrics last.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
+
+from rlhf.cli import preference_file, trainer_main
+from rlhf.configs import RewardConfig
+
+
+def _train(args, config: RewardConfig, on_metrics) -> dict:
+    from rlhf.reward import train_reward
+
+    rows, meta = preference_file(args.data)
+    return train_reward(config, rows, args.base, args.out, on_metrics=on_metrics, meta=meta)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rlhf._torch import close_process_group
-    from rlhf.cli import add_dataclass_args, dataclass_from_args, print_metrics
-    from rlhf.data import file_sha256_of, read_preferences
-    from rlhf.reward import RewardConfig, train_reward
-
-    parser = argparse.ArgumentParser(prog="python -m rlhf.train_reward", description=__doc__.split("\n")[0])
-    parser.add_argument("--data", required=True, help="preference JSONL (prompt, chosen, rejected[, margin, weight, prompt_id])")
-    parser.add_argument("--base", required=True, help="local model folder or hub id to start from")
-    parser.add_argument("--out", required=True, help="folder to write the reward model to")
-    add_dataclass_args(parser, RewardConfig)
-    args = parser.parse_args(argv)
-    config = dataclass_from_args(RewardConfig, args)
-    rows = read_preferences(args.data)
-    final = train_reward(config, rows, args.base, args.out, on_metrics=print_metrics,
-                         meta={"dataset_sha256": file_sha256_of(args.data)})
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, one copy of the result
-        print(json.dumps({"final": final}))
-    close_process_group()
-    return 0
+    return trainer_main(argv, prog="python -m rlhf.train_reward", doc=__doc__, config_cls=RewardConfig, paths={
+        "data": "preference JSONL (prompt, chosen, rejected[, margin, weight, prompt_id])",
+        "base": "local model folder or hub id to start from",
+        "out": "folder to write the reward model to",
+    }, train=_train)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,28 @@ from frontend.console.access import console_view
 
 PAGE_SIZE = 50
 COMPARE_PAGE_SIZE = 20
-# The curves on a run's page, in this order (the names rlhf reports; STYLE.md).
-PLOTTED_METRICS = ["train/loss", "train/accuracy", "eval/accuracy", "policy/kl", "policy/reward_mean"]
+# A run page's curves: within a stage, these quantities first, in this order
+# (a training-time curve just before its held-out eval/ one), then the rest
+# by name. Metric names are `<stage>/<quantity>` or `eval/<stage>/<quantity>`
+# (rlhf/__init__.py lists them).
+PLOTTED_FIRST = ("loss", "accuracy", "kl", "reward_mean", "margin")
+
+
+def plotted_metrics(history: list[dict]) -> list[dict]:
+    """Every numeric metric a run reported, grouped by the stage that
+    reported it (stages in the order they ran): [{"stage", "metrics"}]."""
+    groups: dict[str, set[str]] = {}
+    for row in history:
+        # Metric names have a "/"; the row's own keys (stage, step, t) do not.
+        names = {k for k, v in row.items() if "/" in k and isinstance(v, (int, float))}
+        groups.setdefault(row["stage"], set()).update(names)
+
+    def order(name: str):
+        quantity = name.rsplit("/", 1)[1]
+        first = PLOTTED_FIRST.index(quantity) if quantity in PLOTTED_FIRST else len(PLOTTED_FIRST)
+        return first, quantity, name.startswith("eval/")
+
+    return [{"stage": stage, "metrics": sorted(names, key=order)} for stage, names in groups.items() if names]
 
 
 training_view = console_view(post_role=Role.ML_ENGINEER, post_refusal="Only ML engineers can start or cancel training.")
@@ -105,7 +125,7 @@ def run_detail(request, run_id: int):
             "live": run.status not in FINISHED,
             "config_json": json.dumps(run.config, indent=2, sort_keys=True),
             "history": run.metrics_history,
-            "plotted": PLOTTED_METRICS,
+            "plotted": plotted_metrics(run.metrics_history),
         },
     )
 

@@ -4,6 +4,7 @@ as verified zips, and the console's runs, run, lineage and compare pages.
 No ML runs here: stages are faked by calling the stage bookkeeping."""
 import io
 import json
+import re
 import uuid
 import zipfile
 
@@ -103,14 +104,14 @@ def test_reporter_raises_run_cancelled_once_the_run_is_cancelled(trained_round, 
     run = training_stage_begin(run_id=run.pk, stage="snapshot")
     reporter = Reporter(run, "snapshot", check_every_s=0)
     reporter.progress(0.2)
-    reporter.metrics(1, {"train/loss": 0.7})
+    reporter.metrics(1, {"reward/loss": 0.7})
     training_run_cancel(run=run, user=ml_engineer)
     with pytest.raises(RunCancelled):
         reporter.progress(0.4)
     with pytest.raises(RunCancelled):
-        reporter.metrics(2, {"train/loss": 0.6})
+        reporter.metrics(2, {"reward/loss": 0.6})
     run.refresh_from_db()
-    assert [h["train/loss"] for h in run.metrics_history] == [0.7]
+    assert [h["reward/loss"] for h in run.metrics_history] == [0.7]
 
 
 def test_reporter_checks_the_status_at_most_once_per_interval(trained_round, django_assert_num_queries, enqueued):
@@ -136,7 +137,7 @@ def test_a_running_stage_stops_cleanly_when_the_run_is_cancelled(trained_round, 
         for step in itertools.count():
             if step == 3:
                 training_run_cancel(run=run, user=ml_engineer)
-            reporter.metrics(step, {"train/loss": 1.0 / (step + 1)})
+            reporter.metrics(step, {"reward/loss": 1.0 / (step + 1)})
             reporter.progress(step / 1000)
         published.append(run.pk)
         return {}
@@ -348,13 +349,38 @@ def test_run_page_shows_config_dataset_logs_and_error(open_round, engineer_brows
         error="reward failed after 3 attempts: CUDA out of memory",
         stages={"snapshot": {"status": "succeeded", "seconds": 1.5, "attempts": 1, "outputs": {"pairs": 12}},
                 "reward": {"status": "error", "attempts": 3, "last_error": "Traceback ... RuntimeError: CUDA out of memory"}},
-        metrics_history=[{"stage": "reward", "step": 1, "train/loss": 0.69}],
+        metrics_history=[{"stage": "reward", "step": 1, "reward/loss": 0.69}],
     )
     html = engineer_browser.get(f"/console/runs/{run.pk}/").content.decode()
     assert "&quot;epochs&quot;: 3" in html and "ab" * 32 in html and f"/api/training-runs/{run.pk}/dataset/" in html
     assert "CUDA out of memory" in html and "&quot;pairs&quot;: 12" in html and "1.5" in html
     assert "cancel-run" not in html  # finished: nothing to cancel
-    assert json.loads(html.split('id="run-history" type="application/json">')[1].split("</script>")[0])[0]["train/loss"] == 0.69
+    assert json.loads(html.split('id="run-history" type="application/json">')[1].split("</script>")[0])[0]["reward/loss"] == 0.69
+
+
+def test_run_page_plots_every_metric_of_a_dpo_run_grouped_by_stage(open_round, engineer_browser):
+    # given: a DPO run's history as its stages report it (rows carry stage, step and time besides the metrics)
+    history = [
+        {"stage": "reward", "step": 1, "t": 1.0, "reward/tokens": 240.0, "reward/accuracy": 0.5, "reward/loss": 0.69},
+        {"stage": "reward", "step": 1, "t": 2.0, "eval/reward/accuracy": 0.6, "eval/reward/loss": 0.68,
+         "eval/reward/pairs_margin_0-0.5": 4.0},
+        {"stage": "policy", "step": 1, "t": 3.0, "policy/loss": 0.69, "policy/accuracy": 0.5, "policy/margin": 0.01,
+         "policy/chosen_reward": 0.02, "policy/rejected_reward": 0.01},
+        {"stage": "policy", "step": 1, "t": 4.0, "policy/kl": 0.003},
+    ]
+    run = TrainingRun.objects.create(
+        campaign=open_round.campaign, round=open_round, kind="train", stage="policy", status="succeeded",
+        config={"method": "dpo"}, metrics_history=history,
+    )
+    # when
+    html = engineer_browser.get(f"/console/runs/{run.pk}/").content.decode()
+    # then: one group per stage in the order they ran, loss and accuracy first, a held-out curve after its training one
+    groups = re.findall(r'<section class="plot-group" data-stage="(\w+)" data-metrics="([^"]*)">', html)
+    assert groups == [
+        ("reward", "reward/loss,eval/reward/loss,reward/accuracy,eval/reward/accuracy,"
+                   "eval/reward/pairs_margin_0-0.5,reward/tokens"),
+        ("policy", "policy/loss,policy/accuracy,policy/kl,policy/margin,policy/chosen_reward,policy/rejected_reward"),
+    ]
 
 
 def test_lineage_page_shows_parent_run_reward_model_dataset_and_metrics(open_round, engineer_browser):
@@ -363,7 +389,7 @@ def test_lineage_page_shows_parent_run_reward_model_dataset_and_metrics(open_rou
     run = TrainingRun.objects.create(campaign=campaign, round=open_round, kind="train", dataset_sha256="cd" * 32)
     reward = RewardModelVersion.objects.create(
         campaign=campaign, version=1, path="/r", sha256="ef" * 32, training_run=run, dataset_sha256="cd" * 32,
-        metrics={"eval/accuracy": 0.75},
+        metrics={"eval/reward/accuracy": 0.75},
     )
     PolicyVersion.objects.create(
         campaign=campaign, version=1, parent=v0, path="/p", sha256="12" * 32, training_run=run, reward_model=reward,

@@ -1,5 +1,6 @@
 """A training run's console page in real Chromium: the metric curves drawn as
-SVG (a path per metric), the stage progress bars, and Cancel. The run's rows
+SVG (a path per metric, grouped by stage, a live run's new stage drawn as it
+reports), the stage progress bars, and Cancel. The run's rows
 are built directly: no ML runs. Screenshot: tests/artifacts/screenshots/console-run.png."""
 import math
 
@@ -18,9 +19,9 @@ def engineer_run(page, live_server, transactional_db):
     engineer = UserFactory(username="browser-engineer", roles=[Role.ML_ENGINEER])
     round_ = open_round(prompts=2, name="Runs console campaign")
     Round.objects.filter(pk=round_.pk).update(status=Round.Status.TRAINING)
-    history = [{"stage": "reward", "step": s, "train/loss": 0.7 * math.exp(-s / 10), "train/accuracy": 0.5 + s / 80}
+    history = [{"stage": "reward", "step": s, "reward/loss": 0.7 * math.exp(-s / 10), "reward/accuracy": 0.5 + s / 80}
                for s in range(1, 31)]
-    history += [{"stage": "reward", "step": 30, "eval/accuracy": 0.71}]
+    history += [{"stage": "reward", "step": 30, "eval/reward/accuracy": 0.71}]
     history += [{"stage": "policy", "step": s, "policy/kl": 0.001 * s, "policy/reward_mean": -0.5 + s / 20}
                 for s in range(1, 21)]
     run = TrainingRun.objects.create(
@@ -44,11 +45,11 @@ def test_engineer_sees_curves_and_progress_then_cancels_the_run(page, live_serve
     run = engineer_run
     page.goto(f"{live_server.url}/console/runs/{run.pk}/")
     page.wait_for_selector("#plots[data-drawn='5']")
-    for metric in ["train/loss", "train/accuracy", "eval/accuracy", "policy/kl", "policy/reward_mean"]:
+    for metric in ["reward/loss", "reward/accuracy", "eval/reward/accuracy", "policy/kl", "policy/reward_mean"]:
         path = page.locator(f"svg[data-metric='{metric}'] path.series")
         assert path.count() == 1
         assert path.get_attribute("d").startswith("M")
-    assert page.locator("svg[data-metric='train/loss'] path.series").get_attribute("d").count("L") == 29
+    assert page.locator("svg[data-metric='reward/loss'] path.series").get_attribute("d").count("L") == 29
     bars = page.locator(".stage-bar progress")
     assert bars.count() == 5
     assert [bars.nth(i).evaluate("p => p.value") for i in range(5)] == [1, 1, pytest.approx(0.4), 0, 0]
@@ -75,3 +76,19 @@ def test_runs_list_links_to_the_run(page, live_server, engineer_run):
     assert page.locator(f"#run-list tr[data-run='{engineer_run.pk}'] progress").count() == 5
     page.click(f"text=Run {engineer_run.pk}")
     page.wait_for_selector("#plots[data-drawn='5']")
+
+
+def test_a_live_run_draws_the_curves_of_a_stage_that_started_after_the_page_loaded(page, live_server, engineer_run):
+    run = engineer_run
+    history = run.metrics_history
+    TrainingRun.objects.filter(pk=run.pk).update(metrics_history=[h for h in history if h["stage"] == "reward"])
+    page.goto(f"{live_server.url}/console/runs/{run.pk}/")
+    page.wait_for_selector("#plots[data-drawn='3']")
+    assert page.locator(".plot-group[data-stage='policy']").count() == 0
+    # when: the policy stage reports (the poll reads the run every 2 s)
+    TrainingRun.objects.filter(pk=run.pk).update(metrics_history=history)
+    # then
+    page.wait_for_selector("#plots[data-drawn='5']")
+    assert page.locator(".plot-group").evaluate_all("gs => gs.map(g => g.dataset.stage)") == ["reward", "policy"]
+    assert page.locator(".plot-group[data-stage='policy'] svg").evaluate_all(
+        "svgs => svgs.map(s => s.dataset.metric)") == ["policy/kl", "policy/reward_mean"]

@@ -99,17 +99,17 @@ def test_ratings_in_trained_model_out_next_round_open(platform: Platform, tiny_m
     assert train["status"] == "succeeded", train
     assert train["config"]["method"] == METHOD[platform.backend]
     policy_metrics = train["stages"]["policy"]["outputs"]["metrics"]
-    assert ("dpo/loss" if METHOD[platform.backend] == "dpo" else "policy/kl") in policy_metrics
+    assert ("policy/loss" if METHOD[platform.backend] == "dpo" else "policy/kl") in policy_metrics
     assert set(train["stages"]) == {"snapshot", "reward", "policy", "generate", "open"}
     assert len(train["dataset_sha256"]) == 64
     detail = admin.get(f"/api/training-runs/{train['id']}/")[1]
-    assert any("train/loss" in m for m in detail["metrics_history"]), "reward metrics were not streamed"
+    assert any("reward/loss" in m for m in detail["metrics_history"]), "reward metrics were not streamed"
 
     models = admin.get(f"/api/campaigns/{cid}/models/")[1]
     v0, v1 = models["policies"]
     assert (v0["version"], v1["version"], v1["parent"]) == (0, 1, 0)
     reward = models["reward_models"][0]
-    assert {"train/loss", "eval/accuracy"} <= set(reward["metrics"])
+    assert {"reward/loss", "eval/reward/accuracy"} <= set(reward["metrics"])
     for version in (v0, v1, reward):
         verify_folder(version["path"], version["sha256"])  # raises if tampered
     old = load_file(str(next(Path(v0["path"]).glob("*.safetensors"))))

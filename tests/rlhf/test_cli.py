@@ -13,7 +13,7 @@ def test_train_reward_then_train_policy_cli(tiny_model_path, tmp_path, capsys):
     assert train_reward(["--data", str(tmp_path / "pairs.jsonl"), "--base", tiny_model_path, "--out", str(tmp_path / "rm"),
                          "--epochs", "1", "--lr", "1e-3", "--no-margin"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
-    assert "eval/accuracy" in lines[-1]["final"]
+    assert "eval/reward/accuracy" in lines[-1]["final"]
     meta = json.loads((tmp_path / "rm" / "meta.json").read_text())
     assert meta["config"]["margin"] is False and len(meta["dataset_sha256"]) == 64
 

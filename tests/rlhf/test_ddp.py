@@ -73,11 +73,11 @@ def test_reward_training_on_two_gloo_processes_matches_one_process(tiny_model_pa
     final = lines[-1]["final"]  # rank 0 alone prints
     assert sum("final" in line for line in lines) == 1
     assert json.loads((tmp_path / "two" / "meta.json").read_text())["world_size"] == 2
-    assert final["train/steps"] == single["train/steps"] == 6
+    assert final["reward/steps"] == single["reward/steps"] == 6
     assert _max_weight_diff(tmp_path / "one", tmp_path / "two") < WEIGHT_TOL
-    for key in ("eval/loss", "train/loss", "eval/margin"):
+    for key in ("eval/reward/loss", "reward/loss", "eval/reward/margin"):
         assert final[key] == pytest.approx(single[key], abs=LOSS_TOL), key
-    assert final["eval/accuracy"] == single["eval/accuracy"]
+    assert final["eval/reward/accuracy"] == single["eval/reward/accuracy"]
 
 
 def test_dpo_on_two_gloo_processes_matches_one_process(tiny_model_path, tmp_path):
@@ -95,8 +95,8 @@ def test_dpo_on_two_gloo_processes_matches_one_process(tiny_model_path, tmp_path
                       tmp_path)
     final = lines[-1]["final"]
     assert _max_weight_diff(tmp_path / "one", tmp_path / "two") < WEIGHT_TOL
-    assert final["dpo/loss"] == pytest.approx(single["dpo/loss"], abs=LOSS_TOL)
-    assert torch.isfinite(torch.tensor(final["dpo/margin"]))
+    assert final["policy/loss"] == pytest.approx(single["policy/loss"], abs=LOSS_TOL)
+    assert torch.isfinite(torch.tensor(final["policy/margin"]))
 
 
 def test_rloo_on_two_gloo_processes_matches_one_process(tiny_model_path, tmp_path):

@@ -7,7 +7,8 @@ import torch
 from conftest import separable_pairs
 
 from rlhf.data import write_jsonl
-from rlhf.dpo import DPOConfig, dpo_loss, dpo_train, latest_rounds, sequence_logps, tokenize_pair
+from rlhf.dpo import DPOConfig, dpo_loss, dpo_train, latest_rounds, tokenize_pair
+from rlhf.logprobs import sequence_logps
 
 
 def test_dpo_loss_on_known_numbers_with_label_smoothing_and_weights():
@@ -54,9 +55,10 @@ def dpo_trained(tiny_model_path, tmp_path_factory):
 
 def test_dpo_learns_the_human_preference(dpo_trained):
     _, final, calls = dpo_trained
-    assert {"dpo/loss", "dpo/accuracy", "dpo/margin", "dpo/chosen_reward", "dpo/rejected_reward"} <= set(final)
-    assert calls[-1][1]["dpo/loss"] < calls[0][1]["dpo/loss"] < 0.7
-    assert final["dpo/accuracy"] == 1.0 and final["dpo/margin"] > 0.5
+    assert {"policy/loss", "policy/accuracy", "policy/margin", "policy/chosen_reward",
+            "policy/rejected_reward"} <= set(final)
+    assert calls[-1][1]["policy/loss"] < calls[0][1]["policy/loss"] < 0.7
+    assert final["policy/accuracy"] == 1.0 and final["policy/margin"] > 0.5
 
 
 def test_dpo_checkpoint_is_a_plain_policy_with_meta(tiny_model_path, dpo_trained):
@@ -77,7 +79,7 @@ def test_dpo_with_lora_saves_a_merged_plain_model(tiny_model_path, tmp_path):
     config = DPOConfig(lr=1e-2, beta=0.5, epochs=1, batch_size=8, lora_r=4, lora_alpha=8,
                        lora_target_modules="q_proj,v_proj")
     final = dpo_train(config, separable_pairs(8, 2), tiny_model_path, tiny_model_path, tmp_path / "p")
-    assert final["dpo/margin"] > 0
+    assert final["policy/margin"] > 0
     files = {p.name for p in (tmp_path / "p").iterdir()}
     assert "adapter_config.json" not in files and "model.safetensors" in files
     start, end = load_file(Path(tiny_model_path) / "model.safetensors"), load_file(tmp_path / "p" / "model.safetensors")
@@ -117,7 +119,7 @@ def test_train_dpo_cli(tiny_model_path, tmp_path, capsys):
     assert main(["--data", str(tmp_path / "pairs.jsonl"), "--policy", tiny_model_path, "--ref", tiny_model_path,
                  "--out", str(tmp_path / "pol"), "--lr", "1e-3", "--batch-size", "2"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
-    assert "dpo/loss" in lines[-1]["final"]
+    assert "policy/loss" in lines[-1]["final"]
     assert len(json.loads((tmp_path / "pol" / "meta.json").read_text())["dataset_sha256"]) == 64
 
 

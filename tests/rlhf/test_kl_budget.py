@@ -28,9 +28,9 @@ def test_guard_keeps_the_last_weights_inside_the_budget_and_puts_them_back():
         w += 1.0
     assert guard.check(0.7, 2, [w]) is False  # over: back to [2, 3]
     assert w.tolist() == [2.0, 3.0]
-    m = guard.metrics("dpo")
-    assert m == {"dpo/kl_budget": 0.5, "dpo/kl_to_base": 0.4, "dpo/kl_kept_step": 1, "dpo/kl_budget_stopped": True,
-                 "dpo/kl_over_estimate": 0.7}
+    m = guard.metrics()
+    assert m == {"policy/kl_budget": 0.5, "policy/kl_to_base": 0.4, "policy/kl_kept_step": 1,
+                 "policy/kl_budget_stopped": True, "policy/kl_over_estimate": 0.7}
     with pytest.raises(ValueError, match="kl_budget must be >= 0"):
         KLGuard(-1.0, [w])
 
@@ -49,21 +49,22 @@ def test_dpo_stops_at_the_budget_and_publishes_weights_inside_it(tiny_model_path
     # The same step with a budget it never reaches: how far it would go.
     free = dpo_train(DPOConfig(**common, kl_budget=1e9), rows, tiny_model_path, tiny_model_path, tmp_path / "free",
                      on_metrics=lambda s, m: free_calls.append((s, m)))
-    kls = [m["dpo/kl"] for _, m in free_calls if "dpo/kl" in m]
-    assert len(kls) == free["dpo/steps"] == 18 and free["dpo/kl_budget_stopped"] is False
+    kls = [m["policy/kl"] for _, m in free_calls if "policy/kl" in m]
+    assert len(kls) == free["policy/steps"] == 18 and free["policy/kl_budget_stopped"] is False
     budget = 1.0
     assert max(kls) > 2 * budget, kls  # without the guard it goes well past the budget
     final = dpo_train(DPOConfig(**common, kl_budget=budget), rows, tiny_model_path, tiny_model_path, tmp_path / "pol",
                       on_metrics=lambda s, m: calls.append((s, m)))
-    assert final["dpo/kl_budget_stopped"] is True and final["dpo/kl_over_estimate"] > budget
-    assert final["dpo/kl_budget"] == budget and final["dpo/kl_kept_step"] < final["dpo/steps"] < 18
+    assert final["policy/kl_budget_stopped"] is True and final["policy/kl_over_estimate"] > budget
+    assert final["policy/kl_budget"] == budget and final["policy/kl_kept_step"] < final["policy/steps"] < 18
     # The checks of the budgeted run are those of the free run up to the stop.
-    assert [m["dpo/kl"] for _, m in calls if "dpo/kl" in m] == pytest.approx(kls[: final["dpo/steps"]], abs=1e-4)
+    assert ([m["policy/kl"] for _, m in calls if "policy/kl" in m]
+            == pytest.approx(kls[: final["policy/steps"]], abs=1e-4))
     # What is published is what the last passing check measured, within the budget.
     prompts = list({r["prompt"]: None for r in rows})[:8]
     published = _kl_of(tmp_path / "pol", tiny_model_path, prompts, 8, seed=0)
-    if final["dpo/kl_kept_step"]:
-        assert published == pytest.approx(final["dpo/kl_to_base"], abs=1e-4)
+    if final["policy/kl_kept_step"]:
+        assert published == pytest.approx(final["policy/kl_to_base"], abs=1e-4)
     assert published <= budget
     meta = json.loads((tmp_path / "pol" / "meta.json").read_text())
     assert meta["config"]["kl_budget"] == budget and meta["metrics"] == final

@@ -72,7 +72,8 @@ def _token_sum_reward(prompts, completions, completion_ids, **kwargs):
 
 
 def test_rloo_kl_advantages_and_clipped_loss_match_trl_rloo_trainer(tiny_model_path, tmp_path):
-    from rlhf.rloo import rloo_advantages, rloo_policy_loss, token_logprobs
+    from rlhf.logprobs import token_logprobs
+    from rlhf.rloo import rloo_advantages, rloo_policy_loss
 
     tok = _tok(tiny_model_path)
     k, beta, temperature = 4, 0.05, 1.0
@@ -128,7 +129,8 @@ def test_dpo_loss_matches_trl_dpo_trainer(tiny_model_path, tmp_path):
     from transformers import AutoModelForCausalLM
 
     from rlhf.chat import format_prompt
-    from rlhf.dpo import dpo_loss, sequence_logps, tokenize_pair
+    from rlhf.dpo import dpo_loss, tokenize_pair
+    from rlhf.logprobs import sequence_logps
 
     tok = _tok(tiny_model_path)
     policy = AutoModelForCausalLM.from_pretrained(tiny_model_path).eval()

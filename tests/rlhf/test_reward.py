@@ -7,11 +7,13 @@ from conftest import separable_pairs
 
 from rlhf.reward import RewardConfig, _pair_loss, score, sequence_rewards, tokenize_pairs, train_reward
 
-STABLE_TRAIN = {"train/loss", "train/accuracy", "train/margin", "reward/mean", "reward/std", "train/pairs_per_s",
-                "train/tokens_per_s", "train/tokens", "train/tokens_computed", "train/tokens_padded"}
-STABLE_EVAL = {"eval/loss", "eval/accuracy", "eval/split", "eval/margin", "eval/reward_mean", "eval/reward_std"}
+STABLE_TRAIN = {"reward/loss", "reward/accuracy", "reward/margin", "reward/reward_mean", "reward/reward_std",
+                "reward/pairs_per_s", "reward/tokens_per_s", "reward/tokens", "reward/tokens_computed",
+                "reward/tokens_padded"}
+STABLE_EVAL = {"eval/reward/loss", "eval/reward/accuracy", "eval/reward/split", "eval/reward/margin",
+               "eval/reward/reward_mean", "eval/reward/reward_std"}
 BUCKETS = ("0-0.5", "0.5-1", "1-2", "2-inf")
-CALIBRATION = {f"eval/{kind}_margin_{b}" for kind in ("accuracy", "pairs") for b in BUCKETS}
+CALIBRATION = {f"eval/reward/{kind}_margin_{b}" for kind in ("accuracy", "pairs") for b in BUCKETS}
 
 
 def loss_of(model, tok, rows, config):
@@ -33,10 +35,10 @@ def trained(tiny_model_path, tmp_path_factory):
 
 def test_reward_loss_falls_and_heldout_accuracy_beats_chance(trained):
     _, final, calls, _ = trained
-    train_losses = [m["train/loss"] for _, m in calls if "train/loss" in m]
+    train_losses = [m["reward/loss"] for _, m in calls if "reward/loss" in m]
     assert train_losses[-1] < train_losses[0] * 0.5
-    assert final["eval/split"] == "heldout"
-    assert final["eval/accuracy"] > 0.8
+    assert final["eval/reward/split"] == "heldout"
+    assert final["eval/reward/accuracy"] > 0.8
 
 
 def test_reward_metrics_callback_uses_the_stable_names(trained):
@@ -55,7 +57,7 @@ def test_reward_checkpoint_is_safetensors_with_meta(trained):
     assert "model.safetensors" in files and "meta.json" in files and "tokenizer.json" in files
     assert not any(f.endswith((".bin", ".pt", ".pth", ".pkl")) for f in files)
     meta = json.loads((Path(out) / "meta.json").read_text())
-    assert meta["n_pairs"] == 90 and meta["metrics"]["eval/accuracy"] == final["eval/accuracy"]
+    assert meta["n_pairs"] == 90 and meta["metrics"]["eval/reward/accuracy"] == final["eval/reward/accuracy"]
     assert meta["config"]["margin"] is True
 
 
@@ -101,7 +103,7 @@ def test_pooling_reads_each_rows_own_last_token_even_when_pad_is_eos(tiny_model_
 
 def test_few_prompts_evaluate_on_train_and_say_so(tiny_model_path, tmp_path):
     final = train_reward(RewardConfig(lr=1e-3, epochs=1, batch_size=4), separable_pairs(2, 2), tiny_model_path, tmp_path / "rm")
-    assert final["eval/split"] == "train"
+    assert final["eval/reward/split"] == "train"
 
 
 def test_early_stopping_stops_when_eval_loss_stalls(tiny_model_path, tmp_path):
@@ -109,7 +111,7 @@ def test_early_stopping_stops_when_eval_loss_stalls(tiny_model_path, tmp_path):
     # so patience 1 stops after the second eval (lr 0 is refused as a setting).
     config = RewardConfig(lr=1e-12, epochs=5, batch_size=8, eval_every=2, patience=1)
     final = train_reward(config, separable_pairs(10, 2), tiny_model_path, tmp_path / "rm")
-    assert final["train/stopped_early"] is True and final["train/steps"] == 4
+    assert final["reward/stopped_early"] is True and final["reward/steps"] == 4
 
 
 def test_center_rewards_coefficient_adds_the_squared_sum_penalty(tiny_model_path):
@@ -128,12 +130,12 @@ def test_center_rewards_coefficient_adds_the_squared_sum_penalty(tiny_model_path
 
 def test_calibration_buckets_count_every_heldout_pair_and_accuracy_matches(trained):
     _, final, _, _ = trained
-    pairs = {b: final.get(f"eval/pairs_margin_{b}", 0) for b in BUCKETS}
+    pairs = {b: final.get(f"eval/reward/pairs_margin_{b}", 0) for b in BUCKETS}
     assert sum(pairs.values()) == 18  # 6 held-out prompts x 3 pairs
-    correct = sum(final[f"eval/accuracy_margin_{b}"] * n for b, n in pairs.items() if n)
-    assert correct / 18 == pytest.approx(final["eval/accuracy"])
+    correct = sum(final[f"eval/reward/accuracy_margin_{b}"] * n for b, n in pairs.items() if n)
+    assert correct / 18 == pytest.approx(final["eval/reward/accuracy"])
     # A model that has learnt the separable set is surest where it is right.
-    assert final["eval/margin"] > 0 and final["eval/reward_std"] > 0
+    assert final["eval/reward/margin"] > 0 and final["eval/reward/reward_std"] > 0
 
 
 def test_pair_weights_scale_each_pairs_share_of_the_loss(tiny_model_path):
@@ -167,7 +169,7 @@ def test_trainable_layers_trains_only_the_top_blocks_norm_and_head(tiny_model_pa
     assert frozen and learned
     assert all(torch.equal(trained[k], base[k]) for k in frozen)
     assert all(not torch.equal(trained[k], base[k]) for k in learned if k.endswith("weight"))
-    assert final["eval/accuracy"] > 0.8  # the top block and head alone still separate the pairs
+    assert final["eval/reward/accuracy"] > 0.8  # the top block and head alone still separate the pairs
 
 
 def test_negative_trainable_layers_is_a_config_error():

@@ -6,7 +6,8 @@ import pytest
 import torch
 from conftest import separable_pairs
 
-from rlhf.reward import RewardConfig, TokenPair, _pair_loss, epoch_batches, pack_pairs, tokenize_pairs
+from rlhf.packing import TokenPair, pack_pairs
+from rlhf.reward import RewardConfig, _pair_loss, epoch_batches, tokenize_pairs
 
 # Rewards of the tiny model are O(0.1-1); float32 sums in another order agree to ~1e-7.
 TOL = 1e-5

@@ -57,7 +57,8 @@ def test_smollm2_reward_scores_each_real_pair_as_a_plain_forward_of_its_own_text
 
     from rlhf._torch import load_tokenizer
     from rlhf.data import read_preferences
-    from rlhf.reward import pack_pairs, packed_rewards, tokenize_pairs
+    from rlhf.packing import pack_pairs, packed_rewards
+    from rlhf.reward import tokenize_pairs
     from rlhf.smollm2 import import_smollm2
 
     out = import_smollm2(tmp_path / "smol", progress=False)

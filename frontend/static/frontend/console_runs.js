@@ -48,16 +48,51 @@ function chart(name, points) {
   return figure;
 }
 
+function plotGroup(box, stage) {
+  const section = document.createElement("section");
+  section.className = "plot-group";
+  section.dataset.stage = stage;
+  section.dataset.metrics = "";
+  const heading = document.createElement("h4");
+  heading.textContent = stage;
+  const plots = document.createElement("div");
+  plots.className = "plots";
+  section.append(heading, plots);
+  box.insertBefore(section, document.getElementById("plots-empty"));
+  return section;
+}
+
+// The server lists each stage's metrics in drawing order (one .plot-group
+// per stage). A live run reports metrics the page did not list when it
+// loaded (a stage that started since): they are drawn after the listed
+// ones, in the order they first came, until the reload at the run's end
+// puts them in the server's order.
 function drawPlots(history) {
   const box = document.getElementById("plots");
-  const names = box.dataset.metrics.split(",");
-  const figures = [];
-  for (const name of names) {
-    const points = history.filter((h) => typeof h[name] === "number").map((h) => ({ v: h[name], step: h.step }));
-    if (points.length) figures.push(chart(name, points));
+  const groups = new Map();
+  for (const section of box.querySelectorAll(".plot-group")) groups.set(section.dataset.stage, section);
+  const listed = new Set([...groups.values()].flatMap((s) => s.dataset.metrics.split(",").filter(Boolean)));
+  for (const row of history) {
+    for (const [name, value] of Object.entries(row)) {
+      if (!name.includes("/") || typeof value !== "number" || listed.has(name)) continue;
+      listed.add(name);
+      if (!groups.has(row.stage)) groups.set(row.stage, plotGroup(box, row.stage));
+      const section = groups.get(row.stage);
+      section.dataset.metrics = [...section.dataset.metrics.split(",").filter(Boolean), name].join(",");
+    }
   }
-  if (figures.length) box.replaceChildren(...figures);
-  box.dataset.drawn = String(figures.length);
+  let drawn = 0;
+  for (const section of groups.values()) {
+    const figures = [];
+    for (const name of section.dataset.metrics.split(",").filter(Boolean)) {
+      const points = history.filter((h) => typeof h[name] === "number").map((h) => ({ v: h[name], step: h.step }));
+      if (points.length) figures.push(chart(name, points));
+    }
+    section.querySelector(".plots").replaceChildren(...figures);
+    drawn += figures.length;
+  }
+  document.getElementById("plots-empty").hidden = drawn > 0;
+  box.dataset.drawn = String(drawn);
 }
 
 function updateRun(run) {

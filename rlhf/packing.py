@@ -1,0 +1,118 @@
+"""Padding-free packing of preference pairs for the reward model (imports torch).
+
+A pair becomes one "unit": the tokens chosen and rejected share (at least the
+formatted prompt), then chosen's own tokens, then rejected's own tokens.
+Rejected's positions continue from the shared part, and the attention mask
+hides chosen's tokens from rejected's, so each side sees exactly the
+sequence it would see alone. Units are packed into rows; a row's attention
+never crosses units. The mask is a 4D boolean tensor, which transformers
+passes straight to SDPA. No KV cache: with one, SDPA silently gets every
+sequence after a row's first wrong when positions restart at 0.
+
+None of this changes a batch's rewards or loss against the padded batch
+(tests/rlhf/test_reward_packing.py); rlhf.reward picks packed or padded per
+RewardConfig.packing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+from rlhf.logprobs import common_prefix
+
+
+class TokenPair(NamedTuple):
+    """One preference row as the model sees it: token ids of prompt+answer+EOS, both sides."""
+
+    chosen: list[int]
+    rejected: list[int]
+    margin: float
+    weight: float
+
+
+# Which part of its pair a packed token belongs to.
+SHARED, CHOSEN, REJECTED = 0, 1, 2
+
+
+@dataclass
+class PackedPairs:
+    input_ids: torch.Tensor  # (rows, width)
+    position_ids: torch.Tensor  # (rows, width), restarting at 0 per sequence
+    unit: torch.Tensor  # (rows, width): which pair each token belongs to; -1 = padding
+    branch: torch.Tensor  # (rows, width): SHARED, CHOSEN or REJECTED
+    chosen_at: torch.Tensor  # (pairs,) flat index (row * width + column) of chosen's last token
+    rejected_at: torch.Tensor  # (pairs,) the same for rejected
+    tokens: int  # tokens of chosen + rejected, as a padded trainer would count them
+    computed: int  # non-padding positions the model runs (fewer than `tokens` when a prefix is shared)
+
+    @property
+    def slots(self) -> int:
+        return self.input_ids.numel()
+
+    def attention_mask(self) -> torch.Tensor:
+        """(rows, 1, width, width) boolean: True where a query token may attend a key token."""
+        width = self.unit.size(1)
+        causal = torch.ones(width, width, dtype=torch.bool, device=self.unit.device).tril()
+        same_unit = self.unit[:, :, None] == self.unit[:, None, :]
+        crosses = (self.branch[:, :, None] == REJECTED) & (self.branch[:, None, :] == CHOSEN)
+        return (same_unit & causal & ~crosses).unsqueeze(1)
+
+    def to(self, dev: torch.device) -> "PackedPairs":
+        moved = {k: v.to(dev, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in vars(self).items()}
+        return PackedPairs(**moved)
+
+
+def pack_pairs(pairs: list[TokenPair], pad_id: int, share_prefix: bool = True, row_tokens: int = 0,
+               multiple_of: int = 16) -> PackedPairs:
+    """Pack pairs into rows of at most max(row_tokens, longest unit) tokens (first fit, longest first)."""
+    units = []
+    for p in pairs:
+        c, r = p.chosen, p.rejected
+        # The shared part must leave each side at least its own last token to be scored at.
+        s = min(common_prefix(c, r), len(c) - 1, len(r) - 1) if share_prefix else 0
+        units.append((c + r[s:], list(range(len(c))) + list(range(s, len(r))),
+                      [SHARED] * s + [CHOSEN] * (len(c) - s) + [REJECTED] * (len(r) - s), len(c) - 1))
+    capacity = max(row_tokens, max(len(u[0]) for u in units))
+    fill: list[int] = []
+    members: list[list[int]] = []
+    for i in sorted(range(len(units)), key=lambda i: -len(units[i][0])):
+        n = len(units[i][0])
+        row = next((j for j, f in enumerate(fill) if f + n <= capacity), None)
+        if row is None:
+            fill.append(0)
+            members.append([])
+            row = len(fill) - 1
+        members[row].append(i)
+        fill[row] += n
+    # A width that is a multiple of 16 keeps bf16 tensor-core shapes and SDPA's mask rows aligned.
+    width = -(-max(fill) // multiple_of) * multiple_of
+    ids, pos = [[pad_id] * width for _ in fill], [[0] * width for _ in fill]
+    unit, branch = [[-1] * width for _ in fill], [[SHARED] * width for _ in fill]
+    chosen_at, rejected_at = [0] * len(units), [0] * len(units)
+    for row, idx in enumerate(members):
+        at = 0
+        for i in idx:
+            tokens, positions, branches, chosen_last = units[i]
+            n = len(tokens)
+            ids[row][at : at + n], pos[row][at : at + n], branch[row][at : at + n] = tokens, positions, branches
+            unit[row][at : at + n] = [i] * n
+            chosen_at[i], rejected_at[i] = row * width + at + chosen_last, row * width + at + n - 1
+            at += n
+    as_long = lambda x: torch.tensor(x, dtype=torch.long)  # noqa: E731
+    return PackedPairs(as_long(ids), as_long(pos), as_long(unit), as_long(branch), as_long(chosen_at),
+                       as_long(rejected_at), tokens=sum(len(p.chosen) + len(p.rejected) for p in pairs),
+                       computed=sum(len(u[0]) for u in units))
+
+
+def packed_rewards(model, packed: PackedPairs) -> tuple[torch.Tensor, torch.Tensor]:
+    """(r_chosen, r_rejected) from one forward over packed rows."""
+    backbone = getattr(model, model.base_model_prefix)
+    hidden = backbone(input_ids=packed.input_ids, attention_mask=packed.attention_mask(),
+                      position_ids=packed.position_ids, use_cache=False).last_hidden_state
+    flat = hidden.reshape(-1, hidden.size(-1))
+    scores = model.score(flat[torch.cat([packed.chosen_at, packed.rejected_at])]).squeeze(-1).float()
+    return scores[: len(packed.chosen_at)], scores[len(packed.chosen_at) :]
+
