@@ -39,13 +39,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.reward_throughput import (
+from bench.throughput import (
     DATA,
     SHAPES,
     add_runner_args,
     clock,
     cuda_available,
     flop_params,
+    parse_run,
     peak_memory_mb,
     reset_peak_memory,
     run_bench,
@@ -65,15 +66,6 @@ def load_prompts(n: int) -> list[str]:
     for r in read_preferences(DATA):
         seen.setdefault(r["prompt"], None)
     return list(seen)[:n]
-
-
-def parse_run(name: str, default_prompts: int) -> tuple[str, int]:
-    """'ours-compile-p64' -> ('ours-compile', 64); a '#2' suffix names a repeat."""
-    name = name.split("#")[0]
-    base, _, tail = name.rpartition("-p")
-    if base and tail.isdigit():
-        return base, int(tail)
-    return name, default_prompts
 
 
 class _GenerateClock:
@@ -204,7 +196,7 @@ def run_trl(args, variant: str, n_prompts: int) -> dict:
 
 
 def run_one(args) -> dict:
-    variant, n_prompts = parse_run(args.run, args.prompts_per_step)
+    variant, n_prompts = parse_run(args.run, args.prompts_per_step, suffix="-p")
     fn = run_trl if variant.startswith("trl") else run_ours
     return {"run": args.run, **fn(args, variant, n_prompts)}
 
