@@ -37,13 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from annotate.services.simulation import (
-    Judge,
-    preference_margin,
-    preference_outcome,
-    preference_parse,
-    wilson_interval,
-)
+from annotate.simulation.preference import Judge, preference_margin, preference_outcome, preference_parse
+from annotate.stats import wilson_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "finegrainedrlhf_qa_feedback_dev.jsonl"
