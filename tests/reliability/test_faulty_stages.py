@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.e2e.harness import Platform
+from config.platform import Platform
 
 pytestmark = pytest.mark.e2e
 
