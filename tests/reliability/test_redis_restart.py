@@ -1,4 +1,4 @@
-"""Redis dies during a burst of ratings, twice, and nothing is lost (DESIGN.md
+"""Redis dies during a burst of ratings, twice, and nothing is lost (docs/architecture.md,
 invariants 1-3): every rating the server acknowledged is in the database
 exactly once, none is duplicated, no comparison goes over k, no request
 answers 5xx, and the round that was completed while Redis was down still

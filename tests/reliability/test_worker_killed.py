@@ -1,6 +1,6 @@
 """A gpu worker SIGKILLed in the middle of reward training: the stage must
 run again on another worker and publish exactly one reward-model version
-(DESIGN.md invariants 4 and 5). Real gunicorn + Celery on PostgreSQL + Redis."""
+(docs/architecture.md, invariants 4 and 5). Real gunicorn + Celery on PostgreSQL + Redis."""
 import os
 import random
 import signal
