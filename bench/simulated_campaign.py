@@ -27,9 +27,11 @@ write a copy elsewhere, e.g. the one bench/RESULTS.md shows).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -95,8 +97,6 @@ def tiny_answering_model(out: Path, seen: list[str], steps: int = 100, seed: int
     stops by itself (EOS is one token in 500), so "shorter" would be judged
     on word counts of random text alone; this one, like SmolLM2, ends some
     answers early and runs past the token limit on others."""
-    import random
-
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -330,8 +330,6 @@ def pooled(runs: list[dict]) -> dict:
 
 def simulated_campaign(args, workdir: Path, log=print) -> dict:
     """Start the platform in workdir, run the campaign (or the sweep), stop it; the report."""
-    import copy
-
     model = base_model(args.model, workdir)
     platform = Platform(workdir, backend=args.backend).start()
     settings = [(args.strength, args.noise)]
