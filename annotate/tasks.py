@@ -48,8 +48,8 @@ def training_runs_requeue_stale_task() -> None:
 @shared_task(bind=True, queue=Queue.DEFAULT, acks_late=True, max_retries=None)
 def simulate_raters_task(self, *, campaign_id: int, config: dict, until_round: int | None, started_at: float,
                          deadline: float) -> None:
-    """Simulated raters (POST /api/campaigns/<id>/simulate/) rate in-process
-    through the API for about a minute; then the task queues itself again
+    """Simulated raters (POST /api/campaigns/<id>/simulate/) rate for about a
+    minute through the services the annotator API calls (ServiceRaterClient); then the task queues itself again
     (or waits for training to open the next round) until the simulation is
     over or `deadline` (a Unix time) passes. Safe to run twice: the server
     gives an annotator one rating per comparison and their own lease back,

@@ -60,16 +60,21 @@ def main() -> None:
 
 def seed(*, ratings: int, annotators: int):
     from django.db import connection
-    from django.db.models import F
 
-    from annotate.models import Campaign, Comparison, Membership, Rating
-    from tests.factories import UserFactory, version_chain_rounds
+    from annotate.models import Campaign, Comparison, Membership, Rating, Role
+    from bench.seed import campaign_seed, users_create
+
+    def chain(n: int, versions: int) -> list[dict]:
+        """n prompts, with v0's two answers and one of each later version."""
+        return [{"external_id": f"p{i}", "prompt": f"Question {i}?",
+                 "answers": [f"answer {s} of v{v} to p{i}" for v in range(versions) for s in ((0, 1) if v == 0 else (0,))]}
+                for i in range(n)]
 
     k, versions = 5, 4
     prompts = max(1, ratings // (k * versions))
-    users = [UserFactory(username=f"annotator{i:04d}", roles=["annotator"]) for i in range(annotators)]
-    admin = UserFactory(username="bench-admin", roles=["campaign_admin"])
-    rounds = version_chain_rounds(versions=versions, prompts=prompts, overlap=k, name="Big campaign")
+    users = users_create([f"annotator{i:04d}" for i in range(annotators)], roles=[Role.ANNOTATOR])
+    [admin] = users_create(["bench-admin"], roles=[Role.CAMPAIGN_ADMIN])
+    rounds = campaign_seed(name="Big campaign", prompts=chain(prompts, versions), overlap=k, versions=versions)
     campaign = rounds[0].campaign
     Membership.objects.bulk_create(
         Membership(campaign=campaign, annotator=u, daily_limit=200 if i % 3 == 0 else None,
@@ -101,9 +106,8 @@ def seed(*, ratings: int, annotators: int):
         )
         if connection.vendor == "postgresql":
             cursor.execute("ANALYZE")
-    for _ in range(30):
-        small = version_chain_rounds(versions=1, prompts=10, overlap=2, annotators=users[:5])[0]
-        Comparison.objects.filter(round=small).update(rating_count=F("rating_count"))
+    for n in range(30):
+        campaign_seed(name=f"campaign {n}", prompts=chain(10, 1), overlap=2, annotators=[u.username for u in users[:5]])
     Campaign.objects.update(status="active")
     # Campaign admins see only what they administer: this one, every campaign.
     admin.administered_campaigns.add(*Campaign.objects.all())

@@ -4,7 +4,7 @@ comparison is on screen after a submit.
     .venv/bin/python -m bench.rating_page --ratings 100 --think-ms 300
 
 Starts the platform as in production (gunicorn with DEBUG off + a Celery
-worker, on PostgreSQL + Redis: tests/e2e/harness.py), seeds a campaign of
+worker, on PostgreSQL + Redis: config/platform.py), seeds a campaign of
 120 comparisons without any ML (answers of a few KB of markdown with code),
 logs an annotator in through the login form and rates with the keyboard
 alone (a choice, a strength where it applies, Enter), pausing --think-ms
@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.e2e.harness import Platform
+from config.platform import Platform
 
 TARGET_P95_MS = 100.0
 CHROMIUM_ARGS = [

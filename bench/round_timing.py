@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.round_timing --model tiny --prompts 8 --backend services
     .venv/bin/python -m bench.round_timing --model smollm2 --prompts 8 --backend embedded
 
-Starts web (gunicorn) and a Celery worker (tests/e2e/harness.py), opens round
+Starts web (gunicorn) and a Celery worker (config/platform.py), opens round
 0 with the base model, has simulated annotators rate every comparison through
 the API, and measures the time from the last rating's answer to round 1 being
 open, with each training stage's own seconds as the worker recorded them.
@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.e2e.harness import Platform, rate_everything
+from config.platform import Platform, rate_everything
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "finegrainedrlhf_qa_feedback_dev.jsonl"

@@ -31,7 +31,7 @@ CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS",
 # With DEBUG off Ratchet is assumed to face the internet behind TLS:
 # `manage.py check --deploy --fail-level WARNING` passes. DJANGO_SECURE_SSL=0
 # turns off only the HTTPS redirect and secure cookies, for a production-like
-# server on plain-http loopback (tests/e2e/harness.py, bench/).
+# server on plain-http loopback (config/platform.py: tests/e2e, bench/).
 if not DEBUG:
     from django.core.exceptions import ImproperlyConfigured
 

@@ -1,7 +1,7 @@
 """How prompts and responses become text: the one place, shared by reward
-training, RLOO reward scoring and generation (MODELS.md pitfalls: the same
-template and the same EOS everywhere, or the reward model scores text it
-never saw in training).
+training, RLOO reward scoring and generation (the same template and the
+same EOS everywhere, or the reward model scores text it never saw in
+training).
 
 Formatted text already carries whatever special tokens the template wants,
 so every caller tokenizes it with `add_special_tokens=False` (ENCODE_KWARGS);

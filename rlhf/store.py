@@ -3,7 +3,7 @@
 Every published version is a folder holding its files plus `manifest.json`
 (each file's sha256 and the folder's sha256). A version appears under its
 final name only once it is complete, and loaders verify it before use
-(DESIGN.md, invariant 4). Pickle-based formats are refused outright.
+(docs/architecture.md, invariant 4). Pickle-based formats are refused outright.
 
     python -m rlhf.store verify PATH SHA256
     python -m rlhf.store publish SRC NAME --root STORE

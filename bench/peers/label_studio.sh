@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the peer of the load benchmark (bench/load.py --peer label-studio):
+# Install the peer of the load benchmark (bench/load.py --targets label-studio):
 # Label Studio from PyPI with uWSGI, its production server, in a venv of its
 # own under bench/.peers/ (gitignored). It is never a dependency of Ratchet.
 #

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from safetensors.numpy import load_file
 
+from config.platform import Platform, rate_everything
 from rlhf.store import verify_folder
-from tests.e2e.harness import Platform, rate_everything
 
 pytestmark = pytest.mark.e2e
 
@@ -119,15 +119,6 @@ def test_ratings_in_trained_model_out_next_round_open(platform: Platform, tiny_m
     # Round 1 is served to annotators: new policy against the previous one.
     status, body = annotators[0].post(f"/api/campaigns/{cid}/next/")
     assert status == 200 and body["round"] == 1
-
-
-@pytest.fixture
-def services_platform(tmp_path):
-    p = Platform(tmp_path, backend="services")
-    try:
-        yield p.start()
-    finally:
-        p.stop()
 
 
 def test_a_stage_that_keeps_failing_is_retried_then_the_run_shows_failed_with_its_error(services_platform):

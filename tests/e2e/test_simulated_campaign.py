@@ -2,7 +2,7 @@
 real processes (gunicorn + a Celery worker, PostgreSQL + Redis) with the
 tiny model. Simulated raters who prefer shorter answers rate three rounds,
 round 0 started through the staff API (the Celery task rating in-process
-through the request stack) and rounds 1 and 2 by `manage.py simulate_raters
+through the annotator API's services) and rounds 1 and 2 by `manage.py simulate_raters
 --url` over HTTP; after each round the newest policy answers held-out
 questions against the base, judged by the same preference."""
 import argparse
@@ -10,18 +10,9 @@ import argparse
 import pytest
 
 from bench.simulated_campaign import parse_args, questions, run_campaign, simulate_round, tiny_answering_model
-from tests.e2e.harness import Platform
+from config.platform import Platform
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def platform(tmp_path):
-    p = Platform(tmp_path, backend="services")
-    try:
-        yield p.start()
-    finally:
-        p.stop()
 
 
 def rate_first_round_through_the_staff_api(staff):
@@ -51,7 +42,10 @@ def rate_first_round_through_the_staff_api(staff):
     return rate
 
 
-def test_simulated_raters_who_prefer_shorter_answers_move_the_policy_round_by_round(platform: Platform, tmp_path):
+def test_simulated_raters_who_prefer_shorter_answers_move_the_policy_round_by_round(
+    services_platform: Platform, tmp_path
+):
+    platform = services_platform
     # given: a campaign of 3 rounds x 12 comparisons, 2 raters each, 10% noise
     args = parse_args(["--model", "tiny", "--method", "rloo", "--rounds", "3", "--comparisons", "12", "--raters", "2",
                        "--noise", "0.1", "--new-tokens", "24", "--eval-prompts", "48", "--kl-prompts", "16"])

@@ -1,5 +1,5 @@
-"""A private Redis server per test, for the tests that kill the broker: the
-shared one on 6379 serves other processes and is never touched."""
+"""A private Redis server per test, for the tests that kill the broker or a
+worker: the shared one on 6379 serves other processes and is never touched."""
 import subprocess
 import time
 from pathlib import Path
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.e2e.harness import free_port
+from config.platform import Platform, free_port
 
 
 class PrivateRedis:
@@ -54,3 +54,15 @@ def private_redis(tmp_path_factory):
         yield server
     finally:
         server.kill()
+
+
+@pytest.fixture
+def private_redis_platform(tmp_path, private_redis):
+    """The platform on PostgreSQL and the private Redis: a killed worker's
+    unacked message would come back in hours in whatever else used a shared
+    Redis database; this one dies with the test."""
+    p = Platform(tmp_path, backend="services", extra_env={"CELERY_BROKER_URL": private_redis.url})
+    try:
+        yield p.start()
+    finally:
+        p.stop()

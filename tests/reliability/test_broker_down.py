@@ -1,4 +1,4 @@
-"""The broker down at the moment something is queued (DESIGN.md invariant 1):
+"""The broker down at the moment something is queued (docs/architecture.md, invariant 1):
 what was committed is acknowledged, nothing raises into the request, and the
 beat sweeps send what was lost once Redis is back. In-process web and
 services on PostgreSQL, a real private Redis that is killed and started

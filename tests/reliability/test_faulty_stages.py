@@ -3,7 +3,7 @@ PostgreSQL and a private Redis, with gunicorn and beat:
 
 - a stage that SIGKILLs its worker process every time it runs is stopped by
   the attempt counter in the database after TRAINING_MAX_ATTEMPTS, and its
-  run shows failed with the reason (DESIGN.md invariant 5), instead of being
+  run shows failed with the reason (docs/architecture.md, invariant 5), instead of being
   redelivered for ever (acks_late + reject_on_worker_lost put it back each
   time);
 - a stage busy in a long step that never reports (so the cooperative cancel
@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.e2e.harness import Platform
+from config.platform import Platform
 
 pytestmark = pytest.mark.e2e
 

@@ -1,5 +1,5 @@
 """A process SIGKILLed while ModelStore.publish copies leaves no
-half-written version under the final name (DESIGN.md invariant 4), and the
+half-written version under the final name (docs/architecture.md, invariant 4), and the
 same name can be published afterwards. What it left under .tmp/ is removed
 by the sweep once nothing holds it and it is old enough; a publish that is
 still going is never swept, however old its files."""

@@ -1,4 +1,4 @@
-"""Redis dies during a burst of ratings, twice, and nothing is lost (DESIGN.md
+"""Redis dies during a burst of ratings, twice, and nothing is lost (docs/architecture.md,
 invariants 1-3): every rating the server acknowledged is in the database
 exactly once, none is duplicated, no comparison goes over k, no request
 answers 5xx, and the round that was completed while Redis was down still
@@ -10,13 +10,13 @@ idempotency key, as the rating page's outbox does."""
 import random
 import threading
 import time
-import urllib.error
 import uuid
 
 import psycopg
 import pytest
 
-from tests.e2e.harness import Platform
+from annotate.apis.client import TransportError
+from config.platform import Platform
 from tests.e2e.test_loop import TINY_TRAINING, tiny_model  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.e2e
@@ -32,15 +32,6 @@ TOTAL = PROMPTS * K
 OUTAGES = [(TOTAL // 3, "kill"), (2 * TOTAL // 3, "start"), (TOTAL - 5, "kill")]
 # After the burst: how long the platform gets to notice the complete round and train on it.
 TRAIN_TIMEOUT_S = 600
-
-
-@pytest.fixture
-def platform(tmp_path, private_redis):
-    p = Platform(tmp_path, backend="services", extra_env={"CELERY_BROKER_URL": private_redis.url})
-    try:
-        yield p.start()
-    finally:
-        p.stop()
 
 
 class Burst:
@@ -87,7 +78,7 @@ def call(burst: Burst, client, method: str, path: str, body=None):
     for attempt in range(50):
         try:
             status, answer = client.request(method, path, body)
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
+        except TransportError:
             with burst.lock:
                 burst.connection_errors += 1
         else:
@@ -126,8 +117,9 @@ def annotate(burst: Burst, client, name: str, campaign_id: int, seed: int) -> No
 
 
 def test_redis_killed_and_restarted_during_a_burst_of_ratings_loses_nothing_and_the_round_still_trains(
-    platform: Platform, private_redis, tiny_model: str  # noqa: F811
+    private_redis_platform: Platform, private_redis, tiny_model: str  # noqa: F811
 ):
+    platform = private_redis_platform
     admin = platform.user("alice", "campaign_admin", "ml_engineer")
     names = [f"rater{i}" for i in range(ANNOTATORS)]
     clients = {name: platform.user(name, "annotator") for name in names}

@@ -1,5 +1,5 @@
 """A tampered checkpoint is refused by the pipeline stage that loads it,
-with the IntegrityError visible in the run's error (DESIGN.md invariant 4).
+with the IntegrityError visible in the run's error (docs/architecture.md, invariant 4).
 (The download API's 409 for a tampered version: tests/annotate/test_runs_console.py.)"""
 import uuid
 

@@ -1,6 +1,6 @@
 """A gpu worker SIGKILLed in the middle of reward training: the stage must
 run again on another worker and publish exactly one reward-model version
-(DESIGN.md invariants 4 and 5). Real gunicorn + Celery on PostgreSQL + Redis."""
+(docs/architecture.md, invariants 4 and 5). Real gunicorn + Celery on PostgreSQL + Redis."""
 import os
 import random
 import signal
@@ -8,8 +8,8 @@ import time
 
 import pytest
 
+from config.platform import Platform, rate_everything
 from rlhf.store import verify_folder
-from tests.e2e.harness import Platform, rate_everything
 from tests.e2e.test_loop import PROMPTS, TINY_TRAINING, tiny_model  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.e2e
@@ -23,21 +23,10 @@ REDELIVERY_TIMEOUT_S = 120
 RERUN_TIMEOUT_S = 600
 
 
-@pytest.fixture
-def services_platform(tmp_path, private_redis):
-    # A private Redis: the killed worker's unacked message would come back in
-    # hours in whatever else used a shared database; this one dies with the test.
-    p = Platform(tmp_path, backend="services", extra_env={"CELERY_BROKER_URL": private_redis.url})
-    try:
-        yield p.start()
-    finally:
-        p.stop()
-
-
 def test_worker_killed_during_reward_training_reruns_the_stage_and_publishes_one_version(
-    services_platform: Platform, tiny_model: str  # noqa: F811
+    private_redis_platform: Platform, tiny_model: str  # noqa: F811
 ):
-    platform = services_platform
+    platform = private_redis_platform
     admin = platform.user("alice", "campaign_admin", "ml_engineer")
     annotators = [platform.user(f"rater{i}", "annotator") for i in range(2)]
     status, campaign = admin.post(

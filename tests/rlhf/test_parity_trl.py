@@ -14,7 +14,7 @@ from conftest import separable_pairs
 trl = pytest.importorskip("trl")
 datasets = pytest.importorskip("datasets")
 
-# CPU settings TRL needs (MODELS.md): its bf16 default fails without a GPU.
+# CPU settings TRL needs: its bf16 default fails without a GPU.
 TRL_CPU = dict(bf16=False, gradient_checkpointing=False, report_to=[], use_cpu=True, save_strategy="no")
 
 

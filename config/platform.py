@@ -1,9 +1,18 @@
-"""Start the real platform (web + Celery worker) as separate processes and
-talk to it over HTTP, as a user would. Used by the end-to-end tests and the
-round benchmark."""
+"""The platform's processes started for real, for a test or a benchmark: web
+(gunicorn) and a Celery worker with beat, on PostgreSQL + Redis or on the
+embedded default (SQLite + the folder broker), spoken to over HTTP as a user
+would (annotate/apis/client.py).
+
+    platform = Platform(workdir, backend="services").start()
+    admin = platform.user("alice", "campaign_admin", "ml_engineer")   # an ApiClient with alice's token
+    ...
+    platform.stop()
+
+Used by tests/e2e, tests/reliability and bench/. The worker's command line
+is the one `manage.py runplatform` starts its workers with (celery_worker_command).
+"""
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -11,15 +20,57 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
 import psycopg
 import redis
 
-ROOT = Path(__file__).resolve().parents[2]
+from annotate.apis.client import ApiClient
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- the command lines ---------------------------------------------------------------
+
+
+def celery_worker_command(*, queues: list[str], concurrency: int, name: str, beat: bool = False,
+                          prefetch_multiplier: int | None = None, loglevel: str = "info",
+                          app: str = "config") -> list[str]:
+    """`celery worker` on these queues. `beat`: this worker also runs beat
+    (one per deployment), which queues again the stage of a run whose worker
+    died and finds complete rounds whose check was lost. `prefetch_multiplier`
+    1: a worker takes one training stage at a time, as on a GPU. `app`: the
+    Celery app module (a fault test's wrapper around config's,
+    tests/reliability/faults.py)."""
+    cmd = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", ",".join(queues), "-c", str(concurrency),
+           "-n", name, "-l", loglevel]
+    if beat:
+        cmd.append("-B")
+    if prefetch_multiplier is not None:
+        cmd += ["--prefetch-multiplier", str(prefetch_multiplier)]
+    return cmd
+
+
+# --- ports and Redis databases ---------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, *, timeout: float, what: str, log: Path) -> None:
+    """Return once something listens on 127.0.0.1:port; RuntimeError naming the log after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{what} did not start; see {log}")
 
 
 def claim_redis_db(server_url: str, owner: str) -> int:
@@ -44,42 +95,7 @@ def release_redis_db(server_url: str, owner: str, n: int) -> None:
         client.delete(key)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Client:
-    """A tiny JSON client over urllib (no extra dependency)."""
-
-    def __init__(self, base: str, token: str | None = None):
-        self.base, self.token = base, token
-
-    def request(self, method: str, path: str, body=None, raw: bytes | None = None, content_type="application/json"):
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        req = urllib.request.Request(self.base + path, data=data, method=method)
-        if data is not None:
-            req.add_header("Content-Type", content_type)
-        if self.token:
-            req.add_header("Authorization", f"Token {self.token}")
-        try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
-                payload = resp.read()
-                return resp.status, (json.loads(payload) if payload else None)
-        except urllib.error.HTTPError as exc:
-            payload = exc.read()
-            try:
-                parsed = json.loads(payload)
-            except ValueError:
-                parsed = payload.decode(errors="replace")
-            return exc.code, parsed
-
-    def get(self, path):
-        return self.request("GET", path)
-
-    def post(self, path, body=None, **kw):
-        return self.request("POST", path, body, **kw)
+# --- the platform --------------------------------------------------------------------
 
 
 class Platform:
@@ -88,7 +104,9 @@ class Platform:
 
     def __init__(self, workdir: Path, *, backend: str, web_workers: int = 2, web_threads: int = 1,
                  extra_env: dict | None = None):
-        """`web_workers` / `web_threads`: gunicorn's -w and --threads (more
+        """`backend`: "services" (a fresh PostgreSQL database and a Redis
+        database of its own, both removed by stop()) or "embedded";
+        `web_workers` / `web_threads`: gunicorn's -w and --threads (more
         than one thread selects its gthread worker); `extra_env`: settings
         for every process, e.g. DATABASE_CONN_MAX_AGE (bench/load.py)."""
         self.workdir = Path(workdir)
@@ -130,7 +148,7 @@ class Platform:
             env.pop("DATABASE_URL", None)
             env.pop("CELERY_BROKER_URL", None)
         else:
-            raise ValueError(backend)
+            raise ValueError(f"backend is 'services' or 'embedded', not {backend!r}")
         env.update(extra_env or {})
         self.env = env
 
@@ -156,24 +174,15 @@ class Platform:
              "-w", str(self.web_workers), "--threads", str(self.web_threads), "--timeout", "120"],
         )
         self.start_worker(worker_env, app=worker_app)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return self
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError("web did not start; see " + str(self.workdir / "web.log"))
+        wait_port(self.port, timeout=60, what="web", log=self.workdir / "web.log")
+        return self
 
     def start_worker(self, extra_env: dict | None = None, app: str = "config") -> subprocess.Popen:
-        return self._spawn(
-            "worker",
-            # -B: this worker also runs beat, which queues again the stage of
-            # a run whose worker died (tests/reliability/test_worker_killed.py).
-            [sys.executable, "-m", "celery", "-A", app, "worker", "-B", "-Q", "default,gpu", "-c", "1",
-             "--prefetch-multiplier", "1", "-l", "info", "-n", f"e2e-{uuid.uuid4().hex[:6]}@%h"],
-            extra_env,
-        )
+        # Beat on: tests/reliability/test_worker_killed.py needs the stage of
+        # a killed worker queued again.
+        command = celery_worker_command(queues=["default", "gpu"], concurrency=1, name=f"e2e-{uuid.uuid4().hex[:6]}@%h",
+                                        beat=True, prefetch_multiplier=1, app=app)
+        return self._spawn("worker", command, extra_env)
 
     def _spawn(self, name: str, cmd: list[str], extra_env: dict | None = None) -> subprocess.Popen:
         log = open(self.workdir / f"{name}.log", "ab")
@@ -207,11 +216,12 @@ class Platform:
             self.redis_db = None
 
     # -- users ---------------------------------------------------------------
-    def user(self, username: str, *roles: str) -> Client:
+    def user(self, username: str, *roles: str) -> ApiClient:
+        """Create (or reset) the user with these roles, password pw-<username>; a client with their token."""
         args = ["ratchet_user", username, "--password", "pw-" + username]
         for role in roles:
             args += ["--role", role]
-        return Client(self.base, self.manage(*args).splitlines()[-1])
+        return ApiClient(self.base, self.manage(*args).splitlines()[-1])
 
     def wait_for(self, predicate, *, timeout: float, what: str, interval: float = 0.5):
         deadline = time.time() + timeout
@@ -224,8 +234,10 @@ class Platform:
         raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{self.logs()}")
 
 
-def rate_everything(annotators, campaign_id: int, rng: random.Random) -> int:
-    """Each annotator takes work until none is left; returns ratings made."""
+def rate_everything(annotators: list[ApiClient], campaign_id: int, rng: random.Random) -> int:
+    """Each annotator takes work until none is left; returns ratings made.
+    Asserts every answer is the expected one, and that the next API never
+    says which policy wrote a side (blind rating)."""
     made = 0
     active = list(annotators)
     while active:

@@ -1,0 +1,148 @@
+"""What a simulated rater wants, and how it decides: pure functions, no
+Django and no torch at import, so that bench/ judges its win rates with the
+very code the raters use (a reward model is loaded, with torch, only when a
+`reward:` preference first judges something).
+
+    preference = preference_parse("keyword:because")   # Preference("keyword", "because")
+    margin = Judge(preference).margin(prompt, answer_a, answer_b)   # how much better A is, in log-odds
+    simulated_choice(margin, strength=4, noise=0.1, position_bias=0, rng=rng)   # ("A", 2)
+"""
+from __future__ import annotations
+
+import math
+import random
+import re
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+PREFERENCE_KINDS = ("shorter", "longer", "keyword", "reward")
+# |strength x margin| under this is "no visible difference": the rater says tie.
+TIE_Z = 0.25
+# |strength x margin| at which a pick becomes "clearly" (2) and "much" (3) better.
+STRENGTH_Z = (1.5, 3.0)
+_WORD = re.compile(r"\w+")
+
+
+@dataclass(frozen=True)
+class Preference:
+    """What a simulated rater wants. `arg`: the keyword, or the reward model
+    (a folder, or a RewardModelVersion id resolved to its folder)."""
+
+    kind: str
+    arg: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.arg}" if self.arg else self.kind
+
+
+def preference_parse(spec: str) -> Preference:
+    """'shorter' | 'longer' | 'keyword:<word>' | 'reward:<folder or id>'; ValueError says what is wrong."""
+    spec = (spec or "").strip()
+    kind, _, arg = spec.partition(":")
+    kind, arg = kind.strip().lower(), arg.strip()
+    if kind not in PREFERENCE_KINDS:
+        raise ValueError(
+            f"unknown preference {spec!r}; use shorter, longer, keyword:<word> or reward:<reward model folder or version id>"
+        )
+    if kind in ("shorter", "longer") and arg:
+        raise ValueError(f"'{kind}' takes no argument; got {spec!r}")
+    if kind == "keyword" and not _WORD.fullmatch(arg):
+        raise ValueError(f"keyword:<word> needs one word of letters or digits, e.g. keyword:because; got {spec!r}")
+    if kind == "reward" and not arg:
+        raise ValueError("reward:<…> needs a reward model folder or a RewardModelVersion id, e.g. reward:3")
+    return Preference(kind, arg.lower() if kind == "keyword" else arg)
+
+
+def answer_words(text: str) -> int:
+    return len(_WORD.findall(text))
+
+
+# A scorer maps (prompts, answers) to one float each (rlhf.reward.RewardScorer).
+Scorer = Callable[[list, list[str]], list[float]]
+
+
+def preference_scores(preference: Preference, prompts: list, answers: list[str], *, scorer: Scorer | None = None) -> list[float]:
+    """How much the preference likes each answer (higher is better), on a
+    log scale so that differences read as log-odds. An answer with no word
+    in it answers nothing: -inf under every preference, so that "shorter"
+    can never be won by saying nothing."""
+    if preference.kind == "reward":
+        if scorer is None:
+            raise ValueError("a reward preference needs its scorer (rlhf.reward.RewardScorer)")
+        raw = scorer(list(prompts), list(answers))
+    else:
+        raw = []
+        for text in answers:
+            if preference.kind == "keyword":
+                raw.append(math.log1p(len(re.findall(rf"\b{re.escape(preference.arg)}\b", text, flags=re.I))))
+            else:
+                n = answer_words(text)
+                raw.append(math.log1p(n) * (-1.0 if preference.kind == "shorter" else 1.0))
+    return [(-math.inf if answer_words(text) == 0 else float(s)) for s, text in zip(raw, answers)]
+
+
+def preference_margin(score_a: float, score_b: float) -> float:
+    """How much better A is than B (log-odds units); NaN when both answer nothing."""
+    if score_a == score_b:
+        return 0.0 if not math.isinf(score_a) else math.nan
+    return score_a - score_b
+
+
+def preference_outcome(margin: float) -> float:
+    """The preference's own verdict for A: 1 win, 0.5 tie, 0 loss (no noise, no bias)."""
+    if math.isnan(margin) or margin == 0:
+        return 0.5
+    return 1.0 if margin > 0 else 0.0
+
+
+def simulated_choice(
+    margin: float, *, strength: float, noise: float, position_bias: float, rng: random.Random
+) -> tuple[str, int | None]:
+    """One rater's answer for a comparison whose margin (A over B) is given.
+
+    With probability `noise` a random pick of A or B with a random strength
+    (a careless click); with probability `position_bias` A, the left answer,
+    whatever it says; otherwise the Bradley-Terry rater: A with probability
+    sigmoid(strength x margin), a tie when the difference is too small to see,
+    and a rating strength that grows with how clear the difference is."""
+    u = rng.random()
+    if u < noise:
+        return rng.choice("AB"), rng.randint(1, 3)
+    if u < noise + position_bias:
+        return "A", rng.randint(1, 3)
+    if math.isnan(margin):
+        return "both_bad", None
+    z = strength * margin
+    if abs(z) < TIE_Z:
+        return "tie", None
+    p_a = 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
+    choice = "A" if rng.random() < p_a else "B"
+    return choice, 1 + sum(abs(z) >= cut for cut in STRENGTH_Z)
+
+
+class Judge:
+    """A preference ready to score answers; a reward model is loaded (torch,
+    lazily) the first time it is needed, once, and shared by every rater."""
+
+    def __init__(self, preference: Preference, reward_path: str | None = None):
+        self.preference, self.reward_path = preference, reward_path
+        self._scorer = None
+        self._lock = threading.Lock()
+
+    def scorer(self) -> Scorer | None:
+        if self.preference.kind != "reward":
+            return None
+        with self._lock:
+            if self._scorer is None:
+                from rlhf.reward import RewardScorer  # torch: only where a reward preference is judged
+
+                self._scorer = RewardScorer(self.reward_path)
+            return self._scorer
+
+    def scores(self, prompts: list, answers: list[str]) -> list[float]:
+        return preference_scores(self.preference, prompts, answers, scorer=self.scorer())
+
+    def margin(self, prompt, answer_a: str, answer_b: str) -> float:
+        a, b = self.scores([prompt, prompt], [answer_a, answer_b])
+        return preference_margin(a, b)
