@@ -42,6 +42,7 @@ from pathlib import Path
 from bench.throughput import (
     DATA,
     SHAPES,
+    add_ratios_to_trl,
     add_runner_args,
     clock,
     cuda_available,
@@ -236,13 +237,7 @@ def summarise(results: dict, peak: float, args) -> dict:
         if args.datasheet_peak:
             r["mfu_datasheet"] = flops / args.datasheet_peak
         if best_trl:
-            for rate in ("real_tokens_per_s", "real_tokens_per_cpu_s"):
-                if rate not in r:
-                    continue
-                r[f"{rate}_vs_trl_best"] = r[rate] / max(v[rate] for v in trl_runs.values())
-                same = [v[rate] for v in trl_runs.values() if v["batch"] == r["batch"]]
-                if same:
-                    r[f"{rate}_vs_trl_best_same_batch"] = r[rate] / max(same)
+            add_ratios_to_trl(r, trl_runs, ("real_tokens_per_s", "real_tokens_per_cpu_s"), "batch")
     return {"trl_best_run": best_trl, "runs": results}
 
 

@@ -42,6 +42,7 @@ from pathlib import Path
 from bench.throughput import (
     DATA,
     SHAPES,
+    add_ratios_to_trl,
     add_runner_args,
     clock,
     cuda_available,
@@ -214,13 +215,7 @@ def summarise(results: dict, peak: float, args) -> dict:
         if args.datasheet_peak:
             r["mfu_datasheet"] = r["completions_per_s"] * flops_per_completion / args.datasheet_peak
         if best_trl and name.startswith("ours"):
-            for rate in ("completions_per_s", "completions_per_cpu_s"):
-                if rate not in r:
-                    continue
-                r[f"{rate}_vs_trl_best"] = r[rate] / max(v[rate] for v in trl_runs.values())
-                same = [v[rate] for v in trl_runs.values() if v["completions_per_step"] == r["completions_per_step"]]
-                if same:
-                    r[f"{rate}_vs_trl_best_same_batch"] = r[rate] / max(same)
+            add_ratios_to_trl(r, trl_runs, ("completions_per_s", "completions_per_cpu_s"), "completions_per_step")
     return {"trl_best_run": best_trl, "runs": results}
 
 

@@ -241,3 +241,17 @@ def cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def add_ratios_to_trl(run: dict, trl_runs: dict, rates: tuple[str, ...], size_key: str) -> None:
+    """Set run["<rate>_vs_trl_best"] (its rate over the best of TRL's runs)
+    and run["<rate>_vs_trl_best_same_batch"] (over the best TRL run of the
+    same size, `size_key`: pairs or completions a step) for each rate the
+    run has."""
+    for rate in rates:
+        if rate not in run:
+            continue
+        run[f"{rate}_vs_trl_best"] = run[rate] / max(v[rate] for v in trl_runs.values())
+        same = [v[rate] for v in trl_runs.values() if v[size_key] == run[size_key]]
+        if same:
+            run[f"{rate}_vs_trl_best_same_batch"] = run[rate] / max(same)
