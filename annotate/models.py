@@ -30,6 +30,10 @@ class Campaign(models.Model):
         RLOO = "rloo", "RLOO against the reward model"
         DPO = "dpo", "DPO straight from the human pairs"
 
+    class Kind(models.TextChoices):
+        LOOP = "loop", "Loop: ratings train the policy, which answers the next round"
+        EVALUATION = "evaluation", "Evaluation: rate the answers of several models, no training"
+
     name = models.CharField(max_length=200, unique=True)
     instructions = models.TextField(blank=True, default="")
     overlap = models.PositiveSmallIntegerField(default=3, help_text="k: ratings wanted per comparison")
@@ -49,6 +53,13 @@ class Campaign(models.Model):
     # Start training by itself when every comparison of a round has k ratings.
     auto_train = models.BooleanField(default=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.LOOP)
+    # A loop campaign's fixed yardstick: a model outside the loop (imported
+    # answers or an endpoint) that each round's candidate also meets, so that
+    # progress is read against something that does not move.
+    reference_model = models.ForeignKey(
+        "ExternalModel", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     annotators = models.ManyToManyField(
         settings.AUTH_USER_MODEL, through="Membership", related_name="campaigns", blank=True
     )
@@ -218,6 +229,85 @@ class RewardModelVersion(models.Model):
         constraints = [models.UniqueConstraint(fields=["campaign", "version"], name="reward_unique_version")]
 
 
+class ExternalModel(models.Model):
+    """A model whose answers come from outside Ratchet's training: answers
+    imported from a file, or asked of an OpenAI-compatible server (vLLM,
+    SGLang, TGI, llama.cpp, hosted APIs). Rounds and leaderboards compare it
+    with the campaign's policy versions and with other external models."""
+
+    class Kind(models.TextChoices):
+        IMPORTED = "imported"  # answers come in files
+        ENDPOINT = "endpoint"  # answers are asked of base_url (chat completions)
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="external_models")
+    name = models.CharField(max_length=200, help_text="how the campaign names it (imports' `model` column)")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    # Endpoints only.
+    base_url = models.URLField(max_length=500, blank=True, default="", help_text="e.g. http://host:8000/v1")
+    model_name = models.CharField(max_length=200, blank=True, default="", help_text="the `model` the server is asked for")
+    generation = models.JSONField(default=dict, blank=True, help_text="max_tokens, temperature, top_p, seed, ...")
+    # Write-only: never returned by the API, shown in the console, exported,
+    # logged or put in an error message (annotate/endpoints/).
+    api_key = models.TextField(blank=True, default="")
+    max_concurrency = models.PositiveSmallIntegerField(default=4, help_text="requests in flight at once")
+    timeout_s = models.FloatField(default=120.0, help_text="seconds one request may take")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["campaign", "name"], name="externalmodel_unique_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class GenerationJob(models.Model):
+    """An endpoint answering a set of prompts (queue `endpoints`): progress,
+    token usage and the prompts it could not get an answer for."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"  # every prompt answered
+        FAILED = "failed"  # stopped: the endpoint is unusable (see error), or prompts kept failing
+        CANCELLED = "cancelled"
+
+    model = models.ForeignKey(ExternalModel, on_delete=models.CASCADE, related_name="jobs")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    samples = models.PositiveSmallIntegerField(default=1, help_text="answers wanted per prompt")
+    prompts_total = models.PositiveIntegerField(default=0)
+    answered = models.PositiveIntegerField(default=0, help_text="answers stored, including those already there")
+    failed = models.PositiveIntegerField(default=0, help_text="prompts given up on (GenerationFailure)")
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    requests = models.PositiveIntegerField(default=0, help_text="HTTP requests sent, retries included")
+    error = models.TextField(blank=True, default="")
+    celery_task_id = models.CharField(max_length=100, blank=True, default="")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+
+class GenerationFailure(models.Model):
+    """A prompt an endpoint kept failing on, with the server's last error:
+    shown in the console, never silently dropped; a later job asks again."""
+
+    job = models.ForeignKey(GenerationJob, on_delete=models.CASCADE, related_name="failures")
+    prompt = models.ForeignKey("Prompt", on_delete=models.CASCADE, related_name="+")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "prompt"], name="generationfailure_unique_prompt")]
+
+
 class Round(models.Model):
     class Status(models.TextChoices):
         COLLECTING = "collecting"
@@ -229,8 +319,14 @@ class Round(models.Model):
     index = models.PositiveIntegerField()
     # The policy whose answers are new in this round, and the one it is compared with
     # (round 0: the base model against itself, two samples each).
-    candidate = models.ForeignKey(PolicyVersion, on_delete=models.PROTECT, related_name="rounds_as_candidate")
-    baseline = models.ForeignKey(PolicyVersion, on_delete=models.PROTECT, related_name="rounds_as_baseline")
+    # Null in an evaluation campaign's rounds, which pair the answers of
+    # several models (annotate/services/evaluation.py).
+    candidate = models.ForeignKey(
+        PolicyVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="rounds_as_candidate"
+    )
+    baseline = models.ForeignKey(
+        PolicyVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="rounds_as_baseline"
+    )
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.COLLECTING)
     opened_at = models.DateTimeField(auto_now_add=True)
     closed_at = models.DateTimeField(null=True, blank=True)
@@ -249,6 +345,11 @@ class Answer(models.Model):
     policy_version = models.ForeignKey(
         PolicyVersion, null=True, blank=True, on_delete=models.CASCADE, related_name="answers"
     )
+    # Or the external model (imported, endpoint) that wrote it; never both.
+    external_model = models.ForeignKey(
+        ExternalModel, null=True, blank=True, on_delete=models.CASCADE, related_name="answers"
+    )
+    metadata = models.JSONField(default=dict, blank=True)
     sample_index = models.PositiveSmallIntegerField(default=0)
     text = models.TextField()
     sampling = models.JSONField(default=dict, blank=True)
@@ -259,7 +360,17 @@ class Answer(models.Model):
             # A redelivered generate stage writes the same rows, not new ones.
             models.UniqueConstraint(
                 fields=["prompt", "policy_version", "sample_index"], name="answer_unique_sample"
-            )
+            ),
+            # A re-import or a resumed endpoint job finds the answer it stored.
+            models.UniqueConstraint(
+                fields=["prompt", "external_model", "sample_index"],
+                condition=Q(external_model__isnull=False),
+                name="answer_unique_external_sample",
+            ),
+            models.CheckConstraint(
+                condition=Q(policy_version__isnull=True) | Q(external_model__isnull=True),
+                name="answer_one_author",
+            ),
         ]
 
 
@@ -270,7 +381,11 @@ class Comparison(models.Model):
     # is known from the responses; the annotator API never sends it.
     response_a = models.ForeignKey(Answer, on_delete=models.CASCADE, related_name="+")
     response_b = models.ForeignKey(Answer, on_delete=models.CASCADE, related_name="+")
-    candidate_is_a = models.BooleanField(help_text="the side the round's candidate policy was shown on")
+    candidate_is_a = models.BooleanField(
+        null=True, blank=True,
+        help_text="the side the round's candidate policy was shown on; null where the pair has no candidate "
+        "(evaluation rounds)",
+    )
     gold_choice = models.CharField(max_length=10, blank=True, default="")
     # Ratings so far; kept with the rating in one transaction under a row lock.
     rating_count = models.PositiveSmallIntegerField(default=0)
