@@ -392,7 +392,11 @@ class Comparison(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["round", "prompt"], name="comparison_unique_prompt")]
+        # Several pairs per prompt in a round: candidate against baseline and against the reference;
+        # an evaluation round's pairs of models (annotate/services/evaluation.py).
+        constraints = [
+            models.UniqueConstraint(fields=["round", "prompt", "response_a", "response_b"], name="comparison_unique_pair")
+        ]
         # The lease order (most ratings first, then id): a lease walks this
         # index and stops at the first comparison it may take, instead of
         # sorting the round's open comparisons on every next call.

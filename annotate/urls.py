@@ -28,6 +28,11 @@ urlpatterns = [
     path("campaigns/<int:campaign_id>/prompts/import/", campaigns.PromptImportApi.as_view(), name="prompt-import"),
     path("campaigns/<int:campaign_id>/annotators/", campaigns.CampaignAnnotatorsAddApi.as_view(), name="campaign-annotators"),
     path("campaigns/<int:campaign_id>/start/", campaigns.CampaignStartApi.as_view(), name="campaign-start"),
+    # evaluation campaigns: more comparisons in the current round
+    path(
+        "campaigns/<int:campaign_id>/comparisons/", campaigns.EvaluationComparisonsAddApi.as_view(),
+        name="evaluation-comparisons-add",
+    ),
     path("campaigns/<int:campaign_id>/pause/", campaigns.CampaignPauseApi.as_view(), name="campaign-pause"),
     path("campaigns/<int:campaign_id>/resume/", campaigns.CampaignResumeApi.as_view(), name="campaign-resume"),
     path("campaigns/<int:campaign_id>/archive/", campaigns.CampaignArchiveApi.as_view(), name="campaign-archive"),

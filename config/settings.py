@@ -213,6 +213,8 @@ SPECTACULAR_SETTINGS = {
         "TrainingRunStatusEnum": "annotate.models.TrainingRun.Status",
         "TrainingRunKindEnum": "annotate.models.TrainingRun.Kind",
         "ExportKindEnum": "annotate.models.Export.Kind",
+        "CampaignKindEnum": "annotate.models.Campaign.Kind",
+        "LeaderboardModelKindEnum": [("policy", "policy"), ("external", "external")],
     },
 }
 

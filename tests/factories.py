@@ -9,7 +9,7 @@ from django.contrib.auth.models import Group
 from django.db.models import Count, OuterRef, Subquery
 from rest_framework.authtoken.models import Token
 
-from annotate.models import Campaign, Comparison, PolicyVersion, Prompt, Rating, Answer, Round
+from annotate.models import Answer, Campaign, Comparison, ExternalModel, PolicyVersion, Prompt, Rating, Round
 from annotate.services.rounds import round_open
 
 User = get_user_model()
@@ -93,6 +93,43 @@ class ResponseFactory(factory.django.DjangoModelFactory):
     text = factory.LazyAttribute(
         lambda o: f"answer {o.sample_index} of v{o.policy_version.version} to prompt {o.prompt.external_id}"
     )
+
+
+class ExternalModelFactory(factory.django.DjangoModelFactory):
+    """A model whose answers were imported (no endpoint, no key)."""
+
+    class Meta:
+        model = ExternalModel
+
+    campaign = factory.SubFactory(CampaignFactory)
+    name = factory.Sequence(lambda n: f"model-{n}")
+    kind = ExternalModel.Kind.IMPORTED
+
+
+def external_answers(model: ExternalModel, prompts, text=None) -> list[Answer]:
+    """The external model's first answer to each prompt, bulk-created.
+    `text(model, prompt)` -> the answer (default: names both)."""
+    text = text or (lambda m, p: f"{m.name} answers {p.external_id}")
+    return Answer.objects.bulk_create(
+        Answer(prompt=p, external_model=model, sample_index=0, text=text(model, p)) for p in prompts
+    )
+
+
+def evaluation_campaign(*, models: int = 4, prompts: int = 10, annotators=(), text=None, **campaign_fields):
+    """A draft evaluation campaign (no base model) with `prompts` prompts and
+    `models` imported external models that answered every one (`text` as in
+    external_answers). Returns (campaign, [models])."""
+    campaign_fields.setdefault("status", Campaign.Status.DRAFT)
+    campaign = CampaignFactory(
+        kind=Campaign.Kind.EVALUATION, base_model="", annotators=list(annotators), **campaign_fields
+    )
+    rows = Prompt.objects.bulk_create(
+        Prompt(campaign=campaign, external_id=f"q{i}", text=f"Question {i}?") for i in range(prompts)
+    )
+    made = [ExternalModelFactory(campaign=campaign, name=f"model-{chr(ord('a') + n)}") for n in range(models)]
+    for model in made:
+        external_answers(model, rows, text=text)
+    return campaign, made
 
 
 def open_round(*, prompts: int = 4, annotators=(), **campaign_fields) -> Round:

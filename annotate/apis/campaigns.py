@@ -1,4 +1,5 @@
-"""What campaign admins call: create a campaign, import prompts, add annotators, start."""
+"""What campaign admins call: create a campaign, import prompts, add annotators,
+start, and (evaluation campaigns) add comparisons."""
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -15,6 +16,7 @@ from annotate.apis.schema import CONFLICT
 from annotate.apis.uploads import ImportApi
 from annotate.errors import ValidationFailed
 from annotate.models import Campaign
+from annotate.selectors.rounds import round_progress
 from annotate.services.campaigns import (
     campaign_annotators_add,
     campaign_archive,
@@ -24,16 +26,22 @@ from annotate.services.campaigns import (
     campaign_start,
     campaign_update,
 )
+from annotate.services.evaluation import MAX_COMPARISONS_ADDED, evaluation_comparisons_add, evaluation_start
 from annotate.services.prompts import prompts_import
 
 
 class CampaignOutputSerializer(serializers.ModelSerializer):
+    reference_model_name = serializers.CharField(
+        source="reference_model.name", read_only=True, allow_null=True, default=None,
+        help_text="the reference model's name (loop campaigns); null for none",
+    )
+
     class Meta:
         model = Campaign
         fields = [
-            "id", "name", "instructions", "overlap", "comparisons_per_round", "lease_ttl_seconds",
+            "id", "name", "kind", "instructions", "overlap", "comparisons_per_round", "lease_ttl_seconds",
             "base_model", "training_config", "method", "kl_budget", "auto_train", "status", "created_at",
-            "gold_frequency", "gold_min_accuracy", "gold_min_count",
+            "gold_frequency", "gold_min_accuracy", "gold_min_count", "reference_model", "reference_model_name",
         ]
 
 
@@ -42,7 +50,10 @@ class CampaignCreateApi(APIView):
 
     class InputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=200)
-        base_model = serializers.CharField(max_length=500, help_text="a local path or a hub id")
+        kind = serializers.ChoiceField(choices=Campaign.Kind.choices, default=Campaign.Kind.LOOP,
+                                       help_text="loop: ratings train the policy; evaluation: compare models, no training")
+        base_model = serializers.CharField(max_length=500, required=False, allow_blank=True, default="",
+                                           help_text="a local path or a hub id; loop campaigns only (required there)")
         instructions = serializers.CharField(required=False, allow_blank=True, default="", max_length=50000)
         overlap = serializers.IntegerField(min_value=1, max_value=50, default=3)
         comparisons_per_round = serializers.IntegerField(min_value=1, max_value=100000, default=64)
@@ -87,6 +98,11 @@ class CampaignDetailApi(AdminsAndEngineersRead, APIView):
         gold_frequency = serializers.FloatField(required=False)
         gold_min_accuracy = serializers.FloatField(required=False)
         gold_min_count = serializers.IntegerField(required=False)
+        reference_model = serializers.IntegerField(
+            required=False, allow_null=True,
+            help_text="loop campaigns: the id of one of the campaign's external models that each round's "
+            "candidate also meets; null for none",
+        )
 
     @extend_schema(responses=CampaignOutputSerializer)
     def get(self, request, campaign_id: int):
@@ -167,12 +183,46 @@ class CampaignAnnotatorsAddApi(APIView):
 
 
 class CampaignStartApi(APIView):
-    """Import the base model and have it answer round 0 (runs on the gpu queue)."""
+    """Loop campaigns: import the base model and have it answer round 0 (a
+    run on the gpu queue): 202 {training_run, status}. Evaluation campaigns:
+    open round 0 with comparisons_per_round comparisons between the models'
+    answers, no training: 200 {round, comparisons, status}."""
 
     permission_classes = [IsAdminOrEngineer]
 
-    @extend_schema(request=None, responses={202: dict})
+    @extend_schema(request=None, responses={200: dict, 202: dict})
     def post(self, request, campaign_id: int):
         campaign = readable_campaign_or_404(request, campaign_id)
+        if campaign.kind == Campaign.Kind.EVALUATION:
+            round_, added = evaluation_start(campaign=campaign, user=request.user)
+            return Response({"round": round_.index, "comparisons": added, "status": round_.status})
         run = campaign_start(campaign=campaign, user=request.user)
         return Response({"training_run": run.pk, "status": run.status}, status=status.HTTP_202_ACCEPTED)
+
+
+class EvaluationComparisonsAddApi(APIView):
+    """Evaluation campaigns: add `count` comparisons to the current round,
+    balanced over pairs of models and prompts with everything compared so
+    far. 409 for a loop campaign, one not started, or when every pair of
+    models has met on every prompt both answered."""
+
+    permission_classes = [IsAdminOrEngineer]
+
+    class InputSerializer(serializers.Serializer):
+        count = serializers.IntegerField(min_value=1, max_value=MAX_COMPARISONS_ADDED,
+                                         help_text="comparisons to add (gold pairs come on top)")
+
+    class OutputSerializer(serializers.Serializer):
+        round = serializers.IntegerField()
+        added = serializers.IntegerField(help_text="regular comparisons added (may be fewer than asked)")
+        comparisons = serializers.IntegerField(help_text="regular comparisons in the round now")
+
+    @extend_schema(request=InputSerializer, responses={201: OutputSerializer, 409: CONFLICT})
+    def post(self, request, campaign_id: int):
+        campaign = readable_campaign_or_404(request, campaign_id)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        round_, added = evaluation_comparisons_add(campaign=campaign, count=serializer.validated_data["count"])
+        total = round_progress(round_=round_)["comparisons"]
+        return Response(self.OutputSerializer({"round": round_.index, "added": added, "comparisons": total}).data,
+                        status=status.HTTP_201_CREATED)

@@ -1,10 +1,13 @@
 """The models as people see them, for campaign admins and ML engineers:
-Bradley-Terry scores of the campaign's policy versions and each round's win
-rate of its candidate over its baseline.
+Bradley-Terry scores of every model of the campaign (policy versions and
+external models), plain and length-controlled, each round's win rate of its
+candidate over its baseline and over the reference model, and each pair of
+models' record.
 
 The path to the maths: this API -> annotate/selectors/leaderboard.py
-(tallies the ratings) -> annotate/stats.py (Bradley-Terry, the bootstrap,
-Wilson intervals). Agreement and annotator quality: annotate/apis/quality.py."""
+(tallies the ratings) -> annotate/stats.py (Bradley-Terry, its
+length-controlled form, the bootstrap, Wilson intervals). Agreement and
+annotator quality: annotate/apis/quality.py."""
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -14,10 +17,27 @@ from annotate.apis.permissions import IsAdminOrEngineer, readable_campaign_or_40
 from annotate.selectors.leaderboard import campaign_leaderboard
 
 
+class LeaderboardWinRecordSerializer(serializers.Serializer):
+    n = serializers.IntegerField()
+    wins = serializers.IntegerField()
+    ties = serializers.IntegerField()
+    losses = serializers.IntegerField()
+    win_rate = serializers.FloatField(allow_null=True, help_text="ties count half")
+    lower = serializers.FloatField(allow_null=True, help_text="Wilson 95% interval")
+    upper = serializers.FloatField(allow_null=True)
+
+
+class LeaderboardAgainstReferenceSerializer(LeaderboardWinRecordSerializer):
+    model = serializers.CharField(allow_null=True, help_text="the reference model met")
+
+
 class CampaignLeaderboardApi(APIView):
-    """Bradley-Terry scores of the campaign's policy versions (Elo-like
-    scale) with bootstrap 95% intervals, and each round's win rate of its
-    candidate over its baseline with a Wilson 95% interval."""
+    """Bradley-Terry scores of the campaign's models (Elo-like scale) with
+    bootstrap 95% intervals, and the length-controlled scores beside them
+    (the answers' length difference as a covariate, as Chatbot Arena's style
+    control) with theirs and the fitted length coefficient; each round's win
+    rate of its candidate over its baseline and over the reference model
+    with a Wilson 95% interval; each pair of models' record."""
 
     permission_classes = [IsAdminOrEngineer]
 
@@ -25,34 +45,61 @@ class CampaignLeaderboardApi(APIView):
         resamples = serializers.IntegerField(min_value=0, max_value=2000, default=200)
 
     class OutputSerializer(serializers.Serializer):
-        class VersionSerializer(serializers.Serializer):
-            version = serializers.IntegerField()
-            policy_version_id = serializers.IntegerField()
-            n = serializers.IntegerField(help_text="ratings this version was in")
+        class ModelSerializer(serializers.Serializer):
+            kind = serializers.ChoiceField(choices=["policy", "external"])
+            name = serializers.CharField(help_text='"v3" for a policy version, an external model\'s own name')
+            version = serializers.IntegerField(allow_null=True, help_text="policy versions only")
+            policy_version_id = serializers.IntegerField(allow_null=True)
+            external_model_id = serializers.IntegerField(allow_null=True)
+            reference = serializers.BooleanField(help_text="the campaign's reference model")
+            n = serializers.IntegerField(help_text="ratings this model was in")
             score = serializers.FloatField(allow_null=True)
             lower = serializers.FloatField(allow_null=True)
             upper = serializers.FloatField(allow_null=True)
+            lc_score = serializers.FloatField(allow_null=True, help_text="length-controlled score")
+            lc_lower = serializers.FloatField(allow_null=True)
+            lc_upper = serializers.FloatField(allow_null=True)
 
         class RoundSerializer(serializers.Serializer):
             round = serializers.IntegerField()
-            candidate_version = serializers.IntegerField()
-            baseline_version = serializers.IntegerField()
+            candidate_version = serializers.IntegerField(allow_null=True, help_text="null in evaluation rounds")
+            baseline_version = serializers.IntegerField(allow_null=True)
             same_policy = serializers.BooleanField()
             n = serializers.IntegerField()
-            wins = serializers.IntegerField()
-            ties = serializers.IntegerField()
-            losses = serializers.IntegerField()
+            wins = serializers.IntegerField(allow_null=True)
+            ties = serializers.IntegerField(allow_null=True)
+            losses = serializers.IntegerField(allow_null=True)
             win_rate = serializers.FloatField(allow_null=True, help_text="ties count half")
             lower = serializers.FloatField(allow_null=True)
             upper = serializers.FloatField(allow_null=True)
+            against_reference = LeaderboardAgainstReferenceSerializer(
+                allow_null=True, help_text="the candidate against the reference model in this round; null without one"
+            )
+
+        class PairSerializer(LeaderboardWinRecordSerializer):
+            model_a = serializers.CharField()
+            model_b = serializers.CharField(help_text="wins, ties, losses are model_a's against model_b")
+
+        class LengthControlSerializer(serializers.Serializer):
+            method = serializers.CharField()
+            coefficient = serializers.FloatField(
+                help_text="log-odds of winning per standard deviation of the normalised length difference"
+            )
+            lower = serializers.FloatField()
+            upper = serializers.FloatField()
 
         campaign = serializers.IntegerField()
+        kind = serializers.CharField()
         method = serializers.CharField()
         scale = serializers.CharField()
         interval = serializers.CharField()
+        length_control = LengthControlSerializer()
         n_ratings = serializers.IntegerField()
-        versions = VersionSerializer(many=True)
+        reference_model = serializers.CharField(allow_null=True)
+        models = ModelSerializer(many=True, help_text="every model of the campaign, best first")
+        versions = ModelSerializer(many=True, help_text="the policy versions alone, best first")
         rounds = RoundSerializer(many=True)
+        pairs = PairSerializer(many=True)
 
     @extend_schema(parameters=[InputSerializer], responses=OutputSerializer)
     def get(self, request, campaign_id: int):

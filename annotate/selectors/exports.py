@@ -2,9 +2,29 @@
 (services/exports.py writes the files)."""
 from collections.abc import Iterator
 
-from django.db.models import QuerySet
+from django.db.models import Case, CharField, F, QuerySet, Value, When
+from django.db.models.functions import Cast, Concat
 
 from annotate.models import Campaign, Rating, Round
+
+
+def answer_model_name(answer: str):
+    """An expression for the model that wrote the answer at lookup path
+    `answer` (e.g. "comparison__response_a"), as people name it: "v3" for a
+    policy version, its name for an external model, null for a gold pair's
+    answer."""
+    answer = f"{answer}__"
+    # A Case, not Coalesce over Concat: PostgreSQL's Concat reads a null as "".
+    return Case(
+        When(**{f"{answer}external_model__isnull": False}, then=F(f"{answer}external_model__name")),
+        When(
+            **{f"{answer}policy_version__isnull": False},
+            then=Concat(Value("v"), Cast(f"{answer}policy_version__version", CharField())),
+        ),
+        default=Value(None),
+        output_field=CharField(),
+    )
+
 
 
 # Column of the ratings export -> the lookup that reads it.
@@ -24,6 +44,8 @@ RATING_EXPORT_COLUMNS = {
     "created_at": "created_at",
     "version_a": "comparison__response_a__policy_version__version",
     "version_b": "comparison__response_b__policy_version__version",
+    "model_a": answer_model_name("comparison__response_a"),
+    "model_b": answer_model_name("comparison__response_b"),
     "candidate_is_a": "comparison__candidate_is_a",
     "candidate_version": "comparison__round__candidate__version",
     "baseline_version": "comparison__round__baseline__version",
@@ -32,9 +54,9 @@ RATING_EXPORT_COLUMNS = {
 
 
 def rating_export_rows(*, campaign: Campaign, round_: Round | None = None) -> Iterator[dict]:
-    """Every rating with its round, prompt, and the policy version on each side,
-    one at a time, read in chunks. For admins and engineers only: it says which
-    model wrote which side."""
+    """Every rating with its round, prompt, and the model on each side (the
+    policy version's number and the model's name), one at a time, read in
+    chunks. For admins and engineers only: it says which model wrote which side."""
     ratings = Rating.objects.filter(comparison__round__campaign=campaign)
     if round_ is not None:
         ratings = ratings.filter(comparison__round=round_)

@@ -1,104 +1,246 @@
-"""The models as people see them: Bradley-Terry scores of the campaign's
-policy versions and each round's win rate of its candidate.
+"""The models as people see them: Bradley-Terry scores of every model of the
+campaign (its policy versions v0, v1, ... and its external models by name),
+plain and length-controlled, each loop round's win rate of its candidate
+over its baseline and over the reference model, and each pair of models'
+record against each other.
 
 The path from the API to the maths: annotate/apis/leaderboard.py (the API)
 -> this module (tallies the ratings in the database) -> annotate/stats.py
-(Bradley-Terry, the bootstrap, Wilson intervals; Django-free)."""
+(Bradley-Terry, its length-controlled form, the bootstrap, Wilson
+intervals; Django-free)."""
 from collections import Counter, defaultdict
 
-from django.db.models import Count
+from django.db.models import Count, FloatField, Value
+from django.db.models.functions import Cast, Coalesce, Length, NullIf, Round
 
 from annotate import stats
 from annotate.models import Campaign, PolicyVersion, Rating
 
+# The normalised length difference of A's answer over B's is tallied in
+# steps of 1/LENGTH_STEPS (-1 .. 1): the database sends one tally per step
+# (at most 201 per pair of models, choice and round) instead of a row per
+# comparison, and a hundredth of the range is far finer than anything the
+# coefficient can tell apart.
+LENGTH_STEPS = 100
+SIDES = (
+    "comparison__response_a__policy_version_id", "comparison__response_a__external_model_id",
+    "comparison__response_b__policy_version_id", "comparison__response_b__external_model_id",
+)
+SCORE_OF_A = {Rating.Choice.A: 1.0, Rating.Choice.B: 0.0, Rating.Choice.TIE: 0.5}
+
+
+def _elo(x) -> float:
+    return stats.ELO_BASE + stats.ELO_SCALE * float(x)
+
+
+def _model(policy_version_id: int | None, external_model_id: int | None) -> tuple[str, int] | None:
+    if external_model_id is not None:
+        return ("external", external_model_id)
+    if policy_version_id is not None:
+        return ("policy", policy_version_id)
+    return None
+
+
+def _length_bin():
+    """Round(LENGTH_STEPS * (len A - len B) / (len A + len B)), 0 for two empty answers."""
+    a, b = Length("comparison__response_a__text"), Length("comparison__response_b__text")
+    difference = Cast(a - b, FloatField()) * Value(float(LENGTH_STEPS)) / NullIf(a + b, Value(0))
+    return Coalesce(Round(difference), Value(0.0), output_field=FloatField())
+
+
+def _win_record(wins: float, ties: float, losses: float) -> dict:
+    n = wins + ties + losses
+    low, high = stats.wilson_interval(wins + ties / 2, n)
+    return {
+        "n": n, "wins": wins, "ties": ties, "losses": losses,
+        "win_rate": (wins + ties / 2) / n if n else None, "lower": low, "upper": high,
+    }
+
 
 def campaign_leaderboard(*, campaign: Campaign, resamples: int = 200, seed: int = 0) -> dict:
-    """Bradley-Terry scores of the campaign's policy versions from the ratings
-    (A/B a win, tie half a win each, both_bad ignored; a round comparing a
-    version with itself says nothing), bootstrap 95% intervals, and each
-    round's win rate of its candidate over its baseline. Gold pairs and any
-    answer from outside the campaign's policies (no policy version) are left out.
+    """Bradley-Terry scores of every model of the campaign from the ratings
+    (A/B a win, tie half a win each, both_bad ignored; two answers of the
+    same model say nothing), with bootstrap 95% intervals; beside them the
+    length-controlled score (Chatbot Arena's style control: the normalised
+    length difference of the two answers as a covariate in the same
+    regression) with its own intervals and the fitted length coefficient.
+    Each loop round's win rate of its candidate over its baseline and over
+    the reference model; each pair of models' record. Gold pairs and
+    answers of no model (gold answers) are left out.
 
-    The database tallies the ratings (a few dozen rows: choice x pair of
-    versions x round x side), and the bootstrap resamples those tallies,
-    so no rating crosses into Python one by one."""
-    rows = list(
-        Rating.objects.filter(
-            comparison__round__campaign=campaign,
-            choice__in=[Rating.Choice.A, Rating.Choice.B, Rating.Choice.TIE],
-            comparison__gold_choice="",
-            comparison__response_a__policy_version__isnull=False,
-            comparison__response_b__policy_version__isnull=False,
-        )
-        .values_list(
-            "choice", "comparison__response_a__policy_version_id", "comparison__response_b__policy_version_id",
-            "comparison__round_id", "comparison__candidate_is_a",
-        )
+    `models` lists every model; `versions` the policy versions alone, as
+    before external models (same keys). The database tallies the ratings
+    (choice x models on each side x round x side x length step), and the
+    bootstraps resample those tallies, so no rating crosses into Python one
+    by one."""
+    base = Rating.objects.filter(
+        comparison__round__campaign=campaign,
+        choice__in=[Rating.Choice.A, Rating.Choice.B, Rating.Choice.TIE],
+        comparison__gold_choice="",
+    )
+    # One tally serves both fits and the win rates: a loop round has its own
+    # pair of models, so grouping by round as well adds no rows.
+    by_length = list(
+        base.annotate(length_bin=_length_bin())
+        .values_list("choice", *SIDES, "comparison__round_id", "comparison__candidate_is_a", "length_bin")
         .annotate(ratings=Count("pk"))
-        .order_by("choice", "comparison__response_a__policy_version_id", "comparison__response_b__policy_version_id",
-                  "comparison__round_id", "comparison__candidate_is_a")
+        .order_by("choice", *SIDES, "comparison__round_id", "comparison__candidate_is_a", "length_bin")
     )
-    versions = list(PolicyVersion.objects.filter(campaign=campaign).order_by("version"))
-    index = {v.pk: i for i, v in enumerate(versions)}
-    score_of_a = {Rating.Choice.A: 1.0, Rating.Choice.B: 0.0, Rating.Choice.TIE: 0.5}
-    tallied = [((index[a], index[b], score_of_a[choice]), count) for choice, a, b, _, _, count in rows if a != b]
-    outcomes, counts = [o for o, _ in tallied], [count for _, count in tallied]
-    games = Counter()
-    for (i, j, _), count in tallied:
-        games[i] += count
-        games[j] += count
-    theta, lower, upper = stats.bradley_terry_bootstrap(
-        outcomes, len(versions), counts=counts, resamples=resamples, seed=seed
-    )
-
-    def elo(x: float) -> float:
-        return stats.ELO_BASE + stats.ELO_SCALE * float(x)
-
-    board = [
-        {
-            "version": v.version,
-            "policy_version_id": v.pk,
-            "n": games[i],
-            "score": elo(theta[i]) if games[i] else None,
-            "lower": elo(lower[i]) if games[i] else None,
-            "upper": elo(upper[i]) if games[i] else None,
-        }
-        for i, v in enumerate(versions)
+    merged = Counter()
+    for row in by_length:
+        merged[row[:7]] += row[-1]
+    tallies = [(*key, count) for key, count in merged.items()]
+    versions = list(PolicyVersion.objects.filter(campaign=campaign).order_by("version").values_list("pk", "version"))
+    externals = list(campaign.external_models.order_by("name", "pk").values_list("pk", "name"))
+    entries = [
+        {"kind": "policy", "name": f"v{version}", "version": version, "policy_version_id": pk,
+         "external_model_id": None, "reference": False}
+        for pk, version in versions
+    ] + [
+        {"kind": "external", "name": name, "version": None, "policy_version_id": None, "external_model_id": pk,
+         "reference": pk == campaign.reference_model_id}
+        for pk, name in externals
     ]
-    board.sort(key=lambda r: (r["score"] is None, -(r["score"] or 0.0), r["version"]))
+    index = {("policy", pk): i for i, (pk, _) in enumerate(versions)}
+    index.update({("external", pk): len(versions) + i for i, (pk, _) in enumerate(externals)})
 
-    tally = defaultdict(lambda: [0, 0, 0])  # round -> [candidate wins, ties, baseline wins]
-    for choice, _, _, round_id, candidate_is_a, count in rows:
-        if choice == Rating.Choice.TIE:
-            tally[round_id][1] += count
+    def sides(row) -> tuple[int | None, int | None]:
+        a, b = _model(row[1], row[2]), _model(row[3], row[4])
+        return index.get(a), index.get(b)
+
+    # plain Bradley-Terry, as before external models
+    outcomes, counts, games = [], [], Counter()
+    for row in tallies:
+        i, j = sides(row)
+        if i is None or j is None or i == j:
+            continue
+        outcomes.append((i, j, SCORE_OF_A[row[0]]))
+        counts.append(row[-1])
+        games[i] += row[-1]
+        games[j] += row[-1]
+    theta, lower, upper = stats.bradley_terry_bootstrap(
+        outcomes, len(entries), counts=counts, resamples=resamples, seed=seed
+    )
+
+    # length-controlled: the same ratings, by length step
+    styled, styled_counts, feature = [], [], []
+    for row in by_length:
+        i, j = sides(row)
+        if i is None or j is None or i == j:
+            continue
+        styled.append((i, j, SCORE_OF_A[row[0]]))
+        styled_counts.append(row[-1])
+        feature.append(float(row[7]) / LENGTH_STEPS)
+    style = stats.standardised(feature, styled_counts)
+    fit = stats.bradley_terry_style_bootstrap(
+        styled, style[:, None], len(entries), counts=styled_counts, resamples=resamples, seed=seed
+    )
+
+    for i, entry in enumerate(entries):
+        scored = bool(games[i])
+        entry.update(
+            n=games[i],
+            score=_elo(theta[i]) if scored else None,
+            lower=_elo(lower[i]) if scored else None,
+            upper=_elo(upper[i]) if scored else None,
+            lc_score=_elo(fit.theta[i]) if scored else None,
+            lc_lower=_elo(fit.lower[i]) if scored else None,
+            lc_upper=_elo(fit.upper[i]) if scored else None,
+        )
+    board = sorted(
+        entries,
+        key=lambda e: (e["score"] is None, -(e["score"] or 0.0), e["kind"] != "policy", e["version"] or 0, e["name"]),
+    )
+    return {
+        "campaign": campaign.pk,
+        "kind": campaign.kind,
+        "method": "bradley_terry",
+        "scale": "Elo-like: 1000 + 400*log10(strength), mean model at 1000; a 400-point gap is 10:1 odds",
+        "interval": f"95% percentile bootstrap, {resamples} resamples of the ratings, seed {seed}",
+        "length_control": {
+            "method": "Bradley-Terry with the normalised answer-length difference (len A - len B) / (len A + len B), "
+                      "standardised, as a covariate (Chatbot Arena's style control); lc_score is each model's "
+                      "score with length held equal",
+            "coefficient": float(fit.coef[0]),
+            "lower": float(fit.coef_lower[0]),
+            "upper": float(fit.coef_upper[0]),
+        },
+        "n_ratings": sum(counts),
+        "reference_model": next((e["name"] for e in entries if e["reference"]), None),
+        "models": board,
+        "versions": [e for e in board if e["kind"] == "policy"],
+        "rounds": _rounds(campaign, tallies, entries, index),
+        "pairs": _pairs(tallies, entries, sides),
+    }
+
+
+def _rounds(campaign: Campaign, tallies: list, entries: list[dict], index: dict) -> list[dict]:
+    """Each round: a loop round's candidate against its baseline (both sides
+    policy versions) and against the reference (a policy version against an
+    external model), from the candidate's side; an evaluation round's count."""
+    baseline = defaultdict(lambda: [0, 0, 0])  # round -> [candidate wins, ties, baseline wins]
+    reference = defaultdict(lambda: [0, 0, 0])
+    reference_name: dict[int, str] = {}
+    counted = Counter()
+    for row in tallies:
+        choice, (pa, ea, pb, eb), round_id, candidate_is_a, count = row[0], row[1:5], row[5], row[6], row[7]
+        counted[round_id] += count
+        if candidate_is_a is None:
+            continue  # an evaluation round: no candidate
+        if pa is not None and pb is not None:
+            tally = baseline[round_id]
+        elif (ea is None) != (eb is None) and (pa is not None or pb is not None):
+            tally = reference[round_id]
+            other = _model(None, ea if ea is not None else eb)
+            if other in index:
+                reference_name[round_id] = entries[index[other]]["name"]
         else:
-            tally[round_id][0 if (choice == Rating.Choice.A) == candidate_is_a else 2] += count
+            continue
+        if choice == Rating.Choice.TIE:
+            tally[1] += count
+        else:
+            tally[0 if (choice == Rating.Choice.A) == candidate_is_a else 2] += count
     rounds = []
     for r in campaign.rounds.select_related("candidate", "baseline").order_by("index"):
-        wins, ties, losses = tally[r.pk]
-        n = wins + ties + losses
-        low, high = stats.wilson_interval(wins + ties / 2, n)
+        if r.candidate_id is None:
+            rounds.append(
+                {"round": r.index, "candidate_version": None, "baseline_version": None, "same_policy": False,
+                 "n": counted[r.pk], "wins": None, "ties": None, "losses": None, "win_rate": None,
+                 "lower": None, "upper": None, "against_reference": None}
+            )
+            continue
+        against = None
+        if r.pk in reference:
+            against = {"model": reference_name.get(r.pk), **_win_record(*reference[r.pk])}
         rounds.append(
             {
                 "round": r.index,
                 "candidate_version": r.candidate.version,
                 "baseline_version": r.baseline.version,
                 "same_policy": r.candidate_id == r.baseline_id,
-                "n": n,
-                "wins": wins,
-                "ties": ties,
-                "losses": losses,
-                "win_rate": (wins + ties / 2) / n if n else None,
-                "lower": low,
-                "upper": high,
+                **_win_record(*baseline[r.pk]),
+                "against_reference": against,
             }
         )
-    return {
-        "campaign": campaign.pk,
-        "method": "bradley_terry",
-        "scale": "Elo-like: 1000 + 400*log10(strength), mean version at 1000; a 400-point gap is 10:1 odds",
-        "interval": f"95% percentile bootstrap, {resamples} resamples of the ratings, seed {seed}",
-        "n_ratings": sum(counts),
-        "versions": board,
-        "rounds": rounds,
-    }
+    return rounds
+
+
+def _pairs(tallies: list, entries: list[dict], sides) -> list[dict]:
+    """Every pair of models that met: the first one's wins, ties, losses
+    against the second, its win rate (ties half) with a Wilson interval.
+    Pairs in model order (policy versions first, then external models)."""
+    record = defaultdict(lambda: [0, 0, 0])
+    for row in tallies:
+        i, j = sides(row)
+        if i is None or j is None or i == j:
+            continue
+        first, second = min(i, j), max(i, j)
+        if row[0] == Rating.Choice.TIE:
+            record[(first, second)][1] += row[-1]
+        else:
+            first_won = (row[0] == Rating.Choice.A) == (i == first)
+            record[(first, second)][0 if first_won else 2] += row[-1]
+    return [
+        {"model_a": entries[i]["name"], "model_b": entries[j]["name"], **_win_record(*record[(i, j)])}
+        for i, j in sorted(record)
+    ]

@@ -36,8 +36,9 @@ def round_progress(*, round_: Round) -> dict:
         "ratings": ratings,
         "target_ratings": total * k,
         "fraction": (ratings / (total * k)) if total else 0.0,
-        "candidate_version": round_.candidate.version,
-        "baseline_version": round_.baseline.version,
+        # Null in an evaluation round, which pairs several models (no candidate).
+        "candidate_version": round_.candidate.version if round_.candidate_id else None,
+        "baseline_version": round_.baseline.version if round_.baseline_id else None,
     }
 
 

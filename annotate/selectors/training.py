@@ -10,6 +10,7 @@ from django.db.models import QuerySet
 
 from annotate.models import Answer, Campaign, PolicyVersion, Rating, RewardModelVersion, Round, TrainingRun
 from annotate.selectors.access import campaigns_readable_by
+from annotate.selectors.exports import answer_model_name
 from annotate.selectors.quality import annotator_weights
 
 User = get_user_model()
@@ -37,12 +38,13 @@ def preference_rows_iter(*, campaign: Campaign, round_: Round | None = None) -> 
         "pk", "choice", "strength", "annotator_id", "comparison_id", "comparison__round__index",
         "comparison__prompt_id", "comparison__prompt__text", "comparison__prompt__turns",
         "comparison__response_a__text", "comparison__response_b__text",
+        answer_model_name("comparison__response_a"), answer_model_name("comparison__response_b"),
     )
     # Small chunks: each row carries a prompt and two answers.
-    for rating_id, choice, strength, annotator_id, comparison_id, round_index, prompt_id, text, turns, a, b in ratings.iterator(
-        chunk_size=500
-    ):
+    for (rating_id, choice, strength, annotator_id, comparison_id, round_index, prompt_id, text, turns, a, b,
+         model_a, model_b) in ratings.iterator(chunk_size=500):
         chosen, rejected = (a, b) if choice == Rating.Choice.A else (b, a)
+        chosen_model, rejected_model = (model_a, model_b) if choice == Rating.Choice.A else (model_b, model_a)
         yield {
             "prompt": turns if turns else text,  # as Prompt.content
             "chosen": chosen,
@@ -55,6 +57,9 @@ def preference_rows_iter(*, campaign: Campaign, round_: Round | None = None) -> 
             "comparison_id": comparison_id,
             "annotator_id": annotator_id,
             "round": round_index,
+            # Who wrote each: "v3" or an external model's name (null: a gold pair's answer).
+            "chosen_model": chosen_model,
+            "rejected_model": rejected_model,
         }
 
 

@@ -3,7 +3,7 @@ from django.contrib.auth.models import Group
 from django.db import transaction
 
 from annotate.errors import Conflict, NotFound, ValidationFailed
-from annotate.models import Lease, Campaign, Role, TrainingRun
+from annotate.models import Campaign, ExternalModel, Lease, Role, TrainingRun
 from annotate.services.memberships import memberships_add
 from annotate.training.queue import training_run_enqueue
 from annotate.training.runs import training_config_validate
@@ -23,8 +23,12 @@ NUMBER_LIMITS = {
 }
 FLOAT_FIELDS = {"gold_frequency", "gold_min_accuracy"}
 EDITABLE_FIELDS = {
-    "name", "instructions", "base_model", "training_config", "auto_train", "method", "kl_budget", *NUMBER_LIMITS,
+    "name", "instructions", "base_model", "training_config", "auto_train", "method", "kl_budget", "reference_model",
+    *NUMBER_LIMITS,
 }
+# Set when the campaign is made, fixed after: a loop campaign's rounds come
+# from training, an evaluation campaign's from evaluation_start.
+CREATE_ONLY_FIELDS = {"kind"}
 KL_BUDGET_MAX = 1000.0  # nats per answer; far past anything a useful policy step does
 INSTRUCTIONS_MAX_CHARS = 50000
 
@@ -36,17 +40,24 @@ def campaign_fields_validate(*, fields: dict, campaign: Campaign | None = None) 
     its field; nothing is written."""
     errors: dict[str, str] = {}
     clean: dict = {}
-    unknown = set(fields) - EDITABLE_FIELDS
+    known = EDITABLE_FIELDS | (CREATE_ONLY_FIELDS if campaign is None else set())
+    unknown = set(fields) - known
     if unknown:
+        fixed = unknown & CREATE_ONLY_FIELDS
         raise ValidationFailed(
-            f"Not campaign settings: {', '.join(sorted(unknown))} (known: {', '.join(sorted(EDITABLE_FIELDS))}).",
-            details={k: "not a campaign setting" for k in unknown},
+            f"Not campaign settings: {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})."
+            + (f" {', '.join(sorted(fixed))} is set when the campaign is created and fixed after." if fixed else ""),
+            details={k: "fixed once the campaign exists" if k in CREATE_ONLY_FIELDS else "not a campaign setting"
+                     for k in unknown},
         )
+    kind = fields.get("kind", campaign.kind if campaign is not None else Campaign.Kind.LOOP)
     for key, value in fields.items():
         if key in ("name", "base_model"):
             value = str(value or "").strip()
             limit = 200 if key == "name" else 500
-            if not value:
+            if not value and key == "base_model" and kind == Campaign.Kind.EVALUATION:
+                pass  # an evaluation campaign trains nothing: no base model needed
+            elif not value:
                 errors[key] = "required"
             elif len(value) > limit:
                 errors[key] = f"at most {limit} characters (this is {len(value)})"
@@ -90,6 +101,13 @@ def campaign_fields_validate(*, fields: dict, campaign: Campaign | None = None) 
         elif key == "method":
             if value not in Campaign.Method.values:
                 errors[key] = f"one of {', '.join(Campaign.Method.values)}"
+        elif key == "kind":
+            if value not in Campaign.Kind.values:
+                errors[key] = f"one of {', '.join(Campaign.Kind.values)}"
+        elif key == "reference_model":
+            value, problem = _reference_model(value, campaign=campaign, kind=kind)
+            if problem:
+                errors[key] = problem
         elif key == "training_config":
             if value is None:
                 value = {}
@@ -104,17 +122,42 @@ def campaign_fields_validate(*, fields: dict, campaign: Campaign | None = None) 
     return clean
 
 
+def _reference_model(value, *, campaign: Campaign | None, kind: str) -> tuple[ExternalModel | None, str]:
+    """(the external model, problem): empty or null clears the reference;
+    anything else must name (by id) an external model of this campaign."""
+    if value is None or value == "":
+        return None, ""
+    if kind == Campaign.Kind.EVALUATION:
+        return None, "an evaluation campaign compares all its models with each other; a reference is for loop campaigns"
+    if campaign is None:
+        return None, "a new campaign has no models yet: set the reference once one is added"
+    if isinstance(value, ExternalModel):
+        value = value.pk
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        pk = int(value)
+    except (TypeError, ValueError):
+        return None, f"the id of one of this campaign's external models, not {value!r}"
+    model = ExternalModel.objects.filter(pk=pk, campaign=campaign).first()
+    if model is None:
+        names = ", ".join(f"{m.pk} ({m.name})" for m in campaign.external_models.order_by("pk")[:20])
+        return None, f"campaign '{campaign.name}' has no external model {pk}; its external models: {names or 'none yet'}"
+    return model, ""
+
+
 def campaign_is_started(*, campaign: Campaign) -> bool:
-    """Started: out of draft, or a bootstrap run was queued (the base model is
-    imported from then on)."""
-    return campaign.status != Campaign.Status.DRAFT or campaign.training_runs.exists()
+    """Started: out of draft, a bootstrap run was queued (the base model is
+    imported from then on), or (evaluation) round 0 was opened."""
+    return campaign.status != Campaign.Status.DRAFT or campaign.training_runs.exists() or campaign.rounds.exists()
 
 
 @transaction.atomic
 def campaign_create(
     *,
     name: str,
-    base_model: str,
+    base_model: str = "",
+    kind: str = Campaign.Kind.LOOP,
     created_by: User | None = None,
     instructions: str = "",
     overlap: int = 3,
@@ -132,7 +175,7 @@ def campaign_create(
         raise Conflict(f"A campaign named '{name}' already exists; pick another name.")
     fields = campaign_fields_validate(
         fields=dict(
-            name=name, base_model=base_model, instructions=instructions, overlap=overlap,
+            name=name, base_model=base_model, kind=kind, instructions=instructions, overlap=overlap,
             comparisons_per_round=comparisons_per_round, lease_ttl_seconds=lease_ttl_seconds,
             training_config=training_config or {}, auto_train=auto_train, method=method, kl_budget=kl_budget,
             gold_frequency=gold_frequency,
@@ -241,6 +284,11 @@ def campaign_start(*, campaign: Campaign, user: User | None = None) -> TrainingR
     """Import the base model and have it answer round 0 (a bootstrap run on
     the gpu queue). Starting twice returns the first run."""
     campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+    if campaign.kind == Campaign.Kind.EVALUATION:
+        raise Conflict(
+            f"Campaign '{campaign.name}' is an evaluation campaign: it starts with evaluation_start "
+            "(annotate/services/evaluation.py), which trains nothing."
+        )
     existing = campaign.training_runs.filter(kind=TrainingRun.Kind.BOOTSTRAP).exclude(
         status__in=[TrainingRun.Status.FAILED, TrainingRun.Status.CANCELLED]
     )

@@ -29,11 +29,14 @@ def round_prompts(*, campaign: Campaign, index: int) -> list[Prompt]:
 @transaction.atomic
 def round_open(*, campaign: Campaign, index: int, candidate: PolicyVersion, baseline: PolicyVersion) -> Round:
     """Open round `index`: one comparison per prompt, candidate against
-    baseline answers, sides randomised and recorded, plus copies of gold
-    pairs (campaign.gold_frequency of that number) placed at random among
-    them, so that annotators meet them all through the round and can't tell
-    them apart. Opening twice returns the first round (the open stage is safe
-    to run again)."""
+    baseline answers, sides randomised and recorded; where the campaign has
+    a reference model, also the candidate against the reference's answer on
+    each of the round's prompts it answered (placed at random among the
+    others, counted in the round like them); plus copies of gold pairs
+    (campaign.gold_frequency of that number) placed at random among them,
+    so that annotators meet them all through the round and can't tell them
+    apart. Opening twice returns the first round (the open stage is safe to
+    run again)."""
     existing = Round.objects.filter(campaign=campaign, index=index).first()
     if existing is not None:
         return existing
@@ -61,8 +64,11 @@ def round_open(*, campaign: Campaign, index: int, candidate: PolicyVersion, base
         comparisons.append(
             Comparison(round=round_, prompt=prompt, response_a=a, response_b=b, candidate_is_a=candidate_is_a)
         )
-    # Leases go out in pk order (among equally rated comparisons): gold
-    # pairs at random positions are served all along the round, not last.
+    # Leases go out in pk order (among equally rated comparisons): reference
+    # and gold pairs at random positions are served all along the round, not last.
+    reference_rng = random.Random(f"reference:{campaign.pk}:{index}")
+    for pair in _reference_comparisons(round_=round_, prompts=prompts, candidate=candidate, rng=reference_rng):
+        comparisons.insert(reference_rng.randint(0, len(comparisons)), pair)
     gold_rng = random.Random(f"gold-order:{campaign.pk}:{index}")
     for gold in gold_comparisons_for_round(round_=round_, n_regular=len(comparisons)):
         comparisons.insert(gold_rng.randint(0, len(comparisons)), gold)
@@ -70,11 +76,42 @@ def round_open(*, campaign: Campaign, index: int, candidate: PolicyVersion, base
     Round.objects.filter(campaign=campaign, index__lt=index).exclude(status=Round.Status.DONE).update(
         status=Round.Status.DONE
     )
-    transaction.on_commit(_comparisons_analyze)
+    transaction.on_commit(comparisons_analyze)
     return round_
 
 
-def _comparisons_analyze() -> None:
+def _reference_comparisons(*, round_: Round, prompts: list[Prompt], candidate: PolicyVersion, rng) -> list[Comparison]:
+    """Unsaved comparisons of the candidate's first answer against the
+    campaign's reference model's (its first sample) on each of `prompts` the
+    reference answered, sides random and recorded in candidate_is_a. None
+    without a reference model (or one of another campaign)."""
+    campaign = round_.campaign
+    reference_id = campaign.reference_model_id
+    if reference_id is None:
+        return []
+    theirs: dict[int, int] = {}
+    for prompt_id, answer_id in (
+        Answer.objects.filter(prompt__in=prompts, external_model_id=reference_id, external_model__campaign=campaign)
+        .order_by("-sample_index", "-pk")
+        .values_list("prompt_id", "pk")
+    ):
+        theirs[prompt_id] = answer_id  # the last written wins: the lowest sample index
+    ours = dict(
+        Answer.objects.filter(prompt__in=prompts, policy_version=candidate, sample_index=0).values_list("prompt_id", "pk")
+    )
+    comparisons = []
+    for prompt in prompts:
+        if prompt.pk not in theirs or prompt.pk not in ours:
+            continue
+        candidate_is_a = rng.random() < 0.5
+        a, b = (ours[prompt.pk], theirs[prompt.pk]) if candidate_is_a else (theirs[prompt.pk], ours[prompt.pk])
+        comparisons.append(
+            Comparison(round=round_, prompt=prompt, response_a_id=a, response_b_id=b, candidate_is_a=candidate_is_a)
+        )
+    return comparisons
+
+
+def comparisons_analyze() -> None:
     """Refresh PostgreSQL's statistics of the comparison table once a round's
     comparisons are in: with a fresh table's (none yet; autovacuum comes a
     minute or more later), the planner takes the lease query for a few rows
@@ -94,6 +131,8 @@ def round_progress_check(*, round_id: int) -> TrainingRun | None:
     campaign = round_.campaign
     if round_.status != Round.Status.COLLECTING or not campaign.auto_train:
         return None
+    if campaign.kind == Campaign.Kind.EVALUATION:
+        return None  # nothing to train: the round collects until the admins stop adding comparisons
     if not round_is_complete(round_=round_):
         return None
     try:
@@ -149,7 +188,7 @@ def rounds_progress_sweep() -> list[int]:
     regular = Comparison.objects.filter(round=OuterRef("pk"), gold_choice="")
     short = regular.filter(rating_count__lt=OuterRef("campaign__overlap"))
     complete = (
-        Round.objects.filter(status=Round.Status.COLLECTING, campaign__auto_train=True)
+        Round.objects.filter(status=Round.Status.COLLECTING, campaign__auto_train=True, campaign__kind=Campaign.Kind.LOOP)
         .filter(Exists(regular))
         .exclude(Exists(short))
         .values_list("pk", flat=True)

@@ -67,6 +67,11 @@ def training_run_start(
     if overrides:
         training_config_validate(config=overrides)
     campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+    if campaign.kind == Campaign.Kind.EVALUATION:
+        raise Conflict(
+            f"Campaign '{campaign.name}' is an evaluation campaign: it compares models and trains none "
+            "(docs/evaluation.md)."
+        )
     if overrides:
         # Each part can be valid alone and wrong together (the campaign's
         # trainable_layers with an override's lora_r): a 400 now, not a failed stage.

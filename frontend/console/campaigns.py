@@ -11,7 +11,7 @@ from django.http import HttpResponseForbidden
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from annotate.errors import ServiceError
+from annotate.errors import ServiceError, ValidationFailed
 from annotate.models import Campaign, Role
 from annotate.selectors.access import campaigns_readable_by
 from annotate.selectors.console import campaign_console_rows
@@ -29,6 +29,7 @@ from annotate.services.campaigns import (
     campaign_resume,
     campaign_update,
 )
+from annotate.services.evaluation import evaluation_comparisons_add, evaluation_start
 from annotate.services.memberships import UNSET, membership_update, memberships_add
 from annotate.services.users import annotator_create
 from frontend.console.access import console_view
@@ -37,11 +38,14 @@ from frontend.console.access import console_view
 CAMPAIGN_FIELDS = [
     "name", "instructions", "overlap", "comparisons_per_round", "lease_ttl_seconds", "gold_frequency",
     "gold_min_accuracy", "gold_min_count", "base_model", "method", "kl_budget", "training_config", "auto_train",
+    "reference_model",
 ]
+# What only a loop campaign has: an evaluation campaign's form shows and sends none of them.
+LOOP_FIELDS = {"base_model", "method", "kl_budget", "training_config", "auto_train", "reference_model"}
 NEW_CAMPAIGN_DEFAULTS = {
     "overlap": 3, "comparisons_per_round": 64, "lease_ttl_seconds": 600, "gold_frequency": 0.1,
     "gold_min_accuracy": 0.6, "gold_min_count": 5, "training_config": "{}", "auto_train": True,
-    "method": Campaign.Method.RLOO, "kl_budget": "",
+    "method": Campaign.Method.RLOO, "kl_budget": "", "kind": Campaign.Kind.LOOP,
 }
 
 
@@ -58,10 +62,16 @@ def _errors(exc: ServiceError, default_field: str | None = None) -> dict:
     return {default_field or "form": exc.message}
 
 
-def _campaign_form_fields(post, *, include_base_model: bool) -> tuple[dict, dict]:
-    """(fields for the service, errors the form itself finds: bad JSON)."""
+def _campaign_form_fields(post, *, include_base_model: bool, kind: str) -> tuple[dict, dict]:
+    """(fields for the service, errors the form itself finds: bad JSON).
+    A new campaign has no reference model yet; an evaluation campaign none
+    of the loop's fields."""
     fields, errors = {}, {}
     for key in CAMPAIGN_FIELDS:
+        if kind == Campaign.Kind.EVALUATION and key in LOOP_FIELDS:
+            continue
+        if key == "reference_model" and key not in post:
+            continue  # a form without the field (a new campaign has no models yet)
         if key == "auto_train":
             fields[key] = post.get(key) == "on"
         elif key == "base_model" and not include_base_model:
@@ -94,6 +104,7 @@ def _all_errors(fields: dict, form_errors: dict, campaign: Campaign | None = Non
 def _form_values(post) -> dict:
     values = {key: post.get(key, "") for key in CAMPAIGN_FIELDS}
     values["auto_train"] = post.get("auto_train") == "on"
+    values["kind"] = post.get("kind", Campaign.Kind.LOOP)
     return values
 
 
@@ -101,6 +112,8 @@ def _campaign_values(campaign: Campaign) -> dict:
     values = {key: getattr(campaign, key) for key in CAMPAIGN_FIELDS}
     values["training_config"] = json.dumps(campaign.training_config, indent=2)
     values["kl_budget"] = "" if campaign.kl_budget is None else campaign.kl_budget
+    values["reference_model"] = campaign.reference_model_id or ""
+    values["kind"] = campaign.kind
     return values
 
 
@@ -119,7 +132,10 @@ def campaign_new(request):
     values, errors = dict(NEW_CAMPAIGN_DEFAULTS), {}
     if request.method == "POST":
         values = _form_values(request.POST)
-        fields, errors = _campaign_form_fields(request.POST, include_base_model=True)
+        kind = request.POST.get("kind") or Campaign.Kind.LOOP
+        fields, errors = _campaign_form_fields(request.POST, include_base_model=True, kind=kind)
+        fields.pop("reference_model", None)
+        fields["kind"] = kind
         errors = _all_errors(fields, errors)
         if not errors:
             try:
@@ -132,7 +148,7 @@ def campaign_new(request):
     return render(
         request, "frontend/console/campaign_form.html",
         {"values": values, "errors": errors, "new": True, "base_model_locked": False,
-         "methods": Campaign.Method.choices},
+         "methods": Campaign.Method.choices, "kinds": Campaign.Kind.choices},
         status=400 if errors else 200,
     )
 
@@ -147,7 +163,8 @@ def campaign_detail(request, campaign_id: int):
     if request.method == "POST":
         values = _form_values(request.POST)
         values["base_model"] = values["base_model"] if not locked else campaign.base_model
-        fields, errors = _campaign_form_fields(request.POST, include_base_model=not locked)
+        values["kind"] = campaign.kind
+        fields, errors = _campaign_form_fields(request.POST, include_base_model=not locked, kind=campaign.kind)
         errors = _all_errors(fields, errors, campaign=campaign)
         if not errors:
             try:
@@ -157,6 +174,10 @@ def campaign_detail(request, campaign_id: int):
             else:
                 messages.success(request, "Settings saved.")
                 return redirect(f"/console/campaigns/{campaign.pk}/")
+    return _overview(request, campaign, values=values, errors=errors, locked=locked, status=400 if errors else 200)
+
+
+def _overview(request, campaign: Campaign, *, values: dict, errors: dict, locked: bool, status: int):
     round_ = campaign_current_round(campaign=campaign)
     context = {
         "campaign": campaign,
@@ -167,8 +188,38 @@ def campaign_detail(request, campaign_id: int):
         "methods": Campaign.Method.choices,
         "progress": round_progress(round_=round_) if round_ else None,
         "runs": list(training_runs_for(campaign=campaign).select_related("round")[:10]),
+        # The reference model's choices (loop), the models compared (evaluation).
+        "external_models": list(campaign.external_models.order_by("name").values_list("pk", "name")),
     }
-    return render(request, "frontend/console/campaign_form.html", context, status=400 if errors else 200)
+    return render(request, "frontend/console/campaign_form.html", context, status=status)
+
+
+@admin_view
+@require_POST
+def evaluation_action(request, campaign_id: int):
+    """An evaluation campaign's overview buttons: start (round 0), or add
+    `count` comparisons to its round."""
+    campaign = request.campaign
+    action = request.POST.get("action")
+    try:
+        if action == "start":
+            round_, added = evaluation_start(campaign=campaign, user=request.user)
+            message = f"Round {round_.index} is open with {added} comparisons."
+        elif action == "add":
+            count = request.POST.get("count", "").strip()
+            if not count.isdigit():
+                raise ValidationFailed(f"count must be a whole number of comparisons, not {count!r}.")
+            round_, added = evaluation_comparisons_add(campaign=campaign, count=int(count))
+            message = f"Added {added} comparisons to round {round_.index}."
+        else:
+            return HttpResponseForbidden(f"Unknown action {action!r}.")
+    except ServiceError as exc:
+        return _overview(
+            request, campaign, values=_campaign_values(campaign), errors={"evaluation": exc.message},
+            locked=campaign_is_started(campaign=campaign), status=exc.status_code,
+        )
+    messages.success(request, message)
+    return redirect(f"/console/campaigns/{campaign.pk}/")
 
 
 CAMPAIGN_ACTIONS = {"pause": campaign_pause, "resume": campaign_resume, "archive": campaign_archive}

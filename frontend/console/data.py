@@ -105,18 +105,19 @@ def quality(request, campaign_id: int):
 
 
 # The interval plot's geometry, in SVG user units.
-PLOT_WIDTH, PLOT_LEFT, PLOT_RIGHT, ROW_HEIGHT, PLOT_TOP = 640, 70, 20, 28, 30
+PLOT_WIDTH, PLOT_LEFT, PLOT_RIGHT, ROW_HEIGHT, PLOT_TOP = 720, 150, 20, 28, 30
 
 
 def leaderboard_plot(board: list[dict]) -> dict:
-    """Positions for the server-drawn interval plot: one row per version,
-    a dot at its score and a line over its 95% interval, on a shared axis
-    with ticks every 50 (or 100, 200...) points."""
+    """Positions for the server-drawn interval plot: one row per model, a
+    dot at its score and a line over its 95% interval, and below them the
+    same for its length-controlled score, on a shared axis with ticks every
+    50 (or 100, 200...) points."""
     scored = [v for v in board if v["score"] is not None]
     if not scored:
         return {"rows": [], "ticks": [], "width": PLOT_WIDTH, "height": PLOT_TOP + ROW_HEIGHT}
-    lo = min(v["lower"] for v in scored)
-    hi = max(v["upper"] for v in scored)
+    lo = min(min(v["lower"], v["lc_lower"]) for v in scored)
+    hi = max(max(v["upper"], v["lc_upper"]) for v in scored)
     step = 50
     while (hi - lo) / step > 8:
         step *= 2
@@ -129,14 +130,22 @@ def leaderboard_plot(board: list[dict]) -> dict:
         return round(PLOT_LEFT + inner * (value - lo) / (hi - lo), 1)
 
     rows = []
-    for n, v in enumerate(sorted(scored, key=lambda v: v["version"])):
+    # Policy versions in order, then external models by name.
+    for n, v in enumerate(sorted(scored, key=lambda v: (v["kind"] != "policy", v["version"] or 0, v["name"]))):
+        y = PLOT_TOP + n * ROW_HEIGHT + ROW_HEIGHT / 2
         rows.append(
             {
                 **v,
-                "y": PLOT_TOP + n * ROW_HEIGHT + ROW_HEIGHT / 2,
+                "y": y - 4,
+                "y_lc": y + 5,
+                "y_lc_box": y + 1,  # the square's corner
                 "x": x(v["score"]),
                 "x_lower": x(v["lower"]),
                 "x_upper": x(v["upper"]),
+                "x_lc": x(v["lc_score"]),
+                "x_lc_box": x(v["lc_score"]) - 4,  # the square's corner
+                "x_lc_lower": x(v["lc_lower"]),
+                "x_lc_upper": x(v["lc_upper"]),
             }
         )
     ticks = [{"value": int(t), "x": x(t)} for t in range(int(lo), int(hi) + 1, step)]
@@ -161,7 +170,7 @@ def models(request, campaign_id: int):
         {
             "campaign": campaign,
             "board": board,
-            "plot": leaderboard_plot(board["versions"]),
+            "plot": leaderboard_plot(board["models"]),
             "policies": campaign_policy_versions(campaign=campaign),
             "rewards": campaign_reward_versions(campaign=campaign),
         },

@@ -13,6 +13,8 @@ urlpatterns = [
         r"^campaigns/(?P<campaign_id>[0-9]+)/(?P<action>pause|resume|archive)/$", campaigns.campaign_action,
         name="console-campaign-action",
     ),
+    # evaluation campaigns: start, add comparisons
+    path("campaigns/<int:campaign_id>/evaluation/", campaigns.evaluation_action, name="console-evaluation"),
     path("campaigns/<int:campaign_id>/pool/", campaigns.pool, name="console-pool"),
     path("campaigns/<int:campaign_id>/pool/create/", campaigns.pool_create, name="console-pool-create"),
     path("campaigns/<int:campaign_id>/pool/add/", campaigns.pool_add, name="console-pool-add"),

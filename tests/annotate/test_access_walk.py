@@ -57,6 +57,8 @@ EXPECTED = {
     ("POST", "/api/campaigns/{campaign_id}/prompts/import/"): [401, (403, 403), (403, 403), (404, 200), (200, 200)],
     ("POST", "/api/campaigns/{campaign_id}/annotators/"): [401, (403, 403), (403, 403), (404, 200), (200, 200)],
     ("POST", "/api/campaigns/{campaign_id}/start/"): [401, (403, 403), (403, 403), (404, 202), (202, 202)],
+    # evaluation campaigns only: X and Y are loop campaigns, so those who may ask hear 409
+    ("POST", "/api/campaigns/{campaign_id}/comparisons/"): [401, (403, 403), (403, 403), (404, 409), (409, 409)],
     ("POST", "/api/campaigns/{campaign_id}/pause/"): [401, (403, 403), (403, 403), (404, 200), (200, 200)],
     # the campaigns are active, so resuming one is a 409, for whoever may try
     ("POST", "/api/campaigns/{campaign_id}/resume/"): [401, (403, 403), (403, 403), (404, 409), (409, 409)],
@@ -115,6 +117,7 @@ def body_for(method: str, path: str, ids: dict) -> tuple[object, str | None]:
         ("POST", "/api/campaigns/{campaign_id}/exports/"): {"kind": "ratings"},
         ("POST", "/api/campaigns/{campaign_id}/admins/"): {"usernames": ["admin-x"]},
         ("POST", "/api/campaigns/{campaign_id}/train/"): {},
+        ("POST", "/api/campaigns/{campaign_id}/comparisons/"): {"count": 3},
         ("POST", "/api/campaigns/{campaign_id}/simulate/"): {"raters": 1, "max_ratings": 1},
     }
     raw = {

@@ -103,6 +103,7 @@ def test_ratings_jsonl_has_every_field_and_the_version_on_each_side(rated_rounds
         c = Comparison.objects.get(pk=row["comparison_id"])
         rating = Rating.objects.get(pk=row["rating_id"])
         assert (row["version_a"], row["version_b"]) == ((1, 0) if c.candidate_is_a else (0, 1))
+        assert (row["model_a"], row["model_b"]) == (("v1", "v0") if c.candidate_is_a else ("v0", "v1"))
         assert (row["candidate_version"], row["baseline_version"]) == (1, 0)
         assert row["prompt_external_id"] == c.prompt.external_id
         assert (row["choice"], row["strength"], row["reason"], row["time_on_task_ms"]) == (
@@ -126,6 +127,7 @@ def test_ratings_csv_parses_with_dictreader(rated_rounds):
     assert quoted and all(r["reason"] == 'clearer, "shorter",\nand right' for r in quoted)
     assert {r["round"] for r in rows} == {"0", "1"}
     assert all(r["strength"] == "" for r in rows if r["choice"] in ("tie", "both_bad"))
+    assert {(r["model_a"], r["model_b"]) for r in rows if r["round"] == "0"} == {("v0", "v0")}
 
 
 def test_export_api_creates_and_downloads(rated_rounds, ml_engineer_client):
@@ -238,3 +240,53 @@ def test_ratings_export_jsonl_lines_are_valid_json_even_with_unicode(rated_round
     # then
     lines = Path(export.path).read_text(encoding="utf-8").splitlines()
     assert json.loads(lines[0])["reason"] == "naïve — 好"
+
+
+@pytest.fixture
+def rated_evaluation(make_user):
+    """An evaluation campaign of three external models, every comparison of
+    its round rated once (A, B and tie in turn)."""
+    from annotate.services.evaluation import evaluation_start
+    from tests.factories import evaluation_campaign
+
+    annotator = make_user(Role.ANNOTATOR, username="ann-eval")
+    campaign, _ = evaluation_campaign(models=3, prompts=4, comparisons_per_round=9, annotators=[annotator],
+                                      gold_frequency=0)
+    round_, _ = evaluation_start(campaign=campaign)
+    ratings_bulk_create(
+        {"comparison": c, "annotator": annotator, "choice": ["A", "B", "tie"][n % 3],
+         "strength": 2 if n % 3 < 2 else None}
+        for n, c in enumerate(round_.comparisons.order_by("pk"))
+    )
+    return campaign
+
+
+def test_ratings_export_of_an_evaluation_campaign_names_the_model_on_each_side(rated_evaluation):
+    # when
+    export = export_create(campaign=rated_evaluation, kind="ratings", format="csv")
+    # then
+    with open(export.path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == export.rows == 9
+    for row in rows:
+        c = Comparison.objects.select_related("response_a__external_model", "response_b__external_model").get(
+            pk=row["comparison_id"]
+        )
+        assert (row["model_a"], row["model_b"]) == (c.response_a.external_model.name, c.response_b.external_model.name)
+        # no policy version, no candidate: empty cells, not made-up values
+        assert row["version_a"] == row["version_b"] == row["candidate_is_a"] == row["candidate_version"] == ""
+    assert {r["model_a"] for r in rows} | {r["model_b"] for r in rows} == {"model-a", "model-b", "model-c"}
+
+
+def test_preference_export_of_an_evaluation_campaign_loads_with_the_models_named(rated_evaluation, tmp_path):
+    import datasets
+
+    # when
+    export = export_create(campaign=rated_evaluation, kind="preferences", format="jsonl")
+    # then: the A/B ratings (ties say nothing), TRL's columns and who wrote each side
+    loaded = datasets.load_dataset("json", data_files=export.path, split="train", cache_dir=str(tmp_path / "hf"))
+    assert len(loaded) == export.rows == 6
+    assert TRL_COLUMNS <= set(loaded.column_names)
+    for row in loaded:
+        assert row["chosen"] == f"{row['chosen_model']} answers {Prompt.objects.get(pk=row['prompt_id']).external_id}"
+        assert row["rejected_model"] != row["chosen_model"]

@@ -1,6 +1,7 @@
 // Console campaign pages: the instructions' live markdown preview (rendered
 // as the rating page renders them: markdown.js) and a confirm step
-// on forms that cannot be undone (data-confirm).
+// on forms that cannot be undone (data-confirm); a new campaign's loop
+// settings hidden while its kind is "evaluation".
 import { markdown } from "./markdown.js";
 
 const source = document.getElementById("id_instructions");
@@ -19,4 +20,14 @@ if (source && preview) {
 
 for (const form of document.querySelectorAll("form[data-confirm]")) {
   form.addEventListener("submit", (e) => { if (!window.confirm(form.dataset.confirm)) e.preventDefault(); });
+}
+
+// A new campaign's training settings matter to loop campaigns only: hidden
+// while "evaluation" is chosen (the server ignores them for one).
+const kind = document.getElementById("id_kind");
+const loopSettings = document.querySelector("fieldset.loop-settings");
+if (kind && loopSettings) {
+  const show = () => { loopSettings.hidden = kind.value === "evaluation"; };
+  kind.addEventListener("change", show);
+  show();
 }
