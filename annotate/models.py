@@ -2,7 +2,9 @@
 
 No logic here: writes go through annotate/services, reads through
 annotate/selectors. Constraints that protect the invariants live in the
-database, so that no code path can break them.
+database, so that no code path can break them. One file over the usual
+length: the data model is read whole, its foreign keys point both ways
+across it, and the migrations are generated from it.
 """
 import uuid
 

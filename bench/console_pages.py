@@ -33,6 +33,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=30, help="requests per page")
     parser.add_argument("--n-slow", type=int, default=3, help="requests per quality / leaderboard API")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument("--answer-words", type=int, default=0,
+                        help="pad each answer with 0..N random words (the length-controlled leaderboard then "
+                             "meets answers of many lengths, as in a real campaign); 0: the short fixed answers")
     args = parser.parse_args()
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -50,7 +53,7 @@ def main() -> None:
     dbs = setup_databases(verbosity=0, interactive=False)
     try:
         t0 = time.perf_counter()
-        campaign, admin = seed(ratings=args.ratings, annotators=args.annotators)
+        campaign, admin = seed(ratings=args.ratings, annotators=args.annotators, answer_words=args.answer_words)
         print(f"seeded {args.ratings:,} ratings in {time.perf_counter() - t0:.1f} s")
         report(campaign, admin, n=args.n, n_slow=args.n_slow)
     finally:
@@ -58,16 +61,22 @@ def main() -> None:
             teardown_databases(dbs, verbosity=0)
 
 
-def seed(*, ratings: int, annotators: int):
+def seed(*, ratings: int, annotators: int, answer_words: int = 0):
     from django.db import connection
 
     from annotate.models import Campaign, Comparison, Membership, Rating, Role
     from bench.seed import campaign_seed, users_create
 
+    padding = random.Random(1)
+
+    def pad() -> str:
+        return " word" * padding.randint(0, answer_words) if answer_words else ""
+
     def chain(n: int, versions: int) -> list[dict]:
         """n prompts, with v0's two answers and one of each later version."""
         return [{"external_id": f"p{i}", "prompt": f"Question {i}?",
-                 "answers": [f"answer {s} of v{v} to p{i}" for v in range(versions) for s in ((0, 1) if v == 0 else (0,))]}
+                 "answers": [f"answer {s} of v{v} to p{i}{pad()}" for v in range(versions)
+                             for s in ((0, 1) if v == 0 else (0,))]}
                 for i in range(n)]
 
     k, versions = 5, 4

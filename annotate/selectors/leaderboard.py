@@ -10,17 +10,17 @@ The path from the API to the maths: annotate/apis/leaderboard.py (the API)
 intervals; Django-free)."""
 from collections import Counter, defaultdict
 
-from django.db.models import Count, FloatField, Value
-from django.db.models.functions import Cast, Coalesce, Length, NullIf, Round
+from django.db.models import Count, Func, IntegerField, Value
+from django.db.models.functions import Coalesce, NullIf
 
 from annotate import stats
 from annotate.models import Campaign, PolicyVersion, Rating
 
 # The normalised length difference of A's answer over B's is tallied in
-# steps of 1/LENGTH_STEPS (-1 .. 1): the database sends one tally per step
-# (at most 201 per pair of models, choice and round) instead of a row per
-# comparison, and a hundredth of the range is far finer than anything the
-# coefficient can tell apart.
+# steps of 1/LENGTH_STEPS (-1 .. 1, truncated towards 0): the database sends
+# one tally per step (at most 201 per pair of models, choice and round)
+# instead of a row per comparison, and a hundredth of the range is far finer
+# than anything the coefficient can tell apart.
 LENGTH_STEPS = 100
 SIDES = (
     "comparison__response_a__policy_version_id", "comparison__response_a__external_model_id",
@@ -41,11 +41,24 @@ def _model(policy_version_id: int | None, external_model_id: int | None) -> tupl
     return None
 
 
+class OctetLength(Func):
+    """An answer's length in bytes (UTF-8): PostgreSQL reads it from the
+    value's header, where counting characters reads the whole text (three
+    times the leaderboard's query time at 100,000 ratings, bench/RESULTS.md);
+    for answers in one script it is proportional to the characters."""
+
+    function = "OCTET_LENGTH"
+    output_field = IntegerField()
+
+    def as_sqlite(self, compiler, connection, **extra_context):
+        return self.as_sql(compiler, connection, template="LENGTH(CAST(%(expressions)s AS BLOB))", **extra_context)
+
+
 def _length_bin():
-    """Round(LENGTH_STEPS * (len A - len B) / (len A + len B)), 0 for two empty answers."""
-    a, b = Length("comparison__response_a__text"), Length("comparison__response_b__text")
-    difference = Cast(a - b, FloatField()) * Value(float(LENGTH_STEPS)) / NullIf(a + b, Value(0))
-    return Coalesce(Round(difference), Value(0.0), output_field=FloatField())
+    """LENGTH_STEPS * (len A - len B) / (len A + len B) in integer arithmetic
+    (truncated towards 0), 0 for two empty answers."""
+    a, b = OctetLength("comparison__response_a__text"), OctetLength("comparison__response_b__text")
+    return Coalesce(Value(LENGTH_STEPS) * (a - b) / NullIf(a + b, Value(0)), Value(0), output_field=IntegerField())
 
 
 def _win_record(wins: float, ties: float, losses: float) -> dict:
@@ -158,9 +171,9 @@ def campaign_leaderboard(*, campaign: Campaign, resamples: int = 200, seed: int 
         "scale": "Elo-like: 1000 + 400*log10(strength), mean model at 1000; a 400-point gap is 10:1 odds",
         "interval": f"95% percentile bootstrap, {resamples} resamples of the ratings, seed {seed}",
         "length_control": {
-            "method": "Bradley-Terry with the normalised answer-length difference (len A - len B) / (len A + len B), "
-                      "standardised, as a covariate (Chatbot Arena's style control); lc_score is each model's "
-                      "score with length held equal",
+            "method": "Bradley-Terry with the normalised answer-length difference (len A - len B) / (len A + len B) "
+                      "(bytes of UTF-8), standardised, as a covariate (Chatbot Arena's style control); lc_score is "
+                      "each model's score with length held equal",
             "coefficient": float(fit.coef[0]),
             "lower": float(fit.coef_lower[0]),
             "upper": float(fit.coef_upper[0]),

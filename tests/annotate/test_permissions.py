@@ -23,6 +23,7 @@ EVERY_API = [
     ("post", "/api/campaigns/1/prompts/import/"),
     ("post", "/api/campaigns/1/annotators/"),
     ("post", "/api/campaigns/1/start/"),
+    ("post", "/api/campaigns/1/comparisons/"),
     ("patch", "/api/campaigns/1/"),
     ("post", "/api/campaigns/1/pause/"),
     ("post", "/api/campaigns/1/resume/"),
