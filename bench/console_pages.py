@@ -14,6 +14,10 @@ queries; no network, no gunicorn) and prints median and p95 milliseconds and
 the queries per request. Quality and leaderboard compute over every rating
 (Dawid-Skene, Bradley-Terry with a bootstrap), so they get `--n-slow` requests.
 
+`--answer-words N` pads every answer with 0..N random words, so that the
+leaderboard's length-controlled fit meets answers of many lengths, as in a
+real campaign (by default the answers are short and about equally long).
+
 The query counts are pinned in tests (tests/annotate/test_campaign_admin.py,
 test_pool.py); this reports the time at the size the issue names.
 """

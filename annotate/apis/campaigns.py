@@ -194,7 +194,7 @@ class CampaignStartApi(APIView):
     def post(self, request, campaign_id: int):
         campaign = readable_campaign_or_404(request, campaign_id)
         if campaign.kind == Campaign.Kind.EVALUATION:
-            round_, added = evaluation_start(campaign=campaign, user=request.user)
+            round_, added = evaluation_start(campaign=campaign)
             return Response({"round": round_.index, "comparisons": added, "status": round_.status})
         run = campaign_start(campaign=campaign, user=request.user)
         return Response({"training_run": run.pk, "status": run.status}, status=status.HTTP_202_ACCEPTED)

@@ -25,15 +25,12 @@ from collections import Counter, defaultdict
 from collections.abc import Collection, Hashable, Iterable, Mapping
 from typing import NamedTuple
 
-from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from annotate.errors import Conflict, ValidationFailed
 from annotate.models import Answer, Campaign, Comparison, Round
 from annotate.services.gold import gold_comparisons_for_round
 from annotate.services.rounds import comparisons_analyze
-
-User = get_user_model()
 
 MAX_COMPARISONS_ADDED = 100000  # one call; as comparisons_per_round's limit
 
@@ -213,7 +210,7 @@ def _evaluation_campaign(campaign: Campaign) -> Campaign:
 
 
 @transaction.atomic
-def evaluation_start(*, campaign: Campaign, user: User | None = None) -> tuple[Round, int]:
+def evaluation_start(*, campaign: Campaign) -> tuple[Round, int]:
     """Open round 0 of an evaluation campaign with comparisons_per_round
     comparisons between its models' answers, and make the campaign active.
     No training run and no base model. Starting again returns the round

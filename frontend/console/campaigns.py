@@ -203,7 +203,7 @@ def evaluation_action(request, campaign_id: int):
     action = request.POST.get("action")
     try:
         if action == "start":
-            round_, added = evaluation_start(campaign=campaign, user=request.user)
+            round_, added = evaluation_start(campaign=campaign)
             message = f"Round {round_.index} is open with {added} comparisons."
         elif action == "add":
             count = request.POST.get("count", "").strip()
