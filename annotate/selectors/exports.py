@@ -26,7 +26,6 @@ def answer_model_name(answer: str):
     )
 
 
-
 # Column of the ratings export -> the lookup that reads it.
 RATING_EXPORT_COLUMNS = {
     "rating_id": "pk",
