@@ -250,7 +250,4 @@ def evaluation_comparisons_add(*, campaign: Campaign, count: int) -> tuple[Round
             "Every pair of models has already been compared on every prompt both answered: import more "
             "prompts and answers, or add a model, to compare more."
         )
-    if round_.status != Round.Status.COLLECTING:
-        Round.objects.filter(pk=round_.pk).update(status=Round.Status.COLLECTING, closed_at=None)
-        round_.refresh_from_db()
     return round_, added
