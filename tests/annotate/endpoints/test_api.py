@@ -181,3 +181,28 @@ def test_another_campaigns_admin_gets_404s(api_client_for, make_user, engineer, 
     outsider = api_client_for(make_user(Role.CAMPAIGN_ADMIN, username="elsewhere"))
     assert outsider.get(f"/api/campaigns/{campaign.pk}/endpoints/").status_code == 404
     assert outsider.get(f"/api/endpoints/{endpoint_id}/").status_code == 404
+
+
+def test_no_export_carries_the_key(engineer, campaign, annotator, tmp_path, settings):
+    # given: an endpoint's answer rated against a policy's
+    settings.EXPORT_DIR = str(tmp_path / "exports")
+    from pathlib import Path
+
+    from annotate.models import Rating
+    from annotate.services.exports import export_create
+
+    endpoint = ExternalModel.objects.get(pk=create(engineer, campaign).json()["id"])
+    prompt = campaign.prompts.first()
+    mine = Answer.objects.create(prompt=prompt, external_model=endpoint, text="mine", sampling=endpoint.generation)
+    other = Answer.objects.create(prompt=prompt, policy_version=PolicyVersionFactory(campaign=campaign), text="other")
+    comparison = Comparison.objects.create(round=Round.objects.create(campaign=campaign, index=0), prompt=prompt,
+                                           response_a=mine, response_b=other, rating_count=1)
+    Rating.objects.create(comparison=comparison, annotator=annotator, choice="A", strength=2)
+    # when: every kind and format is exported
+    exports = [export_create(campaign=campaign, kind=kind, format=fmt)
+               for kind, fmt in (("preferences", "jsonl"), ("ratings", "jsonl"), ("ratings", "csv"))]
+    # then: the rows are there, the key is not
+    for export in exports:
+        text = Path(export.path).read_text()
+        assert export.rows == 1 and KEY not in text
+    assert "mine" in Path(exports[0].path).read_text()  # the preference pair holds the endpoint's answer
