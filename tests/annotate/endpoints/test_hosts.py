@@ -4,6 +4,7 @@ client's reading of answers and errors (client.py). No server needed: names
 resolve through a stub."""
 import asyncio
 import socket
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -113,19 +114,24 @@ def test_the_resolver_refuses_at_request_time_a_name_that_now_points_at_metadata
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     assert url_check("http://llm.example:8000/v1", policy=DEFAULT)
 
-    async def resolve():
+    async def ask():
         resolver = CheckedResolver(DEFAULT)
         try:
             return await resolver.resolve("llm.example", 8000, socket.AF_UNSPEC)
         finally:
             await resolver.close()
 
-    assert [r["host"] for r in asyncio.run(resolve())] == ["10.0.0.7"]
+    def resolve():
+        # On a thread of its own: the browser tests leave Playwright's loop running on this one.
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, ask()).result()
+
+    assert [r["host"] for r in resolve()] == ["10.0.0.7"]
     # when: DNS changes before a request
     answers["now"] = "169.254.169.254"
     # then
     with pytest.raises(HostRefused, match="cloud metadata address"):
-        asyncio.run(resolve())
+        resolve()
 
 
 def test_answers_are_read_and_garbage_is_named():
