@@ -31,3 +31,16 @@ class RatingAdmin(admin.ModelAdmin):
 for model in [models.GoldPair, models.Prompt, models.PolicyVersion, models.RewardModelVersion, models.Round, models.Answer,
               models.Comparison, models.Lease]:
     admin.site.register(model)
+
+
+@admin.register(models.ExternalModel)
+class ExternalModelAdmin(admin.ModelAdmin):
+    list_display = ["id", "campaign", "name", "kind", "base_url", "model_name", "created_at"]
+    # The key is write-only everywhere (docs/models.md): the API and the console set it.
+    exclude = ["api_key"]
+
+
+@admin.register(models.GenerationJob)
+class GenerationJobAdmin(admin.ModelAdmin):
+    list_display = ["id", "model", "status", "answered", "failed", "requests", "created_at"]
+    list_filter = ["status"]

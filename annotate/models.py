@@ -279,6 +279,10 @@ class GenerationJob(models.Model):
     model = models.ForeignKey(ExternalModel, on_delete=models.CASCADE, related_name="jobs")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     samples = models.PositiveSmallIntegerField(default=1, help_text="answers wanted per prompt")
+    # Null: every prompt of the campaign (as it is when each part of the job
+    # starts); else the ids of the prompts asked, kept so a resumed job asks
+    # the same subset.
+    prompt_ids = models.JSONField(null=True, blank=True, help_text="the prompts asked; null for all of the campaign's")
     prompts_total = models.PositiveIntegerField(default=0)
     answered = models.PositiveIntegerField(default=0, help_text="answers stored, including those already there")
     failed = models.PositiveIntegerField(default=0, help_text="prompts given up on (GenerationFailure)")

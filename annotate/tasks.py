@@ -82,3 +82,27 @@ def store_leftovers_sweep_task() -> None:
     from annotate.training.recovery import store_leftovers_sweep
 
     store_leftovers_sweep(older_than_s=settings.STORE_LEFTOVER_AGE_S)
+
+
+@shared_task(bind=True, queue=Queue.ENDPOINTS, acks_late=True, reject_on_worker_lost=True, max_retries=0)
+def generation_job_task(self, *, job_id: int) -> None:
+    """Ask an endpoint for the answers a generation job still lacks (queue
+    `endpoints`). Safe to run twice: only the message whose id the job
+    records runs it (a stale or redelivered one is a no-op), each answer is
+    stored once (one row per prompt, model and sample), and a resumed job
+    asks only for what has no answer yet."""
+    from annotate.services.generation import generation_job_run
+
+    generation_job_run(job_id=job_id, task_id=self.request.id)
+
+
+@shared_task(queue=Queue.DEFAULT, acks_late=True, max_retries=0)
+def generation_jobs_requeue_stale_task() -> None:
+    """Periodic (beat): queue again the generation jobs whose worker died or
+    whose message the broker lost. Safe to run twice: a job queued again
+    gets a new message id, and the old message does nothing."""
+    from django.conf import settings
+
+    from annotate.services.endpoints import generation_jobs_requeue_stale
+
+    generation_jobs_requeue_stale(stale_after_s=settings.TRAINING_STALE_AFTER_S)

@@ -4,6 +4,7 @@ from annotate.apis import (
     annotator,
     auth,
     campaigns,
+    endpoints,
     exports,
     gold,
     leaderboard,
@@ -75,6 +76,20 @@ urlpatterns = [
     # campaign admins: the gold pool
     path("campaigns/<int:campaign_id>/gold/import/", gold.GoldImportApi.as_view(), name="gold-import"),
     path("campaigns/<int:campaign_id>/gold/", gold.GoldPoolApi.as_view(), name="gold-pool"),
+    # endpoints (OpenAI-compatible servers) and generation jobs: engineers write, admins read
+    path("campaigns/<int:campaign_id>/endpoints/", endpoints.CampaignEndpointsApi.as_view(), name="campaign-endpoints"),
+    path("endpoints/<int:endpoint_id>/", endpoints.EndpointDetailApi.as_view(), name="endpoint-detail"),
+    path("endpoints/<int:endpoint_id>/generate/", endpoints.GenerationJobStartApi.as_view(), name="generation-start"),
+    path(
+        "campaigns/<int:campaign_id>/generation-jobs/", endpoints.GenerationJobListApi.as_view(),
+        name="generation-job-list",
+    ),
+    path("generation-jobs/<int:job_id>/", endpoints.GenerationJobDetailApi.as_view(), name="generation-job-detail"),
+    path(
+        "generation-jobs/<int:job_id>/failures/", endpoints.GenerationJobFailuresApi.as_view(),
+        name="generation-job-failures",
+    ),
+    path("generation-jobs/<int:job_id>/cancel/", endpoints.GenerationJobCancelApi.as_view(), name="generation-job-cancel"),
     # staff: simulated raters (dry runs, load, the loop's measured gain)
     path("campaigns/<int:campaign_id>/simulate/", simulation.CampaignSimulateApi.as_view(), name="campaign-simulate"),
 ]

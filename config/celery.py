@@ -1,4 +1,4 @@
-"""The Celery app. Workers: `celery -A config worker -Q default` and
+"""The Celery app. Workers: `celery -A config worker -Q default,endpoints` and
 `celery -A config worker -Q gpu --concurrency 1 --prefetch-multiplier 1`."""
 import os
 from enum import StrEnum
@@ -11,6 +11,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 class Queue(StrEnum):
     DEFAULT = "default"  # leases, round changes: short and cheap
     GPU = "gpu"  # snapshot, reward, policy, generate: one at a time per GPU
+    ENDPOINTS = "endpoints"  # generation jobs: asking OpenAI-compatible servers, mostly waiting on the network
 
 
 app = Celery("ratchet")

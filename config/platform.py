@@ -99,7 +99,7 @@ def release_redis_db(server_url: str, owner: str, n: int) -> None:
 
 
 class Platform:
-    """web (gunicorn) + one Celery worker on queues default and gpu, on the
+    """web (gunicorn) + one Celery worker on queues default, gpu and endpoints, on the
     database and broker given (PostgreSQL + Redis, or SQLite + folder)."""
 
     def __init__(self, workdir: Path, *, backend: str, web_workers: int = 2, web_threads: int = 1,
@@ -180,7 +180,7 @@ class Platform:
     def start_worker(self, extra_env: dict | None = None, app: str = "config") -> subprocess.Popen:
         # Beat on: tests/reliability/test_worker_killed.py needs the stage of
         # a killed worker queued again.
-        command = celery_worker_command(queues=["default", "gpu"], concurrency=1, name=f"e2e-{uuid.uuid4().hex[:6]}@%h",
+        command = celery_worker_command(queues=["default", "gpu", "endpoints"], concurrency=1, name=f"e2e-{uuid.uuid4().hex[:6]}@%h",
                                         beat=True, prefetch_multiplier=1, app=app)
         return self._spawn("worker", command, extra_env)
 

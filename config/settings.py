@@ -180,6 +180,24 @@ ROUND_SWEEP_EVERY_S = float(os.environ.get("RATCHET_ROUND_SWEEP_EVERY_S", "60"))
 # for filesystems where locks don't reach other machines.
 STORE_LEFTOVER_AGE_S = float(os.environ.get("RATCHET_STORE_LEFTOVER_AGE_S", str(6 * 3600)))
 STORE_SWEEP_EVERY_S = float(os.environ.get("RATCHET_STORE_SWEEP_EVERY_S", "900"))
+# Which hosts an endpoint's base URL may point at (annotate/endpoints/hosts.py):
+# host names, IPs, CIDRs, `*` (public addresses), `private`, `loopback`.
+# Link-local and cloud metadata addresses are refused unless listed by IP.
+# Default: model servers usually share Ratchet's private network (docs/configuration.md).
+ENDPOINT_ALLOWED_HOSTS = os.environ.get("RATCHET_ENDPOINT_ALLOWED_HOSTS", "*,private,loopback")
+# Generation jobs (annotate/endpoints/runner.py RetryPolicy): requests one
+# prompt may spend on its own errors (5xx, timeouts, garbage); the first
+# back-off and its ceiling (seconds, doubling in between); how long the
+# endpoint may be unavailable (refused connections, 429, 502-504) before
+# the job stops; how many prompts may fail in a row before it stops.
+ENDPOINT_MAX_ATTEMPTS = int(os.environ.get("RATCHET_ENDPOINT_MAX_ATTEMPTS", "5"))
+ENDPOINT_BACKOFF_S = float(os.environ.get("RATCHET_ENDPOINT_BACKOFF_S", "1"))
+ENDPOINT_BACKOFF_MAX_S = float(os.environ.get("RATCHET_ENDPOINT_BACKOFF_MAX_S", "30"))
+ENDPOINT_UNAVAILABLE_GIVE_UP_S = float(os.environ.get("RATCHET_ENDPOINT_UNAVAILABLE_GIVE_UP_S", "600"))
+ENDPOINT_GIVE_UP_STREAK = int(os.environ.get("RATCHET_ENDPOINT_GIVE_UP_STREAK", "10"))
+# One Celery task runs a job for at most this long, then queues its next
+# part, well inside the task time limit (a job of many prompts takes longer).
+ENDPOINT_TASK_BUDGET_S = float(os.environ.get("RATCHET_ENDPOINT_TASK_BUDGET_S", "3600"))
 
 # --- REST framework -------------------------------------------------------
 REST_FRAMEWORK = {
@@ -280,7 +298,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # worker exit during an outage of about 50 minutes.
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_TASK_ALWAYS_EAGER = _bool("CELERY_TASK_ALWAYS_EAGER", False)
-CELERY_TASK_ROUTES = {"annotate.tasks.training_stage_task": {"queue": "gpu"}}
+CELERY_TASK_ROUTES = {
+    "annotate.tasks.training_stage_task": {"queue": "gpu"},
+    "annotate.tasks.generation_job_task": {"queue": "endpoints"},
+}
 # Run by `celery beat` (or a worker started with -B, as `make run` does).
 CELERY_BEAT_SCHEDULE = {
     "requeue-stale-training-runs": {
@@ -290,6 +311,11 @@ CELERY_BEAT_SCHEDULE = {
     "check-complete-rounds": {
         "task": "annotate.tasks.rounds_progress_sweep_task",
         "schedule": ROUND_SWEEP_EVERY_S,
+    },
+    # Generation jobs whose worker died, or whose message the broker lost.
+    "requeue-stale-generation-jobs": {
+        "task": "annotate.tasks.generation_jobs_requeue_stale_task",
+        "schedule": TRAINING_REQUEUE_EVERY_S,
     },
     "sweep-store-leftovers": {
         "task": "annotate.tasks.store_leftovers_sweep_task",

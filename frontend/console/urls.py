@@ -8,4 +8,6 @@ urlpatterns = [
     path("", include("frontend.console.urls_data")),
     # training runs (live progress, curves, cancel, trigger), versions, downloads
     path("", include("frontend.console.urls_training")),
+    # endpoints (OpenAI-compatible servers) and their generation jobs, live
+    path("", include("frontend.console.urls_endpoints")),
 ]

@@ -6,18 +6,20 @@ comparison (with a reason only A may ever read back) and holds a live lease
 on another. Campaign Y: administered by `admin_of_other`, with its own
 annotator, lease and rating. Each campaign has a published policy version,
 a reward model version, a running training run with a dataset snapshot and
-an export, so downloads answer 200 where they are allowed.
+an export, so downloads answer 200 where they are allowed; and two
+endpoints, one with a generation job under way.
 
 `ids[target]` fills the path parameters of an operation for target "X" or
 "Y"; `secrets[target]` are strings from that campaign that must not reach
-the wrong eyes (see _campaign)."""
+the wrong eyes (see _campaign); "api_key" are its endpoints' keys, which
+no answer to anyone may carry."""
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
 
-from annotate.models import Lease, RewardModelVersion, Role, TrainingRun
+from annotate.models import ExternalModel, GenerationJob, Lease, RewardModelVersion, Role, TrainingRun
 from annotate.services.leases import comparison_lease_next
 from annotate.services.exports import export_create
 from annotate.services.ratings import rating_create
@@ -81,6 +83,14 @@ def _campaign(*, label: str, annotators, admins, store, tmp: Path, staff) -> tup
         stage="reward", dataset_path=dataset.path, dataset_sha256=dataset.sha256,
     )
     export = export_create(campaign=campaign, kind="ratings", format="jsonl", user=staff)
+    # Two endpoints: one free (to change, run, delete), one with a job under way (to cancel).
+    api_key = f"sk-walk-{label}-{uuid.uuid4().hex}"
+    endpoint = ExternalModel.objects.create(campaign=campaign, name="free", kind=ExternalModel.Kind.ENDPOINT,
+                                            base_url="http://127.0.0.1:8000/v1", model_name="m", api_key=api_key)
+    busy = ExternalModel.objects.create(campaign=campaign, name="busy", kind=ExternalModel.Kind.ENDPOINT,
+                                        base_url="http://127.0.0.1:8000/v1", model_name="m",
+                                        api_key=api_key + "-busy")
+    job = GenerationJob.objects.create(model=busy, status=GenerationJob.Status.RUNNING, prompts_total=4)
     ids = {
         "campaign_id": campaign.pk,
         "comparison_id": held.comparison_id,  # leased, live, by the first annotator
@@ -88,10 +98,12 @@ def _campaign(*, label: str, annotators, admins, store, tmp: Path, staff) -> tup
         "policy_version_id": v0.pk,
         "reward_version_id": reward.pk,
         "export_id": export.pk,
+        "endpoint_id": endpoint.pk,
+        "job_id": job.pk,
         "member": rater.username,
         "admin": admins[0].username,
     }
-    return ids, {"rating": [reason, str(key)], "campaign": [instructions]}
+    return ids, {"rating": [reason, str(key)], "campaign": [instructions], "api_key": [api_key, api_key + "-busy"]}
 
 
 def build_world(*, store, tmp: Path) -> World:

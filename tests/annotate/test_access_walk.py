@@ -91,6 +91,17 @@ EXPECTED = {
     ("GET", "/api/training-runs/{run_id}/dataset/"): [401, (403, 403), (403, 403), (404, 200), (200, 200)],
     ("GET", "/api/policy-versions/{version_id}/download/"): [401, (403, 403), (403, 403), (404, 200), (200, 200)],
     ("GET", "/api/reward-versions/{version_id}/download/"): [401, (403, 403), (403, 403), (404, 200), (200, 200)],
+    # endpoints: engineers and staff save, change, run and cancel; admins read their campaigns'
+    ("GET", "/api/campaigns/{campaign_id}/endpoints/"): [401, (403, 403), (403, 403), (404, 200), (200, 200)],
+    ("POST", "/api/campaigns/{campaign_id}/endpoints/"): [401, (403, 403), (403, 403), (403, 403), (201, 201)],
+    ("GET", "/api/endpoints/{endpoint_id}/"): [401, (403, 403), (403, 403), (404, 200), (200, 200)],
+    ("PATCH", "/api/endpoints/{endpoint_id}/"): [401, (403, 403), (403, 403), (403, 403), (200, 200)],
+    ("DELETE", "/api/endpoints/{endpoint_id}/"): [401, (403, 403), (403, 403), (403, 403), (204, 204)],
+    ("POST", "/api/endpoints/{endpoint_id}/generate/"): [401, (403, 403), (403, 403), (403, 403), (202, 202)],
+    ("GET", "/api/campaigns/{campaign_id}/generation-jobs/"): [401, (403, 403), (403, 403), (404, 200), (200, 200)],
+    ("GET", "/api/generation-jobs/{job_id}/"): [401, (403, 403), (403, 403), (404, 200), (200, 200)],
+    ("GET", "/api/generation-jobs/{job_id}/failures/"): [401, (403, 403), (403, 403), (404, 200), (200, 200)],
+    ("POST", "/api/generation-jobs/{job_id}/cancel/"): [401, (403, 403), (403, 403), (403, 403), (200, 200)],
 }
 
 # Operations whose object is named in the body, not the path.
@@ -119,6 +130,11 @@ def body_for(method: str, path: str, ids: dict) -> tuple[object, str | None]:
         ("POST", "/api/campaigns/{campaign_id}/train/"): {},
         ("POST", "/api/campaigns/{campaign_id}/comparisons/"): {"count": 3},
         ("POST", "/api/campaigns/{campaign_id}/simulate/"): {"raters": 1, "max_ratings": 1},
+        ("POST", "/api/campaigns/{campaign_id}/endpoints/"): {
+            "name": f"walk {unique}", "base_url": "http://127.0.0.1:8000/v1", "model_name": "m", "api_key": "sk-w",
+        },
+        ("PATCH", "/api/endpoints/{endpoint_id}/"): {"timeout_s": 30},
+        ("POST", "/api/endpoints/{endpoint_id}/generate/"): {},
     }
     raw = {
         ("POST", "/api/campaigns/{campaign_id}/prompts/import/"): b'{"external_id": "walk-1", "prompt": "New?"}\n',
@@ -214,6 +230,8 @@ def test_every_operation_answers_each_principal_as_the_table_says(world):
                 secrets = [s for t in forbidden for kind in ("rating", "campaign") for s in world.secrets[t][kind]]
                 if principal == "annotator_b":
                     secrets += world.secrets["X"]["rating"]
+                # An endpoint's key reaches nobody, staff included.
+                secrets += [s for t in ("X", "Y") for s in world.secrets[t]["api_key"]]
                 leaks += [f"{principal} {method} {url} shows {s!r}" for s in secrets if s in text]
     assert not mismatches, "answers not as the table says:\n" + "\n".join(mismatches)
     assert not leaks, "\n".join(leaks)

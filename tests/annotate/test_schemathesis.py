@@ -42,6 +42,8 @@ REAL_IDS = {
     "comparison_id": "comparison_id",
     "run_id": "run_id",
     "export_id": "export_id",
+    "endpoint_id": "endpoint_id",
+    "job_id": "job_id",
 }
 
 

@@ -21,9 +21,11 @@ class Command(BaseCommand):
     def handle(self, *args, addr, **options):
         commands = {
             "web": [sys.executable, "manage.py", "runserver", addr, "--noreload"],
-            # Short jobs (round changes) never wait behind a training stage.
-            "worker": celery_worker_command(queues=[Queue.DEFAULT], concurrency=2, name="default@%h", beat=True,
-                                            loglevel="warning"),
+            # Short jobs (round changes) never wait behind a training stage;
+            # generation jobs (endpoints) mostly wait on the network, so they
+            # share this worker (one process each while they run).
+            "worker": celery_worker_command(queues=[Queue.DEFAULT, Queue.ENDPOINTS], concurrency=2, name="default@%h",
+                                            beat=True, loglevel="warning"),
             # One training stage at a time, as on a GPU.
             "gpu-worker": celery_worker_command(queues=[Queue.GPU], concurrency=1, name="gpu@%h", prefetch_multiplier=1),
         }
