@@ -51,6 +51,16 @@ EVERY_API = [
     ("post", "/api/campaigns/1/gold/import/"),
     ("get", "/api/campaigns/1/gold/"),
     ("post", "/api/campaigns/1/simulate/"),
+    ("get", "/api/campaigns/1/endpoints/"),
+    ("post", "/api/campaigns/1/endpoints/"),
+    ("get", "/api/endpoints/1/"),
+    ("patch", "/api/endpoints/1/"),
+    ("delete", "/api/endpoints/1/"),
+    ("post", "/api/endpoints/1/generate/"),
+    ("get", "/api/campaigns/1/generation-jobs/"),
+    ("get", "/api/generation-jobs/1/"),
+    ("get", "/api/generation-jobs/1/failures/"),
+    ("post", "/api/generation-jobs/1/cancel/"),
 ]
 
 
