@@ -85,7 +85,7 @@ def _line_too_long(limit: int) -> str:
     return f"the line is longer than {limit} bytes, the limit for one line (IMPORT_MAX_LINE_BYTES)"
 
 
-def _as_file(data: bytes | BinaryIO) -> BinaryIO:
+def import_file(data: bytes | BinaryIO) -> BinaryIO:
     """Imports read a seekable binary file; bytes are wrapped in one."""
     return io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
 
@@ -222,7 +222,7 @@ def import_records(
     """(line number, object, error) for each record of a JSONL or CSV file:
     bytes, or a seekable binary file (an upload, spooled to disk when big),
     which is read a line at a time."""
-    stream = _as_file(data)
+    stream = import_file(data)
     size = _file_size(stream)
     if size > settings.IMPORT_MAX_BYTES:
         raise ValidationFailed(
