@@ -296,6 +296,19 @@ def _prompt_row(obj: dict, max_chars: int) -> dict:
     return {"external_id": external_id, **fields, "metadata": metadata_field(obj)}
 
 
+# Values per `__in` lookup: PostgreSQL takes at most 65,535 parameters in
+# one query, and a file may hold more lines than that.
+LOOKUP_CHUNK = 10_000
+
+
+def existing_values(queryset, field: str, values: list) -> set:
+    """The `values` that rows of `queryset` have in `field`, asked a chunk at a time."""
+    found = set()
+    for i in range(0, len(values), LOOKUP_CHUNK):
+        found.update(queryset.filter(**{f"{field}__in": values[i : i + LOOKUP_CHUNK]}).values_list(field, flat=True))
+    return found
+
+
 def validated_rows(records, row_of: Callable[[dict], dict], *, what: str) -> list[tuple[int, dict]]:
     """Check every record; the (line, row) pairs, or ValidationFailed naming
     every bad line (`details`: [{line, error}...]) when any is bad."""
@@ -348,7 +361,7 @@ def prompts_import(
     rows = [row for _, row in validated_rows(records, lambda obj: _prompt_row(obj, settings.TEXT_MAX_CHARS), what="prompts")]
     ids = [row["external_id"] for row in rows]
     with transaction.atomic():
-        have = set(Prompt.objects.filter(campaign=campaign, external_id__in=ids).values_list("external_id", flat=True))
+        have = existing_values(Prompt.objects.filter(campaign=campaign), "external_id", ids)
         new = [Prompt(campaign=campaign, **row) for row in rows if row["external_id"] not in have]
         if not dry_run:
             Prompt.objects.bulk_create(new, batch_size=1000, ignore_conflicts=True)

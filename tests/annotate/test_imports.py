@@ -345,3 +345,14 @@ def test_an_over_long_line_is_refused_in_bounded_memory(campaign_admin, settings
     assert "longer than 1048576 bytes" in errors[2] and "NaN" in errors[3]
     assert _written(campaign) == (0, 0, 0, 0)
     assert peak < 6 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB for a {size / 2**20:.0f} MiB upload"
+
+
+def test_a_file_of_more_lines_than_one_query_takes_parameters_imports(settings):
+    # Found by bench/import_answers.py: PostgreSQL takes at most 65,535
+    # parameters in a query, and the prompt import asked which of a file's
+    # external_ids the campaign had in one (a 500 on 100,000 prompts).
+    settings.IMPORT_MAX_BYTES = 64 * 1024 * 1024
+    campaign = CampaignFactory()
+    body = b"".join(b'{"external_id": "p%d", "prompt": "q"}\n' % i for i in range(70_000))
+    assert prompts_import(campaign=campaign, data=body).created == 70_000
+    assert prompts_import(campaign=campaign, data=body, dry_run=True).existing == 70_000
