@@ -32,6 +32,7 @@ from annotate.services.prompts import (
     import_records,
     metadata_field,
     prompt_fields,
+    storable,
 )
 
 ANSWER_FIELDS = PROMPT_FIELDS | {"model", "response", "sample_index"}
@@ -63,21 +64,13 @@ class AnswersImportResult(ImportResult):
     models: list[ModelCounts] = field(default_factory=list)
 
 
-def storable(value):
-    """`value` with every NUL (U+0000) replaced by U+FFFD: PostgreSQL's text
-    and jsonb cannot hold NUL, and an answer a model wrote may contain
-    anything (the training steps store their model output the same way)."""
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, list):
-        return [storable(v) for v in value]
-    if isinstance(value, dict):
-        return {storable(k): storable(v) for k, v in value.items()}
-    return value
+def _digest(text: str) -> bytes:
+    # Strings made storable: no lone surrogate, so they encode.
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
-def _digest(value) -> bytes:
-    return hashlib.blake2b(json.dumps(value, sort_keys=True).encode(), digest_size=16).digest()
+def _prompt_digest(text: str, turns) -> bytes:
+    return _digest("m" + json.dumps(turns, sort_keys=True) if turns is not None else "t" + (text or ""))
 
 
 def _sample_index(value) -> int:
@@ -200,7 +193,7 @@ def _check_lines(records) -> _Checked:
         checked.lines += 1
         eid, model = row["external_id"], row["model"]
         if row["prompt"] is not None:
-            content = _digest([row["prompt"]["text"], row["prompt"]["turns"]])
+            content = _prompt_digest(row["prompt"]["text"], row["prompt"]["turns"])
             first, given = checked.prompts.get(eid, (number, None))
             if given is not None and given != content:
                 errors.add(number, f"prompt '{eid}' has other text on line {first}")
@@ -216,7 +209,8 @@ def _check_lines(records) -> _Checked:
                 errors.add(number, f"a model name past the first {MAX_MODELS} (is 'model' the right column?)")
                 continue
             checked.models[model] = number
-        key = _digest([eid, model, row["sample_index"]])
+        # NUL cannot be in a storable string: the parts cannot run together.
+        key = _digest(f"{eid}\x00{model}\x00{row['sample_index']}")
         text = _digest(row["response"])
         if key in answers:
             line, earlier = answers[key]
@@ -234,10 +228,6 @@ def _check_lines(records) -> _Checked:
     if not checked.lines:
         raise ValidationFailed("The file holds no answers.")
     return checked
-
-
-def _prompt_content_digest(text: str, turns) -> bytes:
-    return _digest([text or "", turns])
 
 
 def _check_against_campaign(campaign: Campaign, checked: _Checked) -> tuple[dict[str, ExternalModel], set[str]]:
@@ -261,7 +251,7 @@ def _check_against_campaign(campaign: Campaign, checked: _Checked) -> tuple[dict
     for i in range(0, len(eids), BATCH):
         chunk = eids[i : i + BATCH]
         have = {
-            eid: _prompt_content_digest(text, turns)
+            eid: _prompt_digest(text, turns)
             for eid, text, turns in Prompt.objects.filter(campaign=campaign, external_id__in=chunk).values_list(
                 "external_id", "text", "turns"
             )

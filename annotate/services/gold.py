@@ -26,6 +26,7 @@ from annotate.services.prompts import (
     import_records,
     metadata_field,
     prompt_fields,
+    storable,
     validated_rows,
 )
 
@@ -55,7 +56,7 @@ def _gold_row(obj: dict, max_chars: int) -> dict:
     metadata = metadata_field(obj)
     if isinstance(obj.get("source"), str):
         metadata = {"source": obj["source"], **metadata}
-    return {"external_id": external_id, **fields, **answers, "metadata": metadata}
+    return {"external_id": storable(external_id), **storable({**fields, **answers}), "metadata": storable(metadata)}
 
 
 def gold_import(*, campaign: Campaign, data: bytes, format: str = "jsonl", dry_run: bool = False) -> ImportResult:

@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 from dataclasses import dataclass
@@ -32,6 +33,31 @@ class ImportResult:
     existing: int  # rows the campaign already had, left as they are
     lines: int  # records read from the file
     dry_run: bool = False
+
+
+# A UTF-16 surrogate: in a Python string only where JSON held one without its
+# pair ("\ud83d", an emoji cut in half); UTF-8, and so PostgreSQL, has no
+# encoding for it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def storable(value):
+    """`value` (a string, or JSON holding strings) as PostgreSQL can store
+    it: NUL (U+0000), which text and jsonb cannot hold, and a lone surrogate
+    become U+FFFD. A model's output may hold either; the training steps store
+    theirs the same way."""
+    if isinstance(value, str):
+        value = value.replace("\x00", "\ufffd")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            value = _SURROGATE.sub("\ufffd", value)
+        return value
+    if isinstance(value, list):
+        return [storable(v) for v in value]
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    return value
 
 
 def _reject_constant(name: str):
@@ -293,7 +319,7 @@ def _prompt_row(obj: dict, max_chars: int) -> dict:
     external_id = external_id_field(obj, content=fields["text"] or fields["turns"])
     if external_id.startswith(GOLD_PREFIX):
         raise ValueError(f"'external_id' may not start with '{GOLD_PREFIX}': that prefix names gold-pair prompts")
-    return {"external_id": external_id, **fields, "metadata": metadata_field(obj)}
+    return {"external_id": storable(external_id), **storable(fields), "metadata": storable(metadata_field(obj))}
 
 
 # Values per `__in` lookup: PostgreSQL takes at most 65,535 parameters in

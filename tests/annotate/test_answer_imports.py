@@ -255,16 +255,17 @@ def test_batches_write_every_answer_once(monkeypatch):
     assert answers_import(campaign=campaign, data=body).created == 0
 
 
-def test_nul_in_any_text_is_stored_as_the_replacement_character():
-    # PostgreSQL's text and jsonb refuse U+0000; the model that wrote it may not care.
+def test_nul_and_lone_surrogates_in_any_text_are_stored_as_the_replacement_character():
+    # PostgreSQL's text and jsonb refuse U+0000, UTF-8 a lone surrogate; the
+    # model that wrote them may not care.
     campaign = CampaignFactory()
     body = jsonl({
-        "messages": [{"role": "user", "content": "a\u0000b"}], "model": "m\u0000", "response": "x\u0000y",
+        "messages": [{"role": "user", "content": "a\u0000b"}], "model": "m\u0000", "response": "x\u0000y\ud83d",
         "metadata": {"k\u0000": "v\u0000"}, "external_id": "e\u0000",
     })
     answers_import(campaign=campaign, data=body)
     answer = Answer.objects.get(prompt__campaign=campaign)
-    assert answer.text == "x\ufffdy" and answer.metadata == {"k\ufffd": "v\ufffd"}
+    assert answer.text == "x\ufffdy\ufffd" and answer.metadata == {"k\ufffd": "v\ufffd"}
     assert answer.external_model.name == "m\ufffd"
     assert answer.prompt.turns == [{"role": "user", "content": "a\ufffdb"}]
     assert answers_import(campaign=campaign, data=body).created == 0

@@ -356,3 +356,21 @@ def test_a_file_of_more_lines_than_one_query_takes_parameters_imports(settings):
     body = b"".join(b'{"external_id": "p%d", "prompt": "q"}\n' % i for i in range(70_000))
     assert prompts_import(campaign=campaign, data=body).created == 70_000
     assert prompts_import(campaign=campaign, data=body, dry_run=True).existing == 70_000
+
+
+@pytest.mark.parametrize("kind", IMPORTS)
+def test_nul_and_a_lone_surrogate_are_stored_as_the_replacement_character(campaign_admin_client, kind):
+    # PostgreSQL's text and jsonb hold no U+0000 and UTF-8 no lone surrogate
+    # (half an emoji); both were a 500 before.
+    campaign = CampaignFactory()
+    path, good = IMPORTS[kind]
+    line = {**good, "prompt": "a\u0000b\ud83d", "metadata": {"k\u0000": "\udc00"}}
+    answer = campaign_admin_client.post(
+        f"/api/campaigns/{campaign.pk}/{path}/", json.dumps(line).encode(), content_type="application/x-ndjson"
+    )
+    assert answer.status_code == 200, answer.content
+    prompt = Prompt.objects.get(campaign=campaign)
+    assert prompt.text == "a\ufffdb\ufffd"
+    # The line's metadata is the prompt's; in an answers file, the answer's.
+    holder = prompt.answers.get() if kind == "answers" else prompt
+    assert holder.metadata == {"k\ufffd": "\ufffd"}
