@@ -314,8 +314,13 @@ def _prompts_create(campaign: Campaign, batch: list[dict], only: set[str] | None
         eid = row["external_id"]
         if row["prompt"] is not None and eid not in ids and eid not in new and (only is None or eid in only):
             new[eid] = Prompt(campaign=campaign, external_id=eid, **row["prompt"])
-    Prompt.objects.bulk_create(new.values())
-    ids.update((eid, p.pk) for eid, p in new.items())
+    if new:
+        # A prompt import beside this one (it takes no lock) may have made
+        # one of them since: it stays as that import wrote it.
+        Prompt.objects.bulk_create(new.values(), ignore_conflicts=True)
+        ids.update(
+            Prompt.objects.filter(campaign=campaign, external_id__in=list(new)).values_list("external_id", "pk")
+        )
     return ids
 
 
@@ -346,14 +351,14 @@ def _answers_write(
             counts[row["model"]].existing += 1
             continue
         counts[row["model"]].created += 1
-        new.append(
-            Answer(
-                prompt_id=prompt_ids.get(row["external_id"]), external_model=model,
-                sample_index=row["sample_index"], text=row["response"], metadata=row["metadata"],
+        if not dry_run:
+            new.append(
+                Answer(
+                    prompt_id=prompt_ids[row["external_id"]], external_model=model,
+                    sample_index=row["sample_index"], text=row["response"], metadata=row["metadata"],
+                )
             )
-        )
-    if not dry_run:
-        Answer.objects.bulk_create(new)
+    Answer.objects.bulk_create(new)
 
 
 def answers_import(

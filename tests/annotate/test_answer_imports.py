@@ -366,3 +366,29 @@ def test_memory_holds_a_batch_not_the_file(tmp_path, settings):
     assert result.created == 6000
     assert peak < 6 * answers_service.BATCH_CHARS < size / 2, f"peak {peak / 2**20:.1f} MiB for a {size / 2**20:.0f} MiB file"
 
+
+
+@pytest.mark.django_db(transaction=True)
+def test_imports_at_once_write_each_answer_and_prompt_once():
+    # given: three uploads of one file of answers, and a prompt import of its
+    # prompts, all at the same moment (threads, each its own connection)
+    from annotate.services.prompts import prompts_import
+    from tests.annotate.test_concurrency import run_threads
+
+    campaign = CampaignFactory()
+    lines = [{"external_id": f"p{i}", "prompt": f"Question {i}?", "model": f"m{m}", "response": f"r{i}.{m}"}
+             for i in range(150) for m in range(2)]
+    body = jsonl(*lines)
+    prompts = jsonl(*({"external_id": f"p{i}", "prompt": f"Question {i}?"} for i in range(150)))
+
+    def work(i):
+        if i == 3:
+            return prompts_import(campaign=campaign, data=prompts)
+        return answers_import(campaign=campaign, data=body)
+
+    # when
+    results = run_threads(4, work)
+    # then: nobody failed, and each answer and prompt is there once
+    assert not [r for r in results if isinstance(r, BaseException)], results
+    assert sum(r.created for r in results[:3]) == 300
+    assert written(campaign) == (150, 2, 300)
