@@ -2,7 +2,7 @@
 of as many rows of as many bytes (the named peer).
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \\
-        .venv/bin/python -m bench.import_answers --prompts 25000 --models 4 --response-chars 1000
+        .venv/bin/python -m bench.import_answers --prompts 25000 --models 4 --response-chars 1000 --repeat 3 --api
 
 Builds a throwaway database (`bench_import_answers`, dropped at the end;
 never the one DATABASE_URL names) and writes two JSONL files in a temporary
@@ -14,9 +14,9 @@ default) is raised to take the files: the figures are about a big file, and
 its default says how big an upload the web server takes.
 
 Each measured import runs in a process of its own, after a tiny warm-up
-import, on a fresh campaign: once timed, and once under tracemalloc for the
-peak Python allocation (tracemalloc slows allocation, so that run's time is
-not reported). RSS growth is the process's peak resident set during the import
+import, on a fresh campaign: `--repeat` times timed (the median is shown),
+and once under tracemalloc for the peak Python allocation (tracemalloc
+slows allocation, so that run's time is not reported). RSS growth is the process's peak resident set during the import
 (VmHWM, reset before it) less its resident set before it. Runs: the prompt import; the answers
 import through the service; the same file again (adds nothing); a dry run;
 and with `--api`, the answers through the API (POST .../answers/import/ in
@@ -29,6 +29,7 @@ import json
 import os
 import random
 import secrets
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -169,6 +170,7 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=4, help="answers per prompt: prompts x models in all")
     parser.add_argument("--response-chars", type=int, default=1000)
     parser.add_argument("--api", action="store_true", help="also import the answers through the API")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs of each import (the median is shown)")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "FILE"), help=argparse.SUPPRESS)
     parser.add_argument("--traced", action="store_true", help=argparse.SUPPRESS)
@@ -210,15 +212,25 @@ def main() -> None:
             runs = [("prompts", peer), ("answers", answers), ("answers-again", answers), ("answers-dry-run", answers)]
             if args.api:
                 runs.append(("answers-api", answers))
+            timed = {kind: [] for kind, _ in runs}
+            # Rounds of every kind in turn, so that each meets the database
+            # at about the same size (each run adds to it).
+            for _ in range(args.repeat):
+                for kind, path in runs:
+                    timed[kind].append(measure(kind, path, env=env, traced=False, max_bytes=max_bytes))
             figures = {}
             for kind, path in runs:
-                timed = measure(kind, path, env=env, traced=False, max_bytes=max_bytes)
                 traced = measure(kind, path, env=env, traced=True, max_bytes=max_bytes)
-                figures[kind] = {**timed, "tracemalloc_peak_mib": traced["tracemalloc_peak_mib"]}
-                f = figures[kind]
-                print(f"{kind:16} {f['seconds']:7.1f} s {rows / f['seconds']:9,.0f} rows/s   tracemalloc peak "
-                      f"{f['tracemalloc_peak_mib']:6.1f} MiB   RSS growth {f['rss_growth_mib']:6.1f} MiB   "
-                      f"created {f['created']:,} existing {f['existing']:,} lines {f['lines']:,}")
+                seconds = sorted(t["seconds"] for t in timed[kind])
+                figures[kind] = f = {
+                    **timed[kind][0], "seconds": statistics.median(seconds),
+                    "rss_growth_mib": max(t["rss_growth_mib"] for t in timed[kind]),
+                    "tracemalloc_peak_mib": traced["tracemalloc_peak_mib"],
+                }
+                print(f"{kind:16} {f['seconds']:6.1f} s (of {', '.join(f'{s:.1f}' for s in seconds)}) "
+                      f"{rows / f['seconds']:7,.0f} rows/s   tracemalloc peak {f['tracemalloc_peak_mib']:6.1f} MiB   "
+                      f"RSS growth {f['rss_growth_mib']:6.1f} MiB   created {f['created']:,} existing "
+                      f"{f['existing']:,} lines {f['lines']:,}")
             a, p = figures["answers"], figures["prompts"]
             print(f"answers / prompts: time {a['seconds'] / p['seconds']:.2f}x, tracemalloc peak "
                   f"{a['tracemalloc_peak_mib'] / p['tracemalloc_peak_mib']:.2f}x, RSS growth "
