@@ -381,8 +381,11 @@ def answers_import(
     with transaction.atomic():
         if not dry_run:
             # One import at a time per campaign, so that two uploads of the
-            # same file can't both decide an answer or a prompt is new.
-            Campaign.objects.select_for_update().filter(pk=campaign.pk).first()
+            # same file can't both decide an answer or a prompt is new. NO KEY:
+            # rows written meanwhile that point at the campaign (a prompt
+            # import's) take a KEY SHARE lock on it, which a plain FOR UPDATE
+            # would block, and a deadlock follows where both write one prompt.
+            Campaign.objects.select_for_update(no_key=True).filter(pk=campaign.pk).first()
         models, to_create = _check_against_campaign(campaign, checked)
         counts = {name: ModelCounts(name=name, new=name not in models) for name in checked.models}
         for name in checked.models:
