@@ -2,6 +2,7 @@ from django.urls import path
 
 from annotate.apis import (
     annotator,
+    answers,
     auth,
     campaigns,
     endpoints,
@@ -27,6 +28,7 @@ urlpatterns = [
     path("campaigns/create/", campaigns.CampaignCreateApi.as_view(), name="campaign-create"),
     path("campaigns/<int:campaign_id>/", campaigns.CampaignDetailApi.as_view(), name="campaign-detail"),
     path("campaigns/<int:campaign_id>/prompts/import/", campaigns.PromptImportApi.as_view(), name="prompt-import"),
+    path("campaigns/<int:campaign_id>/answers/import/", answers.AnswerImportApi.as_view(), name="answer-import"),
     path("campaigns/<int:campaign_id>/annotators/", campaigns.CampaignAnnotatorsAddApi.as_view(), name="campaign-annotators"),
     path("campaigns/<int:campaign_id>/start/", campaigns.CampaignStartApi.as_view(), name="campaign-start"),
     # evaluation campaigns: more comparisons in the current round

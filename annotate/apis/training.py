@@ -11,6 +11,7 @@ from annotate.apis.schema import CONFLICT
 from annotate.downloads import IntegrityError, folder_zip_verified
 from annotate.errors import Conflict, NotFound
 from annotate.models import PolicyVersion, RewardModelVersion, TrainingRun
+from annotate.selectors.answers import campaign_external_models
 from annotate.selectors.training import campaign_policy_versions, campaign_reward_versions, training_runs_readable_by
 from annotate.training.runs import training_run_cancel, training_run_start
 
@@ -96,7 +97,10 @@ class TrainingRunDetailApi(APIView):
 
 
 class ModelVersionListApi(APIView):
-    """The campaign's policy and reward-model versions with their lineage."""
+    """The campaign's policy and reward-model versions with their lineage,
+    and its external models (imported answers, endpoints) with their answer
+    counts. An endpoint's API key is never shown: `has_api_key` says whether
+    it has one."""
 
     permission_classes = [IsAdminOrEngineer]
 
@@ -113,6 +117,15 @@ class ModelVersionListApi(APIView):
             model = RewardModelVersion
             fields = ["id", "version", "path", "sha256", "training_run", "dataset_sha256", "metrics", "created_at"]
 
+    class ExternalSerializer(serializers.Serializer):
+        # Named fields only: the model's api_key is write-only.
+        id = serializers.IntegerField()
+        name = serializers.CharField()
+        kind = serializers.CharField()
+        answers = serializers.IntegerField(source="answer_count")
+        has_api_key = serializers.BooleanField()
+        created_at = serializers.DateTimeField()
+
     @extend_schema(responses=dict)
     def get(self, request, campaign_id: int):
         campaign = readable_campaign_or_404(request, campaign_id)
@@ -120,6 +133,7 @@ class ModelVersionListApi(APIView):
             {
                 "policies": self.PolicySerializer(campaign_policy_versions(campaign=campaign), many=True).data,
                 "reward_models": self.RewardSerializer(campaign_reward_versions(campaign=campaign), many=True).data,
+                "external_models": self.ExternalSerializer(campaign_external_models(campaign=campaign), many=True).data,
             }
         )
 

@@ -20,11 +20,13 @@ from annotate.models import Campaign, Comparison, GoldPair, Membership, Prompt, 
 from annotate.services.prompts import (
     GOLD_PREFIX,
     ImportResult,
+    existing_values,
     external_id_field,
     import_format,
     import_records,
     metadata_field,
     prompt_fields,
+    storable,
     validated_rows,
 )
 
@@ -54,7 +56,7 @@ def _gold_row(obj: dict, max_chars: int) -> dict:
     metadata = metadata_field(obj)
     if isinstance(obj.get("source"), str):
         metadata = {"source": obj["source"], **metadata}
-    return {"external_id": external_id, **fields, **answers, "metadata": metadata}
+    return {"external_id": storable(external_id), **storable({**fields, **answers}), "metadata": storable(metadata)}
 
 
 def gold_import(*, campaign: Campaign, data: bytes, format: str = "jsonl", dry_run: bool = False) -> ImportResult:
@@ -76,17 +78,11 @@ def gold_import(*, campaign: Campaign, data: bytes, format: str = "jsonl", dry_r
         # One import at a time per campaign, so two uploads of the same file
         # can't both decide a pair is new.
         Campaign.objects.select_for_update().filter(pk=campaign.pk).first()
-        have = set(
-            GoldPair.objects.filter(campaign=campaign, external_id__in=[r["external_id"] for r in rows]).values_list(
-                "external_id", flat=True
-            )
-        )
+        have = existing_values(GoldPair.objects.filter(campaign=campaign), "external_id", [r["external_id"] for r in rows])
         new = [row for row in rows if row["external_id"] not in have]
         if new and not dry_run:
-            taken = set(
-                Prompt.objects.filter(
-                    campaign=campaign, external_id__in=[GOLD_PREFIX + r["external_id"] for r in new]
-                ).values_list("external_id", flat=True)
+            taken = existing_values(
+                Prompt.objects.filter(campaign=campaign), "external_id", [GOLD_PREFIX + r["external_id"] for r in new]
             )
             if taken:
                 raise ValidationFailed(

@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 from dataclasses import dataclass
@@ -32,6 +33,31 @@ class ImportResult:
     existing: int  # rows the campaign already had, left as they are
     lines: int  # records read from the file
     dry_run: bool = False
+
+
+# A UTF-16 surrogate: in a Python string only where JSON held one without its
+# pair ("\ud83d", an emoji cut in half); UTF-8, and so PostgreSQL, has no
+# encoding for it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def storable(value):
+    """`value` (a string, or JSON holding strings) as PostgreSQL can store
+    it: NUL (U+0000), which text and jsonb cannot hold, and a lone surrogate
+    become U+FFFD. A model's output may hold either; the training steps store
+    theirs the same way."""
+    if isinstance(value, str):
+        value = value.replace("\x00", "\ufffd")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            value = _SURROGATE.sub("\ufffd", value)
+        return value
+    if isinstance(value, list):
+        return [storable(v) for v in value]
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    return value
 
 
 def _reject_constant(name: str):
@@ -85,7 +111,7 @@ def _line_too_long(limit: int) -> str:
     return f"the line is longer than {limit} bytes, the limit for one line (IMPORT_MAX_LINE_BYTES)"
 
 
-def _as_file(data: bytes | BinaryIO) -> BinaryIO:
+def import_file(data: bytes | BinaryIO) -> BinaryIO:
     """Imports read a seekable binary file; bytes are wrapped in one."""
     return io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
 
@@ -222,7 +248,7 @@ def import_records(
     """(line number, object, error) for each record of a JSONL or CSV file:
     bytes, or a seekable binary file (an upload, spooled to disk when big),
     which is read a line at a time."""
-    stream = _as_file(data)
+    stream = import_file(data)
     size = _file_size(stream)
     if size > settings.IMPORT_MAX_BYTES:
         raise ValidationFailed(
@@ -293,7 +319,20 @@ def _prompt_row(obj: dict, max_chars: int) -> dict:
     external_id = external_id_field(obj, content=fields["text"] or fields["turns"])
     if external_id.startswith(GOLD_PREFIX):
         raise ValueError(f"'external_id' may not start with '{GOLD_PREFIX}': that prefix names gold-pair prompts")
-    return {"external_id": external_id, **fields, "metadata": metadata_field(obj)}
+    return {"external_id": storable(external_id), **storable(fields), "metadata": storable(metadata_field(obj))}
+
+
+# Values per `__in` lookup: PostgreSQL takes at most 65,535 parameters in
+# one query, and a file may hold more lines than that.
+LOOKUP_CHUNK = 10_000
+
+
+def existing_values(queryset, field: str, values: list) -> set:
+    """The `values` that rows of `queryset` have in `field`, asked a chunk at a time."""
+    found = set()
+    for i in range(0, len(values), LOOKUP_CHUNK):
+        found.update(queryset.filter(**{f"{field}__in": values[i : i + LOOKUP_CHUNK]}).values_list(field, flat=True))
+    return found
 
 
 def validated_rows(records, row_of: Callable[[dict], dict], *, what: str) -> list[tuple[int, dict]]:
@@ -348,7 +387,7 @@ def prompts_import(
     rows = [row for _, row in validated_rows(records, lambda obj: _prompt_row(obj, settings.TEXT_MAX_CHARS), what="prompts")]
     ids = [row["external_id"] for row in rows]
     with transaction.atomic():
-        have = set(Prompt.objects.filter(campaign=campaign, external_id__in=ids).values_list("external_id", flat=True))
+        have = existing_values(Prompt.objects.filter(campaign=campaign), "external_id", ids)
         new = [Prompt(campaign=campaign, **row) for row in rows if row["external_id"] not in have]
         if not dry_run:
             Prompt.objects.bulk_create(new, batch_size=1000, ignore_conflicts=True)

@@ -1,10 +1,11 @@
-"""Console pages about a campaign's data: prompts and gold-pair imports (with
-a "Check" dry run), the gold pool, data quality, the models leaderboard and
-exports. Thin views: read the form, call one service or selector, render.
+"""Console pages about a campaign's data: prompts, answers and gold-pair
+imports (with a "Check" dry run), the gold pool, data quality, the models
+leaderboard and exports. Thin views: read the form, call one service or selector, render.
 Each page makes a fixed number of queries whatever the number of rows
 (pinned in tests/annotate/test_gold.py and test_imports.py).
 
 Campaign admins (and staff) may import and export; ML engineers may look."""
+from functools import partial
 from math import ceil
 
 from django.contrib import messages
@@ -13,6 +14,7 @@ from django.shortcuts import redirect, render
 
 from annotate.errors import ServiceError
 from annotate.models import Campaign, Export, Role
+from annotate.selectors.answers import campaign_external_models
 from annotate.selectors.exports import campaign_exports
 from annotate.selectors.gold import gold_pool, gold_pool_totals
 from annotate.selectors.leaderboard import campaign_leaderboard
@@ -20,6 +22,7 @@ from annotate.selectors.prompts import campaign_prompts
 from annotate.selectors.quality import campaign_quality_with_standing
 from annotate.selectors.rounds import campaign_round, campaign_round_indexes
 from annotate.selectors.training import campaign_policy_versions, campaign_reward_versions
+from annotate.services.answers import answers_import
 from annotate.services.exports import export_create
 from annotate.services.gold import gold_import
 from annotate.services.prompts import import_format, prompts_import
@@ -66,6 +69,19 @@ def prompts(request, campaign_id: int):
         request,
         "frontend/console/prompts.html",
         {"campaign": campaign, "report": report, "page": _page(request, campaign_prompts(campaign=campaign))},
+        status=400 if report and report.get("error") else 200,
+    )
+
+
+@data_view
+def answers(request, campaign_id: int):
+    campaign = request.campaign
+    importer = partial(answers_import, created_by=request.user)
+    report = _upload(request, importer, campaign) if request.method == "POST" else None
+    return render(
+        request,
+        "frontend/console/answers.html",
+        {"campaign": campaign, "report": report, "models": campaign_external_models(campaign=campaign)},
         status=400 if report and report.get("error") else 200,
     )
 

@@ -4,7 +4,7 @@ from django.urls import include, path
 urlpatterns = [
     # campaigns list, create, edit, pause/resume/archive, annotator pool
     path("", include("frontend.console.urls_campaigns")),
-    # prompts and gold imports, gold pool, quality, leaderboard, exports
+    # prompts, answers and gold imports, gold pool, quality, leaderboard, exports
     path("", include("frontend.console.urls_data")),
     # training runs (live progress, curves, cancel, trigger), versions, downloads
     path("", include("frontend.console.urls_training")),

@@ -55,6 +55,7 @@ EXPECTED = {
     ("GET", "/api/campaigns/{campaign_id}/"): [401, (403, 403), (403, 403), (404, 200), (200, 200)],
     ("PATCH", "/api/campaigns/{campaign_id}/"): [401, (403, 403), (403, 403), (404, 200), (200, 200)],
     ("POST", "/api/campaigns/{campaign_id}/prompts/import/"): [401, (403, 403), (403, 403), (404, 200), (200, 200)],
+    ("POST", "/api/campaigns/{campaign_id}/answers/import/"): [401, (403, 403), (403, 403), (404, 200), (200, 200)],
     ("POST", "/api/campaigns/{campaign_id}/annotators/"): [401, (403, 403), (403, 403), (404, 200), (200, 200)],
     ("POST", "/api/campaigns/{campaign_id}/start/"): [401, (403, 403), (403, 403), (404, 202), (202, 202)],
     # evaluation campaigns only: X and Y are loop campaigns, so those who may ask hear 409
@@ -138,6 +139,7 @@ def body_for(method: str, path: str, ids: dict) -> tuple[object, str | None]:
     }
     raw = {
         ("POST", "/api/campaigns/{campaign_id}/prompts/import/"): b'{"external_id": "walk-1", "prompt": "New?"}\n',
+        ("POST", "/api/campaigns/{campaign_id}/answers/import/"): b'{"prompt": "New?", "model": "walk", "response": "Yes."}\n',
         ("POST", "/api/campaigns/{campaign_id}/gold/import/"): b'{"prompt": "p?", "chosen": "good", "rejected": "bad"}\n',
     }
     if (method, path) in raw:

@@ -178,20 +178,25 @@ def test_engineer_sees_but_cannot_import(client, ml_engineer):
     assert answer.status_code == 403 and Prompt.objects.count() == 0
 
 
-# --- bad input at scale (issue 6): the same refusals for prompts and gold pairs,
+# --- bad input at scale (issue 6): the same refusals for prompts, gold pairs and answers,
 # each naming its line, nothing written, and memory that does not grow with the file
 
 
 IMPORTS = {
     "prompts": ("prompts/import", {"external_id": "ok", "prompt": "Fine?"}),
     "gold": ("gold/import", {"external_id": "ok", "prompt": "Fine?", "chosen": "yes", "rejected": "no"}),
+    "answers": ("answers/import", {"external_id": "ok", "prompt": "Fine?", "model": "m", "response": "yes"}),
 }
 
 
-def _written(campaign) -> tuple[int, int]:
-    from annotate.models import GoldPair
+def _written(campaign) -> tuple[int, int, int, int]:
+    """(prompts, gold pairs, external models, answers) of the campaign."""
+    from annotate.models import Answer, ExternalModel, GoldPair
 
-    return Prompt.objects.filter(campaign=campaign).count(), GoldPair.objects.filter(campaign=campaign).count()
+    return (
+        Prompt.objects.filter(campaign=campaign).count(), GoldPair.objects.filter(campaign=campaign).count(),
+        ExternalModel.objects.filter(campaign=campaign).count(), Answer.objects.filter(prompt__campaign=campaign).count(),
+    )
 
 
 @pytest.mark.parametrize("kind", IMPORTS)
@@ -218,7 +223,7 @@ def test_import_names_a_bad_line_and_writes_nothing(campaign_admin_client, kind,
     assert answer.status_code == 400, answer.content
     assert [e["line"] for e in answer.data["errors"]] == [2]
     assert says in answer.data["errors"][0]["error"] and "Line 2" in answer.data["detail"]
-    assert _written(campaign) == (0, 0)
+    assert _written(campaign) == (0, 0, 0, 0)
 
 
 def test_csv_rejects_a_repeated_key_in_a_json_cell():
@@ -240,8 +245,11 @@ def test_import_names_an_over_long_line_and_goes_on_checking(campaign_admin_clie
         lines.insert(0, json.dumps({**good, "external_id": "first"}))
         content_type, expected = "application/x-ndjson", [3, 4]
     else:
-        header = "external_id,prompt,chosen,rejected" if kind == "gold" else "external_id,prompt"
-        tail = ",y,n" if kind == "gold" else ""
+        header, tail = {
+            "prompts": ("external_id,prompt", ""),
+            "gold": ("external_id,prompt,chosen,rejected", ",y,n"),
+            "answers": ("external_id,prompt,model,response", ",m,y"),
+        }[kind]
         lines = [header, f"a,fine{tail}", f"long,{'x' * 500}{tail}", "bad,caf\udce9" + tail]
         content_type, expected = "text/csv", [3, 4]
     body = "\n".join(lines).encode("utf-8", errors="surrogateescape")
@@ -252,7 +260,7 @@ def test_import_names_an_over_long_line_and_goes_on_checking(campaign_admin_clie
     errors = {e["line"]: e["error"] for e in answer.data["errors"]}
     assert sorted(errors) == expected
     assert "longer than 200 bytes" in errors[3]
-    assert _written(campaign) == (0, 0)
+    assert _written(campaign) == (0, 0, 0, 0)
 
 
 class _CountingBody:
@@ -289,7 +297,7 @@ def test_an_upload_over_the_size_limit_is_refused_before_it_is_read(campaign_adm
     assert answer.status_code == 400
     assert "the limit is 1048576" in answer.json()["detail"]
     assert body.read_bytes == 0
-    assert _written(campaign) == (0, 0)
+    assert _written(campaign) == (0, 0, 0, 0)
 
 
 @pytest.mark.parametrize("kind", IMPORTS)
@@ -335,5 +343,34 @@ def test_an_over_long_line_is_refused_in_bounded_memory(campaign_admin, settings
     errors = {e["line"]: e["error"] for e in answer.json()["errors"]}
     assert sorted(errors) == [2, 3]
     assert "longer than 1048576 bytes" in errors[2] and "NaN" in errors[3]
-    assert _written(campaign) == (0, 0)
+    assert _written(campaign) == (0, 0, 0, 0)
     assert peak < 6 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB for a {size / 2**20:.0f} MiB upload"
+
+
+def test_a_file_of_more_lines_than_one_query_takes_parameters_imports(settings):
+    # Found by bench/import_answers.py: PostgreSQL takes at most 65,535
+    # parameters in a query, and the prompt import asked which of a file's
+    # external_ids the campaign had in one (a 500 on 100,000 prompts).
+    settings.IMPORT_MAX_BYTES = 64 * 1024 * 1024
+    campaign = CampaignFactory()
+    body = b"".join(b'{"external_id": "p%d", "prompt": "q"}\n' % i for i in range(70_000))
+    assert prompts_import(campaign=campaign, data=body).created == 70_000
+    assert prompts_import(campaign=campaign, data=body, dry_run=True).existing == 70_000
+
+
+@pytest.mark.parametrize("kind", IMPORTS)
+def test_nul_and_a_lone_surrogate_are_stored_as_the_replacement_character(campaign_admin_client, kind):
+    # PostgreSQL's text and jsonb hold no U+0000 and UTF-8 no lone surrogate
+    # (half an emoji); both were a 500 before.
+    campaign = CampaignFactory()
+    path, good = IMPORTS[kind]
+    line = {**good, "prompt": "a\u0000b\ud83d", "metadata": {"k\u0000": "\udc00"}}
+    answer = campaign_admin_client.post(
+        f"/api/campaigns/{campaign.pk}/{path}/", json.dumps(line).encode(), content_type="application/x-ndjson"
+    )
+    assert answer.status_code == 200, answer.content
+    prompt = Prompt.objects.get(campaign=campaign)
+    assert prompt.text == "a\ufffdb\ufffd"
+    # The line's metadata is the prompt's; in an answers file, the answer's.
+    holder = prompt.answers.get() if kind == "answers" else prompt
+    assert holder.metadata == {"k\ufffd": "\ufffd"}

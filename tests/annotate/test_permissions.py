@@ -49,6 +49,7 @@ EVERY_API = [
     ("get", "/api/exports/1/download/"),
     ("get", "/api/campaigns/1/exports/"),
     ("post", "/api/campaigns/1/gold/import/"),
+    ("post", "/api/campaigns/1/answers/import/"),
     ("get", "/api/campaigns/1/gold/"),
     ("post", "/api/campaigns/1/simulate/"),
     ("get", "/api/campaigns/1/endpoints/"),
@@ -108,6 +109,7 @@ def test_user_create_or_update_refuses_an_unknown_role(db):
     [
         ("post", "/api/campaigns/create/", {"name": "mine", "base_model": "m"}),
         ("post", "/api/campaigns/{id}/prompts/import/", None),
+        ("post", "/api/campaigns/{id}/answers/import/", None),
         ("post", "/api/campaigns/{id}/annotators/", {"usernames": ["ann"]}),
         ("post", "/api/campaigns/{id}/start/", None),
         ("post", "/api/campaigns/{id}/train/", {}),
