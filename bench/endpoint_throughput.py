@@ -30,23 +30,13 @@ from pathlib import Path
 
 import aiohttp
 
+from bench.data import questions
 from config.llama_server import LlamaServer
 from config.platform import Platform
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "data" / "finegrainedrlhf_qa_feedback_dev.jsonl"
 KEY = "sk-bench-endpoint"
 
-
-def questions(n: int) -> list[str]:
-    seen: list[str] = []
-    for line in DATA.open(encoding="utf-8"):
-        q = json.loads(line)["prompt"]
-        if q not in seen:
-            seen.append(q)
-        if len(seen) == n:
-            break
-    return seen
 
 
 async def plain_client(url: str, prompts: list[str], generation: dict, concurrency: int) -> dict:

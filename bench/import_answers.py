@@ -97,7 +97,6 @@ def child(kind: str, path: str, traced: bool, max_bytes: int) -> None:
     if kind == "answers-again":
         with open(path, "rb") as f:
             answers_import(campaign=campaign, data=f)
-    run = None
     if kind == "answers-api":
         from django.contrib.auth import get_user_model
         from django.contrib.auth.models import Group

@@ -19,10 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.data import DATA, questions
 from config.platform import Platform, rate_everything
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "data" / "finegrainedrlhf_qa_feedback_dev.jsonl"
 CACHE = ROOT / "bench" / "out"
 
 # The settings `make run`'s demo uses for SmolLM2, and a tiny-model variant.
@@ -41,16 +41,6 @@ TRAINING = {
     },
 }
 
-
-def questions(n: int) -> list[str]:
-    seen = []
-    for line in DATA.open(encoding="utf-8"):
-        q = json.loads(line)["prompt"]
-        if q not in seen:
-            seen.append(q)
-        if len(seen) == n:
-            break
-    return seen
 
 
 def base_model(kind: str, prompts: list[str], workdir: Path) -> str:

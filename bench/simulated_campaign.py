@@ -40,11 +40,11 @@ import time
 from pathlib import Path
 
 from annotate.stats import wilson_interval
+from bench.data import DATA, questions
 from bench.policy_eval import Evaluator, svg_plot
 from config.platform import Platform
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "data" / "finegrainedrlhf_qa_feedback_dev.jsonl"
 OUT = ROOT / "bench" / "out"
 
 # Per model and method; --lr / --beta override the policy step's. Why these:
@@ -71,12 +71,6 @@ TRAINING = {
     },
 }
 
-
-def questions() -> list[str]:
-    seen: dict[str, None] = {}
-    for line in DATA.open(encoding="utf-8"):
-        seen.setdefault(json.loads(line)["prompt"], None)
-    return list(seen)
 
 
 def base_model(kind: str, workdir: Path, questions_seen: list[str] | None = None) -> str:
