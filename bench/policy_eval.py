@@ -6,7 +6,7 @@ measures each round with these."""
 from __future__ import annotations
 
 from annotate.simulation.preference import Judge, preference_margin, preference_outcome, preference_parse
-from annotate.stats import wilson_interval
+from annotate.stats.intervals import wilson_interval
 
 
 class Evaluator:

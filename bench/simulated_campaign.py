@@ -39,7 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from annotate.stats import wilson_interval
+from annotate.stats.intervals import wilson_interval
 from bench.data import DATA, questions
 from bench.policy_eval import Evaluator, svg_plot
 from config.platform import Platform

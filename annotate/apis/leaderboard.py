@@ -5,7 +5,7 @@ candidate over its baseline and over the reference model, and each pair of
 models' record.
 
 The path to the maths: this API -> annotate/selectors/leaderboard.py
-(tallies the ratings) -> annotate/stats.py (Bradley-Terry, its
+(tallies the ratings) -> annotate/stats/ (Bradley-Terry, its
 length-controlled form, the bootstrap, Wilson intervals). Agreement and
 annotator quality: annotate/apis/quality.py."""
 from drf_spectacular.utils import extend_schema

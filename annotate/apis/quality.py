@@ -3,7 +3,7 @@ annotators, Dawid-Skene consensus, and each annotator's standing and
 reliability weight.
 
 The path to the maths: this API -> annotate/selectors/quality.py (reads the
-ratings) -> annotate/stats.py (the statistics). The models' leaderboard is
+ratings) -> annotate/stats/ (the statistics). The models' leaderboard is
 annotate/apis/leaderboard.py."""
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers

@@ -11,9 +11,9 @@ nothing is re-exported here.
 - training.py: the preference pairs training reads; training runs; model
   versions and their lineage; two policy versions' answers side by side.
 - quality.py: agreement, Dawid-Skene reliability, the per-annotator table,
-  reward-model sample weights (the maths: annotate/stats.py).
+  reward-model sample weights (the maths: annotate/stats/).
 - leaderboard.py: Bradley-Terry scores and each round's win rate (the maths:
-  annotate/stats.py).
+  annotate/stats/).
 - exports.py: the ratings export's rows; the campaign's exports.
 - console.py: the console's campaigns list.
 - memberships.py: a campaign's annotator pool and its admins.

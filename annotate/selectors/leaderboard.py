@@ -5,7 +5,7 @@ over its baseline and over the reference model, and each pair of models'
 record against each other.
 
 The path from the API to the maths: annotate/apis/leaderboard.py (the API)
--> this module (tallies the ratings in the database) -> annotate/stats.py
+-> this module (tallies the ratings in the database) -> annotate/stats/
 (Bradley-Terry, its length-controlled form, the bootstrap, Wilson
 intervals; Django-free)."""
 from collections import Counter, defaultdict
@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 from django.db.models import Count, Func, IntegerField, Value
 from django.db.models.functions import Coalesce, NullIf
 
-from annotate import stats
+from annotate.stats import intervals, ranking
 from annotate.models import Campaign, PolicyVersion, Rating
 
 # The normalised length difference of A's answer over B's is tallied in
@@ -30,7 +30,7 @@ SCORE_OF_A = {Rating.Choice.A: 1.0, Rating.Choice.B: 0.0, Rating.Choice.TIE: 0.5
 
 
 def _elo(x) -> float:
-    return stats.ELO_BASE + stats.ELO_SCALE * float(x)
+    return ranking.ELO_BASE + ranking.ELO_SCALE * float(x)
 
 
 def _model(policy_version_id: int | None, external_model_id: int | None) -> tuple[str, int] | None:
@@ -63,7 +63,7 @@ def _length_bin():
 
 def _win_record(wins: float, ties: float, losses: float) -> dict:
     n = wins + ties + losses
-    low, high = stats.wilson_interval(wins + ties / 2, n)
+    low, high = intervals.wilson_interval(wins + ties / 2, n)
     return {
         "n": n, "wins": wins, "ties": ties, "losses": losses,
         "win_rate": (wins + ties / 2) / n if n else None, "lower": low, "upper": high,
@@ -131,7 +131,7 @@ def campaign_leaderboard(*, campaign: Campaign, resamples: int = 200, seed: int 
         counts.append(row[-1])
         games[i] += row[-1]
         games[j] += row[-1]
-    theta, lower, upper = stats.bradley_terry_bootstrap(
+    theta, lower, upper = ranking.bradley_terry_bootstrap(
         outcomes, len(entries), counts=counts, resamples=resamples, seed=seed
     )
 
@@ -144,8 +144,8 @@ def campaign_leaderboard(*, campaign: Campaign, resamples: int = 200, seed: int 
         styled.append((i, j, SCORE_OF_A[row[0]]))
         styled_counts.append(row[-1])
         feature.append(float(row[7]) / LENGTH_STEPS)
-    style = stats.standardised(feature, styled_counts)
-    fit = stats.bradley_terry_style_bootstrap(
+    style = ranking.standardised(feature, styled_counts)
+    fit = ranking.bradley_terry_style_bootstrap(
         styled, style[:, None], len(entries), counts=styled_counts, resamples=resamples, seed=seed
     )
 

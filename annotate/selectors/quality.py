@@ -4,7 +4,7 @@ that reliability gives (annotator_weights, read by selectors/training.py).
 
 The path from the API to the maths: annotate/apis/quality.py (the API) ->
 this module (reads the ratings as numpy columns, one entry per rating) ->
-annotate/stats.py (the statistics; no Django). The console's quality page
+annotate/stats/ (the statistics; no Django). The console's quality page
 (frontend/console/data.py) reads campaign_quality_with_standing. The
 leaderboard takes the same path through selectors/leaderboard.py."""
 from collections import Counter
@@ -12,7 +12,7 @@ from collections import Counter
 import numpy as np
 from django.contrib.auth import get_user_model
 
-from annotate import stats
+from annotate.stats import agreement, consensus
 from annotate.models import Campaign, Membership, Rating, Round
 
 User = get_user_model()
@@ -27,9 +27,9 @@ RELIABILITY_MIN_RATINGS = 20
 def _rating_facts(*, campaign: Campaign, round_: Round | None = None) -> dict[str, np.ndarray]:
     """Every rating of the campaign (or one round) as numpy columns, one entry
     per rating, in rating id order: comparison, annotator, choice (index into
-    stats.CATEGORIES), strength (0: none), ms (time on task; see `timed`),
+    agreement.CATEGORIES), strength (0: none), ms (time on task; see `timed`),
     timed (has a time on task), gold (the comparison's gold answer as an
-    index into stats.CATEGORIES; -1: not a gold pair). Columns, not rows:
+    index into agreement.CATEGORIES; -1: not a gold pair). Columns, not rows:
     campaign_quality's statistics run on whole arrays, since a campaign has
     100,000 ratings and more and this is read inside a request."""
     ratings = Rating.objects.filter(comparison__round__campaign=campaign)
@@ -41,7 +41,7 @@ def _rating_facts(*, campaign: Campaign, round_: Round | None = None) -> dict[st
         )
     )
     pk, comparison, annotator, choice, strength, ms, gold = zip(*rows) if rows else [()] * 7
-    code = {c: i for i, c in enumerate(stats.CATEGORIES)}
+    code = {c: i for i, c in enumerate(agreement.CATEGORIES)}
     columns = {
         "comparison": np.array(comparison, dtype=np.int64),
         "annotator": np.array(annotator, dtype=np.int64),
@@ -57,7 +57,7 @@ def _rating_facts(*, campaign: Campaign, round_: Round | None = None) -> dict[st
     return {name: column[order] for name, column in columns.items()}
 
 
-def _reliability(facts: dict[str, np.ndarray]) -> tuple[stats.DawidSkeneResult, np.ndarray, dict, dict]:
+def _reliability(facts: dict[str, np.ndarray]) -> tuple[consensus.DawidSkeneResult, np.ndarray, dict, dict]:
     """Dawid-Skene over the comparisons that two or more annotators rated, or
     that have a gold answer (a comparison rated once says nothing about its
     rater). Returns (result, which ratings it saw, informativeness of
@@ -65,7 +65,7 @@ def _reliability(facts: dict[str, np.ndarray]) -> tuple[stats.DawidSkeneResult, 
     comparison, annotator, choice = facts["comparison"], facts["annotator"], facts["choice"]
     _, per_comparison = np.unique(comparison, return_inverse=True)
     labelled = (np.bincount(per_comparison)[per_comparison] >= 2) | (facts["gold"] >= 0)
-    result = stats.dawid_skene_arrays(
+    result = consensus.dawid_skene_arrays(
         comparison[labelled], annotator[labelled], choice[labelled], gold=facts["gold"][labelled]
     )
     # result.workers is the sorted distinct annotators of the labels, as np.unique's.
@@ -76,10 +76,10 @@ def _reliability(facts: dict[str, np.ndarray]) -> tuple[stats.DawidSkeneResult, 
         if labelled_n[i] >= RELIABILITY_MIN_RATINGS
     }
     annotators, per_annotator = np.unique(annotator, return_inverse=True)
-    sided = np.isin(choice, [stats.CATEGORIES.index(Rating.Choice.A), stats.CATEGORIES.index(Rating.Choice.B)])
+    sided = np.isin(choice, [agreement.CATEGORIES.index(Rating.Choice.A), agreement.CATEGORIES.index(Rating.Choice.B)])
     trained_on = np.bincount(per_annotator, weights=sided, minlength=len(annotators))
     counts = {int(a): int(n) for a, n in zip(annotators, trained_on)}
-    return result, labelled, informativeness, stats.reliability_weights(informativeness, counts)
+    return result, labelled, informativeness, consensus.reliability_weights(informativeness, counts)
 
 
 def annotator_weights(*, campaign: Campaign) -> dict[int, float]:
@@ -95,16 +95,16 @@ def campaign_quality(*, campaign: Campaign, round_: Round | None = None) -> dict
     Whole-array work throughout (bincounts per annotator), no loop over ratings."""
     facts = _rating_facts(campaign=campaign, round_=round_)
     comparison, annotator, choice, gold = facts["comparison"], facts["annotator"], facts["choice"], facts["gold"]
-    A, B, TIE, BOTH_BAD = range(len(stats.CATEGORIES))
-    ordinal = stats.ordinal_values(choice, facts["strength"])
+    A, B, TIE, BOTH_BAD = range(len(agreement.CATEGORIES))
+    ordinal = agreement.ordinal_values(choice, facts["strength"])
     on_scale = ~np.isnan(ordinal)
     _, on_scale_unit = np.unique(comparison[on_scale], return_inverse=True)
-    agreement, pairs = stats.percent_agreement_ratings(comparison, choice)
+    agreeing, pairs = agreement.percent_agreement_ratings(comparison, choice)
     result, labelled, informativeness, weights = _reliability(facts)
     best = result.posteriors.argmax(axis=1)
     # The consensus category of each rating's comparison, where Dawid-Skene saw it.
-    consensus = np.full(len(choice), -1)
-    consensus[labelled] = best[np.searchsorted(result.items, comparison[labelled])]
+    consensus_of = np.full(len(choice), -1)
+    consensus_of[labelled] = best[np.searchsorted(result.items, comparison[labelled])]
     accuracy = {a: float(result.accuracy[i]) for i, a in enumerate(result.workers)}
 
     annotators, per_annotator = np.unique(annotator, return_inverse=True)
@@ -116,8 +116,8 @@ def campaign_quality(*, campaign: Campaign, round_: Round | None = None) -> dict
     n = per_annotator_count(np.ones(len(choice), dtype=bool))
     picked = {c: per_annotator_count(choice == c) for c in (A, B, TIE, BOTH_BAD)}
     gold_n, gold_right = per_annotator_count(gold >= 0), per_annotator_count((gold >= 0) & (choice == gold))
-    consensus_n, consensus_right = per_annotator_count(labelled), per_annotator_count(labelled & (choice == consensus))
-    median_ms = stats.medians_by_group(per_annotator[facts["timed"]], facts["ms"][facts["timed"]], n_annotators)
+    consensus_n, consensus_right = per_annotator_count(labelled), per_annotator_count(labelled & (choice == consensus_of))
+    median_ms = consensus.medians_by_group(per_annotator[facts["timed"]], facts["ms"][facts["timed"]], n_annotators)
     usernames = dict(User.objects.filter(pk__in=annotators.tolist()).values_list("pk", "username"))
     table = []
     for i, a in enumerate(annotators.tolist()):
@@ -146,20 +146,20 @@ def campaign_quality(*, campaign: Campaign, round_: Round | None = None) -> dict
         "n_ratings": len(choice),
         "n_comparisons": len(np.unique(comparison)),
         "n_annotators": n_annotators,
-        "alpha": stats.krippendorff_alpha_ordinal_ratings(comparison, ordinal),
+        "alpha": agreement.krippendorff_alpha_ordinal_ratings(comparison, ordinal),
         "alpha_units": int((np.bincount(on_scale_unit) >= 2).sum()),
         "alpha_both_bad_missing": int((choice == BOTH_BAD).sum()),
         "alpha_note": (
             "Krippendorff's alpha, ordinal: A much/clearly/slightly better = -3/-2/-1, tie = 0, "
             "B slightly/clearly/much better = +1/+2/+3; both_bad is off that scale and counted as missing."
         ),
-        "percent_agreement": agreement,
+        "percent_agreement": agreeing,
         "agreement_pairs": pairs,
         "consensus_method": (
             "Dawid-Skene EM over A/B/tie/both_bad on comparisons rated by two or more annotators "
             "or with a gold answer (gold clamped)"
         ),
-        "consensus_labels": dict(Counter(stats.CATEGORIES[b] for b in best.tolist())),
+        "consensus_labels": dict(Counter(agreement.CATEGORIES[b] for b in best.tolist())),
         "annotators": table,
     }
 

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from annotate import stats
+from annotate.stats import intervals, ranking
 from annotate.models import Role
 from annotate.selectors.leaderboard import campaign_leaderboard
 from tests.factories import ratings_bulk_create, version_chain_rounds
@@ -80,7 +80,7 @@ def test_bradley_terry_matches_choix_on_planted_versions(four_versions):
     board = campaign_leaderboard(campaign=rounds[0].campaign, resamples=0)
     # then: same log-strengths, to well within any rounding (Elo points)
     by_version = {v["version"]: v for v in board["versions"]}
-    theta = np.array([(by_version[v]["score"] - stats.ELO_BASE) / stats.ELO_SCALE for v in range(4)])
+    theta = np.array([(by_version[v]["score"] - ranking.ELO_BASE) / ranking.ELO_SCALE for v in range(4)])
     assert np.abs(theta - expected).max() < 1e-5
     # and the planted order is found
     assert [v["version"] for v in board["versions"]] == [3, 2, 1, 0]
@@ -99,7 +99,7 @@ def test_bradley_terry_unregularised_agrees_with_choix_ilsr():
         outcomes.append((i, j, 1.0 if win else 0.0))
         data.append((i, j) if win else (j, i))
     # when
-    mine = stats.bradley_terry(stats.outcomes_matrix(outcomes, 6), penalty=0.0)
+    mine = ranking.bradley_terry(ranking.outcomes_matrix(outcomes, 6), penalty=0.0)
     theirs = choix.ilsr_pairwise(6, data)
     # then
     assert np.abs(mine - (theirs - theirs.mean())).max() < 1e-4
@@ -148,9 +148,9 @@ def test_round_win_rates_count_the_candidates_side(four_versions):
 
 
 def test_wilson_interval_matches_the_textbook_value():
-    low, high = stats.wilson_interval(8, 10)
+    low, high = intervals.wilson_interval(8, 10)
     assert (low, high) == (pytest.approx(0.4902, abs=1e-4), pytest.approx(0.9433, abs=1e-4))
-    assert stats.wilson_interval(0, 0) == (None, None)
+    assert intervals.wilson_interval(0, 0) == (None, None)
 
 
 def test_a_version_that_never_lost_gets_a_finite_score(make_user):

@@ -1,5 +1,5 @@
 """The leaderboard over models and its length-controlled score: the fit
-(annotate/stats.py) checked against scikit-learn's logistic regression on
+(annotate/stats/) checked against scikit-learn's logistic regression on
 the same design matrix, and the leaderboard of an evaluation campaign whose
 raters favour long answers (planted), where the plain score rewards the
 verbose model and the length-controlled one does not."""
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from annotate import stats
+from annotate.stats import ranking
 from annotate.models import Role
 from annotate.selectors.leaderboard import campaign_leaderboard
 from annotate.services.evaluation import evaluation_comparisons_add, evaluation_start
@@ -24,8 +24,8 @@ def planted_outcomes(seed=0, n=5, rows=4000, gamma=0.8):
     truth = np.linspace(-1.0, 1.0, n)
     i = rng.integers(0, n, rows)
     j = (i + rng.integers(1, n, rows)) % n
-    feature = stats.length_feature(rng.integers(20, 3000, rows), rng.integers(20, 3000, rows))
-    z = stats.standardised(feature, np.ones(rows))
+    feature = ranking.length_feature(rng.integers(20, 3000, rows), rng.integers(20, 3000, rows))
+    z = ranking.standardised(feature, np.ones(rows))
     p = 1 / (1 + np.exp(-(truth[i] - truth[j] + gamma * z)))
     score = np.where(rng.random(rows) < 0.1, 0.5, (rng.random(rows) < p).astype(float))
     return list(zip(i.tolist(), j.tolist(), score.tolist())), z, truth
@@ -55,7 +55,7 @@ def test_length_controlled_fit_matches_scikit_learn_with_the_same_ridge():
     outcomes, z, _ = planted_outcomes()
     penalty = 1e-3
     # when
-    theta, coef = stats.bradley_terry_style(outcomes, z[:, None], 5, penalty=penalty)
+    theta, coef = ranking.bradley_terry_style(outcomes, z[:, None], 5, penalty=penalty)
     # then: sklearn minimises C * loss + |w|^2 / 2, i.e. C = 1 / (2 * penalty)
     reference = sklearn_fit(outcomes, z, 5, C=1 / (2 * penalty))
     assert np.abs(theta - (reference[:5] - reference[:5].mean())).max() < 1e-6
@@ -75,7 +75,7 @@ def test_length_controlled_fit_on_tallied_rows_matches_scikit_learn_unregularise
     feature = np.array([k[3] for k in tally])
     counts = list(tally.values())
     # when
-    theta, coef = stats.bradley_terry_style(rows, feature[:, None], 4, counts=counts, penalty=0.0)
+    theta, coef = ranking.bradley_terry_style(rows, feature[:, None], 4, counts=counts, penalty=0.0)
     # then: sklearn without a penalty (its minimum is unique only up to the
     # models' mean, which both centre)
     reference = sklearn_fit(rows, feature, 4, C=np.inf, counts=counts)
@@ -85,23 +85,23 @@ def test_length_controlled_fit_on_tallied_rows_matches_scikit_learn_unregularise
 
 def test_length_controlled_bootstrap_holds_the_fit_and_is_reproducible():
     outcomes, z, _ = planted_outcomes(seed=2, rows=2000)
-    fit = stats.bradley_terry_style_bootstrap(outcomes, z[:, None], 5, resamples=100, seed=3)
-    again = stats.bradley_terry_style_bootstrap(outcomes, z[:, None], 5, resamples=100, seed=3)
+    fit = ranking.bradley_terry_style_bootstrap(outcomes, z[:, None], 5, resamples=100, seed=3)
+    again = ranking.bradley_terry_style_bootstrap(outcomes, z[:, None], 5, resamples=100, seed=3)
     assert np.array_equal(fit.lower, again.lower) and np.array_equal(fit.coef_upper, again.coef_upper)
     assert (fit.lower < fit.theta).all() and (fit.theta < fit.upper).all()
     assert fit.coef_lower[0] < fit.coef[0] < fit.coef_upper[0]
     # without any style, the fit is plain Bradley-Terry
-    plain = stats.bradley_terry(stats.outcomes_matrix(outcomes, 5))
-    flat, coef = stats.bradley_terry_style(outcomes, np.zeros((len(outcomes), 1)), 5)
+    plain = ranking.bradley_terry(ranking.outcomes_matrix(outcomes, 5))
+    flat, coef = ranking.bradley_terry_style(outcomes, np.zeros((len(outcomes), 1)), 5)
     assert np.abs(flat - plain).max() < 1e-6 and coef[0] == 0.0
 
 
 def test_length_feature_and_standardising():
-    assert stats.length_feature([300, 0, 100], [100, 0, 300]).tolist() == [0.5, 0.0, -0.5]
-    z = stats.standardised([0.5, 0.0, -0.5, 0.0], [1, 2, 1, 0])
+    assert ranking.length_feature([300, 0, 100], [100, 0, 300]).tolist() == [0.5, 0.0, -0.5]
+    z = ranking.standardised([0.5, 0.0, -0.5, 0.0], [1, 2, 1, 0])
     assert np.average(z, weights=[1, 2, 1, 0]) == pytest.approx(0.0)
     assert np.average(z**2, weights=[1, 2, 1, 0]) == pytest.approx(1.0)
-    assert stats.standardised([0.2, 0.2], [1, 1]).tolist() == [0.0, 0.0]
+    assert ranking.standardised([0.2, 0.2], [1, 1]).tolist() == [0.0, 0.0]
 
 
 # --- the leaderboard of an evaluation campaign -------------------------------------------
@@ -129,7 +129,7 @@ def verbose_evaluation(db, make_user):
     rows = []
     for c in round_.comparisons.select_related("response_a__external_model", "response_b__external_model"):
         a, b = c.response_a, c.response_b
-        x = stats.length_feature([len(a.text)], [len(b.text)])[0]
+        x = ranking.length_feature([len(a.text)], [len(b.text)])[0]
         logit = STRENGTH[a.external_model.name] - STRENGTH[b.external_model.name] + LENGTH_BIAS * x
         for annotator in annotators:
             draw = rng.random()

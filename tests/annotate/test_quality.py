@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pytest
 
-from annotate import stats
+from annotate.stats import agreement, consensus
 from annotate.models import Rating, Role
 from annotate.selectors.quality import annotator_weights, campaign_quality
 from annotate.selectors.training import preference_rows
@@ -78,10 +78,10 @@ def reliability_matrix(campaign):
 
 
 def test_ordinal_value_maps_the_scale_from_a_much_better_to_b_much_better():
-    assert [stats.ordinal_value("A", s) for s in (3, 2, 1)] == [-3, -2, -1]
-    assert stats.ordinal_value("tie", None) == 0
-    assert [stats.ordinal_value("B", s) for s in (1, 2, 3)] == [1, 2, 3]
-    assert stats.ordinal_value("both_bad", None) is None
+    assert [agreement.ordinal_value("A", s) for s in (3, 2, 1)] == [-3, -2, -1]
+    assert agreement.ordinal_value("tie", None) == 0
+    assert [agreement.ordinal_value("B", s) for s in (1, 2, 3)] == [1, 2, 3]
+    assert agreement.ordinal_value("both_bad", None) is None
 
 
 def test_krippendorff_alpha_matches_the_krippendorff_package_on_random_data_with_gaps():
@@ -95,7 +95,7 @@ def test_krippendorff_alpha_matches_the_krippendorff_package_on_random_data_with
         data[rng.random(data.shape) < 0.3] = np.nan
         units = [[v for v in data[:, j] if not np.isnan(v)] for j in range(data.shape[1])]
         # when
-        mine = stats.krippendorff_alpha_ordinal(units)
+        mine = agreement.krippendorff_alpha_ordinal(units)
         # then
         assert mine == pytest.approx(krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal"), abs=1e-9)
 
@@ -119,15 +119,15 @@ def test_campaign_alpha_matches_the_krippendorff_package_with_both_bad_missing(c
 
 
 def test_alpha_is_none_when_no_comparison_has_two_ratings():
-    assert stats.krippendorff_alpha_ordinal([[1], [2], []]) is None
-    assert stats.krippendorff_alpha_ordinal([[1, 1], [1, 1]]) is None
+    assert agreement.krippendorff_alpha_ordinal([[1], [2], []]) is None
+    assert agreement.krippendorff_alpha_ordinal([[1, 1], [1, 1]]) is None
 
 
 def test_percent_agreement_counts_pairs_of_annotators_on_a_hand_made_example():
     # given: 3 + 1 + 1 pairs, of which 1 + 1 + 0 agree
     units = [["A", "A", "B"], ["tie", "tie"], ["both_bad", "A"], ["B"]]
     # when
-    share, pairs = stats.percent_agreement(units)
+    share, pairs = agreement.percent_agreement(units)
     # then
     assert (share, pairs) == (pytest.approx(2 / 5), 5)
 
@@ -170,10 +170,10 @@ def test_dawid_skene_recovers_the_truth_better_than_a_majority_vote_of_noisy_lab
                 label = rng.choice(CHOICES)
             labels.append((item, w, label))
     # when
-    result = stats.dawid_skene(labels)
+    result = consensus.dawid_skene(labels)
     # then
-    consensus = result.consensus()
-    accuracy = np.mean([consensus[i][0] == t for i, t in truth.items()])
+    labels_of = result.consensus()
+    accuracy = np.mean([labels_of[i][0] == t for i, t in truth.items()])
     assert accuracy > 0.9
     kappa = dict(zip(result.workers, result.informativeness))
     assert min(kappa[w] for w in range(3)) > 0.6

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from annotate import stats
+from annotate.stats import intervals
 from annotate.simulation.preference import (
     Judge,
     Preference,
@@ -113,9 +113,9 @@ def test_noise_picks_at_random_and_position_bias_picks_the_left_answer():
 def test_wilson_interval_matches_the_published_formula():
     # The interval bench/simulated_campaign.py puts on its win rates.
     # Wilson (1927); e.g. 8 of 10 gives [0.490, 0.943] (Newcombe 1998, table I method 3).
-    lo, hi = stats.wilson_interval(8, 10)
+    lo, hi = intervals.wilson_interval(8, 10)
     assert (round(lo, 3), round(hi, 3)) == (0.490, 0.943)
-    lo, hi = stats.wilson_interval(0, 20)
+    lo, hi = intervals.wilson_interval(0, 20)
     assert lo == 0.0 and round(hi, 3) == 0.161
 
 
