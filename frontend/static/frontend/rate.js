@@ -16,7 +16,7 @@
 // prefetch, keys) share one state: the comparison on screen and the one
 // leased behind it. What shares none of it lives in api.js and markdown.js.
 import { api, errorText, escapeHtml, serverOffsetMs, uuid4 } from "./api.js";
-import { markdown } from "./markdown.js";
+import { markdown, markdownText } from "./markdown.js";
 
 const config = JSON.parse(document.getElementById("rate-config").textContent);
 const $ = (id) => document.getElementById(id);
@@ -32,18 +32,18 @@ function promptHtml(item) {
     return item.prompt_turns
       .map((t) => {
         const role = escapeHtml(t.role || "user");
-        return `<div class="turn role-${role.replace(/[^a-z]/gi, "")}"><div class="role">${role}</div>${markdown(t.content)}</div>`;
+        return `<div class="turn role-${role.replace(/[^a-z]/gi, "")}"><div class="role">${role}</div>${markdownText(t.content)}</div>`;
       })
       .join("");
   }
-  return markdown(item.prompt);
+  return markdownText(item.prompt);
 }
 
 // Render once, when the comparison arrives (so showing a prefetched one is only a DOM swap).
 function prepare(data) {
   return {
     data,
-    html: { prompt: promptHtml(data), a: markdown(data.response_a), b: markdown(data.response_b) },
+    html: { prompt: promptHtml(data), a: markdownText(data.response_a), b: markdownText(data.response_b) },
     leaseEnd: Date.parse(data.leased_until) - serverOffsetMs(), // local clock
     leaseTtl: Math.max(30_000, Date.parse(data.leased_until) - (Date.now() + serverOffsetMs())),
     leaseLost: false,

@@ -1,0 +1,107 @@
+"""The rating page on a phone (390x844) and model text that is raw HTML, in
+real Chromium: no element may cover another's text (the controls bar over
+answer B was the fault), and HTML in a prompt or an answer shows as text."""
+from annotate.models import Answer, Prompt
+from tests.browser.conftest import SCREENSHOTS, rate_url, wait_for_comparison
+
+PHONE = {"width": 390, "height": 844}
+
+# For every text node under the prompt and the answers, scrolled into view with
+# its element at the top and then at the bottom of the viewport: the topmost
+# element at the middle of each of its line boxes must be the text's own
+# element (or inside it). Points that an ancestor's own scrolling clips (a
+# long line in a <pre>, a paragraph below a panel's scroll) are not covered,
+# only out of view, and are left out; the count of checked points comes back
+# so that a test which checked nothing cannot pass.
+COVERED_TEXT = """(roots) => {
+  const covered = [];
+  let checked = 0;
+  const clippedByAncestor = (el, x, y) => {
+    for (let a = el.parentElement; a; a = a.parentElement) {
+      const s = getComputedStyle(a);
+      if (s.overflowX === 'visible' && s.overflowY === 'visible') continue;
+      const r = a.getBoundingClientRect();
+      if (x < r.left || x > r.right || y < r.top || y > r.bottom) return true;
+    }
+    return false;
+  };
+  for (const root of roots) {
+    const walker = document.createTreeWalker(document.querySelector(root), NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      if (!node.textContent.trim()) continue;
+      const el = node.parentElement;
+      if (!el.checkVisibility()) continue;
+      const range = document.createRange();
+      range.selectNodeContents(node);
+      for (const block of ['start', 'end']) {
+        el.scrollIntoView({ block, inline: 'nearest' });
+        for (const r of range.getClientRects()) {
+          if (r.width < 1 || r.height < 1) continue;
+          const x = r.left + r.width / 2, y = r.top + r.height / 2;
+          if (x < 0 || y < 0 || x >= innerWidth || y >= innerHeight || clippedByAncestor(el, x, y)) continue;
+          checked += 1;
+          const top = document.elementFromPoint(x, y);
+          if (!(top && (top === el || el.contains(top)))) {
+            covered.push({ root, block, text: node.textContent.trim().slice(0, 40),
+                           by: top ? top.tagName.toLowerCase() + (top.id ? '#' + top.id : '') +
+                                     (top.closest('.controls') ? ' in .controls' : '') : null });
+          }
+        }
+      }
+    }
+  }
+  return { checked, covered: covered.slice(0, 10), coveredCount: covered.length };
+}"""
+
+
+def test_no_element_covers_the_text_of_the_prompt_or_the_answers_on_a_phone(page, live_server, logged_in):
+    campaign, _ = logged_in
+    page.set_viewport_size(PHONE)
+    page.goto(rate_url(live_server, campaign))
+    wait_for_comparison(page)
+    page.keyboard.press("1")  # a choice made: the strength fieldset is live, the bar at its tallest
+    result = page.evaluate(COVERED_TEXT, ["#prompt", "#answer-a", "#answer-b"])
+    per_root = page.evaluate(COVERED_TEXT, ["#answer-b"])
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "rating-phone-answer-b.png"))
+    assert result["covered"] == [], f"{result['coveredCount']} of {result['checked']} text points covered"
+    assert per_root["checked"] >= 4, per_root  # answer B's lines (sides are random: short or long) were looked at
+    # and the controls stay reachable: in the page, below the answers, every one in view when scrolled to
+    page.locator("#rating-form").scroll_into_view_if_needed()
+    form, b = page.locator("#rating-form").bounding_box(), page.locator("#answer-b").bounding_box()
+    assert form["y"] >= b["y"] + b["height"]
+    submit = page.locator("#submit")
+    submit.scroll_into_view_if_needed()
+    box = submit.bounding_box()
+    assert 0 <= box["y"] and box["y"] + box["height"] <= PHONE["height"]
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+
+
+def test_raw_html_in_a_prompt_or_an_answer_shows_as_text_and_never_runs(page, live_server, logged_in):
+    campaign, _ = logged_in
+    # given: every prompt and answer is raw HTML (with markdown around some of it)
+    prompt = '<script>window.__ran = "script"</script><p>Which is better?</p>'
+    Prompt.objects.filter(campaign=campaign).update(text=prompt, turns=[])
+    answers = {
+        0: '<div><b>hi</b></div>',
+        1: '**Bold** markdown, then <img src=x onerror="window.__ran = \'img\'"> and `<i>code</i>`.',
+    }
+    for index, text in answers.items():
+        Answer.objects.filter(prompt__campaign=campaign, sample_index=index).update(text=text)
+    page.goto(rate_url(live_server, campaign))
+    wait_for_comparison(page)
+    # then: the prompt's HTML is on screen as the text it is, not an empty box
+    shown = page.locator("#prompt")
+    assert shown.inner_text().strip() == prompt
+    assert shown.locator(".raw-html").is_visible()
+    assert shown.locator("script, p:not(.raw-html)").count() == 0
+    joined = page.inner_text("#answer-a") + "\n" + page.inner_text("#answer-b")
+    assert "<div><b>hi</b></div>" in joined
+    assert '<img src=x onerror="window.__ran = \'img\'">' in joined
+    assert "<i>code</i>" in joined  # a code span as before
+    # and markdown still renders around the HTML
+    assert page.locator("#answer-a strong, #answer-b strong").all_inner_texts() == ["Bold"]
+    # and nothing was injected or executed
+    for side in ("#prompt", "#answer-a", "#answer-b"):
+        assert page.locator(f"{side} script, {side} img, {side} b, {side} div, {side} i").count() == 0
+    assert page.evaluate("window.__ran") is None
