@@ -5,13 +5,14 @@ from rest_framework.permissions import AllowAny
 
 
 class ErrorSerializer(serializers.Serializer):
-    """Every 4xx: `detail` says what was wrong. Service errors add `error`
-    (a stable code: invalid, not_found, conflict, paused, daily_limit, ...)
-    and, where there is more than one problem, `errors` (per field, or per
-    line of an import). DRF's own validation errors are {field: [messages]}."""
+    """Every 4xx (annotate/apis/errors.py): `error` a stable code
+    (invalid, not_authenticated, permission_denied, not_found, conflict,
+    throttled, paused, daily_limit, ...), `detail` what was wrong in words,
+    and where there is more than one problem `errors` (per field, or per
+    line of an import)."""
 
-    error = serializers.CharField(required=False)
-    detail = serializers.CharField(required=False)
+    error = serializers.CharField()
+    detail = serializers.CharField()
     errors = serializers.JSONField(required=False)
 
 

@@ -123,8 +123,12 @@ def policy_versions_compared(
     "v3"), side by side: for the prompts both answered, one page of (prompt,
     a's first answer, b's first answer) in prompt order. {versions: every
     version number of the campaign, a, b: the versions (None where a label
-    names none), page and pairs: None and [] unless both are found}."""
+    names none), page and pairs: None and [] unless both are found}. With
+    neither label given, the latest two: the newest as b, the one before as a
+    (what an engineer opens the page to see after a round)."""
     versions = list(campaign.policy_versions.order_by("version").values_list("version", flat=True))
+    if a is None and b is None and len(versions) >= 2:
+        a, b = str(versions[-2]), str(versions[-1])
     version_a, version_b = _policy_version(campaign=campaign, label=a), _policy_version(campaign=campaign, label=b)
     compared = {"versions": versions, "a": version_a, "b": version_b, "page": None, "pairs": []}
     if version_a is None or version_b is None:

@@ -69,10 +69,11 @@ class ServiceRaterClient:
     same statuses and bodies, a ServiceError as the API's {"error",
     "detail"}. What the Celery task behind the staff API uses."""
 
-    # DRF's answers to a token it does not accept, and IsAnnotator's refusal.
-    UNKNOWN_TOKEN = {"detail": "Invalid token."}
-    INACTIVE = {"detail": "User inactive or deleted."}
-    NOT_ANNOTATOR = {"detail": "Only annotators can do this; ask a campaign admin to add you to the 'annotator' group."}
+    # The API's answers (annotate/apis/errors.py) to a token DRF does not
+    # accept, and IsAnnotator's refusal.
+    UNKNOWN_TOKEN = {"error": "authentication_failed", "detail": "Invalid token."}
+    INACTIVE = {"error": "authentication_failed", "detail": "User inactive or deleted."}
+    NOT_ANNOTATOR = {"error": "permission_denied", "detail": "Only annotators can do this; ask a campaign admin to add you to the 'annotator' group."}
 
     def __init__(self, token: str):
         self.token = token
@@ -139,7 +140,7 @@ class ServiceRaterClient:
             body = {"error": exc.code, "detail": exc.message}
             return exc.status_code, body if exc.details is None else {**body, "errors": exc.details}
         except Http404 as exc:
-            return 404, {"detail": str(exc)}
+            return 404, {"error": "not_found", "detail": str(exc)}
 
 
 def _iso(moment: dt.datetime) -> str:

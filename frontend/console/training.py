@@ -107,6 +107,21 @@ def runs(request, campaign_id: int):
     )
 
 
+def _compare_error(*, labels: list, found: list, versions: list[int]) -> str | None:
+    """Why the page compares nothing, naming the versions that exist; None
+    where nothing was asked and there is no pair yet (the page says so)."""
+    existing = ", ".join(f"v{v}" for v in versions)
+    if not versions:
+        return None if labels == [None, None] else "This campaign has no policy version yet."
+    if labels == [None, None]:
+        return None
+    unknown = [label for label, version in zip(labels, found) if label is not None and version is None]
+    named = [f"v{label.strip().lstrip('v')}" if label.strip().lstrip("v").isdigit() else repr(label)
+             for label in unknown]
+    said = "".join(f"There is no {name} in this campaign. " for name in dict.fromkeys(named))
+    return f"{said}Choose two versions of this campaign: {existing}."
+
+
 @training_view
 def run_detail(request, run_id: int):
     run = get_object_or_404(
@@ -164,10 +179,13 @@ def compare(request, campaign_id: int):
         campaign=campaign, a=request.GET.get("a"), b=request.GET.get("b"), page=request.GET.get("page"),
         per_page=COMPARE_PAGE_SIZE,
     )
-    a, b, error = compared["a"], compared["b"], None
-    if request.GET.get("a") is not None and (a is None or b is None):
-        versions = ", ".join(f"v{v}" for v in compared["versions"])
-        error = f"Choose two versions of this campaign: {versions or 'none yet'}."
+    a, b, versions = compared["a"], compared["b"], compared["versions"]
+    error = None
+    if a is None or b is None:
+        error = _compare_error(labels=[request.GET.get("a"), request.GET.get("b")], found=[a, b], versions=versions)
+    # The dropdowns show a pair that exists: where a label names none, the latest two.
+    latest = (versions[-2], versions[-1]) if len(versions) >= 2 else (versions * 2 or [None, None])
+    selected = (a.version, b.version) if a and b else latest
     return render(
         request,
         "frontend/console/compare.html",
@@ -175,7 +193,24 @@ def compare(request, campaign_id: int):
             "campaign": campaign,
             **compared,
             "error": error,
+            "selected_a": selected[0],
+            "selected_b": selected[1],
             "extra_query": f"&a={a.version}&b={b.version}" if a and b else "",
         },
         status=400 if error else 200,
     )
+
+
+def _compare_error(*, labels: list, found: list, versions: list[int]) -> str | None:
+    """Why the page compares nothing, naming the versions that exist; None
+    where nothing was asked and there is no pair yet (the page says so)."""
+    existing = ", ".join(f"v{v}" for v in versions)
+    if not versions:
+        return None if labels == [None, None] else "This campaign has no policy version yet."
+    if labels == [None, None]:
+        return None
+    unknown = [label for label, version in zip(labels, found) if label is not None and version is None]
+    named = [f"v{label.strip().lstrip('v')}" if label.strip().lstrip("v").isdigit() else repr(label)
+             for label in unknown]
+    said = "".join(f"There is no {name} in this campaign. " for name in dict.fromkeys(named))
+    return f"{said}Choose two versions of this campaign: {existing}."

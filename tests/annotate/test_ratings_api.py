@@ -231,5 +231,5 @@ def test_rating_create_rejects_a_missing_idempotency_key(open_round, annotator_c
     answer = annotator_client.post("/api/ratings/", {"comparison": comparison, "choice": "tie"}, format="json")
     # then
     assert answer.status_code == 400
-    assert "idempotency_key" in answer.data
+    assert answer.data["error"] == "invalid" and "idempotency_key" in answer.data["errors"]
     assert snapshot() == before

@@ -22,7 +22,7 @@ export async function api(path, body) {
   return { status: resp.status, data };
 }
 
-// What to tell a person about an error answer ({"error", "detail"} or a DRF field map).
+// What to tell a person about an error answer: the API's {"error", "detail"} (annotate/apis/errors.py).
 export function errorText(data, status) {
   if (data && typeof data.detail === "string") return data.detail;
   if (data && typeof data === "object") return Object.entries(data).map(([k, v]) => `${k}: ${v}`).join("; ");

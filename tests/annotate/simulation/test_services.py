@@ -167,7 +167,7 @@ def test_bad_settings_are_a_400_naming_the_field_and_nothing_is_written(staff_cl
 def test_a_wrong_type_is_a_400_from_the_serializer(staff_client, sent, db):
     campaign = CampaignFactory()
     answer = staff_client.post(f"/api/campaigns/{campaign.pk}/simulate/", {"strength": "very"}, format="json")
-    assert answer.status_code == 400 and "strength" in answer.data
+    assert answer.status_code == 400 and answer.data["error"] == "invalid" and "strength" in answer.data["errors"]
     assert not User.objects.filter(username__startswith="sim-").exists()
 
 
