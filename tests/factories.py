@@ -83,7 +83,7 @@ class PolicyVersionFactory(factory.django.DjangoModelFactory):
     sha256 = factory.LazyAttribute(lambda o: hashlib.sha256(o.path.encode()).hexdigest())
 
 
-class ResponseFactory(factory.django.DjangoModelFactory):
+class AnswerFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Answer
 
@@ -141,8 +141,8 @@ def open_round(*, prompts: int = 4, annotators=(), **campaign_fields) -> Round:
     campaign = CampaignFactory(annotators=list(annotators), **campaign_fields)
     v0 = PolicyVersionFactory(campaign=campaign, version=0)
     for prompt in PromptFactory.create_batch(prompts, campaign=campaign):
-        ResponseFactory(prompt=prompt, policy_version=v0, sample_index=0)
-        ResponseFactory(prompt=prompt, policy_version=v0, sample_index=1)
+        AnswerFactory(prompt=prompt, policy_version=v0, sample_index=0)
+        AnswerFactory(prompt=prompt, policy_version=v0, sample_index=1)
     return round_open(campaign=campaign, index=0, candidate=v0, baseline=v0)
 
 

@@ -23,7 +23,7 @@ from tests.factories import (
     CampaignFactory,
     PolicyVersionFactory,
     PromptFactory,
-    ResponseFactory,
+    AnswerFactory,
     ratings_bulk_create,
     version_chain_rounds,
 )
@@ -46,8 +46,8 @@ def campaign_with_gold(*, prompts: int, gold: int, annotators=(), **fields):
     campaign = CampaignFactory(comparisons_per_round=prompts, annotators=list(annotators), **fields)
     v0 = PolicyVersionFactory(campaign=campaign, version=0)
     for prompt in PromptFactory.create_batch(prompts, campaign=campaign):
-        ResponseFactory(prompt=prompt, policy_version=v0, sample_index=0)
-        ResponseFactory(prompt=prompt, policy_version=v0, sample_index=1)
+        AnswerFactory(prompt=prompt, policy_version=v0, sample_index=0)
+        AnswerFactory(prompt=prompt, policy_version=v0, sample_index=1)
     if gold:
         gold_import(campaign=campaign, data=gold_lines(gold))
     return campaign, v0

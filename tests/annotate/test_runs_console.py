@@ -17,7 +17,7 @@ from annotate.models import Lease, PolicyVersion, Answer, RewardModelVersion, Ro
 from annotate.services.ratings import rating_create
 from annotate.training.bookkeeping import training_stage_begin, training_stage_fail, training_stage_succeed
 from annotate.training.runs import training_run_cancel, training_run_start
-from tests.factories import PolicyVersionFactory, ResponseFactory, version_chain_rounds
+from tests.factories import PolicyVersionFactory, AnswerFactory, version_chain_rounds
 
 pytestmark = pytest.mark.django_db
 
@@ -406,7 +406,9 @@ def test_compare_page_shows_both_answers_side_by_side_paginated(ml_engineer, cli
     rounds = version_chain_rounds(versions=2, prompts=25)
     campaign = rounds[0].campaign
     # a prompt only v0 answered is left out
-    extra = ResponseFactory(prompt__campaign=campaign, policy_version=campaign.policy_versions.get(version=0))
+    extra = AnswerFactory(
+        prompt__campaign=campaign, prompt__external_id="only-v0", policy_version=campaign.policy_versions.get(version=0)
+    )
     url = f"/console/campaigns/{campaign.pk}/compare/?a=0&b=1"
     first = client.get(url).content.decode()
     assert "25 prompts answered by both v0 and v1" in first

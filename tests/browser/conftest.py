@@ -79,7 +79,7 @@ def rating_campaign(transactional_db):
     """An active campaign with a collecting round 0 of 8 comparisons (k=1),
     built without ML, and an annotator with a password in its pool."""
     from annotate.services.rounds import round_open
-    from tests.factories import CampaignFactory, PolicyVersionFactory, PromptFactory, ResponseFactory, UserFactory
+    from tests.factories import CampaignFactory, PolicyVersionFactory, PromptFactory, AnswerFactory, UserFactory
 
     user = UserFactory(username="rater", roles=["annotator"])
     user.set_password(PASSWORD)
@@ -101,8 +101,8 @@ def rating_campaign(transactional_db):
         else:
             prompt = PromptFactory(campaign=campaign, external_id=f"q{i}", text=f"Question {i}: *why* is the sky blue?")
             a, b = f"Answer one to question {i}: Rayleigh scattering.", f"Answer two to question {i}: **because**."
-        ResponseFactory(prompt=prompt, policy_version=v0, sample_index=0, text=a)
-        ResponseFactory(prompt=prompt, policy_version=v0, sample_index=1, text=b)
+        AnswerFactory(prompt=prompt, policy_version=v0, sample_index=0, text=a)
+        AnswerFactory(prompt=prompt, policy_version=v0, sample_index=1, text=b)
     round_open(campaign=campaign, index=0, candidate=v0, baseline=v0)
     return campaign, user
 

@@ -10,7 +10,7 @@ from annotate.services.gold import gold_import
 from annotate.services.rounds import round_open, round_prompts
 from annotate.services.simulation import simulation_run
 from annotate.simulation.raters import SimulationConfig, SimulationResult
-from tests.factories import CampaignFactory, PolicyVersionFactory, PromptFactory, ResponseFactory
+from tests.factories import CampaignFactory, PolicyVersionFactory, PromptFactory, AnswerFactory
 
 SHORT = "Paris."
 LONG = "The capital of France is Paris, a large city on the Seine with many museums and old bridges."
@@ -26,8 +26,8 @@ def campaign_with_round(*, prompts: int, gold: int = 0, **fields) -> Campaign:
     for i, prompt in enumerate(PromptFactory.create_batch(prompts, campaign=campaign)):
         texts = [f"Answer {i}.", f"Answer {i}: " + LONG]
         rng.shuffle(texts)
-        ResponseFactory(prompt=prompt, policy_version=v0, sample_index=0, text=texts[0])
-        ResponseFactory(prompt=prompt, policy_version=v0, sample_index=1, text=texts[1])
+        AnswerFactory(prompt=prompt, policy_version=v0, sample_index=0, text=texts[0])
+        AnswerFactory(prompt=prompt, policy_version=v0, sample_index=1, text=texts[1])
     if gold:
         lines = b"".join(
             json.dumps({"external_id": f"g{i}", "prompt": f"Gold question {i}?", "chosen": f"Right {i}.",
@@ -44,9 +44,9 @@ def open_next_round(campaign: Campaign, index: int):
     previous = PolicyVersion.objects.get(campaign=campaign, version=index - 1)
     new = PolicyVersionFactory(campaign=campaign, version=index, parent=previous)
     for prompt in round_prompts(campaign=campaign, index=index):
-        ResponseFactory(prompt=prompt, policy_version=new, sample_index=0, text="Short.")
+        AnswerFactory(prompt=prompt, policy_version=new, sample_index=0, text="Short.")
         if not previous.answers.filter(prompt=prompt, sample_index=0).exists():
-            ResponseFactory(prompt=prompt, policy_version=previous, sample_index=0, text=LONG)
+            AnswerFactory(prompt=prompt, policy_version=previous, sample_index=0, text=LONG)
     return round_open(campaign=campaign, index=index, candidate=new, baseline=previous)
 
 
