@@ -199,18 +199,3 @@ def compare(request, campaign_id: int):
         },
         status=400 if error else 200,
     )
-
-
-def _compare_error(*, labels: list, found: list, versions: list[int]) -> str | None:
-    """Why the page compares nothing, naming the versions that exist; None
-    where nothing was asked and there is no pair yet (the page says so)."""
-    existing = ", ".join(f"v{v}" for v in versions)
-    if not versions:
-        return None if labels == [None, None] else "This campaign has no policy version yet."
-    if labels == [None, None]:
-        return None
-    unknown = [label for label, version in zip(labels, found) if label is not None and version is None]
-    named = [f"v{label.strip().lstrip('v')}" if label.strip().lstrip("v").isdigit() else repr(label)
-             for label in unknown]
-    said = "".join(f"There is no {name} in this campaign. " for name in dict.fromkeys(named))
-    return f"{said}Choose two versions of this campaign: {existing}."
