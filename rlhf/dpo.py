@@ -212,7 +212,8 @@ def dpo_train(
                 on_metrics(step, dict(metrics))
             window.zero_()
         if on_progress:
-            on_progress(step / total_steps)
+            # Below 1 until saved: the KL check and the save still follow.
+            on_progress(min(step / total_steps, 0.99))
         if guard is not None and (step % config.kl_check_every == 0 or step == total_steps):
             kl = sampled_kl(model, ref, tokenizer, kl_prompts, max_new_tokens=config.kl_max_new_tokens,
                             seed=config.seed, dist=dist, peft_model=peft_model)
@@ -232,4 +233,6 @@ def dpo_train(
         "world_size": dist.world,
         **(meta or {}),
     }, kind="policy", dist=dist, peft_model=peft_model)
+    if on_progress:
+        on_progress(1.0)
     return final

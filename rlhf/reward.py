@@ -169,8 +169,9 @@ class EvalSums(IntEnum):
 
 @torch.no_grad()
 def evaluate_pairs(model, pairs: list[TokenPair], config: RewardConfig, pad_id: int, dev,
-                   dist: _torch.Dist | None = None) -> dict:
-    """eval/reward/* metrics over `pairs`; under several processes each rank scores its share."""
+                   dist: _torch.Dist | None = None, on_batch: Callable[[], None] | None = None) -> dict:
+    """eval/reward/* metrics over `pairs`; under several processes each rank scores its share.
+    `on_batch` is called after each batch this rank scored (progress)."""
     dist = dist or _torch.Dist()
     mine = dist.shard(pairs)
     sums = torch.zeros(EvalSums.BUCKETS + 2 * len(MARGIN_BUCKETS), dtype=torch.float64, device=dev)
@@ -196,6 +197,8 @@ def evaluate_pairs(model, pairs: list[TokenPair], config: RewardConfig, pad_id: 
             in_bucket = (diff.abs() >= lo) & (diff.abs() < hi)
             sums[EvalSums.BUCKETS + 2 * b] += right[in_bucket].sum()
             sums[EvalSums.BUCKETS + 2 * b + 1] += in_bucket.sum()
+        if on_batch:
+            on_batch()
     dist.sum_(sums)
     s = sums.tolist()
     n, n_r = max(s[EvalSums.PAIRS], 1.0), max(2 * s[EvalSums.PAIRS], 1.0)
@@ -308,10 +311,28 @@ def train_reward(
     window = torch.zeros(len(TrainSums), dtype=torch.float64, device=dev)
     seen = [0.0, 0.0, 0.0]  # tokens, computed, padded since the start (all ranks)
     window_start = time.perf_counter()
+    # Progress counts work, not steps: an eval batch is as much work as a
+    # training step's forward pass, and on a small round the evals are a
+    # large share of the stage (a fraction of steps alone sat at 0 through
+    # the loading and jumped to 1 before the last eval). The plan: every
+    # training step, the evals the schedule holds, and the closing eval when
+    # one is due; below 1 until the checkpoint is saved.
+    eval_batches = math.ceil(len(dist.shard(eval_pairs)) / config.batch_size)
+    planned_evals = (total_steps // config.eval_every + 1) if config.eval_every else (
+        config.epochs + (1 if config.patience is not None else 0))
+    planned = max(total_steps + planned_evals * eval_batches, 1)
+    done_units = 0
+
+    def advance() -> None:
+        nonlocal done_units
+        done_units += 1
+        if on_progress:
+            on_progress(min(done_units / planned, 0.99))
 
     def evaluate() -> dict:
         model.eval()
-        out = {**evaluate_pairs(model, eval_pairs, config, pad_id, dev, dist), "eval/reward/split": eval_split}
+        out = {**evaluate_pairs(model, eval_pairs, config, pad_id, dev, dist, on_batch=advance),
+               "eval/reward/split": eval_split}
         model.train()
         return out
 
@@ -377,8 +398,7 @@ def train_reward(
                     on_metrics(step, dict(last_train))
                 window.zero_()
                 window_start = time.perf_counter()
-            if on_progress:
-                on_progress(step / total_steps)
+            advance()
             if config.eval_every and step % config.eval_every == 0 and run_eval():
                 stopped_early = True
                 break

@@ -187,6 +187,17 @@ def rloo_train(
     metrics: dict = {}
     k = config.k
     guard = KLGuard(config.kl_budget, params) if config.kl_budget is not None else None
+    # Progress counts work: per round, sampling (the longest part), scoring
+    # (reward model and both models' log-probs) and each optimizer step;
+    # then the closing KL check. A fraction per round alone stood still
+    # through a whole round of sampling.
+    updates = config.ppo_epochs * math.ceil(n_prompts * config.k / config.minibatch_size)
+    per_round = 2 + updates
+    planned = config.num_iterations * per_round + (1 if guard is not None else 0)
+
+    def report(units: int) -> None:
+        if on_progress:
+            on_progress(min(units / planned, 0.99))
 
     # --- loop: sample k per prompt, score, advantages, clipped updates ---
     for it in range(config.num_iterations):
@@ -207,6 +218,7 @@ def rloo_train(
                            config, vllm)
         rollout = Rollout(*(t.to(dev) for t in (rollout.prompt_ids, rollout.prompt_mask, rollout.completion_ids,
                                                  rollout.completion_mask)), rollout.texts)
+        report(it * per_round + 1)
         mask = rollout.completion_mask.float()
         old_logps = _batched_logprobs(policy, rollout, config.logprob_batch_size, config.temperature, dev)
         if ref is not None:
@@ -220,6 +232,7 @@ def rloo_train(
         # updates: their KL is the budget check, at no extra cost.
         if guard is not None and not guard.check(_global_mean(kl, dist), it, params):
             break  # over the budget: the last weights inside it are back in place
+        report(it * per_round + 2)
         advantages = rloo_advantages(raw - config.beta * kl, k)
         if config.normalize_advantages:
             mean, std = _global_mean_std(advantages, dist)
@@ -249,6 +262,7 @@ def rloo_train(
                 torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
                 optimizer.step()
                 steps += 1
+                report(it * per_round + 2 + steps)
 
         # Sums over all ranks: KL, reward, advantage, advantage^2, completion length, rows, loss.
         sums = dist.sum_(torch.stack([kl.double().sum(), raw.double().sum(), advantages.double().sum(),
@@ -264,8 +278,6 @@ def rloo_train(
         }
         if on_metrics:
             on_metrics(it + 1, dict(metrics))
-        if on_progress:
-            on_progress((it + 1) / config.num_iterations)
 
     # The last round's update has not been checked yet: sample once more.
     if guard is not None and guard.over_kl is None:
@@ -289,6 +301,8 @@ def rloo_train(
         "world_size": dist.world,
         **(meta or {}),
     }, kind="policy", dist=dist, peft_model=peft_model)
+    if on_progress:
+        on_progress(1.0)
     return metrics
 
 

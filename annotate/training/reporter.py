@@ -20,6 +20,9 @@ class Reporter:
         self.run_id, self.stage, self.every_s, self._last = run.pk, stage, every_s, 0.0
         # One status query per check_every_s at most, however often the trainer calls.
         self.check_every_s, self._last_check = check_every_s, float("-inf")
+        # The highest fraction reported: the bar never moves back within an
+        # attempt (a trainer's estimate of its remaining work may shrink).
+        self.fraction = 0.0
 
     def check_cancelled(self, *, force: bool = False) -> None:
         now = time.monotonic()
@@ -30,10 +33,21 @@ class Reporter:
 
     def progress(self, fraction: float) -> None:
         self.check_cancelled()
+        fraction = max(self.fraction, min(1.0, float(fraction)))
+        self.fraction = fraction
         now = time.monotonic()
         if now - self._last >= self.every_s or fraction >= 1.0:
             self._last = now
             training_stage_progress(run_id=self.run_id, fraction=fraction)
+
+    def part(self, done: int, size: int, total: int):
+        """The progress callback of one piece of a stage made of several
+        (generate: the new policy's answers, then the previous one's): the
+        piece's own 0..1 becomes the stage's (done + f * size) / total, so
+        the bar grows with the answers written and never restarts at 0 or
+        sits at 100% while the second piece works."""
+        total = max(total, 1)
+        return lambda fraction: self.progress((done + fraction * size) / total)
 
     def metrics(self, step: int, metrics: dict) -> None:
         self.check_cancelled()

@@ -55,20 +55,27 @@ def _storable(text: str) -> str:
     return text.replace("\x00", "\ufffd")
 
 
-def _generate_missing(run, reporter, policy: PolicyVersion, prompts: list[Prompt], samples: list[int]) -> int:
-    """Answer each prompt with `policy` for every sample index it lacks."""
-    from rlhf.generate import generate
-
+def _missing(policy: PolicyVersion, prompts: list[Prompt], samples: list[int]) -> tuple[set, list[Prompt]]:
+    """The (prompt, sample) answers `policy` already has, and the prompts lacking one."""
     have = set(
         Answer.objects.filter(policy_version=policy, prompt__in=prompts).values_list("prompt_id", "sample_index")
     )
-    todo = [p for p in prompts if any((p.pk, s) not in have for s in samples)]
+    return have, [p for p in prompts if any((p.pk, s) not in have for s in samples)]
+
+
+def _generate_missing(run, on_progress, policy: PolicyVersion, missing: tuple[set, list[Prompt]],
+                      samples: list[int]) -> int:
+    """Answer each prompt of `missing` with `policy` for every sample index
+    (len(todo) * len(samples) answers generated; those it has are not stored again)."""
+    from rlhf.generate import generate
+
+    have, todo = missing
     if not todo:
         return 0
     config = from_dict(GenerateConfig, run.config.get("generate", {}))
     config.seed = config.seed + 1000 * policy.version
     answers = generate(
-        _verified(policy), [p.content for p in todo], config, num_samples=len(samples), on_progress=reporter.progress
+        _verified(policy), [p.content for p in todo], config, num_samples=len(samples), on_progress=on_progress
     )
     rows = [
         Answer(prompt=p, policy_version=policy, sample_index=s, text=_storable(texts[i]), sampling=config.__dict__)
@@ -108,7 +115,7 @@ def stage_import(run: TrainingRun, reporter: Reporter) -> dict:
 def stage_generate_round0(run: TrainingRun, reporter: Reporter) -> dict:
     base = _base_version(run)
     prompts = round_prompts(campaign=run.campaign, index=0)
-    written = _generate_missing(run, reporter, base, prompts, samples=[0, 1])
+    written = _generate_missing(run, reporter.progress, base, _missing(base, prompts, [0, 1]), samples=[0, 1])
     return {"responses": written, "prompts": len(prompts)}
 
 
@@ -241,8 +248,12 @@ def stage_generate_next(run: TrainingRun, reporter: Reporter) -> dict:
     new = PolicyVersion.objects.get(training_run=run)
     previous = run.round.candidate
     prompts = round_prompts(campaign=run.campaign, index=run.round.index + 1)
-    written = _generate_missing(run, reporter, new, prompts, samples=[0])
-    written += _generate_missing(run, reporter, previous, prompts, samples=[0])
+    # Two pieces of work, one bar: answers done over the answers of both.
+    mine, theirs = _missing(new, prompts, [0]), _missing(previous, prompts, [0])
+    total = len(mine[1]) + len(theirs[1])
+    written = _generate_missing(run, reporter.part(0, len(mine[1]), total), new, mine, samples=[0])
+    written += _generate_missing(run, reporter.part(len(mine[1]), len(theirs[1]), total), previous, theirs,
+                                 samples=[0])
     return {"responses": written, "prompts": len(prompts)}
 
 

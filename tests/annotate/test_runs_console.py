@@ -427,3 +427,24 @@ def test_compare_page_escapes_answers(ml_engineer, client):
     Answer.objects.filter(policy_version__version=1).update(text="<script>alert(1)</script>")
     html = client.get(f"/console/campaigns/{campaign.pk}/compare/?a=0&b=1").content.decode()
     assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)" in html
+
+
+def test_reporter_parts_make_one_bar_that_never_moves_back(trained_round, enqueued):
+    # given: a stage of two pieces (generate: 6 answers of the new policy, then 2 of the previous)
+    from annotate.training.reporter import Reporter
+
+    run = training_stage_begin(run_id=training_run_start(campaign=trained_round.campaign).pk, stage="snapshot")
+    reporter = Reporter(run, "snapshot", every_s=0, check_every_s=3600)
+    seen = []
+    first, second = reporter.part(0, 6, 8), reporter.part(6, 2, 8)
+    # when: each piece reports its own 0..1
+    for fraction in (0.5, 1.0):
+        first(fraction)
+        seen.append(TrainingRun.objects.get(pk=run.pk).progress)
+    for fraction in (0.0, 0.5, 1.0):
+        second(fraction)
+        seen.append(TrainingRun.objects.get(pk=run.pk).progress)
+    # then: answers done over all answers, never back to 0 and never 100% before the end
+    assert seen == pytest.approx([3 / 8, 6 / 8, 6 / 8, 7 / 8, 1.0])
+    reporter.progress(0.2)
+    assert TrainingRun.objects.get(pk=run.pk).progress == 1.0

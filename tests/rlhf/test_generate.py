@@ -1,3 +1,5 @@
+import pytest
+
 from rlhf.generate import GenerateConfig, completion_mask, generate
 
 PROMPTS = ["is the sky blue?", [{"role": "user", "content": "is the sea green?"}], "hi"]
@@ -84,3 +86,10 @@ def torch_device():
     import torch
 
     return torch.device("cpu")
+
+
+def test_generate_progress_is_the_share_of_answers_done(tiny_model_path):
+    progress = []
+    generate(tiny_model_path, PROMPTS[:2], GenerateConfig(max_new_tokens=2, batch_size=3, seed=0), num_samples=4,
+             on_progress=progress.append)
+    assert progress == pytest.approx([3 / 8, 6 / 8, 1.0])

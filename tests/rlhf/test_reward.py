@@ -251,3 +251,26 @@ def test_a_reward_checkpoint_scores_the_same_under_plain_transformers_when_its_b
     assert batch["attention_mask"].sum(dim=1).unique().numel() > 1  # the batch really is padded
     assert theirs_tok.pad_token_id != theirs_tok.eos_token_id
     assert theirs == pytest.approx(score(str(tmp_path / "rm"), prompts, responses), abs=1e-5)
+
+
+def test_reward_progress_counts_the_evals_as_work(tiny_model_path, tmp_path):
+    # given: 2 epochs of 4 steps, an eval after each epoch (held-out pairs, 2 batches each)
+    progress, at_step = [], {}
+    config = RewardConfig(lr=3e-3, epochs=2, batch_size=8, log_every=1, seed=0, eval_fraction=0.3)
+
+    def on_metrics(step, m):
+        if "reward/loss" in m:
+            at_step[step] = progress[-1] if progress else 0.0
+
+    train_reward(config, separable_pairs(), tiny_model_path, tmp_path / "rm", on_metrics=on_metrics,
+                 on_progress=progress.append)
+    # then: it grows with every step and eval batch, and is below 1 until the end
+    assert progress == sorted(progress) and len(set(progress)) == len(progress)
+    assert progress[-1] == 1.0 and max(progress[:-1]) < 1.0
+    steps = sorted(at_step)
+    # the fraction after the last training step leaves room for the evals
+    assert at_step[steps[-1]] < 0.95
+    # and the steps of one epoch move it by the same amount each
+    first_epoch = [at_step[s] for s in steps[: len(steps) // 2]]
+    gaps = [b - a for a, b in zip(first_epoch, first_epoch[1:])]
+    assert gaps and max(gaps) == pytest.approx(min(gaps))

@@ -114,3 +114,16 @@ def test_rloo_policy_loss_clips_the_sequence_ratio():
     # ratio e and 1/e are both outside [0.8, 1.2]; the min picks the clipped 1.2 and 0.8 terms.
     loss = rloo_policy_loss(new, old, mask, adv, cliprange=0.2)
     assert loss.item() == pytest.approx(-(1.2 * 1.0 + 0.8 * -1.0) / 2)
+
+
+def test_rloo_progress_moves_within_a_round_and_ends_at_one(tiny_model_path, tmp_path):
+    progress, rounds = [], []
+    config = RLOOConfig(lr=1e-2, beta=0.01, k=2, num_iterations=3, prompts_per_iteration=4,
+                        minibatch_size=4, max_new_tokens=4, seed=0)
+    rloo_train(config, PROMPTS[:4], tiny_model_path, tiny_model_path, tmp_path / "p", reward_fn=count_e,
+               on_metrics=lambda step, m: rounds.append(progress[-1]), on_progress=progress.append)
+    assert progress == sorted(progress) and len(set(progress)) == len(progress)
+    assert progress[-1] == 1.0 and max(progress[:-1]) < 1.0
+    # sampling, scoring and 2 optimizer steps per round: 4 reports per round, then the save
+    assert len(progress) == 3 * 4 + 1
+    assert rounds == pytest.approx([1 / 3, 2 / 3, 0.99])
