@@ -8,6 +8,8 @@ nothing is re-exported here.
 - rounds.py: the current round, a round by its index, round progress and
   completeness, where "today" starts.
 - leases.py: what the next API sends with a lease; an annotator's progress.
+- run_page.py: a training run as its console page shows it (stage timeline,
+  ETA, metrics laid out), two runs compared.
 - training.py: the preference pairs training reads; training runs; model
   versions and their lineage; two policy versions' answers side by side.
 - quality.py: agreement, Dawid-Skene reliability, the per-annotator table,

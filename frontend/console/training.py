@@ -1,7 +1,7 @@
 """Console pages for ML engineers: a campaign's training runs with a "Train
 now" form, one run live (progress per stage, metric curves, config, logs,
-Cancel), the lineage of model versions with downloads, and two policy
-versions' answers side by side. Thin views: read the form, call one service
+Cancel), two runs compared, the lineage of model versions with downloads,
+and two policy versions' answers side by side. Thin views: read the form, call one service
 or selector, render. Campaign admins may look; only ML engineers trigger or
 cancel (as in the API)."""
 import json
@@ -13,6 +13,7 @@ from django.views.decorators.http import require_POST
 
 from annotate.errors import ServiceError
 from annotate.models import Campaign, Role, TrainingRun
+from annotate.selectors.run_page import duration_label, metric_layout, run_timeline, runs_compared, stage_eta_s
 from annotate.selectors.training import (
     campaign_lineage,
     policy_versions_compared,
@@ -25,30 +26,8 @@ from frontend.console.access import console_view
 
 PAGE_SIZE = 50
 COMPARE_PAGE_SIZE = 20
-# A run page's curves: within a stage, these quantities first, in this order
-# (a training-time curve just before its held-out eval/ one), then the rest
-# by name. Metric names are `<stage>/<quantity>` or `eval/<stage>/<quantity>`
-# (rlhf/__init__.py lists them).
-PLOTTED_FIRST = ("loss", "accuracy", "kl", "reward_mean", "margin")
-
-
-def plotted_metrics(history: list[dict]) -> list[dict]:
-    """Every numeric metric a run reported, grouped by the stage that
-    reported it (stages in the order they ran): [{"stage", "metrics"}]."""
-    groups: dict[str, set[str]] = {}
-    for row in history:
-        # Metric names have a "/"; the row's own keys (stage, step, t) do not.
-        names = {k for k, v in row.items() if "/" in k and isinstance(v, (int, float))}
-        groups.setdefault(row["stage"], set()).update(names)
-
-    def order(name: str):
-        quantity = name.rsplit("/", 1)[1]
-        first = PLOTTED_FIRST.index(quantity) if quantity in PLOTTED_FIRST else len(PLOTTED_FIRST)
-        return first, quantity, name.startswith("eval/")
-
-    return [{"stage": stage, "metrics": sorted(names, key=order)} for stage, names in groups.items() if names]
-
-
+# A run page offers the campaign's latest runs to compare with, not all of them.
+COMPARE_RUNS = 30
 training_view = console_view(post_role=Role.ML_ENGINEER, post_refusal="Only ML engineers can start or cancel training.")
 
 
@@ -71,7 +50,10 @@ def stage_bars(run: TrainingRun) -> list[dict]:
             fraction = run.progress
         else:
             fraction = 0.0
-        bars.append({"name": name, "status": status, "fraction": fraction, "percent": round(100 * fraction)})
+        eta = stage_eta_s(run, name) if status == "running" else None
+        bars.append({"name": name, "status": status, "fraction": fraction, "percent": round(100 * fraction),
+                     "eta_s": round(eta) if eta is not None else None,
+                     "eta_label": duration_label(eta) if eta is not None else ""})
     return bars
 
 
@@ -130,6 +112,7 @@ def run_detail(request, run_id: int):
     stages = [{**bar, **run.stages.get(bar["name"], {})} for bar in stage_bars(run)]
     for stage in stages:
         stage["outputs_json"] = json.dumps(stage["outputs"], indent=2, sort_keys=True) if "outputs" in stage else ""
+    layout = metric_layout(run.metrics_history)
     return render(
         request,
         "frontend/console/run_detail.html",
@@ -137,11 +120,41 @@ def run_detail(request, run_id: int):
             "campaign": run.campaign,
             "run": run,
             "stages": stages,
+            "timeline": run_timeline(run),
             "live": run.status not in FINISHED,
             "config_json": json.dumps(run.config, indent=2, sort_keys=True),
-            "history": run.metrics_history,
-            "plotted": plotted_metrics(run.metrics_history),
+            "layout": layout,
+            "charts": {e["name"]: {"points": e["points"], "range": e["range"]}
+                       for part in ("key", "other") for e in layout[part]["charts"]},
+            "other_runs": training_runs_for(campaign=run.campaign).exclude(pk=run.pk).select_related("round")[:COMPARE_RUNS],
         },
+    )
+
+
+def _run_id(value: str | None) -> int | None:
+    return int(value) if value and value.strip().isdigit() else None
+
+
+@training_view
+def runs_compare(request):
+    """Two runs side by side: each metric both reported as one chart with
+    both runs' curves, and the settings whose values differ. A run the user
+    may not read is a 404, as a missing one is; a missing or malformed id a
+    400 page that says which."""
+    ids = {side: _run_id(request.GET.get(side)) for side in ("a", "b")}
+    missing = [side for side, pk in ids.items() if pk is None]
+    if missing:
+        return render(request, "frontend/console/runs_compare.html",
+                      {"error": f"Choose two runs: {' and '.join(missing)} should be a run id "
+                                f"(/console/runs/compare/?a=<id>&b=<id>).", "ids": ids}, status=400)
+    readable = _runs_readable(request).select_related("campaign", "round")
+    a, b = get_object_or_404(readable, pk=ids["a"]), get_object_or_404(readable, pk=ids["b"])
+    compared = runs_compared(a=a, b=b)
+    return render(
+        request,
+        "frontend/console/runs_compare.html",
+        {"a": a, "b": b, "ids": ids, "campaign": a.campaign if a.campaign_id == b.campaign_id else None,
+         "sides": [(a, "a", "#1a73e8"), (b, "b", "#e8710a")], **compared},
     )
 
 

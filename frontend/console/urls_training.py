@@ -9,6 +9,7 @@ urlpatterns = [
     path("campaigns/<int:campaign_id>/runs/", training.runs, name="console-runs"),
     path("campaigns/<int:campaign_id>/lineage/", training.lineage, name="console-lineage"),
     path("campaigns/<int:campaign_id>/compare/", training.compare, name="console-compare"),
+    path("runs/compare/", training.runs_compare, name="console-runs-compare"),
     path("runs/<int:run_id>/", training.run_detail, name="console-run"),
     path("runs/<int:run_id>/cancel/", training.run_cancel, name="console-run-cancel"),
 ]

@@ -355,32 +355,141 @@ def test_run_page_shows_config_dataset_logs_and_error(open_round, engineer_brows
     assert "&quot;epochs&quot;: 3" in html and "ab" * 32 in html and f"/api/training-runs/{run.pk}/dataset/" in html
     assert "CUDA out of memory" in html and "&quot;pairs&quot;: 12" in html and "1.5" in html
     assert "cancel-run" not in html  # finished: nothing to cancel
-    assert json.loads(html.split('id="run-history" type="application/json">')[1].split("</script>")[0])[0]["reward/loss"] == 0.69
+    # a metric reported once is a value in the key table, not a lone dot on a chart
+    assert json.loads(html.split('id="run-charts" type="application/json">')[1].split("</script>")[0]) == {}
+    row = html.split('<tr data-metric="reward/loss">')[1].split("</tr>")[0]
+    assert "0.69" in row and "(1)" in row and "Bradley–Terry loss" in row
 
 
-def test_run_page_plots_every_metric_of_a_dpo_run_grouped_by_stage(open_round, engineer_browser):
+def test_run_page_puts_the_key_metrics_first_and_folds_the_rest(open_round, engineer_browser):
     # given: a DPO run's history as its stages report it (rows carry stage, step and time besides the metrics)
     history = [
-        {"stage": "reward", "step": 1, "t": 1.0, "reward/tokens": 240.0, "reward/accuracy": 0.5, "reward/loss": 0.69},
-        {"stage": "reward", "step": 1, "t": 2.0, "eval/reward/accuracy": 0.6, "eval/reward/loss": 0.68,
+        {"stage": "reward", "step": s, "t": float(s), "reward/tokens": 240.0 * s, "reward/accuracy": 0.5 + s / 100,
+         "reward/loss": 0.69 - s / 100} for s in range(1, 6)
+    ] + [
+        {"stage": "reward", "step": 5, "t": 6.0, "eval/reward/accuracy": 0.6, "eval/reward/loss": 0.68,
          "eval/reward/pairs_margin_0-0.5": 4.0},
-        {"stage": "policy", "step": 1, "t": 3.0, "policy/loss": 0.69, "policy/accuracy": 0.5, "policy/margin": 0.01,
-         "policy/chosen_reward": 0.02, "policy/rejected_reward": 0.01},
-        {"stage": "policy", "step": 1, "t": 4.0, "policy/kl": 0.003},
-    ]
+    ] + [
+        {"stage": "policy", "step": s, "t": 6.0 + s, "policy/loss": 0.69, "policy/accuracy": 0.5, "policy/margin": 0.01}
+        for s in range(1, 4)
+    ] + [{"stage": "policy", "step": 3, "t": 10.0, "policy/kl": 0.003}]
     run = TrainingRun.objects.create(
         campaign=open_round.campaign, round=open_round, kind="train", stage="policy", status="succeeded",
         config={"method": "dpo"}, metrics_history=history,
     )
     # when
     html = engineer_browser.get(f"/console/runs/{run.pk}/").content.decode()
-    # then: one group per stage in the order they ran, loss and accuracy first, a held-out curve after its training one
-    groups = re.findall(r'<section class="plot-group" data-stage="(\w+)" data-metrics="([^"]*)">', html)
-    assert groups == [
-        ("reward", "reward/loss,eval/reward/loss,reward/accuracy,eval/reward/accuracy,"
-                   "eval/reward/pairs_margin_0-0.5,reward/tokens"),
-        ("policy", "policy/loss,policy/accuracy,policy/kl,policy/margin,policy/chosen_reward,policy/rejected_reward"),
-    ]
+    # then: the key metrics first, in their order, curves where there are enough reports, values where not
+    key, rest = html.split('<section id="key-metrics">')[1].split('<details id="other-metrics">')
+    assert re.findall(r'<figure class="metric-chart" data-metric="([^"]+)"', key) == [
+        "reward/loss", "policy/loss", "policy/accuracy"]
+    assert re.findall(r'<tr data-metric="([^"]+)"', key) == ["eval/reward/accuracy", "eval/reward/loss", "policy/kl"]
+    assert "held-out pairs the reward model orders as the raters did" in key
+    # the rest folded, by stage: policy/margin and the reward curves as charts, the eval bucket as a value
+    assert re.findall(r'<figure class="metric-chart" data-metric="([^"]+)"', rest) == [
+        "policy/margin", "reward/accuracy", "reward/tokens"]
+    assert re.findall(r'<tr data-metric="([^"]+)"', rest) == ["eval/reward/pairs_margin_0-0.5"]
+    charts = json.loads(html.split('id="run-charts" type="application/json">')[1].split("</script>")[0])
+    assert charts["reward/accuracy"]["range"] == [0, 1] and charts["reward/loss"]["range"] is None
+    assert charts["reward/loss"]["points"][0] == [1, pytest.approx(0.68)] and len(charts["reward/loss"]["points"]) == 5
+
+
+def test_run_timeline_places_each_stage_by_its_times_with_the_queue_wait(open_round):
+    from datetime import timedelta
+
+    from annotate.selectors.run_page import run_timeline
+
+    # given: created at t0; snapshot queued at 0, ran 10..20; reward queued 20, ran 30..60; policy running since 70
+    run = TrainingRun.objects.create(campaign=open_round.campaign, round=open_round, kind="train", stage="policy",
+                                     status="running", progress=0.25)
+    t0 = run.created_at
+    at = lambda s: (t0 + timedelta(seconds=s)).isoformat()  # noqa: E731
+    run.stages = {
+        "snapshot": {"status": "succeeded", "queued_at": at(0), "started_at": at(10), "finished_at": at(20)},
+        "reward": {"status": "succeeded", "queued_at": at(20), "started_at": at(30), "finished_at": at(60)},
+        "policy": {"status": "running", "queued_at": at(60), "started_at": at(70)},
+    }
+    # when: looked at 100 s after the run was created
+    timeline = run_timeline(run, now=t0 + timedelta(seconds=100))
+    # then: percentages of the 100 s, the running stage up to now, the stages not reached empty
+    rows = {r["name"]: r for r in timeline["stages"]}
+    assert timeline["seconds"] == 100
+    assert rows["snapshot"]["wait"] == {"left": 0, "width": 10} and rows["snapshot"]["work"] == {"left": 10, "width": 10}
+    assert rows["reward"]["wait_s"] == 10 and rows["reward"]["work"] == {"left": 30, "width": 30}
+    assert rows["policy"]["work"] == {"left": 70, "width": 30} and rows["policy"]["work_s"] == 30
+    # 30 s for a quarter of the work: about 90 s left
+    assert rows["policy"]["eta_s"] == 90 and rows["snapshot"]["eta_s"] is None
+    assert rows["generate"]["wait"] is None and rows["generate"]["work"] is None and rows["open"]["status"] == "pending"
+
+
+def test_run_page_renders_the_timeline_and_eta_in_a_fixed_number_of_queries(
+    open_round, engineer_browser, django_assert_num_queries
+):
+    from django.utils import timezone
+
+    started = timezone.now().isoformat()
+    run = TrainingRun.objects.create(
+        campaign=open_round.campaign, round=open_round, kind="train", stage="reward", status="running", progress=0.5,
+        stages={"snapshot": {"status": "succeeded", "queued_at": started, "started_at": started, "finished_at": started},
+                "reward": {"status": "running", "queued_at": started, "started_at": started}},
+        metrics_history=[{"stage": "reward", "step": s, "reward/loss": 1 / s} for s in range(1, 40)],
+    )
+    for _ in range(5):
+        TrainingRun.objects.create(campaign=open_round.campaign, kind="bootstrap", status="succeeded")
+    engineer_browser.get(f"/console/runs/{run.pk}/")  # warm the session
+    # session, user, roles, the run, the runs to compare with
+    with django_assert_num_queries(5):
+        html = engineer_browser.get(f"/console/runs/{run.pk}/").content.decode()
+    assert html.count('class="tl-row') == 5 and 'data-stage="reward"' in html
+    assert "left</span>" in html  # the reward stage's ETA beside its bar
+    assert html.count('<option value="') == 5  # the campaign's other runs to compare with
+
+
+@pytest.fixture
+def two_runs(open_round):
+    history = lambda lr: [{"stage": "reward", "step": s, "reward/loss": lr / s, "reward/accuracy": 0.5} for s in range(1, 5)]  # noqa: E731
+    a = TrainingRun.objects.create(campaign=open_round.campaign, round=open_round, kind="train", status="succeeded",
+                                   config={"method": "rloo", "reward": {"lr": 1e-5, "epochs": 1}},
+                                   metrics_history=history(1) + [{"stage": "policy", "step": 1, "policy/kl": 0.1}])
+    b = TrainingRun.objects.create(campaign=open_round.campaign, kind="train", status="succeeded",
+                                   config={"method": "dpo", "reward": {"lr": 1e-5, "epochs": 2}, "dpo": {"beta": 0.1}},
+                                   metrics_history=history(2))
+    return a, b
+
+
+def test_compare_runs_overlays_shared_metrics_and_lists_config_differences(two_runs, engineer_browser,
+                                                                            django_assert_num_queries):
+    a, b = two_runs
+    engineer_browser.get("/console/")
+    # session, user, roles, run a, run b
+    with django_assert_num_queries(5):
+        page = engineer_browser.get(f"/console/runs/compare/?a={a.pk}&b={b.pk}")
+    assert page.status_code == 200
+    html = page.content.decode()
+    data = json.loads(html.split('id="compare-data" type="application/json">')[1].split("</script>")[0])
+    assert [m["name"] for m in data] == ["reward/loss", "reward/accuracy"]
+    assert data[0]["a"][1] == [2, 0.5] and data[0]["b"][1] == [2, 1.0] and data[1]["range"] == [0, 1]
+    rows = re.findall(r'<tr data-key="([^"]+)">', html)
+    assert rows == ["dpo.beta", "method", "reward.epochs"]
+    assert "policy/kl" in html.split('id="compare-only"')[1]
+
+
+def test_compare_runs_is_a_404_for_a_run_the_user_cannot_read_and_a_400_without_two_ids(
+    two_runs, client, other_campaign_admin, campaign_admin, annotator, ml_engineer
+):
+    a, b = two_runs
+    url = f"/console/runs/compare/?a={a.pk}&b={b.pk}"
+    assert client.get(url).status_code == 302  # to the login page
+    client.force_login(annotator)
+    assert client.get(url).status_code == 403
+    client.force_login(other_campaign_admin)
+    assert client.get(url).status_code == 404
+    assert client.get(f"/console/runs/compare/?a={a.pk}&b=999999").status_code == 404
+    client.force_login(campaign_admin)
+    assert client.get(url).status_code == 200
+    client.force_login(ml_engineer)
+    missing = client.get(f"/console/runs/compare/?a={a.pk}&b=x")
+    assert missing.status_code == 400 and "b should be a run id" in missing.content.decode()
 
 
 def test_lineage_page_shows_parent_run_reward_model_dataset_and_metrics(open_round, engineer_browser):

@@ -54,7 +54,9 @@ function extent(arrays) {
 // uPlot instance. Options:
 //   title, xLabel, yLabel  strings
 //   x                      numbers (round index, step, seconds)
-//   series                 [{label, values, lo?, hi?, color?, dash?}]
+//   series                 [{label, values, lo?, hi?, color?, dash?, spanGaps?}]
+//                          (spanGaps: draw the line across nulls, for two runs
+//                          reporting at different steps; default a gap)
 //   lines                  [{label, value, color?}]: horizontal reference lines (a budget, 0.5)
 //   yRange                 [min, max] fixed; a bound may be null (from the data)
 //   height                 pixels (default 200)
@@ -70,7 +72,7 @@ export function lineChart(box, opts) {
     data.push(s.values);
     const main = data.length - 1;
     series.push({
-      label: s.label, stroke: color, width: 2, dash: s.dash, spanGaps: false,
+      label: s.label, stroke: color, width: 2, dash: s.dash, spanGaps: Boolean(s.spanGaps),
       points: { show: single || x.length <= 12, size: single ? 8 : 5, fill: color },
       value: (u, v) => formatValue(v),
     });
