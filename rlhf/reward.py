@@ -6,6 +6,10 @@ keeps rewards near zero so the RLOO KL coefficient means the same across runs.
 Batches run packed (rlhf.packing) or padded; the metrics are reward/* while
 training and eval/reward/* on the held-out pairs (rlhf/__init__.py lists them).
 
+One file over the usual length: the trainer is one readable loop, and the
+loss, the eval and the scorer it uses must agree on how a pair is batched
+and scored; split, they would drift apart.
+
     python -m rlhf.train_reward --data pairs.jsonl --base PATH --out DIR [--epochs 2 --lr 1e-5]
 """
 

@@ -70,7 +70,17 @@ def _win_record(wins: float, ties: float, losses: float) -> dict:
     }
 
 
-def campaign_leaderboard(*, campaign: Campaign, resamples: int = 200, seed: int = 0) -> dict:
+# Scores after each round (the models page's chart): one bootstrap per
+# round over the tallies up to it. The tallies are already grouped (no row
+# per rating), so each fit is over at most a few thousand rows; the cost is
+# bounded by charting the last BY_ROUND_MAX rounds at BY_ROUND_RESAMPLES
+# resamples each, and it runs only when asked (by_round=True: the page, not
+# the API).
+BY_ROUND_MAX = 20
+BY_ROUND_RESAMPLES = 100
+
+
+def campaign_leaderboard(*, campaign: Campaign, resamples: int = 200, seed: int = 0, by_round: bool = False) -> dict:
     """Bradley-Terry scores of every model of the campaign from the ratings
     (A/B a win, tie half a win each, both_bad ignored; two answers of the
     same model say nothing), with bootstrap 95% intervals; beside them the
@@ -85,7 +95,8 @@ def campaign_leaderboard(*, campaign: Campaign, resamples: int = 200, seed: int 
     before external models (same keys). The database tallies the ratings
     (choice x models on each side x round x side x length step), and the
     bootstraps resample those tallies, so no rating crosses into Python one
-    by one."""
+    by one. With `by_round`, also `by_round`: each model's score and interval
+    from the ratings up to each round (_scores_by_round)."""
     base = Rating.objects.filter(
         comparison__round__campaign=campaign,
         choice__in=[Rating.Choice.A, Rating.Choice.B, Rating.Choice.TIE],
@@ -164,7 +175,10 @@ def campaign_leaderboard(*, campaign: Campaign, resamples: int = 200, seed: int 
         entries,
         key=lambda e: (e["score"] is None, -(e["score"] or 0.0), e["kind"] != "policy", e["version"] or 0, e["name"]),
     )
+    rounds = list(campaign.rounds.select_related("candidate", "baseline").order_by("index"))
+    extra = {"by_round": _scores_by_round(tallies, entries, sides, rounds, seed)} if by_round else {}
     return {
+        **extra,
         "campaign": campaign.pk,
         "kind": campaign.kind,
         "method": "bradley_terry",
@@ -182,12 +196,44 @@ def campaign_leaderboard(*, campaign: Campaign, resamples: int = 200, seed: int 
         "reference_model": next((e["name"] for e in entries if e["reference"]), None),
         "models": board,
         "versions": [e for e in board if e["kind"] == "policy"],
-        "rounds": _rounds(campaign, tallies, entries, index),
+        "rounds": _rounds(rounds, tallies, entries, index),
         "pairs": _pairs(tallies, entries, sides),
     }
 
 
-def _rounds(campaign: Campaign, tallies: list, entries: list[dict], index: dict) -> list[dict]:
+def _scores_by_round(tallies: list, entries: list[dict], sides, rounds: list, seed: int) -> dict:
+    """Each model's Bradley-Terry score with its bootstrap 95% interval after
+    each of the last BY_ROUND_MAX rounds, from the ratings of that round and
+    every earlier one: {"rounds": [index...], "models": [{name, kind,
+    version, score, lower, upper: one value per round, None before the
+    model's first rating}]}."""
+    order = {r.pk: r.index for r in rounds}
+    charted = [r.index for r in rounds][-BY_ROUND_MAX:]
+    models = [{"name": e["name"], "kind": e["kind"], "version": e["version"], "score": [], "lower": [], "upper": []}
+              for e in entries]
+    for upto in charted:
+        outcomes, counts, games = [], [], Counter()
+        for row in tallies:
+            i, j = sides(row)
+            if i is None or j is None or i == j or order.get(row[5], upto + 1) > upto:
+                continue
+            outcomes.append((i, j, SCORE_OF_A[row[0]]))
+            counts.append(row[-1])
+            games[i] += row[-1]
+            games[j] += row[-1]
+        theta, lower, upper = ranking.bradley_terry_bootstrap(
+            outcomes, len(entries), counts=counts, resamples=BY_ROUND_RESAMPLES, seed=seed
+        )
+        for i, model in enumerate(models):
+            scored = bool(games[i])
+            model["score"].append(_elo(theta[i]) if scored else None)
+            model["lower"].append(_elo(lower[i]) if scored else None)
+            model["upper"].append(_elo(upper[i]) if scored else None)
+    return {"rounds": charted, "models": [m for m in models if any(v is not None for v in m["score"])],
+            "resamples": BY_ROUND_RESAMPLES}
+
+
+def _rounds(round_rows: list, tallies: list, entries: list[dict], index: dict) -> list[dict]:
     """Each round: a loop round's candidate against its baseline (both sides
     policy versions) and against the reference (a policy version against an
     external model), from the candidate's side; an evaluation round's count."""
@@ -214,7 +260,7 @@ def _rounds(campaign: Campaign, tallies: list, entries: list[dict], index: dict)
         else:
             tally[0 if (choice == Rating.Choice.A) == candidate_is_a else 2] += count
     rounds = []
-    for r in campaign.rounds.select_related("candidate", "baseline").order_by("index"):
+    for r in round_rows:
         if r.candidate_id is None:
             rounds.append(
                 {"round": r.index, "candidate_version": None, "baseline_version": None, "same_policy": False,

@@ -3,7 +3,8 @@ read from the run's own JSON (no query beyond the run itself): each stage on
 a timeline (queue wait, work, ETA), the metrics laid out as an experiment
 tracker does (the few that say whether the loop works first, each with what
 it means; a metric reported too few times to draw as a small table of
-values), and two runs' shared metrics and config differences."""
+values), two runs' shared metrics and config differences, and model
+versions' metrics as short tables (the models page)."""
 from datetime import datetime
 
 from django.utils import timezone
@@ -179,3 +180,22 @@ def runs_compared(*, a: TrainingRun, b: TrainingRun) -> dict:
         "only_b": sorted(set(sb) - set(sa)),
         "config": config_differences(a.config, b.config),
     }
+
+
+# A model version's metrics on the models page: these columns where any
+# version has them, in this order; the rest folded in the row.
+POLICY_COLUMNS = ("policy/kl", "policy/kl_to_base", "policy/reward_mean", "policy/accuracy", "policy/loss", "policy/steps")
+REWARD_COLUMNS = ("eval/reward/accuracy", "eval/reward/loss", "reward/accuracy", "reward/loss", "reward/steps")
+
+
+def metric_table(versions, columns: tuple[str, ...]) -> dict:
+    """The versions' metrics as a short table: `columns` (those of `columns`
+    any version reported) and per version its `cells` (a value or None per
+    column) and `rest` (its other numeric metrics, name and value)."""
+    present = [c for c in columns if any(c in (v.metrics or {}) for v in versions)]
+    rows = []
+    for v in versions:
+        metrics = v.metrics or {}
+        rest = [(k, val) for k, val in sorted(metrics.items()) if k not in present and isinstance(val, (int, float))]
+        rows.append({"version": v, "cells": [metrics.get(c) for c in present], "rest": rest})
+    return {"columns": present, "rows": rows}

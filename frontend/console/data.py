@@ -18,6 +18,7 @@ from annotate.selectors.answers import campaign_external_models
 from annotate.selectors.exports import campaign_exports
 from annotate.selectors.gold import gold_pool, gold_pool_totals
 from annotate.selectors.leaderboard import campaign_leaderboard
+from annotate.selectors.run_page import POLICY_COLUMNS, REWARD_COLUMNS, metric_table
 from annotate.selectors.prompts import campaign_prompts
 from annotate.selectors.quality import campaign_quality_with_standing
 from annotate.selectors.rounds import campaign_round, campaign_round_indexes
@@ -172,7 +173,7 @@ def leaderboard_plot(board: list[dict]) -> dict:
 @data_view
 def models(request, campaign_id: int):
     campaign = request.campaign
-    board = campaign_leaderboard(campaign=campaign)
+    board = campaign_leaderboard(campaign=campaign, by_round=True)
     for r in board["rounds"]:
         # Win-rate bars as percentages of their cell's width.
         r["bar"] = (
@@ -187,8 +188,8 @@ def models(request, campaign_id: int):
             "campaign": campaign,
             "board": board,
             "plot": leaderboard_plot(board["models"]),
-            "policies": campaign_policy_versions(campaign=campaign),
-            "rewards": campaign_reward_versions(campaign=campaign),
+            "policies": metric_table(list(campaign_policy_versions(campaign=campaign)), POLICY_COLUMNS),
+            "rewards": metric_table(list(campaign_reward_versions(campaign=campaign)), REWARD_COLUMNS),
         },
     )
 
