@@ -132,3 +132,62 @@ def test_reporter_parts_make_one_bar_that_never_moves_back(trained_round, enqueu
     assert seen == pytest.approx([3 / 8, 6 / 8, 6 / 8, 7 / 8, 1.0])
     reporter.progress(0.2)
     assert TrainingRun.objects.get(pk=run.pk).progress == 1.0
+
+
+# --- the models page ------------------------------------------------------------------
+
+
+def rated_chain(make_user, versions: int = 3, prompts: int = 12):
+    """Rounds 0..versions-1, each round's candidate preferred two times in three."""
+    from annotate.models import Role
+    from tests.factories import ratings_bulk_create, version_chain_rounds
+
+    annotators = [make_user(Role.ANNOTATOR, username=f"rater{i}") for i in range(3)]
+    rounds = version_chain_rounds(versions=versions, prompts=prompts, annotators=annotators, overlap=3)
+    ratings_bulk_create(
+        {"comparison": c, "annotator": a, "strength": 1,
+         "choice": ("A" if c.candidate_is_a else "B") if (c.pk + a.pk) % 3 else ("B" if c.candidate_is_a else "A")}
+        for r in rounds for c in r.comparisons.all() for a in annotators
+    )
+    return rounds[0].campaign
+
+
+def test_scores_by_round_are_fitted_on_the_ratings_up_to_each_round(make_user):
+    from annotate.selectors.leaderboard import campaign_leaderboard
+
+    campaign = rated_chain(make_user)
+    board = campaign_leaderboard(campaign=campaign, resamples=20, by_round=True)
+    by_round = board["by_round"]
+    assert by_round["rounds"] == [0, 1, 2]
+    scores = {m["name"]: m for m in by_round["models"]}
+    # round 0 pairs two samples of v0: nobody is scored yet; v2 first meets anyone in round 2
+    assert [scores[v]["score"][0] for v in ("v0", "v1", "v2")] == [None, None, None]
+    assert scores["v2"]["score"][1] is None and scores["v2"]["score"][2] is not None
+    assert scores["v1"]["score"][1] > scores["v0"]["score"][1]
+    # after the last round: the leaderboard's own fit of every rating
+    final = {m["name"]: m["score"] for m in board["models"]}
+    assert {name: m["score"][-1] for name, m in scores.items()} == pytest.approx(final)
+    assert all(m["lower"][-1] <= m["score"][-1] <= m["upper"][-1] for m in scores.values())
+    assert "by_round" not in campaign_leaderboard(campaign=campaign, resamples=0)  # the API's board stays as it was
+
+
+def test_models_page_shows_versions_metrics_as_short_tables(make_user, client, ml_engineer):
+    from annotate.models import PolicyVersion, RewardModelVersion
+
+    campaign = rated_chain(make_user, versions=2, prompts=4)
+    long_metrics = {f"reward/extra_{i}": i / 10 for i in range(15)}
+    RewardModelVersion.objects.create(campaign=campaign, version=1, path="/r", sha256="e" * 64,
+                                      metrics={"eval/reward/accuracy": 0.75, "reward/loss": 0.4, **long_metrics})
+    PolicyVersion.objects.filter(campaign=campaign, version=1).update(metrics={"policy/kl": 0.02, "policy/loss": -0.1})
+    client.force_login(ml_engineer)
+    html = client.get(f"/console/campaigns/{campaign.pk}/models/").content.decode()
+    rewards = html.split('<table id="reward-versions"')[1].split("</table>")[0]
+    assert re.findall(r'<th scope="col"><code>([^<]+)</code></th>', rewards) == ["eval/reward/accuracy", "reward/loss"]
+    assert "15 more" in rewards and "0.75" in rewards
+    policies = html.split('<table id="policy-versions"')[1].split("</table>")[0]
+    assert re.findall(r'<th scope="col"><code>([^<]+)</code></th>', policies) == ["policy/kl", "policy/loss"]
+    assert 'id="score-by-round-data"' in html
+    # the compare-two-versions link still opens on the latest two
+    assert "/compare/" in html
+    compare = client.get(f"/console/campaigns/{campaign.pk}/compare/").content.decode()
+    assert 'value="0" selected' in compare and 'value="1" selected' in compare
