@@ -171,6 +171,10 @@ def dpo_train(
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     total_steps = math.ceil(len(rows) / config.batch_size) * config.epochs
     guard = KLGuard(config.kl_budget, params) if checks_kl else None
+    # Progress counts work: each step, and each KL check (it samples answers,
+    # as long as a few steps); below 1 until the checkpoint is saved.
+    checks = (total_steps // config.kl_check_every + (1 if total_steps % config.kl_check_every else 0)) if checks_kl else 0
+    planned, done_units = total_steps + checks, 0
     kl_prompts = list({str(r["prompt"]): r["prompt"] for r in rows}.values())[: config.kl_prompts]
     metrics: dict = {}
     window = torch.zeros(len(Sums), dtype=torch.float64, device=dev)
@@ -211,12 +215,15 @@ def dpo_train(
             if on_metrics:
                 on_metrics(step, dict(metrics))
             window.zero_()
+        done_units += 1
         if on_progress:
-            # Below 1 until saved: the KL check and the save still follow.
-            on_progress(min(step / total_steps, 0.99))
+            on_progress(min(done_units / planned, 0.99))
         if guard is not None and (step % config.kl_check_every == 0 or step == total_steps):
             kl = sampled_kl(model, ref, tokenizer, kl_prompts, max_new_tokens=config.kl_max_new_tokens,
                             seed=config.seed, dist=dist, peft_model=peft_model)
+            done_units += 1
+            if on_progress:
+                on_progress(min(done_units / planned, 0.99))
             if on_metrics:
                 on_metrics(step, {"policy/kl": kl})
             if not guard.check(kl, step, params):

@@ -131,3 +131,15 @@ def test_campaign_config_accepts_a_dpo_section_and_a_method():
     assert config_errors({"method": "ppo"}) == ["method must be one of rloo, dpo, not 'ppo'"]
     assert config_errors({"dpo": {"beta": "high"}}) == ["dpo.beta must be float, not 'high'"]
     assert policy_method({}) == "rloo" and policy_method({"method": "dpo"}) == "dpo"
+
+
+def test_dpo_progress_counts_steps_and_kl_checks(tiny_model_path, tmp_path):
+    # given: 8 pairs, 2 a step: 4 steps, a KL check after steps 2 and 4
+    progress, at_check = [], []
+    config = DPOConfig(lr=1e-3, batch_size=2, kl_budget=1e6, kl_check_every=2, kl_max_new_tokens=2, kl_prompts=2)
+    dpo_train(config, separable_pairs(4, 2), tiny_model_path, tiny_model_path, tmp_path / "p",
+              on_metrics=lambda step, m: at_check.append(progress[-1]) if "policy/kl" in m else None,
+              on_progress=progress.append)
+    # then: 4 steps and 2 checks of 6 units, then 1 once saved; each check moves it too
+    assert progress == pytest.approx([1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 0.99, 1.0])
+    assert at_check == pytest.approx([3 / 6, 0.99])  # reported once the check is done
