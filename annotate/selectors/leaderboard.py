@@ -72,12 +72,14 @@ def _win_record(wins: float, ties: float, losses: float) -> dict:
 
 # Scores after each round (the models page's chart): one bootstrap per
 # round over the tallies up to it. The tallies are already grouped (no row
-# per rating), so each fit is over at most a few thousand rows; the cost is
-# bounded by charting the last BY_ROUND_MAX rounds at BY_ROUND_RESAMPLES
-# resamples each, and it runs only when asked (by_round=True: the page, not
-# the API).
-BY_ROUND_MAX = 20
-BY_ROUND_RESAMPLES = 100
+# per rating), so a round's fit costs what the leaderboard's does, whatever
+# the ratings: about resamples x models^3. The cost is bounded by charting
+# the last BY_ROUND_MAX rounds at BY_ROUND_RESAMPLES resamples each (at 20
+# rounds and 100,000 ratings it adds about the leaderboard's own time:
+# bench/scores_by_round.py, bench/RESULTS.md), and it runs only when asked
+# (by_round=True: the models page, not the API).
+BY_ROUND_MAX = 12
+BY_ROUND_RESAMPLES = 50
 
 
 def campaign_leaderboard(*, campaign: Campaign, resamples: int = 200, seed: int = 0, by_round: bool = False) -> dict:
@@ -230,7 +232,7 @@ def _scores_by_round(tallies: list, entries: list[dict], sides, rounds: list, se
             model["lower"].append(_elo(lower[i]) if scored else None)
             model["upper"].append(_elo(upper[i]) if scored else None)
     return {"rounds": charted, "models": [m for m in models if any(v is not None for v in m["score"])],
-            "resamples": BY_ROUND_RESAMPLES}
+            "resamples": BY_ROUND_RESAMPLES, "max_rounds": BY_ROUND_MAX}
 
 
 def _rounds(round_rows: list, tallies: list, entries: list[dict], index: dict) -> list[dict]:

@@ -5,6 +5,7 @@ tracker does (the few that say whether the loop works first, each with what
 it means; a metric reported too few times to draw as a small table of
 values), two runs' shared metrics and config differences, and model
 versions' metrics as short tables (the models page)."""
+import math
 from datetime import datetime
 
 from django.utils import timezone
@@ -114,13 +115,15 @@ def run_timeline(run: TrainingRun, now: datetime | None = None) -> dict:
 
 
 def metric_series(history: list[dict]) -> dict[str, list[list[float]]]:
-    """Each numeric metric's [step, value] points in report order, one point
-    per step (a later report of the same step replaces the earlier)."""
+    """Each numeric metric's [step, value] points in step order, one point
+    per step (a later report of the same step replaces the earlier); a
+    value that is not finite is None."""
     series: dict[str, dict[int, float]] = {}
     for row in history:
         for name, value in row.items():
             if "/" in name and isinstance(value, (int, float)) and not isinstance(value, bool):
-                series.setdefault(name, {})[int(row.get("step", 0))] = float(value)
+                # A diverged loss (NaN, inf) is a gap: JSON has no NaN, and the page's JSON.parse would fail.
+                series.setdefault(name, {})[int(row.get("step", 0))] = float(value) if math.isfinite(value) else None
     return {name: [[step, value] for step, value in sorted(points.items())] for name, points in series.items()}
 
 

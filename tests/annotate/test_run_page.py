@@ -191,3 +191,11 @@ def test_models_page_shows_versions_metrics_as_short_tables(make_user, client, m
     assert "/compare/" in html
     compare = client.get(f"/console/campaigns/{campaign.pk}/compare/").content.decode()
     assert 'value="0" selected' in compare and 'value="1" selected' in compare
+
+
+def test_a_diverged_metric_is_a_gap_not_a_nan_the_page_cannot_parse():
+    # SQLite stores NaN in a JSON field (PostgreSQL refuses it); JSON.parse in the page would fail on it
+    from annotate.selectors.run_page import metric_series
+
+    history = [{"stage": "reward", "step": s, "reward/loss": v} for s, v in enumerate([0.7, 0.6, float("nan"), 0.5])]
+    assert metric_series(history)["reward/loss"] == [[0, 0.7], [1, 0.6], [2, None], [3, 0.5]]
