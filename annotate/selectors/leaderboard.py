@@ -206,7 +206,8 @@ def campaign_leaderboard(*, campaign: Campaign, resamples: int = 200, seed: int 
 def _scores_by_round(tallies: list, entries: list[dict], sides, rounds: list, seed: int) -> dict:
     """Each model's Bradley-Terry score with its bootstrap 95% interval after
     each of the last BY_ROUND_MAX rounds, from the ratings of that round and
-    every earlier one: {"rounds": [index...], "models": [{name, kind,
+    every earlier one (the last round's scores are the leaderboard's when
+    every model has ratings): {"rounds": [index...], "models": [{name, kind,
     version, score, lower, upper: one value per round, None before the
     model's first rating}]}."""
     order = {r.pk: r.index for r in rounds}
@@ -223,14 +224,19 @@ def _scores_by_round(tallies: list, entries: list[dict], sides, rounds: list, se
             counts.append(row[-1])
             games[i] += row[-1]
             games[j] += row[-1]
+        # Fitted on the models rated so far only (a fit costs models^3, and
+        # the later versions of a long campaign are most of them), centred
+        # on those: the mean model rated by then is at 1000.
+        local = {i: k for k, i in enumerate(sorted(games))}
         theta, lower, upper = ranking.bradley_terry_bootstrap(
-            outcomes, len(entries), counts=counts, resamples=BY_ROUND_RESAMPLES, seed=seed
+            [(local[i], local[j], score) for i, j, score in outcomes], len(local), counts=counts,
+            resamples=BY_ROUND_RESAMPLES, seed=seed,
         )
         for i, model in enumerate(models):
-            scored = bool(games[i])
-            model["score"].append(_elo(theta[i]) if scored else None)
-            model["lower"].append(_elo(lower[i]) if scored else None)
-            model["upper"].append(_elo(upper[i]) if scored else None)
+            k = local.get(i)
+            model["score"].append(_elo(theta[k]) if k is not None else None)
+            model["lower"].append(_elo(lower[k]) if k is not None else None)
+            model["upper"].append(_elo(upper[k]) if k is not None else None)
     return {"rounds": charted, "models": [m for m in models if any(v is not None for v in m["score"])],
             "resamples": BY_ROUND_RESAMPLES, "max_rounds": BY_ROUND_MAX}
 

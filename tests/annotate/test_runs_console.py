@@ -316,6 +316,8 @@ def test_runs_page_lists_runs_with_a_bar_per_stage_in_a_fixed_number_of_queries(
     assert small.status_code == large.status_code == 200
     html = large.content.decode()
     assert html.count('<progress id="bar-') == 21 * 3 and 'value="0.500"' in html
+    newest = TrainingRun.objects.order_by("-created_at")[:2]
+    assert f'/console/runs/compare/?a={newest[1].pk}&amp;b={newest[0].pk}" id="compare-runs-link"' in html
     assert "Train now" in html
 
 
