@@ -171,14 +171,20 @@ def config_differences(a: dict, b: dict) -> list[dict]:
 
 
 def runs_compared(*, a: TrainingRun, b: TrainingRun) -> dict:
-    """Two runs' shared metrics as overlaid series ({name, range, a, b}; both
-    runs reported it, with their points) and their config differences."""
+    """Two runs' shared metrics as overlaid series (`metrics`: {name, range,
+    a, b}, both runs' points) or, reported too few times to draw, as values
+    (`values`, the same shape), the metrics of one run only, and their
+    config differences."""
     sa, sb = metric_series(a.metrics_history), metric_series(b.metrics_history)
     shared = [n for n in KEY_METRICS if n in sa and n in sb]
     shared += sorted(n for n in sa if n in sb and n not in KEY_METRICS)
+    both = [{"name": n, "meaning": KEY_METRICS.get(n, ""), "range": unit_range(n), "a": sa[n], "b": sb[n]}
+            for n in shared]
+    # As on a run's page: a metric too few reports of either run can draw is a value each, side by side.
+    drawn = [m for m in both if max(len(m["a"]), len(m["b"])) >= MIN_POINTS_FOR_CHART]
     return {
-        "metrics": [{"name": n, "meaning": KEY_METRICS.get(n, ""), "range": unit_range(n), "a": sa[n], "b": sb[n]}
-                    for n in shared],
+        "metrics": drawn,
+        "values": [m for m in both if m not in drawn],
         "only_a": sorted(set(sa) - set(sb)),
         "only_b": sorted(set(sb) - set(sa)),
         "config": config_differences(a.config, b.config),

@@ -68,7 +68,8 @@ def test_run_page_renders_the_timeline_and_eta_in_a_fixed_number_of_queries(
 
 @pytest.fixture
 def two_runs(open_round):
-    history = lambda lr: [{"stage": "reward", "step": s, "reward/loss": lr / s, "reward/accuracy": 0.5} for s in range(1, 5)]  # noqa: E731
+    history = lambda lr: [{"stage": "reward", "step": s, "reward/loss": lr / s, "reward/accuracy": 0.5} for s in range(1, 5)] + [  # noqa: E731
+        {"stage": "reward", "step": 4, "eval/reward/accuracy": 0.5 + lr / 10}]
     a = TrainingRun.objects.create(campaign=open_round.campaign, round=open_round, kind="train", status="succeeded",
                                    config={"method": "rloo", "reward": {"lr": 1e-5, "epochs": 1}},
                                    metrics_history=history(1) + [{"stage": "policy", "step": 1, "policy/kl": 0.1}])
@@ -89,6 +90,9 @@ def test_compare_runs_overlays_shared_metrics_and_lists_config_differences(two_r
     html = page.content.decode()
     data = json.loads(html.split('id="compare-data" type="application/json">')[1].split("</script>")[0])
     assert [m["name"] for m in data] == ["reward/loss", "reward/accuracy"]
+    values = html.split('<table id="compare-values"')[1].split("</table>")[0]
+    assert re.findall(r'<tr data-metric="([^"]+)"', values) == ["eval/reward/accuracy"]
+    assert "0.6 <small" in values and "0.7 <small" in values
     assert data[0]["a"][1] == [2, 0.5] and data[0]["b"][1] == [2, 1.0] and data[1]["range"] == [0, 1]
     rows = re.findall(r'<tr data-key="([^"]+)">', html)
     assert rows == ["dpo.beta", "method", "reward.epochs"]

@@ -166,12 +166,16 @@ def test_compare_two_runs_overlays_their_curves(page, live_server, engineer_run,
     page.goto(f"{live_server.url}/console/runs/{run.pk}/")
     page.select_option("#compare-b", str(other.pk))
     page.click("#compare-runs-form button")
-    page.wait_for_selector("#compare-metrics[data-drawn='3']")
+    page.wait_for_selector("#compare-metrics[data-drawn='2']")
     assert page.url.endswith(f"/console/runs/compare/?a={run.pk}&b={other.pk}")
     loss = page.locator("#compare-metrics figure[data-metric='reward/loss']")
     assert loss.locator(".uplot").count() == 1
     assert f"run {run.pk}" in loss.text_content() and f"run {other.pk}" in loss.text_content()
     assert page.locator("#config-differences tr[data-key='reward.epochs']").count() == 1
+    # the eval accuracy, reported once by each, is two values side by side, not two lone dots
+    assert page.locator("#compare-metrics figure[data-metric='eval/reward/accuracy']").count() == 0
+    assert page.locator("#compare-values tr[data-metric='eval/reward/accuracy'] td.num").all_text_contents() == [
+        "0.71 (30)", "0.71 (30)"]
     assert_fits(page, width)
     page.screenshot(path=str(SCREENSHOTS / f"test_compare_runs-{width}.png"), full_page=True)
     assert errors == []
