@@ -66,6 +66,7 @@ export function lineChart(box, opts) {
   const data = [x];
   const series = [{ label: opts.xLabel || "x", value: (u, v) => (v === null ? "–" : (opts.xFormat || String)(v)) }];
   const bands = [];
+  const bounds = []; // indices of interval-bound series: drawn as a band, kept out of the legend
   (opts.series || []).forEach((s, i) => {
     const color = s.color || PALETTE[i % PALETTE.length];
     const single = s.values.filter((v) => v !== null && v !== undefined).length <= 1;
@@ -82,6 +83,7 @@ export function lineChart(box, opts) {
       const bound = (name) => ({ label: `${s.label} ${name}`, stroke: FILL(color), width: 1, points: { show: false }, value: (u, v) => formatValue(v) });
       series.push(bound("95% high"), bound("95% low"));
       bands.push({ series: [hiIdx, loIdx], fill: FILL(color) });
+      bounds.push(hiIdx, loIdx);
       void main;
     }
   });
@@ -113,6 +115,10 @@ export function lineChart(box, opts) {
   };
   box.replaceChildren();
   const chart = new window.uPlot(options, data, box);
+  // The legend names each series once: an interval is the shaded band, and
+  // listing its two bounds as series of their own crowds the legend.
+  const rows = chart.root.querySelectorAll(".u-legend .u-series");
+  for (const i of bounds) if (rows[i]) rows[i].style.display = "none";
   chart.root.setAttribute("role", "img");
   chart.root.setAttribute("aria-label", opts.title || opts.yLabel || "chart");
   if (window.ResizeObserver) {
