@@ -57,7 +57,7 @@ def _storable(text: str) -> str:
 
 def _generate_missing(run, reporter, policy: PolicyVersion, prompts: list[Prompt], samples: list[int]) -> int:
     """Answer each prompt with `policy` for every sample index it lacks."""
-    from rlhf.generate import generate
+    from rlhf.generate import generate_samples
 
     have = set(
         Answer.objects.filter(policy_version=policy, prompt__in=prompts).values_list("prompt_id", "sample_index")
@@ -67,12 +67,14 @@ def _generate_missing(run, reporter, policy: PolicyVersion, prompts: list[Prompt
         return 0
     config = from_dict(GenerateConfig, run.config.get("generate", {}))
     config.seed = config.seed + 1000 * policy.version
-    answers = generate(
+    answers = generate_samples(
         _verified(policy), [p.content for p in todo], config, num_samples=len(samples), on_progress=reporter.progress
     )
+    # metadata["truncated"]: cut at max_new_tokens; the rating page and the console say so.
     rows = [
-        Answer(prompt=p, policy_version=policy, sample_index=s, text=_storable(texts[i]), sampling=config.__dict__)
-        for p, texts in zip(todo, answers)
+        Answer(prompt=p, policy_version=policy, sample_index=s, text=_storable(group[i].text), sampling=config.__dict__,
+               metadata={"truncated": group[i].truncated})
+        for p, group in zip(todo, answers)
         for i, s in enumerate(samples)
         if (p.pk, s) not in have
     ]
