@@ -215,6 +215,7 @@ class CampaignProgressApi(APIView):
 
         campaign = serializers.IntegerField()
         status = serializers.CharField()
+        auto_train = serializers.BooleanField(help_text="a full round starts training by itself")
         round = RoundSerializer(allow_null=True)
         mine = MineSerializer()
         training = TrainingSerializer(allow_null=True)

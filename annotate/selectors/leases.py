@@ -82,7 +82,7 @@ def comparison_lease_payload(*, comparison_id: int, annotator: User, campaign: C
 def annotator_round_status(*, annotator: User, campaign: Campaign) -> dict:
     """What the rating page shows when it has nothing to rate, and polls
     (every ~12 s while visible) to learn when the next round opens: the
-    campaign's status, its current round's progress (round_progress), the
+    campaign's status and whether a full round trains by itself, its current round's progress (round_progress), the
     annotator's own counts (today, in the campaign, in this round) and, while
     the round trains, the run's stage and how long it should take
     (round_training_eta)."""
@@ -91,7 +91,8 @@ def annotator_round_status(*, annotator: User, campaign: Campaign) -> dict:
 
     round_ = campaign_current_round(campaign=campaign)
     mine = annotator_progress(annotator=annotator, campaign=campaign)
-    body = {"campaign": campaign.pk, "status": campaign.status, "round": None, "training": None,
+    body = {"campaign": campaign.pk, "status": campaign.status, "auto_train": campaign.auto_train,
+            "round": None, "training": None,
             "mine": {**mine, "mine_in_round": 0}}
     if round_ is None:
         return body

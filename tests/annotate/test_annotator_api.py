@@ -242,7 +242,7 @@ def test_progress_gives_the_annotators_own_counts_in_the_round_and_the_campaign(
     assert body["mine"] == {"mine_today": 2, "mine_in_campaign": 2, "mine_in_round": 2}
     assert body["round"]["round"] == 0 and body["round"]["status"] == "collecting"
     assert (body["round"]["ratings"], body["round"]["target_ratings"]) == (2, 6)
-    assert body["training"] is None
+    assert body["training"] is None and body["auto_train"] is open_round.campaign.auto_train
     assert "candidate_version" not in body["round"]  # blind, as the next API
 
 

@@ -29,6 +29,9 @@ function nextText(body) {
       return `Round ${r.round} still needs ${plural(left, "rating")} from other annotators. ` +
         `Then the model trains on the round's ratings and round ${next} opens.`;
     }
+    if (!body.auto_train) {
+      return `Round ${r.round} has all its ratings. The model trains on them once an engineer starts it; then round ${next} opens.`;
+    }
     return `Round ${r.round} has all its ratings: the model trains on them next, then round ${next} opens.`;
   }
   const t = body.training || {};
