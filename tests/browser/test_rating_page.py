@@ -230,6 +230,16 @@ def test_the_done_page_shows_real_counts_after_a_reload_and_opens_the_next_round
     # (the test campaign does not train by itself: auto_train off)
     expect(page.locator("#done-next")).to_have_text(
         "Round 0 has all its ratings. The model trains on them once an engineer starts it; then round 1 opens.")
+    # and a hidden tab asks nothing (two poll periods go by), a shown one asks at once
+    asked = []
+    page.on("request", lambda r: asked.append(r.url) if "/progress/" in r.url else None)
+    page.evaluate("""() => { Object.defineProperty(document, 'visibilityState', {value: 'hidden', configurable: true});
+                            document.dispatchEvent(new Event('visibilitychange')); }""")
+    page.wait_for_timeout(26_000)
+    assert asked == []
+    with page.expect_request("**/progress/", timeout=5_000):
+        page.evaluate("""() => { Object.defineProperty(document, 'visibilityState', {value: 'visible', configurable: true});
+                                document.dispatchEvent(new Event('visibilitychange')); }""")
     # when: the round trains, with earlier rounds to time it by
     seconds = past_train_runs(campaign)
     training_run_start(campaign=campaign)
