@@ -95,9 +95,11 @@ def test_one_focus_ring_on_links_buttons_and_inputs_of_the_site_and_the_console(
             rings.append(focused_ring(page))
     page.context.clear_cookies()
     page.goto(live_server.url + "/login/")
-    for _ in range(3):
+    for i in range(2):
         page.keyboard.press("Tab")
         rings.append(focused_ring(page))
+        if i == 0:  # the password field, focused from the keyboard
+            page.screenshot(path=str(SCREENSHOTS / "login-focus-1280.png"))
     kinds = {r["tag"] + (":" + r["type"] if r["tag"] == "input" else "") for r in rings}
     assert {"a", "button", "input:text"} <= kinds, kinds
     for r in rings:
@@ -105,4 +107,3 @@ def test_one_focus_ring_on_links_buttons_and_inputs_of_the_site_and_the_console(
             continue
         assert (r["color"], r["style"], r["width"]) == (FOCUS_RING, "solid", "3px"), r
         assert float(r["offset"].removesuffix("px")) >= 1, r
-    page.screenshot(path=str(SCREENSHOTS / "login-focus-1280.png"))

@@ -58,7 +58,9 @@ function render(body, setCounters, poll) {
     `(${m.mine_today} today).` +
     (r ? ` Round ${r.round} has ${r.ratings} of its ${r.target_ratings} ratings.` : "");
   // Without polling the page has stopped for a reason of its own (paused, daily limit), said in done-text.
-  $("done-next").textContent = poll ? nextText(body) : "";
+  // Written only when it changes: the line is a live region, read out on every change.
+  const next = poll ? nextText(body) : "";
+  if ($("done-next").textContent !== next) $("done-next").textContent = next;
 }
 
 // Show the counts and what comes next; with `poll`, keep asking while the tab
