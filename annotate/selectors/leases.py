@@ -82,10 +82,10 @@ def comparison_lease_payload(*, comparison_id: int, annotator: User, campaign: C
 def annotator_round_status(*, annotator: User, campaign: Campaign) -> dict:
     """What the rating page shows when it has nothing to rate, and polls
     (every ~12 s while visible) to learn when the next round opens: the
-    campaign's status and whether a full round trains by itself, its current round's progress (round_progress), the
-    annotator's own counts (today, in the campaign, in this round) and, while
-    the round trains, the run's stage and how long it should take
-    (round_training_eta)."""
+    campaign's status and whether a full round trains by itself, its current
+    round's progress (round_progress), the annotator's own counts (today, in
+    the campaign, in this round) and, while the round trains, the run's
+    stage and how long it should take (round_training_eta)."""
     from annotate.selectors.rounds import campaign_current_round, round_progress
     from annotate.selectors.training import round_training_eta
 
