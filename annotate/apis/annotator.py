@@ -204,6 +204,9 @@ class CampaignProgressApi(APIView):
         class RoundSerializer(RoundProgressSerializer):
             status = serializers.CharField()
             complete_comparisons = serializers.IntegerField()
+            # Version numbers (no model names); null in an evaluation round.
+            candidate_version = serializers.IntegerField(allow_null=True)
+            baseline_version = serializers.IntegerField(allow_null=True)
 
         class MineSerializer(AnnotatorProgressSerializer):
             mine_in_round = serializers.IntegerField()

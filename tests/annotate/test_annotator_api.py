@@ -243,7 +243,7 @@ def test_progress_gives_the_annotators_own_counts_in_the_round_and_the_campaign(
     assert body["round"]["round"] == 0 and body["round"]["status"] == "collecting"
     assert (body["round"]["ratings"], body["round"]["target_ratings"]) == (2, 6)
     assert body["training"] is None and body["auto_train"] is open_round.campaign.auto_train
-    assert "candidate_version" not in body["round"]  # blind, as the next API
+    assert (body["round"]["candidate_version"], body["round"]["baseline_version"]) == (0, 0)
 
 
 def _past_run(campaign, seconds: dict):
