@@ -1,11 +1,12 @@
 import hashlib
+import math
+import time
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
-from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils.cache import patch_cache_control
 from django.views.decorators.gzip import gzip_page
@@ -23,7 +24,8 @@ STATIC_DIR = Path(__file__).resolve().parent / "static" / "frontend"
 class ThrottledLoginView(auth_views.LoginView):
     """The login form, with failed attempts counted per client IP + username
     in Django's cache: past LOGIN_FAILURE_LIMIT failures within
-    LOGIN_FAILURE_WINDOW_S seconds, POSTs answer 429 until the window ends.
+    LOGIN_FAILURE_WINDOW_S seconds, POSTs answer 429 with a page that says
+    in how many minutes the window ends.
     (The cache must be shared by all web processes for the limit to be exact.)"""
 
     def _key(self) -> str:
@@ -34,22 +36,31 @@ class ThrottledLoginView(auth_views.LoginView):
     def post(self, request, *args, **kwargs):
         key = self._key()
         if cache.get(key, 0) >= settings.LOGIN_FAILURE_LIMIT:
-            minutes = max(1, settings.LOGIN_FAILURE_WINDOW_S // 60)
-            return HttpResponse(
-                f"Too many failed logins for this username from your address. Try again in {minutes} minutes.",
+            # The window runs from the first failure counted in it (form_invalid).
+            since = cache.get(key + ":since")
+            window = settings.LOGIN_FAILURE_WINDOW_S
+            left = window - (time.time() - since) if since else window
+            left = max(1, math.ceil(left))
+            answer = render(
+                request, "frontend/login_locked.html",
+                {"minutes": max(1, math.ceil(left / 60)), "window_minutes": max(1, window // 60),
+                 "limit": settings.LOGIN_FAILURE_LIMIT},
                 status=429,
-                content_type="text/plain; charset=utf-8",
-                headers={"Retry-After": str(settings.LOGIN_FAILURE_WINDOW_S)},
             )
+            answer["Retry-After"] = str(left)
+            return answer
         return super().post(request, *args, **kwargs)
 
     def form_invalid(self, form):
         key = self._key()
-        cache.add(key, 0, timeout=settings.LOGIN_FAILURE_WINDOW_S)
+        window = settings.LOGIN_FAILURE_WINDOW_S
+        if cache.add(key, 0, timeout=window):
+            cache.set(key + ":since", time.time(), timeout=window)
         try:
             cache.incr(key)
         except ValueError:  # expired between add and incr
-            cache.set(key, 1, timeout=settings.LOGIN_FAILURE_WINDOW_S)
+            cache.set(key, 1, timeout=window)
+            cache.set(key + ":since", time.time(), timeout=window)
         return super().form_invalid(form)
 
 

@@ -3,7 +3,8 @@
     python -m rlhf.generate --model PATH --prompts prompts.jsonl --out answers.jsonl [--num-samples 2 --max-new-tokens 128]
 
 prompts.jsonl rows need a "prompt" (str or chat turns); other keys (prompt_id, ...)
-are copied to each answer row, which adds "response" and "sample".
+are copied to each answer row, which adds "response", "sample" and "truncated"
+(true when the answer was cut at max_new_tokens, no EOS before it).
 """
 
 from __future__ import annotations
@@ -30,7 +31,16 @@ class Rollout:
     completion_ids: torch.Tensor  # (n, C) right-padded with pad ids
     completion_mask: torch.Tensor  # (n, C) 1 up to and including the first EOS
     texts: list[str]  # decoded completions without special tokens
+    # Per row: no EOS within max_new_tokens, i.e. the answer was cut at the limit.
+    truncated: list[bool] | None = None
 
+
+@dataclass
+class Sample:
+    """One completion, and whether it was cut at max_new_tokens (no EOS came first)."""
+
+    text: str
+    truncated: bool
 
 def completion_mask(completion_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
     """1 for tokens up to and including the first EOS, 0 after it."""
@@ -109,10 +119,13 @@ def sample(model, tokenizer, prompt_texts: list[str], max_new_tokens: int, *, do
     prompt_len = enc["input_ids"].shape[1]
     completion = out[:, prompt_len:]
     mask = completion_mask(completion, tokenizer.eos_token_id)
+    # Before padding is written over it: a row that stopped has its EOS here
+    # (generate pads a finished row, so the width is that of the longest row).
+    truncated = (~(completion == tokenizer.eos_token_id).any(dim=1)).tolist()
     pad = torch.full_like(completion, tokenizer.pad_token_id)
     completion = torch.where(mask.bool(), completion, pad)
     texts = tokenizer.batch_decode(completion, skip_special_tokens=True)
-    return Rollout(enc["input_ids"], enc["attention_mask"], completion, mask, texts)
+    return Rollout(enc["input_ids"], enc["attention_mask"], completion, mask, texts, truncated)
 
 
 def vllm_available() -> bool:
@@ -171,12 +184,20 @@ class VLLMSampler:
             [[len(c)] for c in completions])).int()
         completion = torch.where(mask.bool(), completion, torch.full_like(completion, pad))
         texts = tokenizer.batch_decode(completion, skip_special_tokens=True)
-        return Rollout(prompt_ids, prompt_mask, completion, mask, texts)
+        truncated = [o.outputs[0].finish_reason == "length" for o in outputs]
+        return Rollout(prompt_ids, prompt_mask, completion, mask, texts, truncated)
 
 
 def generate(policy_path: str, prompts: list, config: GenerateConfig, num_samples: int = 1,
              on_progress: Callable[[float], None] | None = None) -> list[list[str]]:
     """num_samples completions per prompt (prompt text and special tokens stripped)."""
+    groups = generate_samples(policy_path, prompts, config, num_samples, on_progress)
+    return [[s.text for s in group] for group in groups]
+
+
+def generate_samples(policy_path: str, prompts: list, config: GenerateConfig, num_samples: int = 1,
+                     on_progress: Callable[[float], None] | None = None) -> list[list[Sample]]:
+    """As generate, with whether each completion was cut at max_new_tokens."""
     # --- setup ---
     check_config("generate", config)
     dev = _torch.device()
@@ -184,11 +205,11 @@ def generate(policy_path: str, prompts: list, config: GenerateConfig, num_sample
     _torch.seed_all(config.seed)
     texts = [format_prompt(tokenizer, p) for p in prompts for _ in range(num_samples)]
     # --- loop: fixed-size batches so a seed gives the same samples every run ---
-    flat: list[str] = []
+    flat: list[Sample] = []
     for i in range(0, len(texts), config.batch_size):
         rollout = sample(model, tokenizer, texts[i : i + config.batch_size], config.max_new_tokens,
                          do_sample=config.do_sample, temperature=config.temperature, top_p=config.top_p)
-        flat.extend(rollout.texts)
+        flat.extend(Sample(t, cut) for t, cut in zip(rollout.texts, rollout.truncated))
         if on_progress:
             on_progress(min(1.0, (i + config.batch_size) / len(texts)))
     # --- regroup per prompt ---
@@ -211,8 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     for n, row in enumerate(rows, start=1):
         if "prompt" not in row:
             raise SystemExit(f"{args.prompts}: row {n} has no 'prompt'")
-    answers = generate(args.model, [r["prompt"] for r in rows], config, num_samples=args.num_samples)
-    out_rows = [{**row, "response": a, "sample": j} for row, group in zip(rows, answers) for j, a in enumerate(group)]
+    answers = generate_samples(args.model, [r["prompt"] for r in rows], config, num_samples=args.num_samples)
+    out_rows = [{**row, "response": a.text, "sample": j, "truncated": a.truncated}
+                for row, group in zip(rows, answers) for j, a in enumerate(group)]
     sha = write_jsonl(out_rows, args.out)
     print(f"wrote {len(out_rows)} answers to {args.out} (sha256 {sha})")
     return 0

@@ -12,8 +12,7 @@ from annotate.apis.permissions import IsAnnotator
 from annotate.apis.schema import CONFLICT, NOT_FOUND, TOO_MANY
 from annotate.models import Comparison, Rating
 from annotate.selectors.access import campaigns_visible_to
-from annotate.selectors.leases import comparison_lease_payload
-from annotate.selectors.rounds import campaign_current_round, round_progress
+from annotate.selectors.leases import annotator_round_status, comparison_lease_payload
 from annotate.services.leases import (
     lease_renew,
     lease_skip,
@@ -74,6 +73,8 @@ class ComparisonNextApi(APIView):
         prompt_turns = TurnSerializer(many=True, allow_null=True)
         response_a = serializers.CharField()
         response_b = serializers.CharField()
+        response_a_truncated = serializers.BooleanField(help_text="answer A was cut at the token limit")
+        response_b_truncated = serializers.BooleanField(help_text="answer B was cut at the token limit")
         leased_until = serializers.DateTimeField()
         progress = AnnotatorProgressSerializer()
         round_progress = RoundProgressSerializer()
@@ -193,13 +194,36 @@ class RatingCreateApi(APIView):
 
 
 class CampaignProgressApi(APIView):
-    """Progress of the campaign's current round (anyone who sees the campaign)."""
+    """Progress of the campaign's current round (anyone who sees the
+    campaign), the caller's own counts, and while the round trains, the
+    training run's stage and how long it should take (eta_seconds: from the
+    campaign's earlier rounds; null before any was timed). The rating page
+    polls it while it has nothing to rate, to pick up the next round."""
 
-    @extend_schema(responses=dict)
+    class OutputSerializer(serializers.Serializer):
+        class RoundSerializer(RoundProgressSerializer):
+            status = serializers.CharField()
+            complete_comparisons = serializers.IntegerField()
+            # Version numbers (no model names); null in an evaluation round.
+            candidate_version = serializers.IntegerField(allow_null=True)
+            baseline_version = serializers.IntegerField(allow_null=True)
+
+        class MineSerializer(AnnotatorProgressSerializer):
+            mine_in_round = serializers.IntegerField()
+
+        class TrainingSerializer(serializers.Serializer):
+            run_status = serializers.CharField(allow_null=True)
+            stage = serializers.CharField(allow_blank=True)
+            eta_seconds = serializers.IntegerField(allow_null=True)
+
+        campaign = serializers.IntegerField()
+        status = serializers.CharField()
+        auto_train = serializers.BooleanField(help_text="a full round starts training by itself")
+        round = RoundSerializer(allow_null=True)
+        mine = MineSerializer()
+        training = TrainingSerializer(allow_null=True)
+
+    @extend_schema(responses=OutputSerializer)
     def get(self, request, campaign_id: int):
         campaign = get_object_or_404(campaigns_visible_to(user=request.user), pk=campaign_id)
-        round_ = campaign_current_round(campaign=campaign)
-        body = {"campaign": campaign.pk, "status": campaign.status, "round": None}
-        if round_ is not None:
-            body["round"] = round_progress(round_=round_)
-        return Response(body)
+        return Response(self.OutputSerializer(annotator_round_status(annotator=request.user, campaign=campaign)).data)

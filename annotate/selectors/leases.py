@@ -22,6 +22,13 @@ def annotator_progress(*, annotator: User, campaign: Campaign) -> dict:
     )
 
 
+def _truncated(metadata) -> bool:
+    """Answer.metadata["truncated"], read from a raw row (a JSON string on SQLite, a dict on PostgreSQL)."""
+    if isinstance(metadata, str):
+        metadata = json.loads(metadata or "{}")
+    return bool(isinstance(metadata, dict) and metadata.get("truncated") is True)
+
+
 def comparison_lease_payload(*, comparison_id: int, annotator: User, campaign: Campaign) -> dict:
     """What the next API sends with a lease, in one statement: the comparison
     (prompt, both answers, round index), the annotator's counts
@@ -32,7 +39,7 @@ def comparison_lease_payload(*, comparison_id: int, annotator: User, campaign: C
     today = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)  # as annotator_progress
     # Regular comparisons only, as round_progress: gold pairs never hold a round up.
     sql = (
-        f"SELECT c.id, r.{connection.ops.quote_name('index')}, p.text, p.turns, ra.text, rb.text,"
+        f"SELECT c.id, r.{connection.ops.quote_name('index')}, p.text, p.turns, ra.text, rb.text, ra.metadata, rb.metadata,"
         f" (SELECT COUNT(*) FROM {t['Rating']} x WHERE x.annotator_id = %s AND x.created_at >= %s),"
         f" (SELECT COUNT(*) FROM {t['Rating']} x JOIN {t['Comparison']} xc ON xc.id = x.comparison_id"
         f"  JOIN {t['Round']} xr ON xr.id = xc.round_id WHERE x.annotator_id = %s AND xr.campaign_id = %s),"
@@ -47,7 +54,9 @@ def comparison_lease_payload(*, comparison_id: int, annotator: User, campaign: C
     with connection.cursor() as cursor:
         cursor.execute(sql, [annotator.pk, connection.ops.adapt_datetimefield_value(today), annotator.pk, campaign.pk,
                              comparison_id, comparison_id])
-        cid, index, text, turns, a, b, mine_today, mine_in_campaign, comparisons, ratings = cursor.fetchone()
+        cid, index, text, turns, a, b, meta_a, meta_b, mine_today, mine_in_campaign, comparisons, ratings = (
+            cursor.fetchone()
+        )
     comparisons, ratings, k = comparisons or 0, int(ratings or 0), campaign.overlap
     return {
         "comparison": cid,
@@ -56,6 +65,9 @@ def comparison_lease_payload(*, comparison_id: int, annotator: User, campaign: C
         "prompt_turns": json.loads(turns) if isinstance(turns, str) else turns,
         "response_a": a,
         "response_b": b,
+        # Cut at the token limit (Answer.metadata["truncated"]): the page says so at the answer's end.
+        "response_a_truncated": _truncated(meta_a),
+        "response_b_truncated": _truncated(meta_b),
         "progress": {"mine_today": mine_today, "mine_in_campaign": mine_in_campaign},
         "round_progress": {
             "round": index,
@@ -65,3 +77,27 @@ def comparison_lease_payload(*, comparison_id: int, annotator: User, campaign: C
             "fraction": (ratings / (comparisons * k)) if comparisons else 0.0,
         },
     }
+
+
+def annotator_round_status(*, annotator: User, campaign: Campaign) -> dict:
+    """What the rating page shows when it has nothing to rate, and polls
+    (every ~12 s while visible) to learn when the next round opens: the
+    campaign's status and whether a full round trains by itself, its current
+    round's progress (round_progress), the annotator's own counts (today, in
+    the campaign, in this round) and, while the round trains, the run's
+    stage and how long it should take (round_training_eta)."""
+    from annotate.selectors.rounds import campaign_current_round, round_progress
+    from annotate.selectors.training import round_training_eta
+
+    round_ = campaign_current_round(campaign=campaign)
+    mine = annotator_progress(annotator=annotator, campaign=campaign)
+    body = {"campaign": campaign.pk, "status": campaign.status, "auto_train": campaign.auto_train,
+            "round": None, "training": None,
+            "mine": {**mine, "mine_in_round": 0}}
+    if round_ is None:
+        return body
+    body["round"] = round_progress(round_=round_)
+    body["mine"]["mine_in_round"] = Rating.objects.filter(annotator=annotator, comparison__round=round_).count()
+    if round_.status in (Round.Status.TRAINING, Round.Status.FAILED):
+        body["training"] = round_training_eta(round_=round_)
+    return body

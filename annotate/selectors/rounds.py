@@ -68,3 +68,21 @@ def campaign_round(*, campaign: Campaign, index: int | str | None) -> Round | No
 def campaign_round_indexes(*, campaign: Campaign) -> list[int]:
     """The indexes of the campaign's rounds, in order (a page's round picker)."""
     return list(campaign.rounds.order_by("index").values_list("index", flat=True))
+
+
+def campaign_round_summary(*, campaign: Campaign) -> str:
+    """One line on where the campaign's loop stands, for a terminal (`make
+    run` says it at every start): "round 3 is open: 5 of 8 ratings", "round
+    2 is training (stage policy)", "round 1 failed to train", "no round yet"."""
+    round_ = campaign_current_round(campaign=campaign)
+    if round_ is None:
+        return "no round yet" + (" (round 0 is being answered)" if campaign.status == Campaign.Status.ACTIVE else "")
+    if round_.status == Round.Status.COLLECTING:
+        p = round_progress(round_=round_)
+        return f"round {round_.index} is open: {p['ratings']} of {p['target_ratings']} ratings"
+    if round_.status == Round.Status.TRAINING:
+        run = round_.training_runs.exclude(status="cancelled").order_by("-pk").only("stage").first()
+        return f"round {round_.index} is training" + (f" (stage {run.stage})" if run and run.stage else "")
+    if round_.status == Round.Status.FAILED:
+        return f"round {round_.index} failed to train (the console's runs page says why)"
+    return f"round {round_.index} is {round_.status}"

@@ -148,3 +148,61 @@ def policy_versions_compared(
     }
     compared.update(page=shown, pairs=[(r.prompt, r, right[r.prompt_id]) for r in shown])
     return compared
+
+
+# How many of a campaign's latest finished training runs time the next one.
+ETA_RUNS = 5
+
+
+def stage_seconds_typical(*, campaign: Campaign) -> dict[str, float]:
+    """{stage: median seconds} over the campaign's latest ETA_RUNS succeeded
+    train runs, from each stage's record (`seconds` of its successful
+    attempt); a stage no run has timed is missing."""
+    from statistics import median
+
+    from annotate.training.stages import STAGES
+
+    runs = (TrainingRun.objects.filter(campaign=campaign, kind=TrainingRun.Kind.TRAIN,
+                                       status=TrainingRun.Status.SUCCEEDED)
+            .order_by("-pk").values_list("stages", flat=True)[:ETA_RUNS])
+    timed: dict[str, list[float]] = {}
+    for stages in runs:
+        for name in STAGES[TrainingRun.Kind.TRAIN]:
+            seconds = (stages or {}).get(name, {}).get("seconds")
+            if isinstance(seconds, (int, float)):
+                timed.setdefault(name, []).append(float(seconds))
+    return {name: median(values) for name, values in timed.items()}
+
+
+def round_training_eta(*, round_: Round) -> dict:
+    """What the rating page says while a round trains: {run status, stage,
+    eta_seconds}: how long the stages left of the round's train run should
+    take, timed by earlier rounds (stage_seconds_typical; the stage running
+    counts what is left of its typical time). eta_seconds is None when no
+    train run exists yet or some stage left was never timed (the first
+    round)."""
+    from datetime import datetime
+
+    from django.utils import timezone
+
+    from annotate.training.stages import STAGES, StageStatus
+
+    run = (round_.training_runs.filter(kind=TrainingRun.Kind.TRAIN).exclude(status=TrainingRun.Status.CANCELLED)
+           .order_by("-pk").only("pk", "status", "stage", "stages").first())
+    if run is None:
+        return {"run_status": None, "stage": "", "eta_seconds": None}
+    typical = stage_seconds_typical(campaign=round_.campaign)
+    left, now = 0.0, timezone.now()
+    for name in STAGES[TrainingRun.Kind.TRAIN]:
+        record = (run.stages or {}).get(name, {})
+        if record.get("status") == StageStatus.SUCCEEDED:
+            continue
+        if name not in typical:
+            left = None
+            break
+        seconds = typical[name]
+        if record.get("status") == StageStatus.RUNNING and record.get("started_at"):
+            seconds -= (now - datetime.fromisoformat(record["started_at"])).total_seconds()
+        left += max(0.0, seconds)
+    return {"run_status": run.status, "stage": run.stage,
+            "eta_seconds": None if left is None else round(left)}

@@ -143,7 +143,9 @@ def _store(job: GenerationJob, events: list, tally: _Tally) -> None:
             answers.append(Answer(
                 prompt_id=event.item.prompt_id, external_model=job.model, sample_index=event.item.sample_index,
                 text=c.text, sampling=sampling,
+                # "truncated": the server stopped at max_tokens (the rating page and console say so).
                 metadata={"job": job.pk, "served_model": c.model, "finish_reason": c.finish_reason,
+                          "truncated": c.finish_reason == "length",
                           "usage": {"prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens},
                           "seconds": round(event.seconds, 3), "attempts": event.attempts},
             ))

@@ -39,8 +39,8 @@ from rest_framework.authtoken.models import Token
 from annotate.errors import Conflict, ServiceError, ValidationFailed
 from annotate.models import Campaign, Comparison, Rating, RewardModelVersion, Role
 from annotate.selectors.access import campaigns_visible_to, user_roles
-from annotate.selectors.leases import comparison_lease_payload
-from annotate.selectors.rounds import campaign_current_round, round_progress
+from annotate.selectors.leases import annotator_round_status, comparison_lease_payload
+from annotate.selectors.rounds import campaign_current_round
 from annotate.services.leases import comparison_lease_next_visible, lease_skip
 from annotate.services.memberships import memberships_add
 from annotate.services.ratings import rating_create
@@ -118,9 +118,7 @@ class ServiceRaterClient:
     def progress(self, campaign_id: int) -> tuple[int, object]:
         def call(user):
             campaign = get_object_or_404(campaigns_visible_to(user=user), pk=campaign_id)
-            round_ = campaign_current_round(campaign=campaign)
-            return 200, {"campaign": campaign.pk, "status": campaign.status,
-                         "round": round_progress(round_=round_) if round_ is not None else None}
+            return 200, annotator_round_status(annotator=user, campaign=campaign)
 
         return self._answer(call, annotator=False)
 

@@ -10,13 +10,19 @@ User = get_user_model()
 
 
 @transaction.atomic
-def user_create_or_update(*, username: str, password: str, roles: list[str]) -> tuple[User, str]:
-    """Create (or reset) a user with the given roles; returns (user, API token)."""
+def user_create_or_update(*, username: str, password: str, roles: list[str],
+                          staff: bool | None = None) -> tuple[User, str]:
+    """Create (or reset) a user with the given roles; returns (user, API token).
+    `staff` True makes them staff and superuser (every campaign and API, and
+    the Django admin at /admin/, which shows a bare staff user nothing);
+    False takes both away; None leaves them as they were."""
     unknown = set(roles) - set(Role.values)
     if unknown:
         raise ValidationFailed(f"Unknown role(s) {sorted(unknown)}; use {', '.join(Role.values)}.")
     user, _ = User.objects.get_or_create(username=username)
     user.set_password(password)
+    if staff is not None:
+        user.is_staff = user.is_superuser = staff
     user.save()
     user.groups.set([Group.objects.get_or_create(name=role)[0] for role in roles])
     token, _ = Token.objects.get_or_create(user=user)

@@ -67,19 +67,21 @@ def _generate_missing(run, on_progress, policy: PolicyVersion, missing: tuple[se
                       samples: list[int]) -> int:
     """Answer each prompt of `missing` with `policy` for every sample index
     (len(todo) * len(samples) answers generated; those it has are not stored again)."""
-    from rlhf.generate import generate
+    from rlhf.generate import generate_samples
 
     have, todo = missing
     if not todo:
         return 0
     config = from_dict(GenerateConfig, run.config.get("generate", {}))
     config.seed = config.seed + 1000 * policy.version
-    answers = generate(
+    answers = generate_samples(
         _verified(policy), [p.content for p in todo], config, num_samples=len(samples), on_progress=on_progress
     )
+    # metadata["truncated"]: cut at max_new_tokens; the rating page and the console say so.
     rows = [
-        Answer(prompt=p, policy_version=policy, sample_index=s, text=_storable(texts[i]), sampling=config.__dict__)
-        for p, texts in zip(todo, answers)
+        Answer(prompt=p, policy_version=policy, sample_index=s, text=_storable(group[i].text), sampling=config.__dict__,
+               metadata={"truncated": group[i].truncated})
+        for p, group in zip(todo, answers)
         for i, s in enumerate(samples)
         if (p.pk, s) not in have
     ]

@@ -113,8 +113,8 @@ def test_comparison_next_never_tells_the_annotator_which_policy_wrote_which_side
     # then: nothing about policies, versions, sides or paths
     body = answer.content.decode()
     assert set(answer.data) == {
-        "comparison", "round", "prompt", "prompt_turns", "response_a", "response_b", "leased_until", "progress",
-        "round_progress",
+        "comparison", "round", "prompt", "prompt_turns", "response_a", "response_b", "response_a_truncated",
+        "response_b_truncated", "leased_until", "progress", "round_progress",
     }
     for leak in ("candidate", "baseline", "policy", "version", "sha256", "/nonexistent/store"):
         assert leak not in body
@@ -209,3 +209,90 @@ def test_comparison_next_with_exclude_prefetches_a_second_lease_and_no_third(ope
     assert second.status_code == 200 and second.data["comparison"] != first
     assert third.status_code == 409
     assert Lease.objects.count() == 2
+
+
+def test_comparison_next_says_which_answer_was_cut_at_the_token_limit(open_round, annotator_client):
+    # given: every second sample cut at the limit (as the generate stage records it)
+    from annotate.models import Answer
+
+    Answer.objects.filter(prompt__campaign=open_round.campaign, sample_index=1).update(metadata={"truncated": True})
+    # when
+    answer = annotator_client.post(next_url(open_round.campaign_id))
+    # then: the flags follow the answers, side by side
+    comparison = Comparison.objects.select_related("response_a", "response_b").get(pk=answer.data["comparison"])
+    assert answer.data["response_a_truncated"] is (comparison.response_a.sample_index == 1)
+    assert answer.data["response_b_truncated"] is (comparison.response_b.sample_index == 1)
+    assert answer.data["response_a_truncated"] != answer.data["response_b_truncated"]
+
+
+def progress_url(campaign_id: int) -> str:
+    return f"/api/campaigns/{campaign_id}/progress/"
+
+
+def test_progress_gives_the_annotators_own_counts_in_the_round_and_the_campaign(
+    open_round, annotator, annotator_client
+):
+    # given: two ratings by this annotator
+    for _ in range(2):
+        comparison = annotator_client.post(next_url(open_round.campaign_id)).data["comparison"]
+        assert rate(annotator_client, comparison).status_code == 201
+    # when
+    body = annotator_client.get(progress_url(open_round.campaign_id)).json()
+    # then
+    assert body["mine"] == {"mine_today": 2, "mine_in_campaign": 2, "mine_in_round": 2}
+    assert body["round"]["round"] == 0 and body["round"]["status"] == "collecting"
+    assert (body["round"]["ratings"], body["round"]["target_ratings"]) == (2, 6)
+    assert body["training"] is None and body["auto_train"] is open_round.campaign.auto_train
+    assert (body["round"]["candidate_version"], body["round"]["baseline_version"]) == (0, 0)
+
+
+def _past_run(campaign, seconds: dict):
+    from annotate.models import TrainingRun
+
+    return TrainingRun.objects.create(
+        campaign=campaign, kind=TrainingRun.Kind.TRAIN, status=TrainingRun.Status.SUCCEEDED,
+        stages={name: {"status": "succeeded", "seconds": s} for name, s in seconds.items()},
+    )
+
+
+def test_progress_while_training_estimates_the_time_left_from_earlier_rounds(
+    open_round, annotator, annotator_client, enqueued
+):
+    from statistics import median
+
+    from annotate.training.bookkeeping import training_stage_begin
+    from annotate.training.runs import training_run_start
+    from annotate.training.stages import STAGES
+
+    campaign = open_round.campaign
+    comparison = annotator_client.post(next_url(campaign.pk)).data["comparison"]
+    assert rate(annotator_client, comparison).status_code == 201
+    run = training_run_start(campaign=campaign)
+    # without history: no figure
+    body = annotator_client.get(progress_url(campaign.pk)).json()
+    assert body["round"]["status"] == "training"
+    assert body["training"] == {"run_status": "queued", "stage": "snapshot", "eta_seconds": None}
+    # given: three earlier rounds timed stage by stage
+    stages = STAGES["train"]
+    timed = [{name: 60.0 * (i + 1) * (j + 1) for j, name in enumerate(stages)} for i in range(3)]
+    for seconds in timed:
+        _past_run(campaign, seconds)
+    typical = {name: median(t[name] for t in timed) for name in stages}
+    # when: queued, every stage is still to come
+    body = annotator_client.get(progress_url(campaign.pk)).json()
+    assert body["training"]["eta_seconds"] == round(sum(typical.values()))
+    # and: the snapshot done, the reward stage running for 90 s
+    training_stage_begin(run_id=run.pk, stage="snapshot")
+    from annotate.training.bookkeeping import training_stage_succeed
+
+    training_stage_succeed(run_id=run.pk, stage="snapshot", outputs={})
+    training_stage_begin(run_id=run.pk, stage="reward")
+    run.refresh_from_db()
+    started = timezone.now() - timedelta(seconds=90)
+    run.stages["reward"]["started_at"] = started.isoformat()
+    run.save(update_fields=["stages"])
+    body = annotator_client.get(progress_url(campaign.pk)).json()
+    left = sum(typical[n] for n in stages[2:]) + typical["reward"] - 90
+    # within the second or two the request took
+    assert left - 3 <= body["training"]["eta_seconds"] <= left
+    assert body["training"]["stage"] == "reward"

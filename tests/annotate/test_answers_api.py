@@ -150,3 +150,16 @@ def test_engineer_sees_the_answers_page_but_cannot_import(client, ml_engineer):
     upload = SimpleUploadedFile("a.csv", b"prompt,model,response\nWhy?,m,Because.\n")
     assert client.post(url, {"file": upload, "action": "import"}).status_code == 403
     assert written(campaign) == (0, 0, 0)
+
+
+def test_console_answers_page_counts_the_answers_cut_at_the_token_limit(client, campaign_admin):
+    campaign = CampaignFactory()
+    prompt = PromptFactory(campaign=campaign)
+    model = ExternalModel.objects.create(campaign=campaign, name="cutter", kind=ExternalModel.Kind.ENDPOINT)
+    for i, metadata in enumerate([{"truncated": True}, {"truncated": False}, {}, {"truncated": True}]):
+        Answer.objects.create(prompt=prompt, external_model=model, sample_index=i, text="r", metadata=metadata)
+    client.force_login(campaign_admin)
+    page = client.get(f"/console/campaigns/{campaign.pk}/answers/").content.decode()
+    assert "<th scope=\"col\">Cut at the token limit</th>" in page
+    row = page.split('<tr data-model="cutter">')[1].split("</tr>")[0]
+    assert "<td>4</td>" in row and '<td class="truncated-count">2</td>' in row

@@ -50,3 +50,19 @@ def test_with_one_version_or_none_the_page_says_what_makes_the_next(ml_engineer,
     assert one.status_code == 200 and "Only v0 so far" in one.content.decode()
     empty = client.get(f"/console/campaigns/{CampaignFactory().pk}/compare/")
     assert empty.status_code == 200 and "No policy version yet" in empty.content.decode()
+
+
+def test_an_answer_cut_at_the_token_limit_is_marked_on_the_compare_page(ml_engineer, client):
+    from annotate.models import Answer
+
+    client.force_login(ml_engineer)
+    campaign = version_chain_rounds(versions=2, prompts=2)[0].campaign
+    v1 = PolicyVersion.objects.get(campaign=campaign, version=1)
+    cut = Answer.objects.filter(policy_version=v1, sample_index=0).order_by("prompt_id").first()
+    cut.metadata = {"truncated": True}
+    cut.save()
+    html = client.get(f"/console/campaigns/{campaign.pk}/compare/").content.decode()
+    assert html.count('class="truncated-note"') == 1
+    pair = html.split(f'data-prompt="{cut.prompt.external_id}"')[1].split("</section>")[0]
+    right = pair.split('class="answer answer-b"')[1]
+    assert "… cut at the token limit" in right and "cut at the token limit" not in pair.split('class="answer answer-b"')[0]

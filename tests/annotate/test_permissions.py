@@ -2,6 +2,7 @@
 which campaigns a campaign admin manages: only those they administer.
 tests/annotate/test_access_walk.py walks every operation of the schema."""
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
 from annotate.models import Campaign, Prompt, Role, TrainingRun
@@ -394,6 +395,34 @@ def test_ratchet_user_refuses_an_unknown_campaign(db):
     with pytest.raises(CommandError, match="No campaign 'nope'"):
         call_command("ratchet_user", "carol", "--password", "pw", "--campaign-admin", "nope")
     assert not Campaign.objects.exists()
+
+
+def test_ratchet_user_staff_can_log_in_to_the_django_admin(db):
+    from django.test import Client
+
+    # when: a new staff user
+    call_command("ratchet_user", "root", "--password", "pw-root-123", "--staff")
+    # then: the admin's login form lets them in and its index lists the models
+    client = Client()
+    answer = client.post("/admin/login/?next=/admin/", {"username": "root", "password": "pw-root-123"}, follow=True)
+    assert answer.status_code == 200 and answer.redirect_chain[-1][0] == "/admin/"
+    assert "Campaigns" in answer.content.decode()
+    # an update without the flag keeps it; --no-staff takes it away and the admin refuses them
+    call_command("ratchet_user", "root", "--password", "pw-root-456", "--role", "annotator")
+    assert get_user_model().objects.get(username="root").is_staff
+    call_command("ratchet_user", "root", "--password", "pw-root-456", "--no-staff")
+    root = get_user_model().objects.get(username="root")
+    assert not root.is_staff and not root.is_superuser
+    refused = Client().post("/admin/login/?next=/admin/", {"username": "root", "password": "pw-root-456"})
+    assert refused.status_code == 200 and "staff account" in refused.content.decode()
+
+
+def test_ratchet_user_without_staff_cannot_use_the_django_admin(db):
+    from django.test import Client
+
+    call_command("ratchet_user", "plain", "--password", "pw-plain-123", "--role", "ml_engineer")
+    answer = Client().post("/admin/login/?next=/admin/", {"username": "plain", "password": "pw-plain-123"})
+    assert answer.status_code == 200 and "staff account" in answer.content.decode()
 
 
 def test_existing_campaigns_are_administered_by_their_creator_after_the_migration(make_user):

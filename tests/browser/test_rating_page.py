@@ -177,3 +177,119 @@ def test_the_page_renders_markdown_safely_keeps_code_verbatim_and_never_names_a_
           return !(el.getAttribute('aria-label') || label.trim() || el.textContent.trim() || el.getAttribute('aria-labelledby'));
         }).map(el => el.outerHTML.slice(0, 80))""")
     assert unnamed == []
+
+
+def rate_all(page, n: int) -> None:
+    """Rate `n` comparisons with the keyboard (A slightly better), until the page says it is done."""
+    shown = None
+    for _ in range(n):
+        shown = wait_for_comparison(page, other_than=shown)
+        page.keyboard.press("1")
+        page.keyboard.press("q")
+        page.keyboard.press("Enter")
+    page.wait_for_selector("main[data-state=done]")
+
+
+def past_train_runs(campaign) -> int:
+    """Three earlier rounds' train runs, timed stage by stage; the seconds the
+    next one should take by their medians (what the page's estimate reads)."""
+    from statistics import median
+
+    from annotate.models import TrainingRun
+    from annotate.training.stages import STAGES
+
+    stages = STAGES["train"]
+    timed = [{name: 45.0 * (i + 1) * (j + 2) for j, name in enumerate(stages)} for i in range(3)]
+    for seconds in timed:
+        TrainingRun.objects.create(campaign=campaign, kind=TrainingRun.Kind.TRAIN, status=TrainingRun.Status.SUCCEEDED,
+                                   stages={n: {"status": "succeeded", "seconds": s} for n, s in seconds.items()})
+    return round(sum(median(t[n] for t in timed) for n in stages))
+
+
+def test_the_done_page_shows_real_counts_after_a_reload_and_opens_the_next_round_without_one(
+    page, live_server, logged_in, enqueued
+):
+    from annotate.models import Answer, PolicyVersion, Round
+    from annotate.services.rounds import round_open
+    from annotate.training.runs import training_run_start
+    from tests.factories import AnswerFactory, PolicyVersionFactory
+
+    campaign, user = logged_in
+    page.goto(rate_url(live_server, campaign))
+    # given: the whole round rated, and the page reloaded
+    rate_all(page, 8)
+    wait_until(page, lambda: Rating.objects.filter(annotator=user).count() == 8, what="eight ratings stored")
+    page.reload()
+    page.wait_for_selector("main[data-state=done]")
+    # then: real counts, not dashes, and what happens next
+    expect(page.locator("#count-campaign")).to_have_text("8")
+    expect(page.locator("#count-today")).to_have_text("8")
+    expect(page.locator("#round-text")).to_have_text("8 / 8 ratings (100%)")
+    expect(page.locator("#done-counts")).to_have_text(
+        "You rated 8 comparisons in round 0 and 8 in this campaign (8 today). Round 0 has 8 of its 8 ratings.")
+    # (the test campaign does not train by itself: auto_train off)
+    expect(page.locator("#done-next")).to_have_text(
+        "Round 0 has all its ratings. The model trains on them once an engineer starts it; then round 1 opens.")
+    # and a hidden tab asks nothing (two poll periods go by), a shown one asks at once
+    asked = []
+    page.on("request", lambda r: asked.append(r.url) if "/progress/" in r.url else None)
+    page.evaluate("""() => { Object.defineProperty(document, 'visibilityState', {value: 'hidden', configurable: true});
+                            document.dispatchEvent(new Event('visibilitychange')); }""")
+    page.wait_for_timeout(26_000)
+    assert asked == []
+    with page.expect_request("**/progress/", timeout=5_000):
+        page.evaluate("""() => { Object.defineProperty(document, 'visibilityState', {value: 'visible', configurable: true});
+                                document.dispatchEvent(new Event('visibilitychange')); }""")
+    # when: the round trains, with earlier rounds to time it by
+    seconds = past_train_runs(campaign)
+    training_run_start(campaign=campaign)
+    # then: the page says so within a poll, with the estimate in minutes
+    expect(page.locator("#done-next")).to_have_text(
+        f"The model is training on your ratings (now: snapshot); round 1 opens in about {round(seconds / 60)} minutes.",
+        timeout=30_000)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "rating-done-1280.png"), full_page=True)
+    # when: round 1 opens (as the open stage does: the new policy's answers against the previous one's)
+    v0 = PolicyVersion.objects.get(campaign=campaign, version=0)
+    v1 = PolicyVersionFactory(campaign=campaign, version=1)
+    for answer in Answer.objects.filter(policy_version=v0, sample_index=0):
+        AnswerFactory(prompt=answer.prompt, policy_version=v1, sample_index=0, text=f"Round one: {answer.prompt.external_id}")
+    round_open(campaign=campaign, index=1, candidate=v1, baseline=v0)
+    # then: the page shows a comparison of round 1 without a reload, and counts round 1
+    page.wait_for_selector("main[data-state=rating][data-comparison]", timeout=30_000)
+    shown = int(page.get_attribute("main", "data-comparison"))
+    assert Round.objects.get(comparisons=shown).index == 1
+    expect(page.locator("#round-label")).to_have_text("round 1")
+    expect(page.locator("#round-text")).to_have_text("0 / 8 ratings (0%)")
+    expect(page.locator("#count-campaign")).to_have_text("8")
+    assert "Round one:" in page.text_content("#answer-a") + page.text_content("#answer-b")
+
+
+def test_an_answer_cut_at_the_token_limit_is_marked_at_its_end(page, live_server, logged_in):
+    from annotate.models import Answer, Comparison
+
+    campaign, _ = logged_in
+    # given: every second sample was cut at the limit, so each comparison has one cut side
+    Answer.objects.filter(prompt__campaign=campaign, sample_index=1).update(metadata={"truncated": True})
+    page.goto(rate_url(live_server, campaign))
+    shown = None
+    for _ in range(2):
+        shown = wait_for_comparison(page, other_than=shown)
+        comparison = Comparison.objects.select_related("response_a", "response_b").get(pk=shown)
+        cut = {"a": comparison.response_a.metadata.get("truncated", False),
+               "b": comparison.response_b.metadata.get("truncated", False)}
+        assert sorted(cut.values()) == [False, True]
+        for side, is_cut in cut.items():
+            note = page.locator(f"#answer-{side} .truncated-note")
+            if is_cut:
+                expect(note).to_have_text("… cut at the token limit")
+                # the answer's last element, after all its text
+                assert page.evaluate(f"document.getElementById('answer-{side}').lastElementChild.className") == "truncated-note"
+            else:
+                expect(note).to_have_count(0)
+        page.keyboard.press("3")
+        page.keyboard.press("Enter")
+    wait_for_comparison(page, other_than=shown)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator(".truncated-note").scroll_into_view_if_needed()
+    page.screenshot(path=str(SCREENSHOTS / "rating-truncated-1280.png"))

@@ -105,3 +105,42 @@ def test_raw_html_in_a_prompt_or_an_answer_shows_as_text_and_never_runs(page, li
     for side in ("#prompt", "#answer-a", "#answer-b"):
         assert page.locator(f"{side} script, {side} img, {side} b, {side} div, {side} i").count() == 0
     assert page.evaluate("window.__ran") is None
+
+
+def test_the_cut_marker_and_the_done_page_after_a_reload_fit_a_phone(page, live_server, logged_in):
+    from playwright.sync_api import expect
+
+    from annotate.models import Rating
+    from tests.browser.conftest import wait_until
+
+    campaign, user = logged_in
+    # given: every second sample was cut at the token limit
+    Answer.objects.filter(prompt__campaign=campaign, sample_index=1).update(metadata={"truncated": True})
+    page.set_viewport_size(PHONE)
+    page.goto(rate_url(live_server, campaign))
+    shown = wait_for_comparison(page)
+    # then: the marker is on screen at the end of the cut answer, within the phone's width
+    note = page.locator(".truncated-note")
+    expect(note).to_have_count(1)
+    note.scroll_into_view_if_needed()
+    box, answer = note.bounding_box(), note.locator("xpath=..").bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
+    assert box["y"] + box["height"] <= answer["y"] + answer["height"] + 1
+    result = page.evaluate(COVERED_TEXT, [".truncated-note"])
+    assert result["checked"] >= 1 and result["covered"] == []
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "rating-truncated-390.png"))
+    # when: the whole round is rated and the page reloaded
+    for _ in range(8):
+        shown = wait_for_comparison(page, other_than=shown if _ else None)
+        page.keyboard.press("4")
+        page.keyboard.press("Enter")
+    page.wait_for_selector("main[data-state=done]")
+    wait_until(page, lambda: Rating.objects.filter(annotator=user).count() == 8, what="eight ratings stored")
+    page.reload()
+    page.wait_for_selector("main[data-state=done]")
+    # then: the counts, and no sideways scrolling
+    expect(page.locator("#done-counts")).to_contain_text("You rated 8 comparisons in round 0")
+    expect(page.locator("#count-campaign")).to_have_text("8")
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    page.screenshot(path=str(SCREENSHOTS / "rating-done-390.png"), full_page=True)

@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.cache import cache
 from django.test import Client
 
@@ -112,6 +113,11 @@ def test_the_11th_bad_login_form_post_gets_429_with_a_clear_message(clean_cache,
     answer = client.post("/login/", {"username": annotator.username, "password": "correct horse"})
     assert answer.status_code == 429
     assert "Too many failed logins" in answer.content.decode()
+    # the page in the site's look, saying when to try again (the window: 5 minutes by default)
+    assert [t.name for t in answer.templates][:2] == ["frontend/login_locked.html", "frontend/base.html"]
+    minutes = settings.LOGIN_FAILURE_WINDOW_S // 60
+    assert f"Try again in {minutes} minutes" in answer.content.decode()
+    assert 0 < int(answer["Retry-After"]) <= settings.LOGIN_FAILURE_WINDOW_S
     assert not client.session.get("_auth_user_id")
     # Another username from the same address is not locked out by these failures.
     assert client.post("/login/", {"username": "someone-else", "password": "x"}).status_code == 200

@@ -93,3 +93,42 @@ def test_generate_progress_is_the_share_of_answers_done(tiny_model_path):
     generate(tiny_model_path, PROMPTS[:2], GenerateConfig(max_new_tokens=2, batch_size=3, seed=0), num_samples=4,
              on_progress=progress.append)
     assert progress == pytest.approx([3 / 8, 6 / 8, 1.0])
+
+
+def test_a_completion_without_eos_before_max_new_tokens_is_marked_truncated(tiny_model_path):
+    import torch
+
+    from rlhf.chat import format_prompt
+    from rlhf.generate import load_policy, sample
+
+    model, tok = load_policy(tiny_model_path, torch_device())
+    eos, other = tok.eos_token_id, next(i for i in range(tok.vocab_size) if i not in (tok.eos_token_id, tok.pad_token_id))
+
+    class EosOnRowZero:  # row 0 ends at its third token; row 1 never ends
+        def __call__(self, input_ids, scores):
+            out = torch.full_like(scores, -torch.inf)
+            out[:, other] = 0.0
+            if input_ids.shape[1] - prompt_len == 2:
+                out[0] = -torch.inf
+                out[0, eos] = 0.0
+            return out
+
+    texts = [format_prompt(tok, "is the sky blue?")] * 2
+    prompt_len = tok(texts, return_tensors="pt", padding=True)["input_ids"].shape[1]
+    rollout = sample(model, tok, texts, 6, sampler=EosOnRowZero())
+    assert rollout.truncated == [False, True]
+    assert rollout.completion_mask.sum(dim=1).tolist() == [3, 6]
+
+
+def test_generate_samples_and_the_cli_say_which_answers_were_cut(tiny_model_path, tmp_path):
+    from rlhf.data import read_jsonl, write_jsonl
+    from rlhf.generate import generate_samples, main
+
+    # a 2-token limit: the tiny model (seeded) says no EOS that soon
+    short = generate_samples(tiny_model_path, PROMPTS, GenerateConfig(max_new_tokens=2, seed=1), num_samples=2)
+    assert all(s.truncated for group in short for s in group)
+    assert [[s.text for s in g] for g in short] == generate(tiny_model_path, PROMPTS, GenerateConfig(max_new_tokens=2, seed=1), num_samples=2)
+    write_jsonl([{"prompt": "hi"}], tmp_path / "p.jsonl")
+    main(["--model", tiny_model_path, "--prompts", str(tmp_path / "p.jsonl"), "--out", str(tmp_path / "a.jsonl"),
+          "--max-new-tokens", "2"])
+    assert [r["truncated"] for r in read_jsonl(tmp_path / "a.jsonl")] == [True]

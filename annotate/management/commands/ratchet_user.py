@@ -1,3 +1,5 @@
+from argparse import BooleanOptionalAction
+
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
@@ -20,7 +22,13 @@ class Command(BaseCommand):
             "implies --role campaign_admin. A campaign admin manages only the campaigns they administer.",
         )
 
-    def handle(self, *args, username, password, role, campaign_admin, **options):
+        parser.add_argument(
+            "--staff", action=BooleanOptionalAction, default=None,
+            help="make the user staff: every campaign and API, and the Django admin at /admin/ (--no-staff "
+            "takes that away; without either it stays as it was)",
+        )
+
+    def handle(self, *args, username, password, role, campaign_admin, staff=None, **options):
         campaigns = []
         for ref in campaign_admin:
             found = Campaign.objects.filter(pk=int(ref)) if ref.isdigit() else Campaign.objects.filter(name=ref)
@@ -31,7 +39,7 @@ class Command(BaseCommand):
             role = [*role, Role.CAMPAIGN_ADMIN]
         try:
             with transaction.atomic():
-                _, token = user_create_or_update(username=username, password=password, roles=role)
+                _, token = user_create_or_update(username=username, password=password, roles=role, staff=staff)
                 for campaign in campaigns:
                     campaign_admins_add(campaign=campaign, usernames=[username])
         except ServiceError as exc:

@@ -14,9 +14,11 @@
 //
 // One file, since its parts (counters, outbox, time on task, leases,
 // prefetch, keys) share one state: the comparison on screen and the one
-// leased behind it. What shares none of it lives in api.js and markdown.js.
+// leased behind it. What shares none of it lives in api.js, markdown.js and
+// rate_done.js (the page with nothing left to rate, waiting for the next round).
 import { api, errorText, escapeHtml, serverOffsetMs, uuid4 } from "./api.js";
 import { markdown, markdownText } from "./markdown.js";
+import { watchDone } from "./rate_done.js";
 
 const config = JSON.parse(document.getElementById("rate-config").textContent);
 const $ = (id) => document.getElementById(id);
@@ -39,11 +41,19 @@ function promptHtml(item) {
   return markdownText(item.prompt);
 }
 
+// An answer the model stopped at its token limit says so at its end.
+const CUT_NOTE = '<p class="truncated-note">… cut at the token limit</p>';
+function answerHtml(text, truncated) { return markdownText(text) + (truncated ? CUT_NOTE : ""); }
+
 // Render once, when the comparison arrives (so showing a prefetched one is only a DOM swap).
 function prepare(data) {
   return {
     data,
-    html: { prompt: promptHtml(data), a: markdownText(data.response_a), b: markdownText(data.response_b) },
+    html: {
+      prompt: promptHtml(data),
+      a: answerHtml(data.response_a, data.response_a_truncated),
+      b: answerHtml(data.response_b, data.response_b_truncated),
+    },
     leaseEnd: Date.parse(data.leased_until) - serverOffsetMs(), // local clock
     leaseTtl: Math.max(30_000, Date.parse(data.leased_until) - (Date.now() + serverOffsetMs())),
     leaseLost: false,
@@ -298,6 +308,8 @@ function show(item) {
   window.scrollTo({ top: 0 });
 }
 
+let stopDone = null; // stops rate_done.js's polling
+
 function showDone() {
   current = null;
   $("comparison").hidden = true;
@@ -309,6 +321,22 @@ function showDone() {
   }
   delete main.dataset.comparison;
   $("done-heading").focus();
+  // Real counts after a reload too; when done (not stopped), wait for the next round and rate it.
+  stopDone?.();
+  stopDone = watchDone({
+    campaign: config.campaign,
+    round: base?.round_progress?.round ?? null,
+    poll: !stoppedReason,
+    setCounters: (counts) => { base = { ...counts, confirmedAtRequest: confirmed }; renderCounters(); },
+    // The new round's counts first: if it has nothing for us either, the next wait starts from it.
+    onRoundOpen: (counts) => {
+      base = { ...counts, confirmedAtRequest: confirmed };
+      stopDone = null;
+      prefetchWanted = true;
+      main.dataset.state = "loading";
+      start();
+    },
+  });
 }
 
 async function advance(t0) {

@@ -58,6 +58,9 @@ def test_a_job_answers_every_prompt_and_sample_once_and_records_token_usage(faul
     assert len(fault_proxy.answered(200)) == 10 == len(fault_proxy.log)
     assert job.completion_tokens == sum(a.metadata["usage"]["completion_tokens"] for a in answers) > 0
     assert job.prompt_tokens == sum(a.metadata["usage"]["prompt_tokens"] for a in answers) > 0
+    # an answer the server stopped at max_tokens (8 here) is marked as cut, and only those
+    assert all(a.metadata["truncated"] == (a.metadata["finish_reason"] == "length") for a in answers)
+    assert any(a.metadata["truncated"] for a in answers)
     # each sample was asked with its own seed (the same seed would give the same answer)
     assert {a.sampling["seed"] for a in answers} == {7, 8}
     assert Counter(s.seed for s in fault_proxy.log) == {7: 5, 8: 5}
