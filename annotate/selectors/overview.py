@@ -1,0 +1,311 @@
+"""A campaign's overview: is the loop working, and is anything stuck?
+
+campaign_overview reads, in a fixed number of queries whatever the number
+of rounds, everything the overview page shows: one row of figures per round
+(win rates with Wilson intervals, KL to the base, the reward model's
+held-out accuracy, ratings per hour, time per stage) and what is happening
+now (the round's progress, who is rating, the run in progress with an ETA,
+and anything stuck, said in words).
+
+Every figure comes from what the database records: ratings (win rates,
+ratings per hour), the rounds' open and close times, the training runs'
+stage records (times), the policy and reward versions' final metrics (KL,
+held-out accuracy; names as in rlhf/__init__.py). A figure nothing records
+is None, and the page says it is not measured. docs/console.md says how each
+is computed and the rules for "stuck"."""
+from collections import defaultdict
+from datetime import datetime
+
+from django.db.models import Count, Max, Min, Q, Sum
+from django.utils import timezone
+
+from annotate.models import Campaign, Comparison, PolicyVersion, Rating, RewardModelVersion, TrainingRun
+from annotate.selectors.overview_now import campaign_now, iso, parse_time, seconds_between
+from annotate.stats.intervals import wilson_interval
+from annotate.training.stages import STAGES
+
+# The runs the page lists, newest first.
+RECENT_RUNS = 10
+# The stages a round's time is split into on the chart: rating (the round
+# collecting), queue (the run's stages waiting for a gpu worker), the three
+# long stages, and the two short ones together.
+TIME_PARTS = ("rating", "queue", "reward", "policy", "generate", "snapshot_open")
+
+
+def _win_record(wins: float, ties: float, losses: float) -> dict | None:
+    """Ties count half a win (as on the models page); None with no ratings."""
+    n = wins + ties + losses
+    if not n:
+        return None
+    lower, upper = wilson_interval(wins + ties / 2, n)
+    return {"n": n, "wins": wins, "ties": ties, "losses": losses,
+            "win_rate": (wins + ties / 2) / n, "lower": lower, "upper": upper}
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _kl(version: dict | None) -> tuple[float | None, str]:
+    """KL to the base of a policy version, nats per answer, and where it
+    comes from: the estimate for the weights the step kept (with a budget),
+    else the step's last reported KL (the trainers use the base as their
+    reference), 0 for the base itself."""
+    if version is None:
+        return None, ""
+    if version["version"] == 0:
+        return 0.0, "the base itself"
+    metrics = version["metrics"] or {}
+    kept = _number(metrics.get("policy/kl_to_base"))
+    if kept is not None:
+        return kept, "policy/kl_to_base"
+    last = _number(metrics.get("policy/kl"))
+    if last is not None:
+        return last, "policy/kl"
+    return None, ""
+
+
+def _heldout(reward: dict | None) -> dict | None:
+    """The reward model's accuracy on its held-out pairs with a Wilson
+    interval over their count (the calibration buckets' pairs add up to it)."""
+    if reward is None:
+        return None
+    metrics = reward["metrics"] or {}
+    accuracy = _number(metrics.get("eval/reward/accuracy"))
+    if accuracy is None:
+        return None
+    pairs = sum(v for k, v in metrics.items() if k.startswith("eval/reward/pairs_margin_") and _number(v) is not None)
+    lower, upper = wilson_interval(accuracy * pairs, pairs) if pairs else (None, None)
+    return {"accuracy": accuracy, "pairs": int(pairs) or None, "lower": lower, "upper": upper,
+            "split": metrics.get("eval/reward/split") or "heldout", "reward_version": reward["version"]}
+
+
+def _run_times(run: TrainingRun) -> dict:
+    """Seconds each stage of a run took (its successful attempt) and waited
+    in the gpu queue (its latest message sent to its start)."""
+    times = {"queue": 0.0}
+    for stage in STAGES[run.kind]:
+        record = run.stages.get(stage, {})
+        waited = seconds_between(parse_time(record.get("queued_at")), parse_time(record.get("started_at")))
+        if waited is not None and waited > 0:
+            times["queue"] += waited
+        if record.get("seconds") is not None:
+            key = "snapshot_open" if stage in ("snapshot", "open") else stage
+            times[key] = times.get(key, 0.0) + float(record["seconds"])
+    return times
+
+
+def _rating_tallies(round_ids: list[int]) -> list[dict]:
+    """Ratings of regular comparisons (gold pairs left out), tallied by round,
+    choice and the model on each side, with the first and last rating time."""
+    return list(
+        Rating.objects.filter(comparison__round_id__in=round_ids, comparison__gold_choice="")
+        .values(
+            "comparison__round_id", "choice",
+            "comparison__response_a__policy_version_id", "comparison__response_a__external_model_id",
+            "comparison__response_b__policy_version_id", "comparison__response_b__external_model_id",
+        )
+        .annotate(n=Count("pk"), first=Min("created_at"), last=Max("created_at"))
+        .order_by()
+    )
+
+
+def _tally_win(record: list, choice: str, candidate_is_a: bool, n: int) -> None:
+    if choice == Rating.Choice.TIE:
+        record[1] += n
+    elif choice in (Rating.Choice.A, Rating.Choice.B):
+        record[0 if (choice == Rating.Choice.A) == candidate_is_a else 2] += n
+
+
+def campaign_overview(*, campaign: Campaign, now: datetime | None = None) -> dict:
+    """{"kind", "rounds": [figures per round, oldest first], "charts": the
+    series the page draws (None for an evaluation campaign), "now": what is
+    happening now (overview_now.campaign_now)}. The keys of each round are
+    listed in docs/console.md."""
+    return _overview(campaign, now or timezone.now(), current_only=False)
+
+
+def campaign_overview_now(*, campaign: Campaign, now: datetime | None = None) -> dict:
+    """campaign_overview's "now" alone, reading only the current round's
+    ratings: what the page polls every few seconds."""
+    return _overview(campaign, now or timezone.now(), current_only=True)["now"]
+
+
+def _overview(campaign: Campaign, now: datetime, *, current_only: bool) -> dict:
+    rounds = list(campaign.rounds.order_by("index").values("pk", "index", "status", "candidate_id", "baseline_id",
+                                                             "opened_at", "closed_at"))
+    shown = rounds[-1:] if current_only else rounds
+    k = campaign.overlap
+    progress = {
+        row["round_id"]: row
+        for row in Comparison.objects.filter(round_id__in=[r["pk"] for r in shown], gold_choice="")
+        .values("round_id")
+        .annotate(comparisons=Count("pk"), ratings=Sum("rating_count"), complete=Count("pk", filter=Q(rating_count__gte=k)))
+        .order_by()
+    }
+    tallies = _rating_tallies([r["pk"] for r in shown])
+    runs = list(
+        TrainingRun.objects.filter(campaign=campaign)
+        .only("pk", "campaign_id", "round_id", "kind", "stage", "status", "attempts", "progress", "stages", "error",
+              "created_at", "started_at", "finished_at", "heartbeat_at")
+        .order_by("created_at", "pk")
+    )
+    if campaign.kind == Campaign.Kind.EVALUATION or current_only:
+        by_round = defaultdict(list)
+        for t in tallies:
+            by_round[t["comparison__round_id"]].append(t)
+        rows = [_counts(row, progress, by_round, now) for row in shown]
+        overview = {"kind": campaign.kind, "rounds": rows, "charts": None,
+                    "now": campaign_now(campaign=campaign, rounds=rounds, rows=rows, runs=runs, now=now)}
+        if current_only:
+            return overview
+        externals = dict(campaign.external_models.values_list("pk", "name"))
+        return {**overview, **_listed(rounds, runs, externals)}
+    versions = {
+        v["pk"]: v for v in PolicyVersion.objects.filter(campaign=campaign).values("pk", "version", "metrics")
+    }
+    rewards = {
+        r["training_run_id"]: r
+        for r in RewardModelVersion.objects.filter(campaign=campaign).values("version", "metrics", "training_run_id")
+    }
+    externals = dict(campaign.external_models.values_list("pk", "name"))
+    rows = _loop_rounds(rounds, progress, tallies, versions, rewards, externals, runs, now)
+    return {"kind": campaign.kind, "rounds": rows, "charts": _charts(campaign, rows),
+            "now": campaign_now(campaign=campaign, rounds=rounds, rows=rows, runs=runs, now=now),
+            **_listed(rounds, runs, externals)}
+
+
+def _listed(rounds: list[dict], runs: list[TrainingRun], externals: dict) -> dict:
+    """What the page lists besides the figures, from the rows already read:
+    the ten newest runs (with their round's index) and the external models
+    by name."""
+    index = {r["pk"]: r["index"] for r in rounds}
+    recent = []
+    for run in reversed(runs[-RECENT_RUNS:]):
+        run.round_index = index.get(run.round_id)
+        recent.append(run)
+    return {"recent_runs": recent, "external_models": sorted(externals.items(), key=lambda item: (item[1], item[0]))}
+
+
+def _round_run(runs: list[TrainingRun], round_id: int) -> TrainingRun | None:
+    """The round's train run: the live or finished one, else the latest cancelled."""
+    mine = [r for r in runs if r.round_id == round_id and r.kind == TrainingRun.Kind.TRAIN]
+    kept = [r for r in mine if r.status != TrainingRun.Status.CANCELLED]
+    return (kept or mine or [None])[-1]
+
+
+def _collectingseconds_between(row: dict, now: datetime) -> float:
+    end = row["closed_at"] or (now if row["status"] == "collecting" else None)
+    return max(0.0, seconds_between(row["opened_at"], end) or 0.0)
+
+
+def _counts(row: dict, progress: dict, tallies_by_round: dict, now: datetime) -> dict:
+    """What both kinds of campaign show for a round: its progress and pace."""
+    p = progress.get(row["pk"], {})
+    comparisons, ratings = p.get("comparisons", 0), p.get("ratings") or 0
+    rated = tallies_by_round.get(row["pk"], [])
+    hours = _collectingseconds_between(row, now) / 3600
+    return {
+        "round": row["index"],
+        "status": row["status"],
+        "comparisons": comparisons,
+        "complete_comparisons": p.get("complete", 0),
+        "ratings": ratings,
+        "opened_at": iso(row["opened_at"]),
+        "closed_at": iso(row["closed_at"]),
+        "first_rating_at": iso(min((t["first"] for t in rated), default=None)),
+        "last_rating_at": iso(max((t["last"] for t in rated), default=None)),
+        # Over the time the round collected (to now while it still does).
+        "ratings_per_hour": ratings / hours if hours > 0 else None,
+    }
+
+
+def _loop_rounds(rounds, progress, tallies, versions, rewards, externals, runs, now):
+    by_round = defaultdict(list)
+    # pair[(x, y)]: [wins, ties, losses] of policy version x against y, every round.
+    pair = defaultdict(lambda: [0, 0, 0])
+    for t in tallies:
+        by_round[t["comparison__round_id"]].append(t)
+        pa, pb = t["comparison__response_a__policy_version_id"], t["comparison__response_b__policy_version_id"]
+        if pa is not None and pb is not None and pa != pb:
+            _tally_win(pair[(pa, pb)], t["choice"], True, t["n"])
+            _tally_win(pair[(pb, pa)], t["choice"], False, t["n"])
+    base = next((v for v in versions.values() if v["version"] == 0), None)
+    rows = []
+    for row in rounds:
+        counts = _counts(row, progress, by_round, now)
+        candidate, baseline = versions.get(row["candidate_id"]), versions.get(row["baseline_id"])
+        previous = reference = None
+        reference_name = None
+        if candidate and baseline and candidate["pk"] != baseline["pk"]:
+            record = [0, 0, 0]
+            for t in by_round[row["pk"]]:
+                pa, pb = t["comparison__response_a__policy_version_id"], t["comparison__response_b__policy_version_id"]
+                if {pa, pb} == {candidate["pk"], baseline["pk"]}:
+                    _tally_win(record, t["choice"], pa == candidate["pk"], t["n"])
+            previous = _win_record(*record)
+        if candidate:
+            record = [0, 0, 0]
+            for t in by_round[row["pk"]]:
+                pa, pb = t["comparison__response_a__policy_version_id"], t["comparison__response_b__policy_version_id"]
+                ea, eb = t["comparison__response_a__external_model_id"], t["comparison__response_b__external_model_id"]
+                if pa == candidate["pk"] and eb is not None or pb == candidate["pk"] and ea is not None:
+                    reference_name = externals.get(eb if pa == candidate["pk"] else ea)
+                    _tally_win(record, t["choice"], pa == candidate["pk"], t["n"])
+            reference = _win_record(*record)
+        against_base = None
+        if candidate and base and candidate["pk"] != base["pk"]:
+            against_base = _win_record(*pair.get((candidate["pk"], base["pk"]), (0, 0, 0)))
+        kl, kl_source = _kl(candidate)
+        run = _round_run(runs, row["pk"])
+        reward = rewards.get(run.pk) if run else None
+        times = {part: None for part in TIME_PARTS}
+        times["rating"] = _collectingseconds_between(row, now)
+        if run is not None:
+            times.update(_run_times(run))
+        rows.append({
+            **counts,
+            "candidate_version": candidate["version"] if candidate else None,
+            "baseline_version": baseline["version"] if baseline else None,
+            "vs_previous": previous,
+            "vs_base": against_base,
+            "vs_reference": reference,
+            "reference_model": reference_name,
+            "kl_to_base": kl,
+            "kl_source": kl_source,
+            "reward_heldout": _heldout(reward),
+            "run": {"id": run.pk, "status": run.status, "stage": run.stage} if run else None,
+            "seconds": times,
+        })
+    return rows
+
+
+def _series(rows: list[dict], key: str) -> dict:
+    """A win-rate series with its interval: values, lo, hi (None: not measured)."""
+    records = [r[key] for r in rows]
+    return {
+        "values": [x["win_rate"] if x else None for x in records],
+        "lo": [x["lower"] if x else None for x in records],
+        "hi": [x["upper"] if x else None for x in records],
+        "n": [x["n"] if x else 0 for x in records],
+    }
+
+
+def _charts(campaign: Campaign, rows: list[dict]) -> dict:
+    """The series the page draws, one chart per question, x = round index."""
+    heldout = [r["reward_heldout"] for r in rows]
+    return {
+        "x": [r["round"] for r in rows],
+        "win": {"previous": _series(rows, "vs_previous"), "base": _series(rows, "vs_base"),
+                "reference": _series(rows, "vs_reference"),
+                "reference_model": next((r["reference_model"] for r in rows if r["reference_model"]), None)},
+        "kl": {"values": [r["kl_to_base"] for r in rows], "budget": campaign.kl_budget},
+        "heldout": {"values": [h["accuracy"] if h else None for h in heldout],
+                    "lo": [h["lower"] if h else None for h in heldout],
+                    "hi": [h["upper"] if h else None for h in heldout]},
+        "rate": {"values": [r["ratings_per_hour"] for r in rows]},
+        "minutes": {
+            part: [None if r["seconds"][part] is None else r["seconds"][part] / 60 for r in rows]
+            for part in TIME_PARTS
+        },
+    }
