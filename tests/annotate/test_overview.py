@@ -5,7 +5,6 @@ from the ORM; what it says is stuck; who sees which button and that a POST
 by someone not allowed writes nothing; its query count against the number
 of rounds."""
 import json
-import random
 import re
 from datetime import timedelta
 from math import sqrt
@@ -16,7 +15,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from annotate.models import Campaign, PolicyVersion, Rating, RewardModelVersion, Role, Round, TrainingRun
+from annotate.models import Campaign, PolicyVersion, Rating, RewardModelVersion, Role, TrainingRun
 from annotate.selectors.overview import campaign_overview, campaign_overview_now
 from annotate.selectors.overview_now import MISSED_BEATS, QUEUED_UNTAKEN_S
 from annotate.services.evaluation import evaluation_start
@@ -24,9 +23,10 @@ from tests.factories import (
     CampaignFactory,
     PromptFactory,
     evaluation_campaign,
+    iso,
+    loop_campaign_with_history,
     open_round,
     ratings_bulk_create,
-    version_chain_rounds,
 )
 
 pytestmark = pytest.mark.django_db
@@ -56,56 +56,6 @@ def wilson(wins: float, n: float, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, (centre - spread) / denominator), min(1.0, (centre + spread) / denominator)
 
 
-def iso(t) -> str:
-    return t.isoformat()
-
-
-def _stage(queued, started, seconds):
-    return {"status": "succeeded", "queued_at": iso(queued), "started_at": iso(started),
-            "finished_at": iso(started + timedelta(seconds=seconds)), "seconds": seconds}
-
-
-def _loop_campaign(annotators, *, versions=3, prompts=6, seed=0):
-    """Rounds 0..versions-1 (round i: v_i against v_(i-1)), rated by
-    `annotators` at random; every round but the last closed, with a
-    finished train run (stage times), a reward model (held-out metrics) and
-    the next version's KL."""
-    rounds = version_chain_rounds(versions=versions, prompts=prompts, annotators=annotators, overlap=2, kl_budget=1.0)
-    campaign = rounds[0].campaign
-    rng = random.Random(seed)
-    ratings_bulk_create(
-        {"comparison_id": c.pk, "annotator": a, "choice": rng.choice(["A", "A", "B", "tie", "both_bad"])}
-        for r in rounds for c in r.comparisons.all() for a in annotators
-    )
-    t0 = timezone.now() - timedelta(hours=10 * versions)
-    for i, r in enumerate(rounds):
-        opened = t0 + timedelta(hours=10 * i)
-        closed = opened + timedelta(hours=2 + i) if i < versions - 1 else None
-        Round.objects.filter(pk=r.pk).update(opened_at=opened, closed_at=closed,
-                                             status="done" if closed else "collecting")
-        if closed is None:
-            continue
-        start = closed + timedelta(seconds=30)
-        stages = {
-            "snapshot": _stage(closed, closed + timedelta(seconds=5 + i), 3),
-            "reward": _stage(start, start + timedelta(seconds=40), 600 + 60 * i),
-            "policy": _stage(start + timedelta(hours=1), start + timedelta(hours=1, seconds=2), 1200),
-            "generate": _stage(start + timedelta(hours=2), start + timedelta(hours=2), 300),
-            "open": _stage(start + timedelta(hours=3), start + timedelta(hours=3, seconds=1), 2),
-        }
-        run = TrainingRun.objects.create(campaign=campaign, round=r, kind="train", status="succeeded", stage="open",
-                                         stages=stages)
-        buckets = {"eval/reward/pairs_margin_0-0.5": 10 + i, "eval/reward/pairs_margin_0.5-1": 6,
-                   "eval/reward/pairs_margin_1-2": 3, "eval/reward/pairs_margin_2-inf": 1}
-        RewardModelVersion.objects.create(campaign=campaign, version=i + 1, path=f"/x/reward-{i}", sha256="0" * 64,
-                                          training_run=run, metrics={"eval/reward/accuracy": 0.6 + 0.05 * i, **buckets})
-        PolicyVersion.objects.filter(campaign=campaign, version=i + 1).update(
-            training_run=run, metrics={"policy/kl": 0.2 * (i + 1) + 0.05, "policy/kl_to_base": 0.2 * (i + 1)}
-            if i % 2 else {"policy/kl": 0.3 * (i + 1)}
-        )
-    return campaign
-
-
 def _expected_win(round_, one, other):
     """One's win rate (ties half, both-bad out) against other in the round's
     regular comparisons, from the rating rows one by one."""
@@ -126,7 +76,7 @@ def _expected_win(round_, one, other):
 
 def test_the_overview_charts_carry_the_figures_the_database_holds(client, campaign_admin, make_user):
     annotators = [make_user(Role.ANNOTATOR) for _ in range(3)]
-    campaign = _loop_campaign(annotators)
+    campaign = loop_campaign_with_history(annotators)
     html = login(campaign_admin).get(f"/console/campaigns/{campaign.pk}/").content.decode()
     charts = embedded(html, "overview-charts")
     rounds = list(campaign.rounds.select_related("candidate", "baseline").order_by("index"))
@@ -187,7 +137,7 @@ def test_the_overview_reads_a_fixed_number_of_queries_whatever_the_number_of_rou
     campaign_admin, make_user, django_assert_max_num_queries
 ):
     annotators = [make_user(Role.ANNOTATOR) for _ in range(2)]
-    few, many = _loop_campaign(annotators, versions=2, prompts=3), _loop_campaign(annotators, versions=9, prompts=3)
+    few, many = loop_campaign_with_history(annotators, versions=2, prompts=3), loop_campaign_with_history(annotators, versions=9, prompts=3)
     counts = []
     for campaign in (few, many):
         with CaptureQueriesContext(connection) as queries:
@@ -270,7 +220,7 @@ def test_a_complete_round_with_auto_train_off_asks_for_train_now(annotator, othe
 
 
 def test_the_eta_comes_from_the_stage_progress_and_earlier_runs(make_user):
-    campaign = _loop_campaign([make_user(Role.ANNOTATOR)], versions=3, prompts=2)
+    campaign = loop_campaign_with_history([make_user(Role.ANNOTATOR)], versions=3, prompts=2)
     current = campaign.rounds.order_by("-index").first()
     now = timezone.now()
     TrainingRun.objects.create(
