@@ -111,6 +111,8 @@ def _rating_tallies(round_ids: list[int]) -> list[dict]:
 
 
 def _tally_win(record: list, choice: str, candidate_is_a: bool, n: int) -> None:
+    """Add n ratings of `choice` to [wins, ties, losses] of the model shown as
+    A (candidate_is_a) or as B."""
     if choice == Rating.Choice.TIE:
         record[1] += n
     elif choice in (Rating.Choice.A, Rating.Choice.B):
@@ -118,10 +120,17 @@ def _tally_win(record: list, choice: str, candidate_is_a: bool, n: int) -> None:
 
 
 def campaign_overview(*, campaign: Campaign, now: datetime | None = None) -> dict:
-    """{"kind", "rounds": [figures per round, oldest first], "charts": the
-    series the page draws (None for an evaluation campaign), "now": what is
-    happening now (overview_now.campaign_now)}. The keys of each round are
-    listed in docs/console.md."""
+    """{"kind", "rounds", "charts", "now", "recent_runs", "external_models"}.
+
+    rounds: one dict per round, oldest first: its progress (comparisons,
+    complete_comparisons, ratings), opened_at / closed_at, first and last
+    rating, ratings_per_hour; a loop round also candidate_version and
+    baseline_version, vs_previous / vs_base / vs_reference (win records: n,
+    wins, ties, losses, win_rate, lower, upper; None where not measured),
+    kl_to_base and kl_source, reward_heldout (accuracy, pairs, lower, upper,
+    split), run (the round's train run) and seconds (per TIME_PARTS).
+    charts: the same as series over rounds, as the page draws them (None for
+    an evaluation campaign). now: overview_now.campaign_now."""
     return _overview(campaign, now or timezone.now(), current_only=False)
 
 
@@ -194,7 +203,7 @@ def _round_run(runs: list[TrainingRun], round_id: int) -> TrainingRun | None:
     return (kept or mine or [None])[-1]
 
 
-def _collectingseconds_between(row: dict, now: datetime) -> float:
+def _collecting_seconds(row: dict, now: datetime) -> float:
     end = row["closed_at"] or (now if row["status"] == "collecting" else None)
     return max(0.0, seconds_between(row["opened_at"], end) or 0.0)
 
@@ -204,7 +213,7 @@ def _counts(row: dict, progress: dict, tallies_by_round: dict, now: datetime) ->
     p = progress.get(row["pk"], {})
     comparisons, ratings = p.get("comparisons", 0), p.get("ratings") or 0
     rated = tallies_by_round.get(row["pk"], [])
-    hours = _collectingseconds_between(row, now) / 3600
+    hours = _collecting_seconds(row, now) / 3600
     return {
         "round": row["index"],
         "status": row["status"],
@@ -260,7 +269,7 @@ def _loop_rounds(rounds, progress, tallies, versions, rewards, externals, runs, 
         run = _round_run(runs, row["pk"])
         reward = rewards.get(run.pk) if run else None
         times = {part: None for part in TIME_PARTS}
-        times["rating"] = _collectingseconds_between(row, now)
+        times["rating"] = _collecting_seconds(row, now)
         if run is not None:
             times.update(_run_times(run))
         rows.append({

@@ -96,9 +96,12 @@ def _eta(live: TrainingRun, runs: list[TrainingRun], now: datetime) -> dict:
     if rest and not set(rest) & set(untimed):
         basis.append(f"{', '.join(rest)} from the median of this campaign's earlier runs")
     if untimed:
-        return {"seconds": None, "text": f"no ETA yet: this campaign has never finished {', '.join(untimed)} "
-                                         "(and the stage reports no progress yet)" if live.stage in untimed
-                else f"no ETA yet: this campaign has never finished {', '.join(untimed)}"}
+        why = f"this campaign has never finished {', '.join(untimed)}"
+        if live.stage in untimed and elapsed is not None:
+            why += f", and {live.stage} has reported too little progress to go by"
+        return {"seconds": None, "text": f"no ETA yet: {why}"}
+    if live.status == TrainingRun.Status.QUEUED:
+        basis.append("not counting the wait for a gpu worker")
     return {"seconds": left, "text": f"about {_duration(left)} left ({'; '.join(basis)})"}
 
 

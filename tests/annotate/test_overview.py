@@ -6,7 +6,7 @@ by someone not allowed writes nothing; its query count against the number
 of rounds."""
 import json
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from math import sqrt
 
 import pytest
@@ -117,7 +117,6 @@ def test_the_overview_charts_carry_the_figures_the_database_holds(client, campai
         if run is None:
             assert charts["minutes"]["reward"][i] is None and charts["minutes"]["queue"][i] is None
             continue
-        from datetime import datetime
         waited = sum(
             (datetime.fromisoformat(s["started_at"]) - datetime.fromisoformat(s["queued_at"])).total_seconds()
             for s in run.stages.values()
@@ -217,6 +216,27 @@ def test_a_complete_round_with_auto_train_off_asks_for_train_now(annotator, othe
     ratings_bulk_create({"comparison_id": c.pk, "annotator": annotator, "choice": "A"} for c in round_.comparisons.all())
     problems = _problems(round_.campaign)
     assert "auto-train is off" in problems["complete"] and "Train now" in problems["complete"]
+
+
+def test_who_is_rating_and_a_round_nobody_rates(annotator, other_annotator, campaign_admin):
+    from annotate.models import Lease
+
+    round_ = open_round(prompts=3, overlap=2, annotators=[annotator, other_annotator])
+    assert "No one is rating" in _problems(round_.campaign)["idle"]
+    now = timezone.now()
+    first, second = round_.comparisons.all()[:2]
+    Lease.objects.create(comparison=first, annotator=annotator, leased_at=now, leased_until=now + timedelta(minutes=5))
+    Lease.objects.create(comparison=second, annotator=other_annotator, leased_at=now - timedelta(hours=1),
+                         leased_until=now - timedelta(minutes=50))  # expired: not on screen
+    ratings_bulk_create([{"comparison_id": second.pk, "annotator": other_annotator, "choice": "B"}])
+    now_panel = campaign_overview_now(campaign=round_.campaign)
+    assert [(r["username"], r["on_screen"], r["recent_ratings"]) for r in now_panel["raters"]] == [
+        (annotator.username, 1, 0), (other_annotator.username, 0, 1)]
+    assert "idle" not in {p["kind"] for p in now_panel["problems"]}
+    html = login(campaign_admin).get(f"/console/campaigns/{round_.campaign_id}/now/").content.decode()
+    assert f'data-username="{annotator.username}"' in html and "1 of 6 ratings" in html
+    # the panel is the console's: an annotator gets none of it
+    assert login(annotator).get(f"/console/campaigns/{round_.campaign_id}/now/").status_code == 403
 
 
 def test_the_eta_comes_from_the_stage_progress_and_earlier_runs(make_user):
