@@ -152,7 +152,8 @@ def _overview(campaign: Campaign, now: datetime, *, current_only: bool) -> dict:
         .annotate(comparisons=Count("pk"), ratings=Sum("rating_count"), complete=Count("pk", filter=Q(rating_count__gte=k)))
         .order_by()
     }
-    tallies = _rating_tallies([r["pk"] for r in shown])
+    # The polled panel needs no tally: its counts come from the comparisons.
+    tallies = [] if current_only else _rating_tallies([r["pk"] for r in shown])
     runs = list(
         TrainingRun.objects.filter(campaign=campaign)
         .only("pk", "campaign_id", "round_id", "kind", "stage", "status", "attempts", "progress", "stages", "error",
