@@ -97,15 +97,30 @@ def _run_times(run: TrainingRun) -> dict:
 
 def _rating_tallies(round_ids: list[int]) -> list[dict]:
     """Ratings of regular comparisons (gold pairs left out), tallied by round,
-    choice and the model on each side, with the first and last rating time."""
+    choice and the side the candidate was shown on, with the first and last
+    rating time. No answer is joined: at 100,000 ratings, grouping by the
+    model of each side made PostgreSQL sort every rating on disk (300 ms
+    instead of under 100, bench/RESULTS.md)."""
     return list(
         Rating.objects.filter(comparison__round_id__in=round_ids, comparison__gold_choice="")
-        .values(
-            "comparison__round_id", "choice",
-            "comparison__response_a__policy_version_id", "comparison__response_a__external_model_id",
-            "comparison__response_b__policy_version_id", "comparison__response_b__external_model_id",
-        )
+        .values("comparison__round_id", "choice", "comparison__candidate_is_a")
         .annotate(n=Count("pk"), first=Min("created_at"), last=Max("created_at"))
+        .order_by()
+    )
+
+
+def _reference_tallies(round_ids: list[int]) -> list[dict]:
+    """The same for the comparisons with an external model's answer on one
+    side (a loop round's candidate against the reference model), by that
+    model: the few rows that need the answers joined."""
+    external = Comparison.objects.filter(round_id__in=round_ids, gold_choice="").filter(
+        Q(response_a__external_model__isnull=False) | Q(response_b__external_model__isnull=False)
+    )
+    return list(
+        Rating.objects.filter(comparison__in=external)
+        .values("comparison__round_id", "choice", "comparison__candidate_is_a",
+                "comparison__response_a__external_model_id", "comparison__response_b__external_model_id")
+        .annotate(n=Count("pk"))
         .order_by()
     )
 
@@ -179,7 +194,8 @@ def _overview(campaign: Campaign, now: datetime, *, current_only: bool) -> dict:
         for r in RewardModelVersion.objects.filter(campaign=campaign).values("version", "metrics", "training_run_id")
     }
     externals = dict(campaign.external_models.values_list("pk", "name"))
-    rows = _loop_rounds(rounds, progress, tallies, versions, rewards, externals, runs, now)
+    references = _reference_tallies([r["pk"] for r in shown])
+    rows = _loop_rounds(rounds, progress, tallies, references, versions, rewards, externals, runs, now)
     return {"kind": campaign.kind, "rounds": rows, "charts": _charts(campaign, rows),
             "now": campaign_now(campaign=campaign, rounds=rounds, rows=rows, runs=runs, now=now),
             **_listed(rounds, runs, externals)}
@@ -230,42 +246,52 @@ def _counts(row: dict, progress: dict, tallies_by_round: dict, now: datetime) ->
     }
 
 
-def _loop_rounds(rounds, progress, tallies, versions, rewards, externals, runs, now):
+def _loop_rounds(rounds, progress, tallies, references, versions, rewards, externals, runs, now):
+    """A loop round's regular comparisons pair its candidate with its baseline
+    (annotate/services/rounds.py, round_open) or, where a reference model is
+    set, with the reference's answer; so the ratings of a round, less those
+    against an external model, are the candidate's against the baseline."""
     by_round = defaultdict(list)
-    # pair[(x, y)]: [wins, ties, losses] of policy version x against y, every round.
-    pair = defaultdict(lambda: [0, 0, 0])
     for t in tallies:
         by_round[t["comparison__round_id"]].append(t)
-        pa, pb = t["comparison__response_a__policy_version_id"], t["comparison__response_b__policy_version_id"]
-        if pa is not None and pb is not None and pa != pb:
-            _tally_win(pair[(pa, pb)], t["choice"], True, t["n"])
-            _tally_win(pair[(pb, pa)], t["choice"], False, t["n"])
+    external_by_round = defaultdict(list)
+    for t in references:
+        external_by_round[t["comparison__round_id"]].append(t)
     base = next((v for v in versions.values() if v["version"] == 0), None)
+    # met[(x, y)]: [wins, ties, losses] of policy version x against y, over every round they met in.
+    met = defaultdict(lambda: [0, 0, 0])
+    records = {}
+    for row in rounds:
+        record, reference = [0, 0, 0], [0, 0, 0]
+        for t in by_round[row["pk"]]:
+            if t["comparison__candidate_is_a"] is not None:
+                _tally_win(record, t["choice"], t["comparison__candidate_is_a"], t["n"])
+        names = set()
+        for t in external_by_round[row["pk"]]:
+            candidate_is_a = t["comparison__candidate_is_a"]
+            if candidate_is_a is None:
+                continue
+            _tally_win(record, t["choice"], candidate_is_a, -t["n"])
+            _tally_win(reference, t["choice"], candidate_is_a, t["n"])
+            other = t["comparison__response_b__external_model_id" if candidate_is_a
+                      else "comparison__response_a__external_model_id"]
+            names.add(externals.get(other))
+        records[row["pk"]] = (record, reference, ", ".join(sorted(n for n in names if n)) or None)
+        if row["candidate_id"] and row["baseline_id"] and row["candidate_id"] != row["baseline_id"]:
+            wins, ties, losses = record
+            for i, n in enumerate((wins, ties, losses)):
+                met[(row["candidate_id"], row["baseline_id"])][i] += n
+                met[(row["baseline_id"], row["candidate_id"])][2 - i] += n
     rows = []
     for row in rounds:
         counts = _counts(row, progress, by_round, now)
         candidate, baseline = versions.get(row["candidate_id"]), versions.get(row["baseline_id"])
-        previous = reference = None
-        reference_name = None
-        if candidate and baseline and candidate["pk"] != baseline["pk"]:
-            record = [0, 0, 0]
-            for t in by_round[row["pk"]]:
-                pa, pb = t["comparison__response_a__policy_version_id"], t["comparison__response_b__policy_version_id"]
-                if {pa, pb} == {candidate["pk"], baseline["pk"]}:
-                    _tally_win(record, t["choice"], pa == candidate["pk"], t["n"])
-            previous = _win_record(*record)
-        if candidate:
-            record = [0, 0, 0]
-            for t in by_round[row["pk"]]:
-                pa, pb = t["comparison__response_a__policy_version_id"], t["comparison__response_b__policy_version_id"]
-                ea, eb = t["comparison__response_a__external_model_id"], t["comparison__response_b__external_model_id"]
-                if pa == candidate["pk"] and eb is not None or pb == candidate["pk"] and ea is not None:
-                    reference_name = externals.get(eb if pa == candidate["pk"] else ea)
-                    _tally_win(record, t["choice"], pa == candidate["pk"], t["n"])
-            reference = _win_record(*record)
+        record, reference, reference_name = records[row["pk"]]
+        distinct = candidate and baseline and candidate["pk"] != baseline["pk"]
+        previous = _win_record(*record) if distinct else None
         against_base = None
         if candidate and base and candidate["pk"] != base["pk"]:
-            against_base = _win_record(*pair.get((candidate["pk"], base["pk"]), (0, 0, 0)))
+            against_base = _win_record(*met.get((candidate["pk"], base["pk"]), (0, 0, 0)))
         kl, kl_source = _kl(candidate)
         run = _round_run(runs, row["pk"])
         reward = rewards.get(run.pk) if run else None
@@ -279,7 +305,7 @@ def _loop_rounds(rounds, progress, tallies, versions, rewards, externals, runs, 
             "baseline_version": baseline["version"] if baseline else None,
             "vs_previous": previous,
             "vs_base": against_base,
-            "vs_reference": reference,
+            "vs_reference": _win_record(*reference) if candidate else None,
             "reference_model": reference_name,
             "kl_to_base": kl,
             "kl_source": kl_source,

@@ -15,10 +15,10 @@ pytestmark = pytest.mark.django_db
 CONSOLE_LIST_QUERIES = 6
 # Overview, whatever the number of runs: session, user, groups, campaign,
 # then annotate/selectors/overview.py's reads (rounds, round progress, rating
-# tallies, runs, policy and reward versions, external models, who is rating:
-# leases and recent ratings); tests/annotate/test_overview.py pins it
-# against the number of rounds too.
-CONSOLE_OVERVIEW_QUERIES = 13
+# tallies and the reference model's, runs, policy and reward versions,
+# external models, who is rating: leases and recent ratings);
+# tests/annotate/test_overview.py pins it against the number of rounds too.
+CONSOLE_OVERVIEW_QUERIES = 14
 
 
 def next_url(campaign_id):

@@ -5,6 +5,7 @@ from the ORM; what it says is stuck; who sees which button and that a POST
 by someone not allowed writes nothing; its query count against the number
 of rounds."""
 import json
+import random
 import re
 from datetime import datetime, timedelta
 from math import sqrt
@@ -15,12 +16,13 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from annotate.models import Campaign, PolicyVersion, Rating, RewardModelVersion, Role, TrainingRun
+from annotate.models import Answer, Campaign, Comparison, PolicyVersion, Rating, RewardModelVersion, Role, TrainingRun
 from annotate.selectors.overview import campaign_overview, campaign_overview_now
 from annotate.selectors.overview_now import MISSED_BEATS, QUEUED_UNTAKEN_S
 from annotate.services.evaluation import evaluation_start
 from tests.factories import (
     CampaignFactory,
+    ExternalModelFactory,
     PromptFactory,
     evaluation_campaign,
     iso,
@@ -32,7 +34,7 @@ from tests.factories import (
 pytestmark = pytest.mark.django_db
 
 # The page, whatever the number of rounds and runs (see test_campaign_admin.py's CONSOLE_OVERVIEW_QUERIES).
-OVERVIEW_PAGE_QUERIES = 13
+OVERVIEW_PAGE_QUERIES = 14
 
 
 def login(user) -> Client:
@@ -56,14 +58,24 @@ def wilson(wins: float, n: float, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, (centre - spread) / denominator), min(1.0, (centre + spread) / denominator)
 
 
-def _expected_win(round_, one, other):
-    """One's win rate (ties half, both-bad out) against other in the round's
-    regular comparisons, from the rating rows one by one."""
+def _expected_win(round_, one, other, external=False):
+    """One's win rate (ties half, both-bad out) against other (a policy
+    version, or an external model) in the round's regular comparisons, from
+    the rating rows one by one, with its Wilson interval and count."""
     score = n = 0
     for rating in Rating.objects.filter(comparison__round=round_, comparison__gold_choice="").select_related(
         "comparison__response_a", "comparison__response_b"
     ):
-        a, b = rating.comparison.response_a.policy_version_id, rating.comparison.response_b.policy_version_id
+        ra, rb = rating.comparison.response_a, rating.comparison.response_b
+        a = ra.policy_version_id if not (external and ra.external_model_id) else ("x", ra.external_model_id)
+        b = rb.policy_version_id if not (external and rb.external_model_id) else ("x", rb.external_model_id)
+        if external:
+            other_key = ("x", other.pk)
+            if {a, b} != {one.pk, other_key} or rating.choice == "both_bad":
+                continue
+            n += 1
+            score += 0.5 if rating.choice == "tie" else float((rating.choice == "A") == (a == one.pk))
+            continue
         if {a, b} != {one.pk, other.pk} or rating.choice == "both_bad":
             continue
         n += 1
@@ -74,9 +86,28 @@ def _expected_win(round_, one, other):
     return (score / n, *wilson(score, n), n) if n else (None, None, None, 0)
 
 
+def _reference_pairs(campaign, round_, annotators, seed=1):
+    """The round's candidate against an external model's answers too, as
+    round_open pairs them when a reference model is set, rated at random."""
+    reference = ExternalModelFactory(campaign=campaign, name="frontier")
+    rng = random.Random(seed)
+    pairs = []
+    for prompt in campaign.prompts.all():
+        theirs = Answer.objects.create(prompt=prompt, external_model=reference, text=f"frontier on {prompt.pk}")
+        ours = Answer.objects.get(prompt=prompt, policy_version=round_.candidate, sample_index=0)
+        candidate_is_a = rng.random() < 0.5
+        a, b = (ours, theirs) if candidate_is_a else (theirs, ours)
+        pairs.append(Comparison.objects.create(round=round_, prompt=prompt, response_a=a, response_b=b,
+                                               candidate_is_a=candidate_is_a))
+    ratings_bulk_create({"comparison_id": c.pk, "annotator": a, "choice": rng.choice(["A", "B", "B", "tie"])}
+                        for c in pairs for a in annotators)
+    return reference
+
+
 def test_the_overview_charts_carry_the_figures_the_database_holds(client, campaign_admin, make_user):
     annotators = [make_user(Role.ANNOTATOR) for _ in range(3)]
     campaign = loop_campaign_with_history(annotators)
+    reference = _reference_pairs(campaign, campaign.rounds.get(index=2), annotators)
     html = login(campaign_admin).get(f"/console/campaigns/{campaign.pk}/").content.decode()
     charts = embedded(html, "overview-charts")
     rounds = list(campaign.rounds.select_related("candidate", "baseline").order_by("index"))
@@ -92,6 +123,10 @@ def test_the_overview_charts_carry_the_figures_the_database_holds(client, campai
         # against the base: measured only where the two met (round 1)
         base_rate = _expected_win(r, r.candidate, v0)[0] if r.candidate.pk != v0.pk else None
         assert charts["win"]["base"]["values"][i] == pytest.approx(base_rate)
+        # against the reference model: its pairs alone (and they are not in "previous")
+        ref = _expected_win(r, r.candidate, reference, external=True)
+        assert (charts["win"]["reference"]["values"][i], charts["win"]["reference"]["n"][i]) == (
+            pytest.approx(ref[0]), ref[3])
         # KL of the round's candidate: kl_to_base where recorded, else its last policy/kl; v0 is the base
         metrics = r.candidate.metrics
         kl = 0.0 if r.candidate.version == 0 else metrics.get("policy/kl_to_base", metrics.get("policy/kl"))
