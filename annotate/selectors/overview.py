@@ -194,7 +194,8 @@ def _overview(campaign: Campaign, now: datetime, *, current_only: bool) -> dict:
         for r in RewardModelVersion.objects.filter(campaign=campaign).values("version", "metrics", "training_run_id")
     }
     externals = dict(campaign.external_models.values_list("pk", "name"))
-    references = _reference_tallies([r["pk"] for r in shown])
+    # No external model, no answer of one to pair with: nothing to tally.
+    references = _reference_tallies([r["pk"] for r in shown]) if externals else []
     rows = _loop_rounds(rounds, progress, tallies, references, versions, rewards, externals, runs, now)
     return {"kind": campaign.kind, "rounds": rows, "charts": _charts(campaign, rows),
             "now": campaign_now(campaign=campaign, rounds=rounds, rows=rows, runs=runs, now=now),

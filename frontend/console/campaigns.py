@@ -2,7 +2,9 @@
 form, call one service, render; validation errors come back per field from
 the service (ValidationFailed.details) and are shown next to each field.
 
-Campaign admins (and staff) may change things; ML engineers may look."""
+Campaign admins (and staff) may change things; ML engineers may look, and
+(as in the API) start a campaign and train. The overview's figures come from
+annotate/selectors/overview.py."""
 import json
 
 from django.contrib import messages
