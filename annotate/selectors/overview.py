@@ -1,6 +1,6 @@
 """A campaign's overview: is the loop working, and is anything stuck?
 
-campaign_overview reads, in a fixed number of queries whatever the number
+campaign_overview reads, in a bounded number of queries whatever the number
 of rounds, everything the overview page shows: one row of figures per round
 (win rates with Wilson intervals, KL to the base, the reward model's
 held-out accuracy, ratings per hour, time per stage) and what is happening
