@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=30, help="requests per page")
     parser.add_argument("--n-slow", type=int, default=3, help="requests per quality / leaderboard API")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument("--database-name", default="bench_console_pages",
+                        help="the throwaway database's name (another one for runs side by side)")
     parser.add_argument("--answer-words", type=int, default=0,
                         help="pad each answer with 0..N random words (the length-controlled leaderboard then "
                              "meets answers of many lengths, as in a real campaign); 0: the short fixed answers")
@@ -51,7 +53,7 @@ def main() -> None:
     from django.conf import settings
     from django.test.utils import setup_databases, setup_test_environment, teardown_databases
 
-    settings.DATABASES["default"].setdefault("TEST", {})["NAME"] = "bench_console_pages"
+    settings.DATABASES["default"].setdefault("TEST", {})["NAME"] = args.database_name
     setup_test_environment()
     # ALLOWED_HOSTS gets "testserver" from setup_test_environment.
     dbs = setup_databases(verbosity=0, interactive=False)
@@ -142,6 +144,7 @@ def report(campaign, admin, *, n: int, n_slow: int) -> None:
     pages = [
         ("console: campaigns list", browser, "/console/", n),
         ("console: campaign overview", browser, f"/console/campaigns/{c}/", n),
+        ("console: overview's now panel (polled)", browser, f"/console/campaigns/{c}/now/", n),
         ("console: annotator pool", browser, f"/console/campaigns/{c}/pool/", n),
         ("api: members", api, f"/api/campaigns/{c}/members/", n),
         ("api: campaigns", api, "/api/campaigns/", n),

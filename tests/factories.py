@@ -1,15 +1,20 @@
 """factory_boy factories for the annotate models, and `open_round`, which
 builds a collecting round without any ML (fake policy files, canned answers)."""
 import hashlib
+import random
+from datetime import timedelta
 
 import factory
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import Group
 from django.db.models import Count, OuterRef, Subquery
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from annotate.models import Answer, Campaign, Comparison, ExternalModel, PolicyVersion, Prompt, Rating, Round
+from annotate.models import (
+    Answer, Campaign, Comparison, ExternalModel, PolicyVersion, Prompt, Rating, RewardModelVersion, Round, TrainingRun,
+)
 from annotate.services.rounds import round_open
 
 User = get_user_model()
@@ -181,3 +186,53 @@ def ratings_bulk_create(rows) -> list[Rating]:
     )
     Comparison.objects.filter(pk__in={r.comparison_id for r in ratings}).update(rating_count=Subquery(counts))
     return ratings
+
+
+def iso(t) -> str:
+    return t.isoformat()
+
+
+def _stage(queued, started, seconds):
+    return {"status": "succeeded", "queued_at": iso(queued), "started_at": iso(started),
+            "finished_at": iso(started + timedelta(seconds=seconds)), "seconds": seconds}
+
+
+def loop_campaign_with_history(annotators, *, versions=3, prompts=6, seed=0):
+    """Rounds 0..versions-1 (round i: v_i against v_(i-1)), rated by
+    `annotators` at random; every round but the last closed, with a
+    finished train run (stage times), a reward model (held-out metrics) and
+    the next version's KL."""
+    rounds = version_chain_rounds(versions=versions, prompts=prompts, annotators=annotators, overlap=2, kl_budget=1.0)
+    campaign = rounds[0].campaign
+    rng = random.Random(seed)
+    ratings_bulk_create(
+        {"comparison_id": c.pk, "annotator": a, "choice": rng.choice(["A", "A", "B", "tie", "both_bad"])}
+        for r in rounds for c in r.comparisons.all() for a in annotators
+    )
+    t0 = timezone.now() - timedelta(hours=10 * versions)
+    for i, r in enumerate(rounds):
+        opened = t0 + timedelta(hours=10 * i)
+        closed = opened + timedelta(hours=2 + i) if i < versions - 1 else None
+        Round.objects.filter(pk=r.pk).update(opened_at=opened, closed_at=closed,
+                                             status="done" if closed else "collecting")
+        if closed is None:
+            continue
+        start = closed + timedelta(seconds=30)
+        stages = {
+            "snapshot": _stage(closed, closed + timedelta(seconds=5 + i), 3),
+            "reward": _stage(start, start + timedelta(seconds=40), 600 + 60 * i),
+            "policy": _stage(start + timedelta(hours=1), start + timedelta(hours=1, seconds=2), 1200),
+            "generate": _stage(start + timedelta(hours=2), start + timedelta(hours=2), 300),
+            "open": _stage(start + timedelta(hours=3), start + timedelta(hours=3, seconds=1), 2),
+        }
+        run = TrainingRun.objects.create(campaign=campaign, round=r, kind="train", status="succeeded", stage="open",
+                                         stages=stages)
+        buckets = {"eval/reward/pairs_margin_0-0.5": 10 + i, "eval/reward/pairs_margin_0.5-1": 6,
+                   "eval/reward/pairs_margin_1-2": 3, "eval/reward/pairs_margin_2-inf": 1}
+        RewardModelVersion.objects.create(campaign=campaign, version=i + 1, path=f"/x/reward-{i}", sha256="0" * 64,
+                                          training_run=run, metrics={"eval/reward/accuracy": 0.6 + 0.05 * i, **buckets})
+        PolicyVersion.objects.filter(campaign=campaign, version=i + 1).update(
+            training_run=run, metrics={"policy/kl": 0.2 * (i + 1) + 0.05, "policy/kl_to_base": 0.2 * (i + 1)}
+            if i % 2 else {"policy/kl": 0.3 * (i + 1)}
+        )
+    return campaign

@@ -2,7 +2,9 @@
 form, call one service, render; validation errors come back per field from
 the service (ValidationFailed.details) and are shown next to each field.
 
-Campaign admins (and staff) may change things; ML engineers may look."""
+Campaign admins (and staff) may change things; ML engineers may look, and
+(as in the API) start a campaign and train. The overview's figures come from
+annotate/selectors/overview.py."""
 import json
 
 from django.contrib import messages
@@ -16,8 +18,8 @@ from annotate.models import Campaign, Role
 from annotate.selectors.access import campaigns_readable_by
 from annotate.selectors.console import campaign_console_rows
 from annotate.selectors.memberships import campaign_admins, campaign_members
-from annotate.selectors.rounds import campaign_current_round, round_progress
-from annotate.selectors.training import training_runs_for
+from annotate.selectors.overview import campaign_overview, campaign_overview_now
+from annotate.selectors.store import base_model_choices
 from annotate.services.campaigns import (
     campaign_admin_remove,
     campaign_admins_add,
@@ -27,11 +29,14 @@ from annotate.services.campaigns import (
     campaign_is_started,
     campaign_pause,
     campaign_resume,
+    campaign_start,
     campaign_update,
 )
+from annotate.services.demo import DEMO_TRAINING
 from annotate.services.evaluation import evaluation_comparisons_add, evaluation_start
 from annotate.services.memberships import UNSET, membership_update, memberships_add
 from annotate.services.users import annotator_create
+from annotate.training.runs import training_run_start
 from frontend.console.access import console_view
 
 # Form fields of a campaign, in the order the form shows them.
@@ -148,9 +153,19 @@ def campaign_new(request):
     return render(
         request, "frontend/console/campaign_form.html",
         {"values": values, "errors": errors, "new": True, "base_model_locked": False,
-         "methods": Campaign.Method.choices, "kinds": Campaign.Kind.choices},
+         "methods": Campaign.Method.choices, "kinds": Campaign.Kind.choices, **_form_help(request)},
         status=400 if errors else 200,
     )
+
+
+def _form_help(request, *, locked: bool = False) -> dict:
+    """What the settings form offers besides the fields: the models already
+    in the store as base-model choices (not once the base model is fixed),
+    and training settings that suit a CPU (the demo's)."""
+    return {
+        "base_models": [] if locked else base_model_choices(user=request.user, roles=request.roles),
+        "cpu_training": json.dumps(DEMO_TRAINING, indent=2),
+    }
 
 
 @admin_view
@@ -178,20 +193,78 @@ def campaign_detail(request, campaign_id: int):
 
 
 def _overview(request, campaign: Campaign, *, values: dict, errors: dict, locked: bool, status: int):
-    round_ = campaign_current_round(campaign=campaign)
+    overview = campaign_overview(campaign=campaign)
+    evaluation_error = errors.pop("evaluation", None)
     context = {
         "campaign": campaign,
         "values": values,
         "errors": errors,
+        "evaluation_error": evaluation_error,
         "new": False,
         "base_model_locked": locked,
         "methods": Campaign.Method.choices,
-        "progress": round_progress(round_=round_) if round_ else None,
-        "runs": list(training_runs_for(campaign=campaign).select_related("round")[:10]),
+        "overview": overview,
+        "now": overview["now"],
+        "buttons": _buttons(request, campaign, overview),
+        # Settings unfolded while there is nothing else to look at, or a field to fix.
+        "settings_open": bool(errors) or not locked,
+        "runs": overview["recent_runs"],
         # The reference model's choices (loop), the models compared (evaluation).
-        "external_models": list(campaign.external_models.order_by("name").values_list("pk", "name")),
+        "external_models": overview["external_models"],
+        **_form_help(request, locked=locked),
     }
-    return render(request, "frontend/console/campaign_form.html", context, status=status)
+    return render(request, "frontend/console/campaign_overview.html", context, status=status)
+
+
+def _buttons(request, campaign: Campaign, overview: dict) -> dict:
+    """Which of Start, Pause, Resume, Train now this user sees: those the
+    campaign's state allows and their role may press (the views that take
+    the POSTs check the same roles)."""
+    now, loop = overview["now"], campaign.kind == Campaign.Kind.LOOP
+    open_for_work = campaign.status != Campaign.Status.ARCHIVED
+    live = now["run"] is not None
+    current = now["round"]
+    return {
+        "start": loop and open_for_work and current is None and not live and (request.can_edit or request.can_train),
+        "pause": request.can_edit and campaign.status == Campaign.Status.ACTIVE,
+        "resume": request.can_edit and campaign.status == Campaign.Status.PAUSED,
+        "archive": request.can_edit and open_for_work,
+        "train": loop and open_for_work and request.can_train and not live and current is not None
+        and current["status"] in ("collecting", "failed"),
+    }
+
+
+@console_view()
+@require_http_methods(["GET"])
+def campaign_now(request, campaign_id: int):
+    """The overview's "now" panel alone, which the page fetches every few seconds."""
+    now = campaign_overview_now(campaign=request.campaign)
+    return render(request, "frontend/console/_overview_now.html", {"campaign": request.campaign, "now": now})
+
+
+@console_view()
+@require_POST
+def campaign_run_action(request, campaign_id: int, action: str):
+    """Start (a loop campaign: the base model answers round 0) and Train now.
+    Who may press them, as in the API: start, the campaign's admins and ML
+    engineers; train, ML engineers."""
+    campaign = request.campaign
+    allowed = {"start": request.can_edit or request.can_train, "train": request.can_train}[action]
+    if not allowed:
+        return HttpResponseForbidden(
+            "Only ML engineers can train." if action == "train"
+            else "Only this campaign's admins and ML engineers can start it."
+        )
+    try:
+        if action == "start":
+            run = campaign_start(campaign=campaign, user=request.user)
+            messages.success(request, f"Starting: run {run.pk} imports the base model and has it answer round 0.")
+        else:
+            run = training_run_start(campaign=campaign, user=request.user)
+            messages.success(request, f"Training: run {run.pk} is {run.status}.")
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+    return redirect(f"/console/campaigns/{campaign.pk}/")
 
 
 @admin_view

@@ -1,5 +1,5 @@
 """Console: campaigns list, create, overview and edit, pause / resume /
-archive, and the annotator pool (frontend/console/campaigns.py)."""
+archive, start and train now, the overview's live panel, and the annotator pool (frontend/console/campaigns.py)."""
 from django.urls import path, re_path
 
 from frontend.console import campaigns
@@ -13,6 +13,11 @@ urlpatterns = [
         r"^campaigns/(?P<campaign_id>[0-9]+)/(?P<action>pause|resume|archive)/$", campaigns.campaign_action,
         name="console-campaign-action",
     ),
+    re_path(
+        r"^campaigns/(?P<campaign_id>[0-9]+)/(?P<action>start|train)/$", campaigns.campaign_run_action,
+        name="console-campaign-run-action",
+    ),
+    path("campaigns/<int:campaign_id>/now/", campaigns.campaign_now, name="console-campaign-now"),
     # evaluation campaigns: start, add comparisons
     path("campaigns/<int:campaign_id>/evaluation/", campaigns.evaluation_action, name="console-evaluation"),
     path("campaigns/<int:campaign_id>/pool/", campaigns.pool, name="console-pool"),

@@ -73,7 +73,7 @@ def test_admin_creates_an_evaluation_campaign_and_reads_both_scores(page, live_s
     page.click("#evaluation-start button")
     page.wait_for_selector("p.message")
     assert "Round 0 is open with 30 comparisons" in page.text_content("p.message")
-    assert "3 models" in page.text_content("#progress-heading + p")
+    assert "3 models" in page.text_content("#rounds-heading + p")  # the overview's Rounds section
     page.fill("#id_count", "15")
     page.click("#evaluation-add button")
     page.wait_for_selector("p.message")

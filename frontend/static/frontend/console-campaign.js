@@ -31,3 +31,24 @@ if (kind && loopSettings) {
   kind.addEventListener("change", show);
   show();
 }
+
+// The settings form's helpers: a model already in the store chosen from
+// the list fills the base model; "Use these" fills the training settings
+// with ones that suit a CPU.
+const baseModel = document.getElementById("id_base_model");
+for (const button of document.querySelectorAll("button[data-base-model]")) {
+  button.addEventListener("click", () => { if (baseModel && !baseModel.readOnly) baseModel.value = button.dataset.baseModel; });
+}
+const cpu = document.getElementById("use-cpu-settings");
+const trainingConfig = document.getElementById("id_training_config");
+if (cpu && trainingConfig) {
+  cpu.addEventListener("click", () => { trainingConfig.value = document.getElementById("cpu-settings-json").textContent; });
+}
+
+// The overview's Settings section is folded; its link (or a #settings URL) unfolds it.
+const settings = document.querySelector("details#settings");
+if (settings) {
+  const unfold = () => { if (location.hash === "#settings") settings.open = true; };
+  window.addEventListener("hashchange", unfold);
+  unfold();
+}
