@@ -141,9 +141,10 @@ def run_trl(args, variant: str) -> dict:
     steps = trainer.state.global_step
     return {**_rates(marks, args.warmup, args.batch, len(rows)), "conversations": len(rows), "steps": steps,
             "peak_memory_mb": peak_memory_mb(),
-            "settings": {k: getattr(targs, k) for k in ("bf16", "gradient_checkpointing", "optim", "packing",
-                                                         "padding_free", "completion_only_loss", "learning_rate",
-                                                         "per_device_train_batch_size", "max_length")},
+            "settings": {**{k: getattr(targs, k) for k in ("bf16", "gradient_checkpointing", "optim", "packing",
+                                                            "padding_free", "learning_rate",
+                                                            "per_device_train_batch_size", "max_length")},
+                         "completion_only_loss": trainer.completion_only_loss},  # resolved from the schema
             "trl": trl.__version__}
 
 
