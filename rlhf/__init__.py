@@ -1,22 +1,25 @@
-"""Ratchet's ML library: preference data, reward models, RLOO and DPO policy
-steps, generation and the checksummed model store.
+"""Ratchet's ML library: preference data, reward models, supervised
+fine-tuning, RLOO and DPO policy steps, generation and the checksummed model
+store.
 
 Kept free of Django, and this package's import stays free of torch: the web
 process imports `rlhf.store`, `rlhf.data` and `rlhf.configs`, which must not
 pull in torch. Heavy modules (`rlhf.reward`, `rlhf.rloo`, `rlhf.dpo`,
-`rlhf.kl`, `rlhf.generate`, `rlhf.logprobs`, `rlhf.packing`,
+`rlhf.sft`, `rlhf.kl`, `rlhf.generate`, `rlhf.logprobs`, `rlhf.packing`,
 `rlhf.checkpoint`, `rlhf.tiny`, `rlhf.smollm2`) import torch themselves when a
 worker imports them.
 
     python -m rlhf.train_reward --data pairs.jsonl --base PATH --out DIR
     python -m rlhf.train_policy --prompts p.jsonl --policy PATH --ref PATH --reward PATH --out DIR
     python -m rlhf.train_dpo --data pairs.jsonl --policy PATH --ref PATH --out DIR
+    python -m rlhf.train_sft --data conversations.jsonl --base PATH --out DIR
     python -m rlhf.generate --model PATH --prompts prompts.jsonl --out answers.jsonl
     python -m rlhf.smollm2 --out DIR
 
 Metrics. Every trainer reports `<stage>/<quantity>` while it trains and
 `eval/<stage>/<quantity>` for held-out pairs; the stage is `reward` (the
-reward model) or `policy` (the policy step, RLOO and DPO alike). The
+reward model), `policy` (the policy step, RLOO and DPO alike) or `sft`
+(supervised fine-tuning on curated answers). The
 trainers pass them to their `on_metrics(step, metrics)` callback and return
 the last ones (plus the final-only ones) as their result, which meta.json
 keeps. Rewards are in the reward model's units, KL in nats per answer.
@@ -59,4 +62,18 @@ keeps. Rewards are in the reward model's units, KL in nats per answer.
     policy/kl_kept_step           the update (RLOO: round) those weights are from
     policy/kl_budget_stopped      whether the budget stopped the step
     policy/kl_over_estimate       the estimate that stopped it (only when it did)
+
+    sft/loss                      mean loss per optimizer step; a step's loss is the mean NLL over all
+                                  assistant tokens of its batch (nats per token, as TRL's SFTTrainer)
+    sft/token_accuracy            share of assistant tokens the model's top token predicted (TRL's mean_token_accuracy)
+    sft/conversations_per_s       conversations trained per second since the last report (evals excluded)
+    sft/tokens_per_s              conversation tokens (prompt, template and answer) per second, the same way
+    sft/tokens                    conversation tokens so far (as TRL's num_tokens counts them, padding excluded)
+    sft/assistant_tokens          assistant tokens so far: the tokens the loss is on
+    sft/padding_share             share of the positions the model ran that were padding, since the last report
+    sft/steps                     optimizer steps taken (final only)
+    eval/sft/loss                 mean NLL per assistant token of the held-out conversations
+    eval/sft/perplexity           exp(eval/sft/loss)
+    eval/sft/token_accuracy       held-out share of assistant tokens the top token predicted
+    eval/sft/split                "heldout", or "train" when too few prompts to hold any out (text)
 """

@@ -131,6 +131,32 @@ class DPOConfig:
 
 
 @dataclass
+class SFTConfig:
+    lr: float = setting(2e-5, "AdamW learning rate (TRL's SFT default; tiny test models need ~1e-3)")
+    epochs: int = setting(1, "passes over the training conversations")
+    batch_size: int = setting(8, "conversations per optimizer step; the loss is the mean over all their assistant tokens")
+    max_length: int = setting(1024,
+        "tokens per conversation; longer ones keep their start (TRL's keep_start), and one left with no "
+        "assistant token is dropped")
+    eval_fraction: float = setting(0.1, "share of prompts (not conversations) held out for eval/sft/*")
+    seed: int = setting(0, "data order and split")
+    weight_decay: float = setting(0.0, "AdamW decoupled weight decay")
+    max_grad_norm: float = setting(1.0, "gradient clipping threshold (L2 norm)")
+    log_every: int = setting(10, "optimizer steps between sft/* metric reports")
+    eval_every: int = setting(0, "optimizer steps between evals; 0 = once, after the last step")
+    # Speed only: packed and padded batches give the same loss (tests/rlhf/test_sft.py).
+    packing: bool = setting(True,
+        "padding-free rows: several conversations a row, positions restarting at 0, no attention across them")
+    pack_length: int = setting(0,
+        "tokens per packed row; 0 = the batch's longest conversation (attention work grows with its square)")
+    lora_r: int = setting(0, "LoRA rank; 0 = full fine-tuning (LoRA needs `pip install peft`)")
+    lora_alpha: int = setting(16, "LoRA scaling numerator: updates are scaled by lora_alpha / lora_r")
+    lora_dropout: float = setting(0.0, "dropout on the LoRA input, during training steps only")
+    lora_target_modules: str = setting("all-linear",
+        'comma-separated module names (e.g. "q_proj,v_proj") or "all-linear"')
+
+
+@dataclass
 class GenerateConfig:
     max_new_tokens: int = setting(64, "completion length cap, in tokens")
     temperature: float = setting(0.8, "softmax temperature; ignored when do_sample is False")
@@ -143,7 +169,10 @@ class GenerateConfig:
 # The sections of a training config as the platform stores it per run.
 # "dpo" holds the settings of the DPO policy step, for campaigns that train
 # the policy straight from the human pairs instead of with RLOO.
-SECTIONS = {"reward": RewardConfig, "policy": RLOOConfig, "dpo": DPOConfig, "generate": GenerateConfig}
+# "sft" holds the settings of supervised fine-tuning on curated answers
+# (rlhf.sft); the platform's pipeline does not run that stage yet.
+SECTIONS = {"reward": RewardConfig, "policy": RLOOConfig, "dpo": DPOConfig, "sft": SFTConfig,
+            "generate": GenerateConfig}
 # How a campaign's policy step is trained: top-level key "method" of the
 # stored config. "rloo" samples and scores with the reward model ("policy"
 # section); "dpo" learns straight from the human pairs ("dpo" section).

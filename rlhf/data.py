@@ -1,8 +1,14 @@
-"""Preference rows and JSONL files; no torch here (the web process imports it).
+"""Preference rows, conversation rows and JSONL files; no torch here (the web
+process imports it).
 
 A preference row is a dict:
     {"prompt": str | [{"role", "content"}, ...], "chosen": str, "rejected": str,
      "margin": float = 0, "weight": float = 1, "prompt_id": str (optional)}
+
+A conversation row (supervised fine-tuning, rlhf.sft; TRL's conversational
+SFT schema) is a dict:
+    {"messages": [{"role": "user", "content": str}, {"role": "assistant", "content": str}, ...],
+     "prompt_id": str (optional)}
 
     python -m rlhf.data check pairs.jsonl
 """
@@ -99,20 +105,63 @@ def prompt_key(row: dict) -> str:
     return "text:" + json.dumps(row["prompt"], sort_keys=True, ensure_ascii=False)
 
 
-def split_by_prompt(rows: list[dict], eval_fraction: float, seed: int = 0) -> tuple[list[dict], list[dict]]:
+def split_by_prompt(rows: list[dict], eval_fraction: float, seed: int = 0,
+                    key=prompt_key) -> tuple[list[dict], list[dict]]:
     """Split so no prompt lands in both halves; pairs of one prompt are correlated,
-    and splitting them would inflate held-out accuracy."""
+    and splitting them would inflate held-out accuracy. `key` gives a row's
+    prompt (conversation_key for conversation rows)."""
     if not 0.0 <= eval_fraction < 1.0:
         raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
-    keys = sorted({prompt_key(r) for r in rows})
+    keys = sorted({key(r) for r in rows})
     random.Random(seed).shuffle(keys)
     n_eval = round(len(keys) * eval_fraction)
     if eval_fraction > 0 and len(keys) >= 2:
         n_eval = min(max(n_eval, 1), len(keys) - 1)
     eval_keys = set(keys[:n_eval])
-    train = [r for r in rows if prompt_key(r) not in eval_keys]
-    held = [r for r in rows if prompt_key(r) in eval_keys]
+    train = [r for r in rows if key(r) not in eval_keys]
+    held = [r for r in rows if key(r) in eval_keys]
     return train, held
+
+
+ROLES = ("system", "user", "assistant", "tool")
+
+
+def validate_conversation_rows(rows: list[dict], source: str = "rows") -> list[dict]:
+    """Check conversation rows: a non-empty `messages` list of {"role", "content"}
+    turns, at least one of them the assistant's (what SFT learns), and not the
+    assistant first (its answer would follow no prompt). Returns new dicts
+    whose turns keep role and content only."""
+    out = []
+    for i, row in enumerate(rows, start=1):
+        where = f"{source}: row {i}"
+        messages = row.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise ValueError(f"{where}: needs 'messages', a non-empty list of {{'role', 'content'}} turns")
+        for j, turn in enumerate(messages, start=1):
+            if not (isinstance(turn, dict) and isinstance(turn.get("content"), str) and turn.get("role") in ROLES):
+                raise ValueError(f"{where}: turn {j} must be {{'role': one of {', '.join(ROLES)}, 'content': str}}")
+        roles = [t["role"] for t in messages]
+        if "assistant" not in roles:
+            raise ValueError(f"{where}: no assistant turn (SFT learns the assistant's turns)")
+        if roles[0] == "assistant":
+            raise ValueError(f"{where}: the first turn is the assistant's; it must answer something")
+        clean = dict(row)
+        clean["messages"] = [{"role": t["role"], "content": t["content"]} for t in messages]
+        out.append(clean)
+    return out
+
+
+def read_conversations(path: str | Path) -> list[dict]:
+    return validate_conversation_rows(read_jsonl(path), source=str(path))
+
+
+def conversation_key(row: dict) -> str:
+    """The split key of a conversation row: prompt_id if given, else the turns before its first answer."""
+    if row.get("prompt_id") is not None:
+        return "id:" + str(row["prompt_id"])
+    roles = [t["role"] for t in row["messages"]]
+    first = roles.index("assistant") if "assistant" in roles else len(roles)
+    return "text:" + json.dumps(row["messages"][:first], sort_keys=True, ensure_ascii=False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""Padding-free packing of preference pairs for the reward model (imports torch).
+"""Padding-free packing (imports torch): preference pairs for the reward model,
+and whole sequences for supervised fine-tuning (pack_sequences, at the end).
 
 A pair becomes one "unit": the tokens chosen and rejected share (at least the
 formatted prompt), then chosen's own tokens, then rejected's own tokens.
@@ -65,6 +66,24 @@ class PackedPairs:
         return PackedPairs(**moved)
 
 
+def first_fit(lengths: list[int], row_tokens: int, multiple_of: int) -> tuple[list[list[int]], int]:
+    """(the indices each row holds, the rows' width): first fit, longest first,
+    into rows of max(row_tokens, longest) tokens."""
+    capacity = max(row_tokens, max(lengths))
+    fill: list[int] = []
+    members: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        row = next((j for j, f in enumerate(fill) if f + lengths[i] <= capacity), None)
+        if row is None:
+            fill.append(0)
+            members.append([])
+            row = len(fill) - 1
+        members[row].append(i)
+        fill[row] += lengths[i]
+    # A width that is a multiple of 16 keeps bf16 tensor-core shapes and SDPA's mask rows aligned.
+    return members, -(-max(fill) // multiple_of) * multiple_of
+
+
 def pack_pairs(pairs: list[TokenPair], pad_id: int, share_prefix: bool = True, row_tokens: int = 0,
                multiple_of: int = 16) -> PackedPairs:
     """Pack pairs into rows of at most max(row_tokens, longest unit) tokens (first fit, longest first)."""
@@ -75,22 +94,9 @@ def pack_pairs(pairs: list[TokenPair], pad_id: int, share_prefix: bool = True, r
         s = min(common_prefix(c, r), len(c) - 1, len(r) - 1) if share_prefix else 0
         units.append((c + r[s:], list(range(len(c))) + list(range(s, len(r))),
                       [SHARED] * s + [CHOSEN] * (len(c) - s) + [REJECTED] * (len(r) - s), len(c) - 1))
-    capacity = max(row_tokens, max(len(u[0]) for u in units))
-    fill: list[int] = []
-    members: list[list[int]] = []
-    for i in sorted(range(len(units)), key=lambda i: -len(units[i][0])):
-        n = len(units[i][0])
-        row = next((j for j, f in enumerate(fill) if f + n <= capacity), None)
-        if row is None:
-            fill.append(0)
-            members.append([])
-            row = len(fill) - 1
-        members[row].append(i)
-        fill[row] += n
-    # A width that is a multiple of 16 keeps bf16 tensor-core shapes and SDPA's mask rows aligned.
-    width = -(-max(fill) // multiple_of) * multiple_of
-    ids, pos = [[pad_id] * width for _ in fill], [[0] * width for _ in fill]
-    unit, branch = [[-1] * width for _ in fill], [[SHARED] * width for _ in fill]
+    members, width = first_fit([len(u[0]) for u in units], row_tokens, multiple_of)
+    ids, pos = [[pad_id] * width for _ in members], [[0] * width for _ in members]
+    unit, branch = [[-1] * width for _ in members], [[SHARED] * width for _ in members]
     chosen_at, rejected_at = [0] * len(units), [0] * len(units)
     for row, idx in enumerate(members):
         at = 0
@@ -116,3 +122,51 @@ def packed_rewards(model, packed: PackedPairs) -> tuple[torch.Tensor, torch.Tens
     scores = model.score(flat[torch.cat([packed.chosen_at, packed.rejected_at])]).squeeze(-1).float()
     return scores[: len(packed.chosen_at)], scores[len(packed.chosen_at) :]
 
+
+
+@dataclass
+class PackedSequences:
+    """Whole sequences (conversations) packed into rows, for a language-model loss."""
+
+    input_ids: torch.Tensor  # (rows, width)
+    position_ids: torch.Tensor  # (rows, width), restarting at 0 per sequence
+    labels: torch.Tensor  # (rows, width): the token where it counts in the loss, else -100 (padding too)
+    unit: torch.Tensor  # (rows, width): which sequence each token belongs to; -1 = padding
+    tokens: int  # real tokens, padding excluded
+
+    @property
+    def slots(self) -> int:
+        return self.input_ids.numel()
+
+    def attention_mask(self) -> torch.Tensor:
+        """(rows, 1, width, width) boolean: causal within a sequence, nothing across sequences."""
+        width = self.unit.size(1)
+        causal = torch.ones(width, width, dtype=torch.bool, device=self.unit.device).tril()
+        return ((self.unit[:, :, None] == self.unit[:, None, :]) & causal).unsqueeze(1)
+
+    def to(self, dev: torch.device) -> "PackedSequences":
+        moved = {k: v.to(dev, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in vars(self).items()}
+        return PackedSequences(**moved)
+
+
+def pack_sequences(sequences: list[tuple[list[int], list[int]]], pad_id: int, row_tokens: int = 0,
+                   multiple_of: int = 16) -> PackedSequences:
+    """Pack (input_ids, labels) sequences into rows (first fit, longest first).
+
+    Each sequence's first label is set to -100: in a packed row the position
+    before it is the previous sequence's last token, which must not predict it.
+    """
+    members, width = first_fit([len(ids) for ids, _ in sequences], row_tokens, multiple_of)
+    ids, pos = [[pad_id] * width for _ in members], [[0] * width for _ in members]
+    labels, unit = [[-100] * width for _ in members], [[-1] * width for _ in members]
+    for row, idx in enumerate(members):
+        at = 0
+        for i in idx:
+            seq, lab = sequences[i]
+            n = len(seq)
+            ids[row][at : at + n], pos[row][at : at + n] = seq, range(n)
+            labels[row][at + 1 : at + n], unit[row][at : at + n] = lab[1:], [i] * n
+            at += n
+    as_long = lambda x: torch.tensor(x, dtype=torch.long)  # noqa: E731
+    return PackedSequences(as_long(ids), as_long(pos), as_long(labels), as_long(unit),
+                           tokens=sum(len(s) for s, _ in sequences))

@@ -99,6 +99,29 @@ def test_dpo_on_two_gloo_processes_matches_one_process(tiny_model_path, tmp_path
     assert torch.isfinite(torch.tensor(final["policy/margin"]))
 
 
+def test_sft_on_two_gloo_processes_matches_one_process(tiny_model_path, tmp_path):
+    from test_sft import conversations
+
+    from rlhf.sft import SFTConfig, train_sft
+
+    # 5 conversations a step, split 3 and 2, answers of unequal length: the loss
+    # must divide by the whole batch's assistant tokens, not each rank's.
+    rows = conversations(6, 1, seed=7)
+    for i, r in enumerate(rows):
+        r["messages"][1]["content"] += " and more" * (3 * (i % 3))
+    write_jsonl(rows, tmp_path / "sft.jsonl")
+    single = train_sft(SFTConfig(lr=1e-3, batch_size=5, epochs=2, log_every=1, eval_fraction=0.2), rows,
+                       tiny_model_path, tmp_path / "one")
+    lines = _torchrun("rlhf.train_sft", ["--data", str(tmp_path / "sft.jsonl"), "--base", tiny_model_path,
+                                         "--out", str(tmp_path / "two"), "--lr", "1e-3", "--batch-size", "5",
+                                         "--epochs", "2", "--log-every", "1", "--eval-fraction", "0.2"], tmp_path)
+    final = lines[-1]["final"]
+    assert final["sft/steps"] == single["sft/steps"] == 2
+    assert _max_weight_diff(tmp_path / "one", tmp_path / "two") < WEIGHT_TOL
+    for key in ("sft/loss", "eval/sft/loss", "sft/token_accuracy", "sft/tokens", "sft/assistant_tokens"):
+        assert final[key] == pytest.approx(single[key], abs=LOSS_TOL), key
+
+
 def test_rloo_on_two_gloo_processes_matches_one_process(tiny_model_path, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
