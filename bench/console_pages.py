@@ -63,7 +63,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20, help="requests per page")
     parser.add_argument("--n-slow", type=int, default=5, help="requests per quality / leaderboard page or API")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
-    parser.add_argument("--only", default="", help="time only the rows whose label contains this")
+    parser.add_argument("--only", default="", help="time only the rows whose label contains one of these "
+                                                     "(comma-separated)")
     parser.add_argument("--answer-words", type=int, default=0,
                         help="pad each answer with 0..N random words (the length-controlled leaderboard then "
                              "meets answers of many lengths, as in a real campaign); 0: the short fixed answers")
@@ -359,7 +360,7 @@ def report(world: dict, *, n: int, n_slow: int, only: str = "") -> None:
     print(f"{'page':42} {'n':>3} {'median ms':>10} {'p95 ms':>8} {'queries':>8} {'KiB':>8} {'gzip KiB':>9}  target")
     failed = []
     for label, who, path in rows:
-        if only and only not in label:
+        if only and not any(word in label for word in only.split(",")):
             continue
         client = clients[who]
         repeat = n_slow if any(word in label for word in SLOW) else n

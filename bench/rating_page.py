@@ -128,7 +128,8 @@ def main() -> int:
                     size = 0
                 rows.append((r.url.replace(platform.base, ""), r.status, size))
             body_bytes = sum(size for _, _, size in rows)
-            wire_bytes = sum(wire.values())
+            first_load = dict(wire)  # the listener goes on counting the ratings' requests
+            wire_bytes = sum(first_load.values())
             page.remove_listener("response", on_response)
             cdp.send("Network.setCacheDisabled", {"cacheDisabled": False})
 
@@ -167,7 +168,7 @@ def main() -> int:
     for url, code, size in rows:
         print(f"  {code} {size:>8,d} B  {url}")
     print("  on the wire (headers included), per request:")
-    for request_id, size in wire.items():
+    for request_id, size in first_load.items():
         url, encoding = encodings.get(request_id, ("?", "-"))
         print(f"  {size:>8,d} B  {encoding:8}  {url}")
     print(f"  bodies: {body_bytes:,d} B in {len(rows)} responses; on the wire (CDP, headers included): {wire_bytes:,d} B"
