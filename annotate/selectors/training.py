@@ -95,8 +95,13 @@ def campaign_lineage(*, campaign: Campaign) -> dict:
     from (parent, run, reward model). Each policy also carries
     `dataset_sha256`, the snapshot it was trained on ("" if none), and
     `dataset_run`, the run whose snapshot can be downloaded (or None)."""
+    # A run's metric history, stages and config can be megabytes each (and a
+    # campaign has a run per round); the table shows none of them.
+    heavy = [f"training_run__{f}" for f in ("metrics_history", "metrics", "stages", "config")]
     policies = list(
-        campaign.policy_versions.select_related("parent", "reward_model", "training_run").order_by("-version")
+        campaign.policy_versions.select_related("parent", "reward_model", "training_run")
+        .defer(*heavy)
+        .order_by("-version")
     )
     for p in policies:
         # The snapshot the reward model learnt from; the policy's own run read the same one.
@@ -104,7 +109,7 @@ def campaign_lineage(*, campaign: Campaign) -> dict:
             p.training_run and p.training_run.dataset_sha256
         ) or ""
         p.dataset_run = p.training_run if p.training_run and p.training_run.dataset_path else None
-    rewards = campaign.reward_versions.select_related("parent", "training_run").order_by("-version")
+    rewards = campaign.reward_versions.select_related("parent", "training_run").defer(*heavy).order_by("-version")
     return {"policies": policies, "rewards": rewards}
 
 

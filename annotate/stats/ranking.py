@@ -39,14 +39,15 @@ def bradley_terry(wins: np.ndarray, *, penalty: float = 1e-3, max_iterations: in
 
 
 def bradley_terry_many(
-    wins: np.ndarray, *, penalty: float = 1e-3, max_iterations: int = 100, tol: float = 1e-10
+    wins: np.ndarray, *, penalty: float = 1e-3, max_iterations: int = 100, tol: float = 1e-10,
+    start: np.ndarray | None = None,
 ) -> np.ndarray:
     """bradley_terry on a stack of win matrices (fits x n x n) at once: the
     same Newton iterations, step halving and stopping rule for each fit, run
     side by side on arrays, so that 200 bootstrap refits cost about as much
-    as one. Returns fits x n."""
+    as one. From `start` (n log-strengths; default zeros). Returns fits x n."""
     fits, n = wins.shape[0], wins.shape[1]
-    theta = np.zeros((fits, n))
+    theta = np.zeros((fits, n)) if start is None else np.tile(np.asarray(start, dtype=float), (fits, 1))
     if n == 0:
         # A campaign with no policy version yet: nothing to fit (the loop
         # below would take the max of an empty step).
@@ -72,7 +73,12 @@ def bradley_terry_many(
         grad = (w - g * p).sum(axis=2) - 2 * penalty * t
         curvature = g * p * (1 - p)
         hessian = curvature - curvature.sum(axis=2)[:, :, None] * np.eye(n) - 2 * penalty * np.eye(n)
-        step = (np.linalg.pinv(hessian, rcond=cutoff) @ grad[:, :, None])[:, :, 0]
+        if penalty > 0:
+            # The ridge makes the Hessian definite: a solve, several times
+            # cheaper than the pseudo-inverse's SVD (bench/RESULTS.md, issue 17).
+            step = np.linalg.solve(hessian, grad[:, :, None])[:, :, 0]
+        else:
+            step = (np.linalg.pinv(hessian, rcond=cutoff) @ grad[:, :, None])[:, :, 0]
         size = np.ones(len(active))
         # Halve each fit's step until it does not make the objective worse.
         while True:
@@ -116,7 +122,11 @@ def bradley_terry_bootstrap(
     draws = rng.multinomial(int(multiplicity.sum()), multiplicity / multiplicity.sum(), size=resamples)
     # Each distinct row's own win matrix; a resample's is their count-weighted sum.
     per_row = np.stack([outcomes_matrix(distinct[d : d + 1], n) for d in range(len(distinct))])
-    fits = bradley_terry_many(np.tensordot(draws.astype(float), per_row, axes=1), penalty=penalty)
+    # The refits start from the full fit, which each resample is close to:
+    # from zero, a long chain of versions (each compared with its neighbours
+    # only) took Newton many steps with halving, each a pseudo-inverse of
+    # 200 n x n Hessians (bench/RESULTS.md, issue 17).
+    fits = bradley_terry_many(np.tensordot(draws.astype(float), per_row, axes=1), penalty=penalty, start=theta)
     lower, upper = np.percentile(fits, [2.5, 97.5], axis=0)
     return theta, lower, upper
 

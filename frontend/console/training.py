@@ -76,9 +76,9 @@ def runs(request, campaign_id: int):
             else:
                 messages.success(request, f"Run {run.pk} is {run.status}.")
                 return redirect("console-run", run_id=run.pk)
-    page = Paginator(training_runs_for(campaign=campaign).select_related("round"), PAGE_SIZE).get_page(
-        request.GET.get("page")
-    )
+    # The list shows no metrics: a run's history alone can be megabytes.
+    runs_listed = training_runs_for(campaign=campaign).select_related("round").defer("metrics_history", "metrics")
+    page = Paginator(runs_listed, PAGE_SIZE).get_page(request.GET.get("page"))
     for run in page:
         run.bars = stage_bars(run)
     return render(

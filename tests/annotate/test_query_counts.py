@@ -54,3 +54,29 @@ def test_campaign_list_query_count_is_pinned(busy_round, make_open_round, annota
     with django_assert_max_num_queries(CAMPAIGN_LIST):
         answer = annotator_client.get("/api/campaigns/")
     assert len(answer.data) == 2
+
+
+HOME_PAGE = 8  # session, user, roles, campaigns, rounds, today's ratings, the annotator's counts, + one spare
+
+
+@pytest.mark.parametrize("campaigns", [1, 6])
+def test_home_page_query_count_does_not_grow_with_campaigns(campaigns, make_open_round, annotator,
+                                                            django_assert_max_num_queries):
+    from django.test import Client
+
+    from tests.factories import ratings_bulk_create
+
+    rounds = [make_open_round(prompts=3, overlap=2, annotators=[annotator]) for _ in range(campaigns)]
+    ratings_bulk_create({"comparison": c, "annotator": annotator, "choice": "A", "strength": 1}
+                        for c in rounds[0].comparisons.all()[:2])
+    client = Client()
+    client.force_login(annotator)
+    with django_assert_max_num_queries(HOME_PAGE):
+        page = client.get("/")
+    assert page.status_code == 200
+    rows = page.context["rows"]
+    assert [r["campaign"].pk for r in rows] == [r.campaign_id for r in rounds]
+    assert rows[0]["mine"] == {"mine_today": 2, "mine_in_campaign": 2}
+    assert all(r["mine"] == {"mine_today": 2, "mine_in_campaign": 0} for r in rows[1:])
+    assert rows[0]["progress"]["ratings"] == 2 and rows[0]["progress"]["target_ratings"] == 6
+    assert all(r["can_rate"] for r in rows)

@@ -3,55 +3,9 @@ real Chromium: no element may cover another's text (the controls bar over
 answer B was the fault), and HTML in a prompt or an answer shows as text."""
 from annotate.models import Answer, Prompt
 from tests.browser.conftest import SCREENSHOTS, rate_url, wait_for_comparison
+from tests.browser.overlap import covered_text
 
 PHONE = {"width": 390, "height": 844}
-
-# For every text node under the prompt and the answers, scrolled into view with
-# its element at the top and then at the bottom of the viewport: the topmost
-# element at the middle of each of its line boxes must be the text's own
-# element (or inside it). Points that an ancestor's own scrolling clips (a
-# long line in a <pre>, a paragraph below a panel's scroll) are not covered,
-# only out of view, and are left out; the count of checked points comes back
-# so that a test which checked nothing cannot pass.
-COVERED_TEXT = """(roots) => {
-  const covered = [];
-  let checked = 0;
-  const clippedByAncestor = (el, x, y) => {
-    for (let a = el.parentElement; a; a = a.parentElement) {
-      const s = getComputedStyle(a);
-      if (s.overflowX === 'visible' && s.overflowY === 'visible') continue;
-      const r = a.getBoundingClientRect();
-      if (x < r.left || x > r.right || y < r.top || y > r.bottom) return true;
-    }
-    return false;
-  };
-  for (const root of roots) {
-    const walker = document.createTreeWalker(document.querySelector(root), NodeFilter.SHOW_TEXT);
-    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
-      if (!node.textContent.trim()) continue;
-      const el = node.parentElement;
-      if (!el.checkVisibility()) continue;
-      const range = document.createRange();
-      range.selectNodeContents(node);
-      for (const block of ['start', 'end']) {
-        el.scrollIntoView({ block, inline: 'nearest' });
-        for (const r of range.getClientRects()) {
-          if (r.width < 1 || r.height < 1) continue;
-          const x = r.left + r.width / 2, y = r.top + r.height / 2;
-          if (x < 0 || y < 0 || x >= innerWidth || y >= innerHeight || clippedByAncestor(el, x, y)) continue;
-          checked += 1;
-          const top = document.elementFromPoint(x, y);
-          if (!(top && (top === el || el.contains(top)))) {
-            covered.push({ root, block, text: node.textContent.trim().slice(0, 40),
-                           by: top ? top.tagName.toLowerCase() + (top.id ? '#' + top.id : '') +
-                                     (top.closest('.controls') ? ' in .controls' : '') : null });
-          }
-        }
-      }
-    }
-  }
-  return { checked, covered: covered.slice(0, 10), coveredCount: covered.length };
-}"""
 
 
 def test_no_element_covers_the_text_of_the_prompt_or_the_answers_on_a_phone(page, live_server, logged_in):
@@ -60,8 +14,9 @@ def test_no_element_covers_the_text_of_the_prompt_or_the_answers_on_a_phone(page
     page.goto(rate_url(live_server, campaign))
     wait_for_comparison(page)
     page.keyboard.press("1")  # a choice made: the strength fieldset is live, the bar at its tallest
-    result = page.evaluate(COVERED_TEXT, ["#prompt", "#answer-a", "#answer-b"])
-    per_root = page.evaluate(COVERED_TEXT, ["#answer-b"])
+    # the overlap check (overlap.py): at the top and at the bottom of the window, each line is its own element's
+    result = covered_text(page, ["#prompt", "#answer-a", "#answer-b"])
+    per_root = covered_text(page, "#answer-b")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "rating-phone-answer-b.png"))
     assert result["covered"] == [], f"{result['coveredCount']} of {result['checked']} text points covered"
