@@ -90,7 +90,10 @@ def run_timeline(run: TrainingRun, now: datetime | None = None) -> dict:
         rows.append({"name": name, "status": info.get("status") or "pending", "queued": queued, "started": started,
                      "finished": finished, "running": running})
         last = max([last] + [t for t in (queued, started, finished) if t])
-    end = run.finished_at if run.status in FINISHED and run.finished_at else max(last, now)
+    # The axis covers every recorded time: a run re-created from records (an
+    # import, a restored backup) may say it was created after its stages ran.
+    origin = min([origin] + [t for row in rows for t in (row["queued"], row["started"]) if t])
+    end = max(run.finished_at, last) if run.status in FINISHED and run.finished_at else max(last, now)
     span = max((end - origin).total_seconds(), 1e-9)
 
     def pct(t: datetime) -> float:

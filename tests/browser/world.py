@@ -71,6 +71,15 @@ def _stage(seconds: float, outputs: dict, at) -> dict:
             "started_at": (at - timedelta(seconds=seconds)).isoformat(), "finished_at": at.isoformat()}
 
 
+def _one_after_another(end, stages: list[tuple[str, float, dict]]) -> dict:
+    """Stage records run back to back, the last finishing at `end`."""
+    records, at = {}, end
+    for name, seconds, outputs in reversed(stages):
+        records[name] = _stage(seconds, outputs, at)
+        at -= timedelta(seconds=seconds)
+    return dict(reversed(list(records.items())))
+
+
 def _history(v: int) -> list[dict]:
     """A training run's curves: reward loss falling, accuracy rising, a
     held-out evaluation at the end, then the policy step's KL and reward."""
@@ -155,14 +164,15 @@ def build_world(*, prompts: int = 12, versions: int = 4) -> World:
             },
             dataset_path=f"/store/datasets/run-{v}", dataset_sha256=_sha(f"dataset {v}"),
             started_at=done_at - timedelta(minutes=5), finished_at=done_at, metrics_history=_history(v),
-            stages={
-                "snapshot": _stage(0.4, {"pairs": 20 + v}, done_at),
-                "reward": _stage(31.8, {"reward_version": v}, done_at),
-                "policy": _stage(182.3, {"policy_version": v}, done_at),
-                "generate": _stage(64.1, {"answers": prompts}, done_at),
-                "open": _stage(0.1, {"round": v}, done_at),
-            },
+            stages=_one_after_another(done_at, [
+                ("snapshot", 0.4, {"pairs": 20 + v}), ("reward", 31.8, {"reward_version": v}),
+                ("policy", 182.3, {"policy_version": v}), ("generate", 64.1, {"answers": prompts}),
+                ("open", 0.1, {"round": v}),
+            ]),
         )
+        # Queued a little before it started, as a real run is (created_at is set on insert).
+        TrainingRun.objects.filter(pk=run.pk).update(created_at=run.started_at - timedelta(seconds=20))
+        run.refresh_from_db()
         run.metrics = {k: val for row in run.metrics_history for k, val in row.items() if "/" in k}
         run.save(update_fields=["metrics"])
         reward = RewardModelVersion.objects.create(
