@@ -150,8 +150,7 @@ def campaign_new(request):
     return render(
         request, "frontend/console/campaign_form.html",
         {"values": values, "errors": errors, "new": True, "base_model_locked": False,
-         "methods": Campaign.Method.choices, "kinds": Campaign.Kind.choices,
-         "demonstration_modes": Campaign.Demonstrations.choices},
+         "methods": Campaign.Method.choices, "kinds": Campaign.Kind.choices},
         status=400 if errors else 200,
     )
 
@@ -189,7 +188,6 @@ def _overview(request, campaign: Campaign, *, values: dict, errors: dict, locked
         "new": False,
         "base_model_locked": locked,
         "methods": Campaign.Method.choices,
-        "demonstration_modes": Campaign.Demonstrations.choices,
         "progress": round_progress(round_=round_) if round_ else None,
         "runs": list(training_runs_for(campaign=campaign).select_related("round")[:10]),
         # The reference model's choices (loop), the models compared (evaluation).
