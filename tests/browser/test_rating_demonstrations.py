@@ -110,3 +110,33 @@ def test_the_editor_on_a_phone_stacks_text_over_preview_and_submits(page, live_s
     demo = wait_until(page, lambda: Demonstration.objects.filter(annotator=user).first(), what="the demonstration")
     assert (demo.comparison_id, demo.origin, demo.text) == (shown, "a", "# Short\n\nRewritten from A.")
     assert demo.diff_chars > 0
+
+
+def test_a_demonstration_waits_in_the_outbox_through_a_network_failure_and_lands_once(page, live_server, logged_in):
+    import json
+
+    campaign, user = logged_in
+    _mode(campaign, Campaign.Demonstrations.OPTIONAL)
+    sent = []
+
+    def flaky(route, request):
+        sent.append(json.loads(request.post_data))
+        if len(sent) == 1:
+            route.abort("internetdisconnected")
+        else:
+            route.continue_()
+
+    page.route("**/api/ratings/", flaky)
+    page.goto(rate_url(live_server, campaign))
+    shown = wait_for_comparison(page)
+    page.keyboard.press("4")
+    page.keyboard.press("d")
+    page.wait_for_selector("#demo-dialog[open]")
+    page.keyboard.type("Kept through the outage.")
+    page.keyboard.press("Control+Enter")
+    wait_for_comparison(page, other_than=shown)
+    demo = wait_until(page, lambda: Demonstration.objects.filter(annotator=user).first(), timeout=20,
+                      what="the demonstration after the retry")
+    assert len(sent) >= 2 and all(b["demonstration"]["text"] == "Kept through the outage." for b in sent)
+    assert len({b["idempotency_key"] for b in sent}) == 1
+    assert (demo.comparison_id, demo.origin, Demonstration.objects.count()) == (shown, "", 1)
