@@ -415,7 +415,8 @@ async function submit(t0 = performance.now()) {
     const result = await new Promise((resolve) => { waiters.set(entry.key, resolve); drain(); });
     busy = false;
     if (!result.pending && result.status >= 400) {
-      $("lost-text").textContent = `${errorText(result.data, result.status)} Your choice for this comparison is not counted.`;
+      const what = body.demonstration ? "Your choice and your better answer for this comparison are" : "Your choice for this comparison is";
+      $("lost-text").textContent = `${errorText(result.data, result.status)} ${what} not counted.`;
       const dlg = $("lost-dialog");
       dlg.showModal();
       await new Promise((res) => dlg.addEventListener("close", res, { once: true }));
