@@ -140,3 +140,33 @@ def test_a_demonstration_waits_in_the_outbox_through_a_network_failure_and_lands
     assert len(sent) >= 2 and all(b["demonstration"]["text"] == "Kept through the outage." for b in sent)
     assert len({b["idempotency_key"] for b in sent}) == 1
     assert (demo.comparison_id, demo.origin, Demonstration.objects.count()) == (shown, "", 1)
+
+
+def test_a_draft_survives_a_reload_of_the_same_comparison(page, live_server, logged_in):
+    campaign, user = logged_in
+    _mode(campaign, Campaign.Demonstrations.OPTIONAL)
+    page.goto(rate_url(live_server, campaign))
+    shown = wait_for_comparison(page)
+    page.keyboard.press("4")
+    page.keyboard.press("d")
+    page.wait_for_selector("#demo-dialog[open]")
+    page.keyboard.type("Half written")
+    expect(page.locator("#demo-preview")).to_contain_text("Half written")
+    # when: the page reloads (the lease holds: the same comparison comes back)
+    page.reload()
+    assert wait_for_comparison(page) == shown
+    page.keyboard.press("4")
+    page.keyboard.press("d")
+    page.wait_for_selector("#demo-dialog[open]")
+    # then: the draft is there; finish it and submit
+    expect(page.locator("#demo-text")).to_have_value("Half written")
+    page.keyboard.type(", now whole.")
+    page.keyboard.press("Control+Enter")
+    wait_for_comparison(page, other_than=shown)
+    demo = wait_until(page, lambda: Demonstration.objects.filter(annotator=user).first(), what="the demonstration")
+    assert (demo.comparison_id, demo.text) == (shown, "Half written, now whole.")
+    # and the next comparison starts with no draft
+    page.keyboard.press("4")
+    page.keyboard.press("d")
+    page.wait_for_selector("#demo-dialog[open]")
+    expect(page.locator("#demo-text")).to_have_value("")

@@ -297,7 +297,7 @@ function show(item) {
   $("answer-a").scrollTop = 0;
   $("answer-b").scrollTop = 0;
   resetForm();
-  demo.reset();
+  demo.reset(d.comparison);
   $("comparison").hidden = false;
   $("done").hidden = true;
   main.dataset.state = "rating";
@@ -455,6 +455,7 @@ $("skip-dialog").addEventListener("close", () => {
 // --- the better-answer editor (rate_demo.js) -----------------------------------
 const demo = demoEditor({
   mode: config.demonstrations || "off",
+  storageKey: `ratchet.demo.v1.${config.user}.${config.campaign}`,
   answerText: (side) => (side === "a" ? current.data.response_a : current.data.response_b),
   submit: () => submit(),
   notice: showNotice,

@@ -4,7 +4,8 @@
 // submits the rating with it; Esc closes it and keeps the draft, which then
 // goes with the rating when it is submitted (the line under the form says
 // so). Nothing is sent from here: the draft rides in the rating's body, so
-// the outbox keeps it until the server has both (rate.js).
+// the outbox keeps it until the server has both (rate.js). Before that the
+// draft is kept in sessionStorage, so a reload of the same comparison finds it.
 //
 // Campaign setting (config.demonstrations): "off" = no editor; "optional" =
 // after A, B or both bad; "both_bad" = only on both bad, and submitting a
@@ -14,7 +15,7 @@ import { markdownText } from "./markdown.js";
 
 const ORIGIN = { A: "a", B: "b", both_bad: "" };
 
-export function demoEditor({ mode, answerText, submit, notice }) {
+export function demoEditor({ mode, storageKey, answerText, submit, notice }) {
   const $ = (id) => document.getElementById(id);
   const dlg = $("demo-dialog");
   const text = $("demo-text");
@@ -23,6 +24,13 @@ export function demoEditor({ mode, answerText, submit, notice }) {
   let draft = null; // {comparison, origin, base, text, ms}
   let openedAt = null;
   let asked = null; // the comparison the editor was already asked for (both_bad mode)
+
+  const save = () => {
+    try { draft ? sessionStorage.setItem(storageKey, JSON.stringify(draft)) : sessionStorage.removeItem(storageKey); } catch {}
+  };
+  const load = () => {
+    try { return JSON.parse(sessionStorage.getItem(storageKey) || "null"); } catch { return null; }
+  };
 
   const allowed = (choice) =>
     mode === "optional" ? choice in ORIGIN : mode === "both_bad" ? choice === "both_bad" : false;
@@ -34,7 +42,11 @@ export function demoEditor({ mode, answerText, submit, notice }) {
   text.addEventListener("input", () => {
     if (previewQueued) return;
     previewQueued = true;
-    requestAnimationFrame(() => { previewQueued = false; renderPreview(); });
+    requestAnimationFrame(() => {
+      previewQueued = false;
+      renderPreview();
+      if (draft) { draft.text = text.value; save(); }
+    });
   });
 
   // What goes with the rating: a draft for this comparison and choice that
@@ -82,6 +94,7 @@ export function demoEditor({ mode, answerText, submit, notice }) {
       draft.ms += performance.now() - openedAt;
     }
     openedAt = null;
+    save();
   }
   function close() {
     if (dlg.open) dlg.close();
@@ -111,7 +124,13 @@ export function demoEditor({ mode, answerText, submit, notice }) {
     return open(comparison, choice);
   }
 
-  function reset() { draft = null; attached.hidden = true; }
+  // A comparison shown: its own draft (after a reload) is kept, any other dropped.
+  function reset(comparison) {
+    const kept = load();
+    draft = kept && kept.comparison === comparison ? kept : null;
+    if (!draft) save();
+    attached.hidden = true;
+  }
 
   return { open, payload, sync, askFirst, reset, enabled: mode !== "off" };
 }
