@@ -44,3 +44,10 @@ class ExternalModelAdmin(admin.ModelAdmin):
 class GenerationJobAdmin(admin.ModelAdmin):
     list_display = ["id", "model", "status", "answered", "failed", "requests", "created_at"]
     list_filter = ["status"]
+
+
+@admin.register(models.Demonstration)
+class DemonstrationAdmin(admin.ModelAdmin):
+    list_display = ["id", "comparison", "annotator", "origin", "status", "diff_chars", "created_at"]
+    list_filter = ["status"]
+    raw_id_fields = ["comparison", "rating"]

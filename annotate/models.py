@@ -54,6 +54,20 @@ class Campaign(models.Model):
     )
     # Start training by itself when every comparison of a round has k ratings.
     auto_train = models.BooleanField(default=True)
+
+    class Demonstrations(models.TextChoices):
+        OFF = "off", "Off: annotators only choose"
+        OPTIONAL = "optional", "Optional: after choosing, annotators may edit the better answer or write one"
+        BOTH_BAD = "both_bad", "Asked for on both bad: the page asks for a better answer when both are bad"
+
+    # Demonstrations written on the rating page (Demonstration below).
+    demonstrations = models.CharField(max_length=20, choices=Demonstrations.choices, default=Demonstrations.OFF)
+    demonstration_reviews = models.PositiveSmallIntegerField(
+        default=1, help_text="accepting reviews (by people other than the author) a demonstration needs: 1 or 2"
+    )
+    # An edited better answer is also a preference (edit > the answer it came
+    # from, edit > the other answer): whether those pairs join the reward data.
+    demonstration_pairs = models.BooleanField(default=False)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.LOOP)
     # A loop campaign's fixed yardstick: a model outside the loop (imported
@@ -468,6 +482,7 @@ class Export(models.Model):
     class Kind(models.TextChoices):
         PREFERENCES = "preferences"  # TRL's prompt / chosen / rejected pairs, with weights
         RATINGS = "ratings"  # every rating, with its round, prompt and the versions on each side
+        SFT = "sft"  # accepted demonstrations as TRL's SFT `messages`
 
     class Format(models.TextChoices):
         JSONL = "jsonl"
@@ -486,3 +501,63 @@ class Export(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+
+
+class Demonstration(models.Model):
+    """A better answer written on the rating page with a rating: the chosen
+    answer edited (origin "a" or "b"), or, on both bad, one written from
+    nothing (origin ""). Reviewed in the console; only accepted ones are
+    exported for supervised fine-tuning."""
+
+    class Origin(models.TextChoices):
+        A = "a", "edited from answer A"
+        B = "b", "edited from answer B"
+        NONE = "", "written from nothing"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        ACCEPTED = "accepted"
+        REJECTED = "rejected"
+
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="demonstrations")
+    # Written in the same transaction as its rating (one per comparison and annotator).
+    rating = models.OneToOneField(Rating, on_delete=models.CASCADE, related_name="demonstration")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="demonstrations")
+    origin = models.CharField(max_length=1, choices=Origin.choices, blank=True, default="")
+    # What trains: the author's text, or a reviewer's edit of it.
+    text = models.TextField()
+    submitted_text = models.TextField(help_text="the author's text, as submitted")
+    time_on_task_ms = models.PositiveIntegerField(null=True, blank=True)
+    # Characters inserted plus deleted against the origin answer (difflib);
+    # the whole length for one written from nothing.
+    diff_chars = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["comparison", "annotator"], name="demonstration_one_per_annotator"),
+        ]
+        indexes = [models.Index(fields=["status", "comparison"], name="demonstration_status")]
+
+
+class DemonstrationReview(models.Model):
+    """One reviewer's verdict on a demonstration: accept (perhaps with an
+    edit of its text) or reject with a reason."""
+
+    class Verdict(models.TextChoices):
+        ACCEPT = "accept"
+        REJECT = "reject"
+
+    demonstration = models.ForeignKey(Demonstration, on_delete=models.CASCADE, related_name="reviews")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    verdict = models.CharField(max_length=10, choices=Verdict.choices)
+    reason = models.TextField(blank=True, default="")
+    edited_text = models.TextField(blank=True, default="", help_text="the reviewer's edit; empty if none")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["demonstration", "reviewer"], name="demonstrationreview_one_per_reviewer"),
+        ]

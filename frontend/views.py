@@ -99,6 +99,7 @@ def rate(request, campaign_id: int):
         "name": campaign.name,
         "instructions": campaign.instructions,
         "user": request.user.username,
+        "demonstrations": campaign.demonstrations,  # the better-answer editor: off, optional, both_bad
     }
     return render(request, "frontend/rate.html", {"campaign": campaign, "config": config})
 

@@ -158,6 +158,13 @@ class RatingCreateApi(APIView):
         reason = serializers.CharField(required=False, allow_blank=True, default="", trim_whitespace=False)
         time_on_task_ms = serializers.IntegerField(required=False, allow_null=True)
         idempotency_key = serializers.UUIDField()
+        # Checked by the service (services/demonstrations.py), which names the
+        # field it refuses: {text, origin ("a", "b" or ""), time_on_task_ms}.
+        demonstration = serializers.JSONField(
+            required=False, allow_null=True,
+            help_text="a better answer written with the rating: {text, origin, time_on_task_ms}; "
+            "origin is the chosen side ('a'/'b') or '' on both bad",
+        )
 
     class OutputSerializer(serializers.Serializer):
         # Declared, not a ModelSerializer: that one builds its fields from the
@@ -187,6 +194,7 @@ class RatingCreateApi(APIView):
             reason=data.get("reason", ""),
             time_on_task_ms=data.get("time_on_task_ms"),
             idempotency_key=data["idempotency_key"],
+            demonstration=data.get("demonstration"),
         )
         return Response(
             self.OutputSerializer(rating).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK

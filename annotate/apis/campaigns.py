@@ -42,6 +42,7 @@ class CampaignOutputSerializer(serializers.ModelSerializer):
             "id", "name", "kind", "instructions", "overlap", "comparisons_per_round", "lease_ttl_seconds",
             "base_model", "training_config", "method", "kl_budget", "auto_train", "status", "created_at",
             "gold_frequency", "gold_min_accuracy", "gold_min_count", "reference_model", "reference_model_name",
+            "demonstrations", "demonstration_reviews", "demonstration_pairs",
         ]
 
 
@@ -67,6 +68,14 @@ class CampaignCreateApi(APIView):
         gold_frequency = serializers.FloatField(min_value=0.0, max_value=0.9, default=0.1)
         gold_min_accuracy = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.6)
         gold_min_count = serializers.IntegerField(min_value=1, max_value=10000, default=5)
+        demonstrations = serializers.ChoiceField(
+            choices=Campaign.Demonstrations.choices, default=Campaign.Demonstrations.OFF,
+            help_text="better answers written on the rating page: off, optional, or asked for on both bad",
+        )
+        demonstration_reviews = serializers.IntegerField(default=1, help_text="accepting reviewers needed: 1 or 2")
+        demonstration_pairs = serializers.BooleanField(
+            default=False, help_text="an accepted edit also joins the reward data as preferences over both answers"
+        )
 
     @extend_schema(request=InputSerializer, responses={201: CampaignOutputSerializer, 409: CONFLICT})
     def post(self, request):
@@ -98,6 +107,9 @@ class CampaignDetailApi(AdminsAndEngineersRead, APIView):
         gold_frequency = serializers.FloatField(required=False)
         gold_min_accuracy = serializers.FloatField(required=False)
         gold_min_count = serializers.IntegerField(required=False)
+        demonstrations = serializers.ChoiceField(choices=Campaign.Demonstrations.choices, required=False)
+        demonstration_reviews = serializers.IntegerField(required=False)
+        demonstration_pairs = serializers.BooleanField(required=False)
         reference_model = serializers.IntegerField(
             required=False, allow_null=True,
             help_text="loop campaigns: the id of one of the campaign's external models that each round's "

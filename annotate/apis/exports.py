@@ -41,8 +41,9 @@ class ExportOutputSerializer(serializers.ModelSerializer):
 class ExportCreateApi(APIView):
     """Write an export now and answer with its sha256, row count and download
     URL (POST); list the campaign's exports (GET). `kind`: `preferences` (JSONL: prompt, chosen, rejected, margin, weight,
-    ids) or `ratings` (JSONL or CSV: every rating with round, prompt, and the
-    policy version on each side). `round`: that round only."""
+    ids), `ratings` (JSONL or CSV: every rating with round, prompt, and the
+    policy version on each side) or `sft` (JSONL: accepted demonstrations as
+    TRL's `messages`). `round`: that round only."""
 
     permission_classes = [IsAdminOrEngineer]
 

@@ -27,7 +27,9 @@ def preference_rows_iter(*, campaign: Campaign, round_: Round | None = None) -> 
     one at a time, read from the database in chunks. Ties and both-bad say
     nothing about which answer is better; they are counted in the snapshot's
     metadata but not trained on. `weight` is the annotator's reliability
-    weight over the whole campaign (annotator_weights), whatever `round_`."""
+    weight over the whole campaign (annotator_weights), whatever `round_`.
+    With campaign.demonstration_pairs on, accepted edits follow as pairs too
+    (selectors/demonstrations.py); their chosen_model is "demonstration:<id>"."""
     weights = annotator_weights(campaign=campaign)
     ratings = Rating.objects.filter(
         comparison__round__campaign=campaign, choice__in=[Rating.Choice.A, Rating.Choice.B]
@@ -61,6 +63,11 @@ def preference_rows_iter(*, campaign: Campaign, round_: Round | None = None) -> 
             "chosen_model": chosen_model,
             "rejected_model": rejected_model,
         }
+    if campaign.demonstration_pairs:
+        # Accepted edits of the better answer, as the campaign asks.
+        from annotate.selectors.demonstrations import demonstration_preference_rows_iter
+
+        yield from demonstration_preference_rows_iter(campaign=campaign, round_=round_, weights=weights)
 
 
 # --- training runs -------------------------------------------------------------

@@ -24,7 +24,7 @@ NUMBER_LIMITS = {
 FLOAT_FIELDS = {"gold_frequency", "gold_min_accuracy"}
 EDITABLE_FIELDS = {
     "name", "instructions", "base_model", "training_config", "auto_train", "method", "kl_budget", "reference_model",
-    *NUMBER_LIMITS,
+    "demonstrations", "demonstration_reviews", "demonstration_pairs", *NUMBER_LIMITS,
 }
 # Set when the campaign is made, fixed after: a loop campaign's rounds come
 # from training, an evaluation campaign's from evaluation_start.
@@ -81,9 +81,18 @@ def campaign_fields_validate(*, fields: dict, campaign: Campaign | None = None) 
                 continue
             if not low <= value <= high:
                 errors[key] = f"between {low} and {high}, not {value}"
-        elif key == "auto_train":
+        elif key in ("auto_train", "demonstration_pairs"):
             if not isinstance(value, bool):
                 errors[key] = "true or false"
+        elif key == "demonstrations":
+            if value not in Campaign.Demonstrations.values:
+                errors[key] = f"one of {', '.join(Campaign.Demonstrations.values)}"
+        elif key == "demonstration_reviews":
+            # One reviewer, or two distinct ones (neither the author).
+            if isinstance(value, str) and value.strip().isdigit():
+                value = int(value)
+            if isinstance(value, bool) or value not in (1, 2):
+                errors[key] = "1 or 2 reviewers"
         elif key == "kl_budget":
             # Optional: empty (a form's blank field) or null means no budget.
             if value is None or (isinstance(value, str) and not value.strip()):
@@ -170,6 +179,9 @@ def campaign_create(
     gold_frequency: float = 0.1,
     gold_min_accuracy: float = 0.6,
     gold_min_count: int = 5,
+    demonstrations: str = Campaign.Demonstrations.OFF,
+    demonstration_reviews: int = 1,
+    demonstration_pairs: bool = False,
 ) -> Campaign:
     if Campaign.objects.filter(name=name).exists():
         raise Conflict(f"A campaign named '{name}' already exists; pick another name.")
@@ -180,6 +192,8 @@ def campaign_create(
             training_config=training_config or {}, auto_train=auto_train, method=method, kl_budget=kl_budget,
             gold_frequency=gold_frequency,
             gold_min_accuracy=gold_min_accuracy, gold_min_count=gold_min_count,
+            demonstrations=demonstrations, demonstration_reviews=demonstration_reviews,
+            demonstration_pairs=demonstration_pairs,
         )
     )
     campaign = Campaign.objects.create(created_by=created_by, **fields)

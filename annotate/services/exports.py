@@ -1,4 +1,5 @@
-"""Exports: preference pairs (TRL's schema) and raw ratings written to a file
+"""Exports: preference pairs (TRL's schema), accepted demonstrations (TRL's
+SFT `messages`) and raw ratings written to a file
 under settings.EXPORT_DIR one row at a time, and recorded, with the filters
 that chose them and the file's sha256, in an `Export` row.
 
@@ -21,6 +22,7 @@ from django.utils import timezone
 
 from annotate.errors import ValidationFailed
 from annotate.models import Campaign, Export, Round
+from annotate.selectors.demonstrations import sft_rows_iter
 from annotate.selectors.exports import RATING_EXPORT_COLUMNS, rating_export_rows
 from annotate.selectors.training import preference_rows_iter
 
@@ -68,6 +70,8 @@ def export_validate(*, kind: str, format: str) -> None:
         # A prompt may be chat turns (a list), which a CSV cell cannot carry
         # in a way TRL or `datasets` would read back.
         raise ValidationFailed("Preference exports are JSONL only (prompts may be chat turns); use format 'jsonl'.")
+    if kind == Export.Kind.SFT and format != Export.Format.JSONL:
+        raise ValidationFailed("SFT exports are JSONL only (each row is a list of chat messages); use format 'jsonl'.")
 
 
 def export_create(
@@ -81,6 +85,8 @@ def export_create(
 
     if kind == Export.Kind.PREFERENCES:
         rows = preference_rows_iter(campaign=campaign, round_=round_)
+    elif kind == Export.Kind.SFT:
+        rows = sft_rows_iter(campaign=campaign, round_=round_)
     else:
         rows = rating_export_rows(campaign=campaign, round_=round_)
     folder = Path(settings.EXPORT_DIR) / f"campaign-{campaign.pk}"

@@ -131,10 +131,19 @@ def rating_create(
     strength: int | None = None,
     reason: str = "",
     time_on_task_ms: int | None = None,
+    demonstration: dict | None = None,
 ) -> tuple[Rating, bool]:
     """Store one rating; returns (rating, created). The same idempotency key
-    sent again returns the first rating and writes nothing."""
+    sent again returns the first rating and writes nothing. `demonstration`
+    ({text, origin, time_on_task_ms}): a better answer written with it
+    (services/demonstrations.py), stored with the rating or, if anything
+    about either is refused, neither is."""
     rating_validate(choice=choice, strength=strength, reason=reason, time_on_task_ms=time_on_task_ms)
+    clean_demo = None
+    if demonstration is not None:
+        from annotate.services.demonstrations import demonstration_validate
+
+        clean_demo = demonstration_validate(demonstration=demonstration, choice=choice)
 
     def replay() -> Rating | None:
         earlier = Rating.objects.filter(annotator=annotator, idempotency_key=idempotency_key).first()
@@ -169,6 +178,11 @@ def rating_create(
     rating_count = mine.rating_count
     if comparison.overlap - rating_count - mine.others_live <= 0:
         raise Conflict("Your lease expired and the comparison has all the ratings it needs; your rating was not stored.")
+    if clean_demo is not None:
+        from annotate.services.demonstrations import demonstration_campaign_check
+
+        setting = Campaign.objects.values_list("demonstrations", flat=True).get(pk=comparison.campaign_id)
+        demonstration_campaign_check(campaign_setting=setting, choice=choice)
     rating = Rating(
         comparison_id=comparison.id,
         annotator=annotator,
@@ -186,6 +200,12 @@ def rating_create(
         # row lock is not ours): the database's unique key decides. No
         # savepoint is needed: the Conflict rolls this transaction back.
         raise Conflict("This idempotency key was already used for another comparison; send a fresh key.") from None
+    if clean_demo is not None:
+        from annotate.services.demonstrations import demonstration_write
+
+        texts = Comparison.objects.values_list("response_a__text", "response_b__text").get(pk=comparison.id)
+        origin_text = {"a": texts[0], "b": texts[1]}.get(clean_demo["origin"], "")
+        demonstration_write(rating=rating, clean=clean_demo, origin_text=origin_text)
     if comparison.gold_choice:
         # A gold answer: pause the annotator now, in this transaction, if
         # their gold accuracy fell below the campaign's bar.

@@ -43,7 +43,7 @@ from frontend.console.access import console_view
 CAMPAIGN_FIELDS = [
     "name", "instructions", "overlap", "comparisons_per_round", "lease_ttl_seconds", "gold_frequency",
     "gold_min_accuracy", "gold_min_count", "base_model", "method", "kl_budget", "training_config", "auto_train",
-    "reference_model",
+    "reference_model", "demonstrations", "demonstration_reviews", "demonstration_pairs",
 ]
 # What only a loop campaign has: an evaluation campaign's form shows and sends none of them.
 LOOP_FIELDS = {"base_model", "method", "kl_budget", "training_config", "auto_train", "reference_model"}
@@ -51,6 +51,7 @@ NEW_CAMPAIGN_DEFAULTS = {
     "overlap": 3, "comparisons_per_round": 64, "lease_ttl_seconds": 600, "gold_frequency": 0.1,
     "gold_min_accuracy": 0.6, "gold_min_count": 5, "training_config": "{}", "auto_train": True,
     "method": Campaign.Method.RLOO, "kl_budget": "", "kind": Campaign.Kind.LOOP,
+    "demonstrations": Campaign.Demonstrations.OFF, "demonstration_reviews": 1, "demonstration_pairs": False,
 }
 
 
@@ -75,9 +76,9 @@ def _campaign_form_fields(post, *, include_base_model: bool, kind: str) -> tuple
     for key in CAMPAIGN_FIELDS:
         if kind == Campaign.Kind.EVALUATION and key in LOOP_FIELDS:
             continue
-        if key == "reference_model" and key not in post:
+        if key in ("reference_model", "demonstrations", "demonstration_reviews") and key not in post:
             continue  # a form without the field (a new campaign has no models yet)
-        if key == "auto_train":
+        if key in ("auto_train", "demonstration_pairs"):
             fields[key] = post.get(key) == "on"
         elif key == "base_model" and not include_base_model:
             continue
@@ -109,6 +110,7 @@ def _all_errors(fields: dict, form_errors: dict, campaign: Campaign | None = Non
 def _form_values(post) -> dict:
     values = {key: post.get(key, "") for key in CAMPAIGN_FIELDS}
     values["auto_train"] = post.get("auto_train") == "on"
+    values["demonstration_pairs"] = post.get("demonstration_pairs") == "on"
     values["kind"] = post.get("kind", Campaign.Kind.LOOP)
     return values
 

@@ -10,4 +10,6 @@ urlpatterns = [
     path("", include("frontend.console.urls_training")),
     # endpoints (OpenAI-compatible servers) and their generation jobs, live
     path("", include("frontend.console.urls_endpoints")),
+    # demonstrations written on the rating page, and their review
+    path("", include("frontend.console.urls_demonstrations")),
 ]

@@ -14,11 +14,13 @@
 //
 // One file, since its parts (counters, outbox, time on task, leases,
 // prefetch, keys) share one state: the comparison on screen and the one
-// leased behind it. What shares none of it lives in api.js, markdown.js and
-// rate_done.js (the page with nothing left to rate, waiting for the next round).
+// leased behind it. What shares none of it lives in api.js, markdown.js,
+// rate_done.js (the page with nothing left to rate, waiting for the next round)
+// and rate_demo.js (the better-answer editor; its draft rides in the rating's body).
 import { api, errorText, escapeHtml, serverOffsetMs, uuid4 } from "./api.js";
 import { markdown, markdownText } from "./markdown.js";
 import { watchDone } from "./rate_done.js";
+import { demoEditor } from "./rate_demo.js";
 
 const config = JSON.parse(document.getElementById("rate-config").textContent);
 const $ = (id) => document.getElementById(id);
@@ -295,6 +297,7 @@ function show(item) {
   $("answer-a").scrollTop = 0;
   $("answer-b").scrollTop = 0;
   resetForm();
+  demo.reset(d.comparison);
   $("comparison").hidden = false;
   $("done").hidden = true;
   main.dataset.state = "rating";
@@ -388,8 +391,10 @@ async function submit(t0 = performance.now()) {
     showNotice(`How much better is ${choice}? q slightly, w clearly, e much.`);
     return;
   }
+  if (demo.askFirst(current.data.comparison, choice)) return; // both bad: a better answer is asked for first
   clearNotice();
   const item = current;
+  const demonstration = demo.payload(item.data.comparison, choice);
   const body = {
     comparison: item.data.comparison,
     choice,
@@ -398,6 +403,7 @@ async function submit(t0 = performance.now()) {
     idempotency_key: item.key,
   };
   if (choice === "A" || choice === "B") body.strength = Number(strength);
+  if (demonstration) body.demonstration = demonstration;
   const entry = { kind: "rating", key: item.key, body };
   outboxAdd(entry);
   sessionStorage.removeItem(TIME_KEY);
@@ -409,7 +415,8 @@ async function submit(t0 = performance.now()) {
     const result = await new Promise((resolve) => { waiters.set(entry.key, resolve); drain(); });
     busy = false;
     if (!result.pending && result.status >= 400) {
-      $("lost-text").textContent = `${errorText(result.data, result.status)} Your choice for this comparison is not counted.`;
+      const what = body.demonstration ? "Your choice and your better answer for this comparison are" : "Your choice for this comparison is";
+      $("lost-text").textContent = `${errorText(result.data, result.status)} ${what} not counted.`;
       const dlg = $("lost-dialog");
       dlg.showModal();
       await new Promise((res) => dlg.addEventListener("close", res, { once: true }));
@@ -445,6 +452,17 @@ $("skip-dialog").addEventListener("close", () => {
   advance(performance.now());
 });
 
+// --- the better-answer editor (rate_demo.js) -----------------------------------
+const demo = demoEditor({
+  mode: config.demonstrations || "off",
+  storageKey: `ratchet.demo.v1.${config.user}.${config.campaign}`,
+  answerText: (side) => (side === "a" ? current.data.response_a : current.data.response_b),
+  submit: () => submit(),
+  notice: showNotice,
+});
+$("demo-dialog").addEventListener("demo-closed", () => { if (current) demo.sync(current.data.comparison, form.elements.choice.value); });
+$("open-demo")?.addEventListener("click", () => KEYS.d());
+
 // --- controls: buttons and keys do the same thing ----------------------------
 function choose(value) {
   const radio = form.querySelector(`input[name=choice][value="${value}"]`);
@@ -456,6 +474,7 @@ function onChoice() {
   const strengthOn = choice === "A" || choice === "B";
   $("strength").disabled = !strengthOn;
   if (!strengthOn) form.querySelectorAll("input[name=strength]").forEach((r) => { r.checked = false; });
+  if (current) demo.sync(current.data.comparison, choice);
 }
 function strengthSet(value) {
   if ($("strength").disabled) {
@@ -474,6 +493,7 @@ const KEYS = {
   1: () => choose("A"), 2: () => choose("B"), 3: () => choose("tie"), 4: () => choose("both_bad"),
   q: () => strengthSet("1"), w: () => strengthSet("2"), e: () => strengthSet("3"),
   s: skipDialog,
+  d: () => { if (current && demo.enabled) demo.open(current.data.comparison, form.elements.choice.value); },
   r: () => $("reason").focus(),
   i: () => $("instructions-dialog").showModal(),
   "?": () => $("keys-dialog").showModal(),
