@@ -62,13 +62,15 @@ PAGES = [
     Page("lineage", "console-lineage"),
     Page("compare", "console-compare", query="?a=2&b=3"),
     Page("runs-compare", "console-runs-compare", query="?a={previous_run}&b={run}"),
+    Page("demonstrations", "console-demonstrations"),
 ]
 
 # Forms post here and are redirected back to a page above.
 ACTIONS = {
     "console-campaign-action", "console-evaluation", "console-pool-create", "console-pool-add", "console-pool-member",
     "console-admins-add", "console-admin-remove", "console-endpoint-delete", "console-generation-start",
-    "console-generation-job-cancel", "console-run-cancel", "console-campaign-run-action", "logout",
+    "console-generation-job-cancel", "console-run-cancel", "console-campaign-run-action",
+    "console-demonstration-review", "logout",
 }
 # An action URL's own word where the default ("pause") is not one it takes.
 ACTION_WORDS = {"console-campaign-run-action": "train"}
@@ -100,6 +102,7 @@ def url_kwargs(world: World, overrides: dict) -> dict:
     values = {
         "campaign_id": world.campaign.pk, "run_id": world.run.pk, "endpoint_id": world.endpoint.pk,
         "job_id": world.job.pk, "username": world.rater.username, "action": "pause",
+        "demonstration_id": world.demonstration.pk,
     }
     values.update({k: getattr(world, v).pk for k, v in overrides.items()})
     return values

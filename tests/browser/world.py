@@ -31,6 +31,7 @@ from annotate.models import (
     Answer,
     Campaign,
     Comparison,
+    Demonstration,
     Export,
     ExternalModel,
     GenerationFailure,
@@ -60,6 +61,7 @@ class World:
     endpoint: ExternalModel
     job: GenerationJob
     versions: list[PolicyVersion]
+    demonstration: Demonstration  # pending review, in `campaign`
 
 
 def _sha(text: str) -> str:
@@ -240,9 +242,19 @@ def build_world(*, prompts: int = 12, versions: int = 4) -> World:
     ratings_bulk_create({"comparison_id": r.comparison_id, "annotator": r.annotator, "choice": r.choice,
                          "strength": r.strength, "time_on_task_ms": r.time_on_task_ms}
                         for r in _rate(comparisons, others[:4], rng, per_comparison=evaluation.overlap))
+    # A demonstration waiting for review: an annotator's edit of the answer they chose.
+    rating = Rating.objects.filter(comparison__round__campaign=campaign, choice=Rating.Choice.A).select_related(
+        "comparison__response_a").first()
+    original = rating.comparison.response_a.text
+    edited = original + "\n\nIn short: the second step is the one that matters."
+    demonstration = Demonstration.objects.create(
+        comparison=rating.comparison, rating=rating, annotator=rating.annotator, origin=Demonstration.Origin.A,
+        text=edited, submitted_text=edited, time_on_task_ms=41_000, diff_chars=len(edited) - len(original),
+    )
+    Campaign.objects.filter(pk=campaign.pk).update(demonstrations=Campaign.Demonstrations.OPTIONAL)
     campaign.refresh_from_db()
     return World(lead=lead, rater=rater, campaign=campaign, evaluation=evaluation, run=run, endpoint=endpoint,
-                 job=job, versions=chain)
+                 job=job, versions=chain, demonstration=demonstration)
 
 
 @pytest.fixture
