@@ -27,7 +27,11 @@ class RewardConfig:
     epochs: int = setting(1, "passes over the training pairs")
     batch_size: int = setting(8, "pairs per optimizer step (2x sequences per forward)")
     max_length: int = setting(512, "tokens per prompt+response; longer texts keep their last tokens")
-    eval_fraction: float = setting(0.2, "share of prompts (not pairs) held out for eval")
+    eval_fraction: float = setting(0.2,
+        "share of prompts (not pairs) held out as the test split: reported (eval/reward/*), never chosen on")
+    val_fraction: float = setting(0.1,
+        "share of the remaining prompts held out for validation (eval/reward/val_*): early stopping "
+        "reads it, never the test split; 0 = none (then no patience)")
     seed: int = setting(0, "data order, split and score-head init")
     margin: bool = setting(True, "subtract each row's `margin` inside the Bradley–Terry sigmoid")
     center_rewards_coefficient: float | None = setting(None, "weight of mean((r_c + r_r)^2); None = off")
@@ -36,7 +40,8 @@ class RewardConfig:
     log_every: int = setting(10, "optimizer steps between reward/* metric reports")
     eval_every: int = setting(0, "optimizer steps between evals; 0 = at the end of each epoch")
     patience: int | None = setting(None,
-        "evals without eval/reward/loss improvement before stopping; None = never stop early")
+        "evals without eval/reward/val_loss improvement before stopping (the lowest one's weights are kept); "
+        "None = never stop early")
     lora_r: int = setting(0, "LoRA rank; 0 = full fine-tuning (LoRA needs `pip install peft`)")
     lora_alpha: int = setting(16, "LoRA scaling numerator: updates are scaled by lora_alpha / lora_r")
     lora_dropout: float = setting(0.0, "dropout on the LoRA input, during training steps only")
@@ -183,6 +188,7 @@ RULES: dict = {
     "kl_max_new_tokens": _AT_LEAST_1,
     # reward
     "eval_fraction": (lambda v: 0 <= v < 1, "in [0, 1) (0: no held-out split)"),
+    "val_fraction": (lambda v: 0 <= v < 1, "in [0, 1) (0: no validation split)"),
     "center_rewards_coefficient": _AT_LEAST_0, "eval_every": _AT_LEAST_0, "patience": _AT_LEAST_1,
     "trainable_layers": _AT_LEAST_0, "pack_length": _AT_LEAST_0,
     # policy (RLOO)
@@ -276,4 +282,9 @@ def config_errors(config: dict) -> list[str]:
         if values.get("trainable_layers") and values.get("lora_r"):
             # LoRA freezes every base weight itself; which blocks train would be ambiguous.
             errors.append(f"{section}: set trainable_layers or lora_r, not both")
+        if section == "reward" and values.get("patience") is not None and \
+                values.get("val_fraction", RewardConfig.val_fraction) == 0:
+            # Stopping on the test split would make the reported accuracy a chosen one.
+            errors.append("reward: patience needs val_fraction > 0 (early stopping reads the validation split, "
+                          "never the test split)")
     return errors
