@@ -86,7 +86,8 @@ class RLOOConfig:
     vllm_gpu_memory_utilization: float = setting(0.3, "share of GPU memory the colocated vLLM engine may take")
     logprob_batch_size: int = setting(32, "sequences per no-grad log-prob forward")
     max_grad_norm: float = setting(1.0, "gradient clipping threshold (L2 norm)")
-    reward_batch_size: int = setting(16, "sequences per reward-model forward")
+    reward_batch_size: int = setting(16,
+        "samples per reward-model forward, at most (run longest first, under a 16,384-token budget)")
     seed: int = setting(0, "sampling and prompt order")
     lora_r: int = setting(0, "LoRA rank; 0 = full fine-tuning (LoRA needs `pip install peft`)")
     lora_alpha: int = setting(16, "LoRA scaling numerator: updates are scaled by lora_alpha / lora_r")
