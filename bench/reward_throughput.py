@@ -12,7 +12,12 @@ each. A run trains one epoch over the same training pairs (the shipped
 FineGrainedRLHF pairs, split by question exactly as train_reward splits them,
 pairs over --max-length dropped because TRL drops them), times every step
 after the first --warmup ones, and then scores the held-out pairs with one
-evaluation function, so held-out accuracy is comparable too.
+evaluation as each trainer trained, so held-out accuracy is comparable too:
+ours reads the score at the appended EOS, as rlhf.reward trains it; TRL's
+model is scored by its own forward (bench.reward_real_data.score_as_transformers),
+whose pooling reads the last token that is not the pad. With the SmolLM2
+tokenizer pad == EOS, so that is the token before the EOS; scoring TRL's
+model at the EOS would read a position it never trained on.
 
 Reported per run: pairs/s; real tokens/s (chosen + rejected tokens, what TRL
 counts as num_tokens); processed tokens/s (positions the model ran, padding
@@ -115,8 +120,10 @@ def run_ours(args, variant: str, batch: int) -> dict:
                  "ours-compile": {"torch_compile": True}}[variant]
     _, train, held = load_rows(args.pairs, args.eval_fraction, args.seed, args.max_length, args.model,
                                args.eval_pairs)
+    # val_fraction 0: train on every training pair, as TRL does (no early stopping here to need validation).
     config = RewardConfig(lr=args.lr, epochs=1, batch_size=batch, max_length=args.max_length, margin=False,
-                          eval_fraction=args.eval_fraction, seed=args.seed, log_every=args.warmup, **overrides)
+                          eval_fraction=args.eval_fraction, val_fraction=0.0, seed=args.seed, log_every=args.warmup,
+                          **overrides)
     marks, counts, evals = [], {}, {}
     reset_peak_memory()
 
@@ -153,9 +160,10 @@ def run_trl(args, variant: str, batch: int) -> dict:
     import trl
     from transformers import AutoModelForSequenceClassification, TrainerCallback
 
+    from bench.reward_real_data import score_as_transformers
     from rlhf._torch import load_tokenizer, seed_all
     from rlhf.chat import format_prompt
-    from rlhf.reward import RewardConfig, evaluate_pairs, tokenize_pairs
+    from rlhf.reward import tokenize_pairs
 
     cuda = torch.cuda.is_available()
     _, train, held = load_rows(args.pairs, args.eval_fraction, args.seed, args.max_length, args.model,
@@ -202,9 +210,10 @@ def run_trl(args, variant: str, batch: int) -> dict:
     trainer.train()
     out = _throughput(marks, args.warmup, batch, len(train))
     mem = peak_memory_mb()
-    # Held-out accuracy with the same evaluation code as ours (the maths is TRL's: tests/rlhf/test_parity_trl.py).
-    evals = evaluate_pairs(trainer.model.eval(), tokenize_pairs(tok, held, args.max_length),
-                           RewardConfig(batch_size=batch), tok.pad_token_id, next(trainer.model.parameters()).device)
+    # Held-out accuracy at the position TRL trained: its model's own pooling (the token before the
+    # appended EOS when pad == EOS), not ours at the EOS, which TRL never trained on.
+    evals = score_as_transformers(trainer.model.eval(), tokenize_pairs(tok, held, args.max_length), tok.pad_token_id,
+                                  batch)
     share = padded["real"] / max(padded["slots"], 1)
     return {**out, "processed_tokens_per_s": out["real_tokens_per_s"] / share,
             "computed_tokens_per_s": out["real_tokens_per_s"], "real_share_of_processed": share,

@@ -5,7 +5,7 @@ store.
 Kept free of Django, and this package's import stays free of torch: the web
 process imports `rlhf.store`, `rlhf.data` and `rlhf.configs`, which must not
 pull in torch. Heavy modules (`rlhf.reward`, `rlhf.rloo`, `rlhf.dpo`,
-`rlhf.sft`, `rlhf.kl`, `rlhf.generate`, `rlhf.logprobs`, `rlhf.packing`,
+`rlhf.sft`, `rlhf.kl`, `rlhf.generate`, `rlhf.logprobs`, `rlhf.packing`, `rlhf.scoring`,
 `rlhf.checkpoint`, `rlhf.tiny`, `rlhf.smollm2`) import torch themselves when a
 worker imports them.
 
@@ -17,8 +17,9 @@ worker imports them.
     python -m rlhf.smollm2 --out DIR
 
 Metrics. Every trainer reports `<stage>/<quantity>` while it trains and
-`eval/<stage>/<quantity>` for held-out pairs; the stage is `reward` (the
-reward model), `policy` (the policy step, RLOO and DPO alike) or `sft`
+`eval/<stage>/<quantity>` for held-out pairs (the reward model's test split;
+`eval/reward/val_<quantity>` for its validation split); the stage is `reward`
+(the reward model), `policy` (the policy step, RLOO and DPO alike) or `sft`
 (supervised fine-tuning on curated answers). The
 trainers pass them to their `on_metrics(step, metrics)` callback and return
 the last ones (plus the final-only ones) as their result, which meta.json
@@ -36,15 +37,25 @@ keeps. Rewards are in the reward model's units, KL in nats per answer.
     reward/tokens_padded          positions the model ran so far, padding included
     reward/steps                  optimizer steps taken (final only)
     reward/stopped_early          whether `patience` stopped training (final only)
-    eval/reward/loss              weighted Bradley–Terry loss on the held-out pairs
-    eval/reward/accuracy          held-out share of pairs scored r_chosen > r_rejected
-    eval/reward/margin            held-out mean r_chosen - r_rejected
-    eval/reward/reward_mean       held-out mean reward of both answers
-    eval/reward/reward_std        held-out standard deviation of those rewards
-    eval/reward/accuracy_margin_<lo>-<hi>  held-out accuracy of the pairs whose |r_chosen - r_rejected|
+    reward/kept_step              the step whose weights were kept: the lowest eval/reward/val_loss
+                                  with `patience`, else the last step (final only)
+    eval/reward/loss              weighted Bradley–Terry loss on the test pairs (held out, reported only)
+    eval/reward/accuracy          test share of pairs scored r_chosen > r_rejected
+    eval/reward/margin            test mean r_chosen - r_rejected
+    eval/reward/reward_mean       test mean reward of both answers
+    eval/reward/reward_std        test standard deviation of those rewards
+    eval/reward/accuracy_margin_<lo>-<hi>  test accuracy of the pairs whose |r_chosen - r_rejected|
                                   is in [lo, hi) (buckets 0-0.5, 0.5-1, 1-2, 2-inf): calibration
-    eval/reward/pairs_margin_<lo>-<hi>     how many held-out pairs fell in that bucket
+    eval/reward/pairs_margin_<lo>-<hi>     how many test pairs fell in that bucket
     eval/reward/split             "heldout", or "train" when too few prompts to hold any out (text)
+    eval/reward/val_loss          the same loss on the validation pairs: what early stopping (and
+                                  whoever chooses settings) reads; the test pairs decide nothing
+    eval/reward/val_accuracy      validation share of pairs scored r_chosen > r_rejected
+    eval/reward/val_margin        validation mean r_chosen - r_rejected
+    eval/reward/val_reward_mean   validation mean reward of both answers
+    eval/reward/val_reward_std    validation standard deviation of those rewards
+    eval/reward/val_split         "heldout", or "train" when too few training prompts to hold any out
+                                  (text; no val_* metrics at all with val_fraction 0)
 
     policy/loss                   mean loss per optimizer step (RLOO: clipped surrogate; DPO: DPO loss)
     policy/kl                     sequence KL of the policy to the reference, nats per answer

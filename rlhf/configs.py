@@ -27,7 +27,11 @@ class RewardConfig:
     epochs: int = setting(1, "passes over the training pairs")
     batch_size: int = setting(8, "pairs per optimizer step (2x sequences per forward)")
     max_length: int = setting(512, "tokens per prompt+response; longer texts keep their last tokens")
-    eval_fraction: float = setting(0.2, "share of prompts (not pairs) held out for eval")
+    eval_fraction: float = setting(0.2,
+        "share of prompts (not pairs) held out as the test split: reported (eval/reward/*), never chosen on")
+    val_fraction: float = setting(0.1,
+        "share of the remaining prompts held out for validation (eval/reward/val_*): early stopping "
+        "reads it, never the test split; 0 = none (then no patience)")
     seed: int = setting(0, "data order, split and score-head init")
     margin: bool = setting(True, "subtract each row's `margin` inside the Bradley–Terry sigmoid")
     center_rewards_coefficient: float | None = setting(None, "weight of mean((r_c + r_r)^2); None = off")
@@ -36,7 +40,8 @@ class RewardConfig:
     log_every: int = setting(10, "optimizer steps between reward/* metric reports")
     eval_every: int = setting(0, "optimizer steps between evals; 0 = at the end of each epoch")
     patience: int | None = setting(None,
-        "evals without eval/reward/loss improvement before stopping; None = never stop early")
+        "evals without eval/reward/val_loss improvement before stopping (the lowest one's weights are kept); "
+        "None = never stop early")
     lora_r: int = setting(0, "LoRA rank; 0 = full fine-tuning (LoRA needs `pip install peft`)")
     lora_alpha: int = setting(16, "LoRA scaling numerator: updates are scaled by lora_alpha / lora_r")
     lora_dropout: float = setting(0.0, "dropout on the LoRA input, during training steps only")
@@ -81,7 +86,8 @@ class RLOOConfig:
     vllm_gpu_memory_utilization: float = setting(0.3, "share of GPU memory the colocated vLLM engine may take")
     logprob_batch_size: int = setting(32, "sequences per no-grad log-prob forward")
     max_grad_norm: float = setting(1.0, "gradient clipping threshold (L2 norm)")
-    reward_batch_size: int = setting(16, "sequences per reward-model forward")
+    reward_batch_size: int = setting(16,
+        "samples per reward-model forward, at most (run longest first, under a 16,384-token budget)")
     seed: int = setting(0, "sampling and prompt order")
     lora_r: int = setting(0, "LoRA rank; 0 = full fine-tuning (LoRA needs `pip install peft`)")
     lora_alpha: int = setting(16, "LoRA scaling numerator: updates are scaled by lora_alpha / lora_r")
@@ -212,6 +218,7 @@ RULES: dict = {
     "kl_max_new_tokens": _AT_LEAST_1,
     # reward
     "eval_fraction": (lambda v: 0 <= v < 1, "in [0, 1) (0: no held-out split)"),
+    "val_fraction": (lambda v: 0 <= v < 1, "in [0, 1) (0: no validation split)"),
     "center_rewards_coefficient": _AT_LEAST_0, "eval_every": _AT_LEAST_0, "patience": _AT_LEAST_1,
     "trainable_layers": _AT_LEAST_0, "pack_length": _AT_LEAST_0,
     # policy (RLOO)
@@ -305,4 +312,9 @@ def config_errors(config: dict) -> list[str]:
         if values.get("trainable_layers") and values.get("lora_r"):
             # LoRA freezes every base weight itself; which blocks train would be ambiguous.
             errors.append(f"{section}: set trainable_layers or lora_r, not both")
+        if section == "reward" and values.get("patience") is not None and \
+                values.get("val_fraction", RewardConfig.val_fraction) == 0:
+            # Stopping on the test split would make the reported accuracy a chosen one.
+            errors.append("reward: patience needs val_fraction > 0 (early stopping reads the validation split, "
+                          "never the test split)")
     return errors

@@ -1,10 +1,12 @@
-"""Bradley–Terry reward model training and scoring.
+"""Bradley–Terry reward model training (scoring with a trained one: rlhf.scoring).
 
 Loss per pair: -logsigmoid(r_chosen - r_rejected - margin), weighted by the
 row's `weight`; optional centering term (TRL's center_rewards_coefficient)
 keeps rewards near zero so the RLOO KL coefficient means the same across runs.
 Batches run packed (rlhf.packing) or padded; the metrics are reward/* while
-training and eval/reward/* on the held-out pairs (rlhf/__init__.py lists them).
+training, eval/reward/val_* on the validation pairs (early stopping reads
+them) and eval/reward/* on the test pairs, which only report (split_rows;
+rlhf/__init__.py lists the metrics).
 
 One file over the usual length: the trainer is one readable loop, and the
 loss, the eval and the scorer it uses must agree on how a pair is batched
@@ -21,7 +23,7 @@ import time
 from dataclasses import asdict
 from enum import IntEnum
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +35,8 @@ from rlhf.configs import RewardConfig, check_config  # RewardConfig re-exported:
 from rlhf.data import prompt_key, split_by_prompt, validate_preference_rows
 from rlhf.logprobs import pad_right
 from rlhf.packing import TokenPair, pack_pairs, packed_rewards
+# Scoring lives in rlhf.scoring; re-exported, as callers import it from here too.
+from rlhf.scoring import RewardScorer, score, sequence_rewards  # noqa: F401
 
 MetricsFn = Callable[[int, dict], None]
 ProgressFn = Callable[[float], None]
@@ -50,26 +54,6 @@ def tokenize_pairs(tokenizer, rows: list[dict], max_length: int) -> list[TokenPa
         # would score a text the model never finished.
         out.append(TokenPair(chosen[-max_length:], rejected[-max_length:], r.get("margin", 0.0), r.get("weight", 1.0)))
     return out
-
-
-def _encode(tokenizer, texts: list[str], max_length: int, dev: torch.device):
-    ids = [tokenizer(t, **ENCODE_KWARGS)["input_ids"][-max_length:] for t in texts]
-    return pad_right(ids, tokenizer.pad_token_id, dev)
-
-
-def sequence_rewards(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Score each right-padded row at its own last real token.
-
-    transformers' *ForSequenceClassification picks the last token that is not
-    pad_token_id, which is wrong when pad == eos (SmolLM2 and most chat
-    models): the appended EOS would be skipped. Pooling by attention mask is
-    right for any pad choice.
-    """
-    backbone = getattr(model, model.base_model_prefix)
-    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-    last = attention_mask.sum(dim=1) - 1
-    pooled = hidden[torch.arange(hidden.size(0), device=hidden.device), last]
-    return model.score(pooled).squeeze(-1).float()
 
 
 def _pair_rewards(model, pairs: list[TokenPair], config: RewardConfig, pad_id: int, dev):
@@ -225,6 +209,43 @@ def evaluate_pairs(model, pairs: list[TokenPair], config: RewardConfig, pad_id: 
     return out
 
 
+class Splits(NamedTuple):
+    train: list[dict]
+    val: list[dict]  # early stopping (and whoever tunes settings) reads these; [] with val_fraction 0
+    test: list[dict]  # only reported: eval/reward/accuracy and the rest
+    val_split: str  # "heldout", or "train" when too few prompts are left to hold any out
+    test_split: str
+
+
+def split_rows(rows: list[dict], config: RewardConfig, eval_rows: list[dict] | None = None) -> Splits:
+    """Train / validation / test by prompt (never one prompt in two splits).
+
+    Test first, with config.seed, exactly as before validation existed, so a
+    seed's test questions stay the same: eval_fraction of the prompts, or
+    the caller's eval_rows. Validation is then val_fraction of the prompts
+    left for training, split by the same seed. Choosing weights (patience)
+    or settings on the test split would report a figure chosen for being
+    high; the validation split takes that role and the test split stays
+    untouched. With too few prompts to hold any out, a split is the
+    training rows and says so ("train").
+    """
+    if eval_rows:
+        train, test, test_split = rows, validate_preference_rows(eval_rows, "eval_rows"), "heldout"
+    elif len({prompt_key(r) for r in rows}) >= MIN_PROMPTS_FOR_SPLIT and config.eval_fraction > 0:
+        train, test = split_by_prompt(rows, config.eval_fraction, config.seed)
+        test_split = "heldout"
+    else:
+        # Too few prompts to hold any out; eval on train and say so in metrics
+        # rather than report a held-out number that isn't one.
+        train, test, test_split = rows, rows, "train"
+    if not config.val_fraction:
+        return Splits(train, [], test, "", test_split)
+    if len({prompt_key(r) for r in train}) >= MIN_PROMPTS_FOR_SPLIT:
+        train, val = split_by_prompt(train, config.val_fraction, config.seed)
+        return Splits(train, val, test, "heldout", test_split)
+    return Splits(train, train, test, "train", test_split)
+
+
 class TrainSums(IntEnum):
     """Positions of a training window's sums (float64, reduced across ranks in one collective)."""
 
@@ -253,8 +274,9 @@ def train_reward(
     """Train a scalar reward head on preference rows; save to out_dir; return final metrics.
 
     `meta` is merged into meta.json (dataset sha256, parent version, ...).
-    `eval_rows`, when given, is the held-out set and all of `rows` is trained
-    on (the caller made the split); otherwise rows are split by prompt.
+    `eval_rows`, when given, is the test set (the caller made that split);
+    otherwise rows are split by prompt. Either way the validation split
+    comes out of the training rows (split_rows).
     Under torchrun / accelerate launch every rank runs this with the same
     arguments; each takes its share of every batch, gradients are summed, and
     only rank 0 reports and saves (the others return the same metrics).
@@ -266,18 +288,11 @@ def train_reward(
     if not rows:
         raise ValueError("train_reward got no preference rows")
     check_config("reward", config)
-    n_prompts = len({prompt_key(r) for r in rows})
+    splits = split_rows(rows, config, eval_rows)
+    train_rows, val_rows, test_rows = splits.train, splits.val, splits.test
     if eval_rows:
-        train_rows, eval_rows, eval_split = rows, validate_preference_rows(eval_rows, "eval_rows"), "heldout"
-        rows = train_rows + eval_rows
-        n_prompts = len({prompt_key(r) for r in rows})
-    elif n_prompts >= MIN_PROMPTS_FOR_SPLIT and config.eval_fraction > 0:
-        train_rows, eval_rows = split_by_prompt(rows, config.eval_fraction, config.seed)
-        eval_split = "heldout"
-    else:
-        # Too few prompts to hold any out; eval on train and say so in metrics
-        # rather than report a held-out number that isn't one.
-        train_rows, eval_rows, eval_split = rows, rows, "train"
+        rows = rows + test_rows
+    n_prompts = len({prompt_key(r) for r in rows})
     dist = _torch.Dist()
     on_metrics = on_metrics if dist.main else None
     on_progress = on_progress if dist.main else None
@@ -286,7 +301,9 @@ def train_reward(
     tokenizer = _torch.load_tokenizer(base_path, padding_side="right")
     pad_id = tokenizer.pad_token_id
     train_pairs = tokenize_pairs(tokenizer, train_rows, config.max_length)
-    eval_pairs = train_pairs if eval_rows is train_rows else tokenize_pairs(tokenizer, eval_rows, config.max_length)
+    # A split that fell back to the training rows reuses their tokens.
+    test_pairs = train_pairs if test_rows is train_rows else tokenize_pairs(tokenizer, test_rows, config.max_length)
+    val_pairs = train_pairs if val_rows is train_rows else tokenize_pairs(tokenizer, val_rows, config.max_length)
     # SDPA: the packed path's 4D mask goes straight to it (flash-attention-2 would ignore the mask).
     model = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1, dtype=torch.float32,
                                                                attn_implementation="sdpa")
@@ -310,6 +327,7 @@ def train_reward(
     lengths = [len(p.chosen) + len(p.rejected) for p in train_pairs]
     order_rng = random.Random(config.seed)
     step, best_loss, best_state, bad_evals, stopped_early = 0, float("inf"), None, 0, False
+    kept_step = 0  # the step of the weights early stopping keeps
     metrics: dict = {}
     last_train: dict = {}  # the latest reward/* window, kept in the final metrics
     window = torch.zeros(len(TrainSums), dtype=torch.float64, device=dev)
@@ -321,7 +339,9 @@ def train_reward(
     # the loading and jumped to 1 before the last eval). The plan: every
     # training step, the evals the schedule holds, and the closing eval when
     # one is due; below 1 until the checkpoint is saved.
-    eval_batches = math.ceil(len(dist.shard(eval_pairs)) / config.batch_size)
+    # each eval scores the test split and, when there is one, the validation split
+    eval_batches = math.ceil(len(dist.shard(test_pairs)) / config.batch_size) + (
+        math.ceil(len(dist.shard(val_pairs)) / config.batch_size) if val_rows else 0)
     planned_evals = (total_steps // config.eval_every + 1) if config.eval_every else (
         config.epochs + (1 if config.patience is not None else 0))
     planned = max(total_steps + planned_evals * eval_batches, 1)
@@ -334,23 +354,29 @@ def train_reward(
             on_progress(min(done_units / planned, 0.99))
 
     def evaluate() -> dict:
+        """Test metrics (eval/reward/*, reported only) and validation ones (eval/reward/val_*, which
+        early stopping reads); the test split never decides anything."""
         model.eval()
-        out = {**evaluate_pairs(model, eval_pairs, config, pad_id, dev, dist, on_batch=advance),
-               "eval/reward/split": eval_split}
+        out = {**evaluate_pairs(model, test_pairs, config, pad_id, dev, dist, on_batch=advance),
+               "eval/reward/split": splits.test_split}
+        if val_rows:
+            val = evaluate_pairs(model, val_pairs, config, pad_id, dev, dist, on_batch=advance)
+            out.update({k.replace("eval/reward/", "eval/reward/val_"): v for k, v in val.items() if "_margin_" not in k})
+            out["eval/reward/val_split"] = splits.val_split
         model.train()
         return out
 
     def run_eval() -> bool:
         """Evaluate, report, track the best weights; True means stop."""
-        nonlocal best_loss, best_state, bad_evals, metrics, window_start
+        nonlocal best_loss, best_state, bad_evals, metrics, window_start, kept_step
         metrics = evaluate()
         window_start = time.perf_counter()  # evals are not training time
         if on_metrics:
             on_metrics(step, dict(metrics))
         if config.patience is None:
             return False
-        if metrics["eval/reward/loss"] < best_loss - 1e-6:
-            best_loss, bad_evals = metrics["eval/reward/loss"], 0
+        if metrics["eval/reward/val_loss"] < best_loss - 1e-6:
+            best_loss, bad_evals, kept_step = metrics["eval/reward/val_loss"], 0, step
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             return False
         bad_evals += 1
@@ -418,14 +444,16 @@ def train_reward(
         metrics = evaluate()
     elif not metrics or config.eval_every:
         metrics = evaluate()
-    final = {**last_train, **metrics, "reward/steps": step, "reward/stopped_early": stopped_early}
+    final = {**last_train, **metrics, "reward/steps": step, "reward/stopped_early": stopped_early,
+             "reward/kept_step": kept_step if best_state is not None else step}
     save_checkpoint(out_dir, model, tokenizer, {
         "base": str(base_path),
         "config": asdict(config),
         "metrics": final,
         "n_pairs": len(rows),
         "n_train_pairs": len(train_rows),
-        "n_eval_pairs": len(eval_rows),
+        "n_val_pairs": len(val_rows),
+        "n_eval_pairs": len(test_rows),
         "n_prompts": n_prompts,
         "world_size": dist.world,
         **(meta or {}),
@@ -433,34 +461,3 @@ def train_reward(
     if on_progress:
         on_progress(1.0)
     return final
-
-
-class RewardScorer:
-    """A loaded reward model; RLOO keeps one around instead of reloading per batch."""
-
-    def __init__(self, reward_path: str, max_length: int = 1024):
-        from transformers import AutoModelForSequenceClassification
-
-        self.dev = _torch.device()
-        self.tokenizer = _torch.load_tokenizer(reward_path, padding_side="right")
-        self.model = AutoModelForSequenceClassification.from_pretrained(reward_path, num_labels=1, dtype=torch.float32)
-        self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.model.to(self.dev).eval()
-        self.max_length = max_length
-
-    @torch.no_grad()
-    def __call__(self, prompts: list, responses: list[str], batch_size: int = 16) -> list[float]:
-        if len(prompts) != len(responses):
-            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses; pass one prompt per response")
-        out: list[float] = []
-        for i in range(0, len(prompts), batch_size):
-            texts = [format_pair_text(self.tokenizer, p, r) for p, r in zip(prompts[i : i + batch_size], responses[i : i + batch_size])]
-            input_ids, mask = _encode(self.tokenizer, texts, self.max_length, self.dev)
-            with _torch.autocast(self.dev):
-                out.extend(sequence_rewards(self.model, input_ids, mask).tolist())
-        return out
-
-
-def score(reward_path: str, prompts: list, responses: list[str], batch_size: int = 16) -> list[float]:
-    """Reward for each (prompt, response), formatted exactly as in training."""
-    return RewardScorer(reward_path)(prompts, responses, batch_size=batch_size)

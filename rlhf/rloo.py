@@ -167,7 +167,7 @@ def rloo_train(
         ref.requires_grad_(False)
     # else: the reference is the policy with its adapter disabled; no second model.
     if reward_fn is None:
-        from rlhf.reward import RewardScorer
+        from rlhf.scoring import RewardScorer
 
         scorer = RewardScorer(reward_path)
         reward_fn = lambda ps, cs: scorer(ps, cs, batch_size=config.reward_batch_size)  # noqa: E731

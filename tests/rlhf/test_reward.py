@@ -5,13 +5,16 @@ import pytest
 import torch
 from conftest import separable_pairs
 
-from rlhf.reward import RewardConfig, _pair_loss, score, sequence_rewards, tokenize_pairs, train_reward
+from rlhf.data import prompt_key
+from rlhf.reward import RewardConfig, _pair_loss, score, sequence_rewards, split_rows, tokenize_pairs, train_reward
 
 STABLE_TRAIN = {"reward/loss", "reward/accuracy", "reward/margin", "reward/reward_mean", "reward/reward_std",
                 "reward/pairs_per_s", "reward/tokens_per_s", "reward/tokens", "reward/tokens_computed",
                 "reward/tokens_padded"}
 STABLE_EVAL = {"eval/reward/loss", "eval/reward/accuracy", "eval/reward/split", "eval/reward/margin",
                "eval/reward/reward_mean", "eval/reward/reward_std"}
+STABLE_VAL = {"eval/reward/val_loss", "eval/reward/val_accuracy", "eval/reward/val_split", "eval/reward/val_margin",
+              "eval/reward/val_reward_mean", "eval/reward/val_reward_std"}
 BUCKETS = ("0-0.5", "0.5-1", "1-2", "2-inf")
 CALIBRATION = {f"eval/reward/{kind}_margin_{b}" for kind in ("accuracy", "pairs") for b in BUCKETS}
 
@@ -44,8 +47,9 @@ def test_reward_loss_falls_and_heldout_accuracy_beats_chance(trained):
 def test_reward_metrics_callback_uses_the_stable_names(trained):
     _, _, calls, progress = trained
     keysets = [set(m) for _, m in calls]
-    assert STABLE_TRAIN in keysets and any(STABLE_EVAL <= ks and ks <= STABLE_EVAL | CALIBRATION for ks in keysets)
-    assert all(k in STABLE_TRAIN | STABLE_EVAL | CALIBRATION for ks in keysets for k in ks)
+    assert STABLE_TRAIN in keysets
+    assert any(STABLE_EVAL | STABLE_VAL <= ks and ks <= STABLE_EVAL | STABLE_VAL | CALIBRATION for ks in keysets)
+    assert all(k in STABLE_TRAIN | STABLE_EVAL | STABLE_VAL | CALIBRATION for ks in keysets for k in ks)
     steps = [s for s, _ in calls]
     assert steps == sorted(steps)
     assert progress[-1] == 1.0 and all(0 < p <= 1 for p in progress)
@@ -103,7 +107,69 @@ def test_pooling_reads_each_rows_own_last_token_even_when_pad_is_eos(tiny_model_
 
 def test_few_prompts_evaluate_on_train_and_say_so(tiny_model_path, tmp_path):
     final = train_reward(RewardConfig(lr=1e-3, epochs=1, batch_size=4), separable_pairs(2, 2), tiny_model_path, tmp_path / "rm")
-    assert final["eval/reward/split"] == "train"
+    assert final["eval/reward/split"] == "train" and final["eval/reward/val_split"] == "train"
+
+
+def test_train_validation_and_test_splits_share_no_prompt_and_the_test_split_ignores_validation():
+    rows = separable_pairs(30, 3)
+    splits = split_rows(rows, RewardConfig(eval_fraction=0.2, val_fraction=0.25, seed=3))
+    keys = [{prompt_key(r) for r in part} for part in (splits.train, splits.val, splits.test)]
+    assert [len(k) for k in keys] == [18, 6, 6] and not (keys[0] & keys[1] or keys[0] & keys[2] or keys[1] & keys[2])
+    assert sum(map(len, (splits.train, splits.val, splits.test))) == len(rows)
+    # The test prompts a seed picks are the ones it picked before validation existed.
+    assert splits.test == split_rows(rows, RewardConfig(eval_fraction=0.2, val_fraction=0, seed=3)).test
+    # A caller's own test rows: validation still comes out of the training rows.
+    given = split_rows(rows[:60], RewardConfig(val_fraction=0.25), eval_rows=rows[60:])
+    assert [r["prompt_id"] for r in given.test] == [r["prompt_id"] for r in rows[60:]]
+    assert len(given.train) + len(given.val) == 60 and given.val
+
+
+def flipped(rows):
+    return [dict(r, chosen=r["rejected"], rejected=r["chosen"]) for r in rows]
+
+
+def test_early_stopping_never_reads_the_test_split(tiny_model_path, tmp_path):
+    # given: training rows, and a test split of other prompts whose labels are then turned against the model
+    rows = separable_pairs(24, 2)
+    test = [dict(r, prompt=r["prompt"].replace("question", "query"), prompt_id="t" + r["prompt_id"])
+            for r in separable_pairs(6, 3, seed=4)]
+    config = RewardConfig(lr=3e-3, epochs=4, batch_size=8, eval_every=2, patience=2, val_fraction=0.25, seed=0)
+    runs = {}
+    for name, test_rows in (("true", test), ("adversarial", flipped(test))):
+        evals = []
+        final = train_reward(config, rows, tiny_model_path, tmp_path / name, eval_rows=test_rows,
+                             on_metrics=lambda step, m: evals.append((step, m)) if "eval/reward/loss" in m else None)
+        runs[name] = final, evals
+    (true, _), (adversarial, adversarial_evals) = runs["true"], runs["adversarial"]
+    # then: the same weights are kept, chosen on validation alone; the test figures only report them
+    assert adversarial["reward/kept_step"] == true["reward/kept_step"]
+    assert adversarial["reward/steps"] == true["reward/steps"]
+    assert adversarial["eval/reward/val_loss"] == true["eval/reward/val_loss"]
+    assert adversarial["eval/reward/accuracy"] == pytest.approx(1 - true["eval/reward/accuracy"])
+    # Choosing on the adversarial test loss would have kept other weights: this test can fail.
+    lowest_test_loss_step = min(adversarial_evals, key=lambda e: e[1]["eval/reward/loss"])[0]
+    assert lowest_test_loss_step != adversarial["reward/kept_step"]
+
+
+def test_validation_metrics_are_reported_and_val_fraction_0_leaves_them_out(trained, tiny_model_path, tmp_path):
+    out, final, _, _ = trained
+    assert STABLE_VAL <= set(final) and final["eval/reward/val_split"] == "heldout"
+    meta = json.loads((Path(out) / "meta.json").read_text())
+    # 30 prompts x 3 pairs: 6 test prompts, then 10% of the other 24 (2) for validation
+    assert (meta["n_train_pairs"], meta["n_val_pairs"], meta["n_eval_pairs"]) == (66, 6, 18)
+    assert final["reward/kept_step"] == final["reward/steps"]  # no patience: the last weights
+    none = train_reward(RewardConfig(lr=1e-3, batch_size=8, val_fraction=0), separable_pairs(10, 2), tiny_model_path,
+                        tmp_path / "rm")
+    assert not any(k.startswith("eval/reward/val_") for k in none) and "eval/reward/accuracy" in none
+
+
+def test_patience_without_a_validation_split_is_a_config_error():
+    from rlhf.configs import config_errors
+
+    assert config_errors({"reward": {"patience": 2, "val_fraction": 0.0}}) == [
+        "reward: patience needs val_fraction > 0 (early stopping reads the validation split, never the test split)"]
+    assert config_errors({"reward": {"patience": 2}}) == []
+    assert config_errors({"reward": {"val_fraction": 1.0}}) == ["reward.val_fraction must be in [0, 1) (0: no validation split), not 1.0"]
 
 
 def test_early_stopping_stops_when_eval_loss_stalls(tiny_model_path, tmp_path):
