@@ -260,9 +260,9 @@ def _listed(rounds: list[dict], runs: list[TrainingRun], externals: dict) -> dic
     return {"recent_runs": recent, "external_models": sorted(externals.items(), key=lambda item: (item[1], item[0]))}
 
 
-def _round_run(runs: list[TrainingRun], round_id: int) -> TrainingRun | None:
-    """The round's train run: the live or finished one, else the latest cancelled."""
-    mine = [r for r in runs if r.round_id == round_id and r.kind == TrainingRun.Kind.TRAIN]
+def _round_run(mine: list[TrainingRun]) -> TrainingRun | None:
+    """The round's train run, of its train runs (oldest first): the live or
+    finished one, else the latest cancelled."""
     kept = [r for r in mine if r.status != TrainingRun.Status.CANCELLED]
     return (kept or mine or [None])[-1]
 
@@ -304,6 +304,11 @@ def _loop_rounds(rounds, progress, tallies, references, versions, rewards, exter
     external_by_round = defaultdict(list)
     for t in references:
         external_by_round[t["comparison__round_id"]].append(t)
+    # Grouped once: at 100 rounds, each round's scan of every run cost more than a query.
+    train_runs = defaultdict(list)
+    for run in runs:
+        if run.kind == TrainingRun.Kind.TRAIN:
+            train_runs[run.round_id].append(run)
     base = next((v for v in versions.values() if v["version"] == 0), None)
     # met[(x, y)]: [wins, ties, losses] of policy version x against y, over every round they met in.
     met = defaultdict(lambda: [0, 0, 0])
@@ -340,7 +345,7 @@ def _loop_rounds(rounds, progress, tallies, references, versions, rewards, exter
         if candidate and base and candidate["pk"] != base["pk"]:
             against_base = _win_record(*met.get((candidate["pk"], base["pk"]), (0, 0, 0)))
         kl, kl_source = _kl(candidate)
-        run = _round_run(runs, row["pk"])
+        run = _round_run(train_runs[row["pk"]])
         reward = rewards.get(run.pk) if run else None
         times = {part: None for part in TIME_PARTS}
         times["rating"] = _collecting_seconds(row, now)

@@ -195,7 +195,8 @@ def _fresh_overview(campaign, now) -> dict:
 
 
 def _figures(overview: dict) -> list:
-    keys = ("ratings", "first_rating_at", "last_rating_at", "ratings_per_hour", "vs_previous", "vs_base")
+    keys = ("ratings", "first_rating_at", "last_rating_at", "ratings_per_hour", "vs_previous", "vs_base",
+            "vs_reference", "reference_model")
     return [{k: row[k] for k in keys} for row in overview["rounds"]]
 
 
@@ -204,20 +205,23 @@ def test_a_closed_rounds_cached_tally_is_read_from_the_cache_and_never_stale(mak
     campaign = loop_campaign_with_history(annotators[:2], versions=3, prompts=4)
     closed = campaign.rounds.get(index=1)
     assert closed.status == "done"
+    _reference_pairs(campaign, closed, annotators[:2])  # its tally against the reference is cached too
     now = timezone.now() + timedelta(minutes=1)
     cold = _fresh_overview(campaign, now)
     # Filled: the next read of the closed rounds comes from the cache, the
     # same figures, and its tally reads only the collecting round's ratings.
     with CaptureQueriesContext(connection) as queries:
         warm = campaign_overview(campaign=campaign, now=now)
-    assert _figures(warm) == _figures(cold)
+    assert _figures(warm) == _figures(cold) and warm["rounds"][1]["vs_reference"]["n"] > 0
     tallies = [q["sql"] for q in queries.captured_queries if 'MIN("annotate_rating"."created_at")' in q["sql"]]
-    assert len(tallies) == 1 and str(closed.pk) not in tallies[0].split("IN (")[1].split(")")[0]
+    current = campaign.rounds.get(status="collecting")
+    assert len(tallies) == 1
+    assert {int(pk) for pk in re.findall(r"\d+", tallies[0].split("IN (")[1].split(")")[0])} == {current.pk}
     # A rating reaching the closed round anyway (a retry, a fix by hand):
     # the page shows it at once, as computed with nothing cached.
     later = now - timedelta(seconds=1)
-    ratings_bulk_create([{"comparison_id": closed.comparisons.filter(gold_choice="").first().pk,
-                          "annotator": annotators[2], "choice": "A"}])
+    ours = closed.comparisons.filter(gold_choice="", response_a__external_model=None, response_b__external_model=None)
+    ratings_bulk_create([{"comparison_id": ours.first().pk, "annotator": annotators[2], "choice": "A"}])
     Rating.objects.filter(annotator=annotators[2]).update(created_at=later)
     after = campaign_overview(campaign=campaign, now=now)
     row = after["rounds"][1]
