@@ -16,10 +16,11 @@ is computed and the rules for "stuck"."""
 from collections import defaultdict
 from datetime import datetime
 
+from django.core.cache import cache
 from django.db.models import Count, Max, Min, Q, Sum
 from django.utils import timezone
 
-from annotate.models import Campaign, Comparison, PolicyVersion, Rating, RewardModelVersion, TrainingRun
+from annotate.models import Campaign, Comparison, PolicyVersion, Rating, RewardModelVersion, Round, TrainingRun
 from annotate.selectors.overview_now import campaign_now, iso, parse_time, seconds_between
 from annotate.stats.intervals import wilson_interval
 from annotate.training.stages import STAGES
@@ -30,6 +31,9 @@ RECENT_RUNS = 10
 # collecting), queue (the run's stages waiting for a gpu worker), the three
 # long stages, and the two short ones together.
 TIME_PARTS = ("rating", "queue", "reward", "policy", "generate", "snapshot_open")
+# How long a closed round's tally stays cached: a day, so the entries of
+# rounds no one looks at any more leave (a round's key never goes stale).
+TALLY_CACHE_S = 24 * 3600
 
 
 def _win_record(wins: float, ties: float, losses: float) -> dict | None:
@@ -109,6 +113,50 @@ def _rating_tallies(round_ids: list[int]) -> list[dict]:
     )
 
 
+def _tallies(rounds: list[dict], progress: dict, *, references: bool) -> tuple[list[dict], list[dict]]:
+    """_rating_tallies and (with `references`) _reference_tallies of the rounds.
+
+    A round that no longer collects takes no ratings (services/ratings.py
+    refuses them), so its two tallies are kept in Django's cache and only the
+    rounds not found there are read: at 100 rounds the page reads the
+    current round's ratings, not all 100,000. The key holds what the page
+    has already read of the round from its comparisons (_tally_key), so a
+    rating that reaches or leaves the round anyway gives a new key, never a
+    stale figure."""
+    keys = {r["pk"]: _tally_key(r, progress.get(r["pk"], {}), references) for r in rounds
+            if r["status"] != Round.Status.COLLECTING}
+    cached = cache.get_many(list(keys.values())) if keys else {}
+    found = [pk for pk, key in keys.items() if key in cached]
+    missing = [r["pk"] for r in rounds if r["pk"] not in set(found)]
+    tallies = _rating_tallies(missing) if missing else []
+    # No external model, no answer of one to pair with: nothing to tally.
+    external = _reference_tallies(missing) if missing and references else []
+    fresh = defaultdict(lambda: ([], []))
+    for t in tallies:
+        fresh[t["comparison__round_id"]][0].append(t)
+    for t in external:
+        fresh[t["comparison__round_id"]][1].append(t)
+    if missing:
+        cache.set_many({keys[pk]: fresh[pk] for pk in missing if pk in keys}, TALLY_CACHE_S)
+    for pk in found:
+        kept, kept_external = cached[keys[pk]]
+        tallies += kept
+        external += kept_external
+    return tallies, external
+
+
+def _tally_key(row: dict, progress: dict, references: bool) -> str:
+    """A round's tally's cache key. Ratings are only ever inserted, each with
+    its comparison's rating_count + 1 in the same transaction
+    (services/ratings.py), and leave only with their comparison (cascade), so
+    any change to a round's ratings changes the count of its regular
+    comparisons or the sum of their rating_count. opened_at (to the
+    microsecond) keeps two databases' rounds with the same id apart in a
+    shared cache."""
+    return (f"overview-tally:{row['pk']}:{iso(row['opened_at'])}:{progress.get('comparisons', 0)}:"
+            f"{progress.get('ratings') or 0}:{'references' if references else 'regular'}")
+
+
 def _reference_tallies(round_ids: list[int]) -> list[dict]:
     """The same for the comparisons with an external model's answer on one
     side (a loop round's candidate against the reference model), by that
@@ -168,7 +216,9 @@ def _overview(campaign: Campaign, now: datetime, *, current_only: bool) -> dict:
         .order_by()
     }
     # The polled panel needs no tally: its counts come from the comparisons.
-    tallies = [] if current_only else _rating_tallies([r["pk"] for r in shown])
+    externals = {} if current_only else dict(campaign.external_models.values_list("pk", "name"))
+    loop = campaign.kind == Campaign.Kind.LOOP
+    tallies, references = ([], []) if current_only else _tallies(shown, progress, references=loop and bool(externals))
     runs = list(
         TrainingRun.objects.filter(campaign=campaign)
         .only("pk", "campaign_id", "round_id", "kind", "stage", "status", "attempts", "progress", "stages", "error",
@@ -184,7 +234,6 @@ def _overview(campaign: Campaign, now: datetime, *, current_only: bool) -> dict:
                     "now": campaign_now(campaign=campaign, rounds=rounds, rows=rows, runs=runs, now=now)}
         if current_only:
             return overview
-        externals = dict(campaign.external_models.values_list("pk", "name"))
         return {**overview, **_listed(rounds, runs, externals)}
     versions = {
         v["pk"]: v for v in PolicyVersion.objects.filter(campaign=campaign).values("pk", "version", "metrics")
@@ -193,9 +242,6 @@ def _overview(campaign: Campaign, now: datetime, *, current_only: bool) -> dict:
         r["training_run_id"]: r
         for r in RewardModelVersion.objects.filter(campaign=campaign).values("version", "metrics", "training_run_id")
     }
-    externals = dict(campaign.external_models.values_list("pk", "name"))
-    # No external model, no answer of one to pair with: nothing to tally.
-    references = _reference_tallies([r["pk"] for r in shown]) if externals else []
     rows = _loop_rounds(rounds, progress, tallies, references, versions, rewards, externals, runs, now)
     return {"kind": campaign.kind, "rounds": rows, "charts": _charts(campaign, rows),
             "now": campaign_now(campaign=campaign, rounds=rounds, rows=rows, runs=runs, now=now),
@@ -214,9 +260,9 @@ def _listed(rounds: list[dict], runs: list[TrainingRun], externals: dict) -> dic
     return {"recent_runs": recent, "external_models": sorted(externals.items(), key=lambda item: (item[1], item[0]))}
 
 
-def _round_run(runs: list[TrainingRun], round_id: int) -> TrainingRun | None:
-    """The round's train run: the live or finished one, else the latest cancelled."""
-    mine = [r for r in runs if r.round_id == round_id and r.kind == TrainingRun.Kind.TRAIN]
+def _round_run(mine: list[TrainingRun]) -> TrainingRun | None:
+    """The round's train run, of its train runs (oldest first): the live or
+    finished one, else the latest cancelled."""
     kept = [r for r in mine if r.status != TrainingRun.Status.CANCELLED]
     return (kept or mine or [None])[-1]
 
@@ -258,6 +304,11 @@ def _loop_rounds(rounds, progress, tallies, references, versions, rewards, exter
     external_by_round = defaultdict(list)
     for t in references:
         external_by_round[t["comparison__round_id"]].append(t)
+    # Grouped once: at 100 rounds, each round's scan of every run cost more than a query.
+    train_runs = defaultdict(list)
+    for run in runs:
+        if run.kind == TrainingRun.Kind.TRAIN:
+            train_runs[run.round_id].append(run)
     base = next((v for v in versions.values() if v["version"] == 0), None)
     # met[(x, y)]: [wins, ties, losses] of policy version x against y, over every round they met in.
     met = defaultdict(lambda: [0, 0, 0])
@@ -294,7 +345,7 @@ def _loop_rounds(rounds, progress, tallies, references, versions, rewards, exter
         if candidate and base and candidate["pk"] != base["pk"]:
             against_base = _win_record(*met.get((candidate["pk"], base["pk"]), (0, 0, 0)))
         kl, kl_source = _kl(candidate)
-        run = _round_run(runs, row["pk"])
+        run = _round_run(train_runs[row["pk"]])
         reward = rewards.get(run.pk) if run else None
         times = {part: None for part in TIME_PARTS}
         times["rating"] = _collecting_seconds(row, now)

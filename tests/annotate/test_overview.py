@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from math import sqrt
 
 import pytest
+from django.core.cache import cache
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -185,6 +186,55 @@ def test_the_overview_reads_a_fixed_number_of_queries_whatever_the_number_of_rou
             assert client.get(f"/console/campaigns/{campaign.pk}/").status_code == 200
         with django_assert_max_num_queries(OVERVIEW_PAGE_QUERIES):
             assert client.get(f"/console/campaigns/{campaign.pk}/now/").status_code == 200
+
+
+def _fresh_overview(campaign, now) -> dict:
+    """The overview computed with nothing cached: what the database holds."""
+    cache.clear()
+    return campaign_overview(campaign=campaign, now=now)
+
+
+def _figures(overview: dict) -> list:
+    keys = ("ratings", "first_rating_at", "last_rating_at", "ratings_per_hour", "vs_previous", "vs_base",
+            "vs_reference", "reference_model")
+    return [{k: row[k] for k in keys} for row in overview["rounds"]]
+
+
+def test_a_closed_rounds_cached_tally_is_read_from_the_cache_and_never_stale(make_user):
+    annotators = [make_user(Role.ANNOTATOR) for _ in range(3)]
+    campaign = loop_campaign_with_history(annotators[:2], versions=3, prompts=4)
+    closed = campaign.rounds.get(index=1)
+    assert closed.status == "done"
+    _reference_pairs(campaign, closed, annotators[:2])  # its tally against the reference is cached too
+    now = timezone.now() + timedelta(minutes=1)
+    cold = _fresh_overview(campaign, now)
+    # Filled: the next read of the closed rounds comes from the cache, the
+    # same figures, and its tally reads only the collecting round's ratings.
+    with CaptureQueriesContext(connection) as queries:
+        warm = campaign_overview(campaign=campaign, now=now)
+    assert _figures(warm) == _figures(cold) and warm["rounds"][1]["vs_reference"]["n"] > 0
+    tallies = [q["sql"] for q in queries.captured_queries if 'MIN("annotate_rating"."created_at")' in q["sql"]]
+    current = campaign.rounds.get(status="collecting")
+    assert len(tallies) == 1
+    assert {int(pk) for pk in re.findall(r"\d+", tallies[0].split("IN (")[1].split(")")[0])} == {current.pk}
+    # A rating reaching the closed round anyway (a retry, a fix by hand):
+    # the page shows it at once, as computed with nothing cached.
+    later = now - timedelta(seconds=1)
+    ours = closed.comparisons.filter(gold_choice="", response_a__external_model=None, response_b__external_model=None)
+    ratings_bulk_create([{"comparison_id": ours.first().pk, "annotator": annotators[2], "choice": "A"}])
+    Rating.objects.filter(annotator=annotators[2]).update(created_at=later)
+    after = campaign_overview(campaign=campaign, now=now)
+    row = after["rounds"][1]
+    assert row["ratings"] == cold["rounds"][1]["ratings"] + 1
+    assert row["vs_previous"]["n"] == cold["rounds"][1]["vs_previous"]["n"] + 1
+    assert row["last_rating_at"] == later.isoformat()
+    assert _figures(after) == _figures(_fresh_overview(campaign, now))
+    # And a rating leaving it (its comparison deleted) likewise.
+    campaign_overview(campaign=campaign, now=now)
+    closed.comparisons.filter(ratings__annotator=annotators[2]).delete()
+    gone = campaign_overview(campaign=campaign, now=now)
+    assert gone["rounds"][1]["vs_previous"]["n"] < row["vs_previous"]["n"]
+    assert _figures(gone) == _figures(_fresh_overview(campaign, now))
 
 
 # --- what is happening now, and what is stuck --------------------------------------
