@@ -36,7 +36,10 @@ class TrainingTriggerApi(APIView):
     """Close the campaign's current round and train on every rating so far.
     The body may override the campaign's training config for this run:
     `{"config": {"reward": {...}, "policy": {...}, "generate": {...}}}`, and
-    choose the policy method: `{"method": "rloo"}` (default: the campaign's)."""
+    choose the policy method: `{"method": "rloo"}` (default: the campaign's),
+    and ask for the sft stage (`{"sft": true}`: fine-tune on the accepted
+    demonstrations not yet trained on, whatever the campaign's sft_schedule;
+    false: not this run; absent or null: the schedule decides)."""
 
     permission_classes = [IsMLEngineer]
 
@@ -44,6 +47,9 @@ class TrainingTriggerApi(APIView):
         config = serializers.JSONField(required=False, default=dict)
         # A plain string, so the service's message names the allowed methods.
         method = serializers.CharField(required=False, allow_null=True, default=None)
+        # Any JSON, so the service's message says what is allowed.
+        sft = serializers.JSONField(required=False, allow_null=True, default=None,
+                                    help_text="true: run the sft stage now; false: skip it; null: the schedule")
 
     @extend_schema(request=InputSerializer, responses={202: TrainingRunOutputSerializer, 409: CONFLICT})
     def post(self, request, campaign_id: int):
@@ -52,7 +58,8 @@ class TrainingTriggerApi(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         run = training_run_start(
-            campaign=campaign, user=request.user, overrides=data["config"], method=data["method"] or None
+            campaign=campaign, user=request.user, overrides=data["config"], method=data["method"] or None,
+            sft=data["sft"],
         )
         return Response(TrainingRunOutputSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 

@@ -29,7 +29,7 @@ RECENT_RUNS = 10
 # The stages a round's time is split into on the chart: rating (the round
 # collecting), queue (the run's stages waiting for a gpu worker), the three
 # long stages, and the two short ones together.
-TIME_PARTS = ("rating", "queue", "reward", "policy", "generate", "snapshot_open")
+TIME_PARTS = ("rating", "queue", "sft", "reward", "policy", "generate", "snapshot_open")
 
 
 def _win_record(wins: float, ties: float, losses: float) -> dict | None:
