@@ -10,9 +10,11 @@ from annotate.apis.permissions import IsAdminOrEngineer, IsMLEngineer, readable_
 from annotate.apis.schema import CONFLICT
 from annotate.downloads import IntegrityError, folder_zip_verified
 from annotate.errors import Conflict, NotFound
-from annotate.models import PolicyVersion, RewardModelVersion, TrainingRun
+from annotate.models import PolicyVersion, RewardModelVersion, SFTModelVersion, TrainingRun
 from annotate.selectors.answers import campaign_external_models
-from annotate.selectors.training import campaign_policy_versions, campaign_reward_versions, training_runs_readable_by
+from annotate.selectors.training import (
+    campaign_policy_versions, campaign_reward_versions, campaign_sft_versions, training_runs_readable_by,
+)
 from annotate.training.runs import training_run_cancel, training_run_start
 
 
@@ -114,10 +116,21 @@ class ModelVersionListApi(APIView):
     class PolicySerializer(serializers.ModelSerializer):
         parent = serializers.IntegerField(source="parent.version", allow_null=True, default=None)
         reward_model = serializers.IntegerField(source="reward_model.version", allow_null=True, default=None)
+        sft_model = serializers.IntegerField(source="sft_model.version", allow_null=True, default=None,
+                                             help_text="the SFT model its policy step started from; null for none")
 
         class Meta:
             model = PolicyVersion
-            fields = ["id", "version", "parent", "path", "sha256", "training_run", "reward_model", "metrics", "created_at"]
+            fields = ["id", "version", "parent", "sft_model", "path", "sha256", "training_run", "reward_model",
+                      "metrics", "created_at"]
+
+    class SFTSerializer(serializers.ModelSerializer):
+        start = serializers.IntegerField(source="start.version", help_text="the policy version it was fine-tuned from")
+
+        class Meta:
+            model = SFTModelVersion
+            fields = ["id", "version", "start", "path", "sha256", "training_run", "dataset_sha256",
+                      "demonstration_ids", "metrics", "created_at"]
 
     class RewardSerializer(serializers.ModelSerializer):
         class Meta:
@@ -140,6 +153,7 @@ class ModelVersionListApi(APIView):
             {
                 "policies": self.PolicySerializer(campaign_policy_versions(campaign=campaign), many=True).data,
                 "reward_models": self.RewardSerializer(campaign_reward_versions(campaign=campaign), many=True).data,
+                "sft_models": self.SFTSerializer(campaign_sft_versions(campaign=campaign), many=True).data,
                 "external_models": self.ExternalSerializer(campaign_external_models(campaign=campaign), many=True).data,
             }
         )

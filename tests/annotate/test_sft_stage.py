@@ -261,3 +261,28 @@ def test_a_bad_sft_flag_on_the_trigger_is_a_400_and_starts_nothing(open_round, a
     assert "sft must be true, false or null" in answer.json()["detail"]
     open_round.refresh_from_db()
     assert open_round.status == Round.Status.COLLECTING and not TrainingRun.objects.exists()
+
+
+def test_lineage_page_and_models_api_show_base_then_sft_then_policy(open_round, ml_engineer, client,
+                                                                   ml_engineer_client):
+    # given: v0 -> s1 (two demonstrations) -> v1
+    campaign = open_round.campaign
+    v0 = campaign.policy_versions.get(version=0)
+    run = TrainingRun.objects.create(campaign=campaign, round=open_round, kind="train")
+    sft = SFTModelVersion.objects.create(campaign=campaign, version=1, start=v0, path="/s", sha256="ab" * 32,
+                                         training_run=run, dataset_sha256="cd" * 32, demonstration_ids=[4, 9],
+                                         metrics={"eval/sft/loss": 1.25})
+    PolicyVersion.objects.create(campaign=campaign, version=1, parent=v0, path="/p", sha256="12" * 32,
+                                 training_run=run, sft_model=sft)
+    # when
+    client.force_login(ml_engineer)
+    html = client.get(f"/console/campaigns/{campaign.pk}/lineage/").content.decode()
+    body = ml_engineer_client.get(f"/api/campaigns/{campaign.pk}/models/").json()
+    # then
+    policy_row = html.split('<tr data-version="1">')[1].split("</tr>")[0]
+    assert "v0" in policy_row and "sft s1" in policy_row
+    sft_table = html.split('id="lineage-sft"')[1].split("</table>")[0]
+    assert "s1" in sft_table and "<td>v0</td>" in sft_table and "cdcdcdcdcdcd" in sft_table
+    assert "eval/sft/loss" in sft_table and f"run {run.pk}" in sft_table and "<td>2</td>" in sft_table
+    assert [p["sft_model"] for p in body["policies"]] == [None, 1]
+    assert [(s["version"], s["start"], s["demonstration_ids"]) for s in body["sft_models"]] == [(1, 0, [4, 9])]
