@@ -286,3 +286,24 @@ def test_lineage_page_and_models_api_show_base_then_sft_then_policy(open_round, 
     assert "eval/sft/loss" in sft_table and f"run {run.pk}" in sft_table and "<td>2</td>" in sft_table
     assert [p["sft_model"] for p in body["policies"]] == [None, 1]
     assert [(s["version"], s["start"], s["demonstration_ids"]) for s in body["sft_models"]] == [(1, 0, [4, 9])]
+
+
+def test_the_campaign_form_shows_and_saves_the_sft_settings_and_refuses_a_bad_one(open_round, campaign_admin, client):
+    from frontend.console.campaigns import _campaign_values
+
+    campaign = Campaign.objects.get(pk=open_round.campaign_id)
+    client.force_login(campaign_admin)
+    page = client.get(f"/console/campaigns/{campaign.pk}/").content.decode()
+    assert 'name="sft_schedule"' in page and 'name="sft_every_n"' in page and 'name="sft_anchor"' in page
+    values = {k: ("" if v is None else v) for k, v in _campaign_values(campaign).items()}
+    values.pop("auto_train")
+    values.update(sft_schedule="every_n", sft_every_n="4", sft_anchor="sft")
+    answer = client.post(f"/console/campaigns/{campaign.pk}/", values)
+    assert answer.status_code == 302, answer.content.decode()[:2000]
+    campaign.refresh_from_db()
+    assert (campaign.sft_schedule, campaign.sft_every_n, campaign.sft_anchor) == ("every_n", 4, "sft")
+    values["sft_every_n"] = "0"
+    answer = client.post(f"/console/campaigns/{campaign.pk}/", values)
+    assert answer.status_code == 400 and 'id="err-sft_every_n"' in answer.content.decode()
+    campaign.refresh_from_db()
+    assert campaign.sft_every_n == 4
