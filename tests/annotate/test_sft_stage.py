@@ -307,3 +307,15 @@ def test_the_campaign_form_shows_and_saves_the_sft_settings_and_refuses_a_bad_on
     assert answer.status_code == 400 and 'id="err-sft_every_n"' in answer.content.decode()
     campaign.refresh_from_db()
     assert campaign.sft_every_n == 4
+
+
+@pytest.mark.parametrize("flag, requested", [("--sft", True), ("--no-sft", False), (None, None)])
+def test_the_train_command_passes_its_sft_flag(open_round, annotator, enqueued, flag, requested):
+    from django.core.management import call_command
+
+    from tests.factories import ratings_bulk_create
+
+    ratings_bulk_create([{"comparison": open_round.comparisons.first(), "annotator": annotator, "choice": "A",
+                          "strength": 2, "idempotency_key": uuid.uuid4()}])
+    call_command("train", str(open_round.campaign_id), *([flag] if flag else []))
+    assert TrainingRun.objects.get().config["sft_plan"]["requested"] is requested
