@@ -60,17 +60,21 @@ def stage_bars(run: TrainingRun) -> list[dict]:
 @training_view
 def runs(request, campaign_id: int):
     campaign = request.campaign
-    form = {"method": campaign.method, "config": "{}"}
+    form = {"method": campaign.method, "config": "{}", "sft": ""}
     error = None
     if request.method == "POST":
-        form = {"method": request.POST.get("method", ""), "config": request.POST.get("config", "").strip() or "{}"}
+        form = {"method": request.POST.get("method", ""), "config": request.POST.get("config", "").strip() or "{}",
+                "sft": request.POST.get("sft", "")}
+        # "" follows the campaign's sft_schedule; anything else but on/off reaches the service and is refused.
+        sft = {"": None, "on": True, "off": False}.get(form["sft"], form["sft"])
         try:
             overrides = json.loads(form["config"])
         except json.JSONDecodeError as exc:
             error = f"Settings are not valid JSON: {exc}"
         else:
             try:
-                run = training_run_start(campaign=campaign, user=request.user, overrides=overrides, method=form["method"])
+                run = training_run_start(campaign=campaign, user=request.user, overrides=overrides, method=form["method"],
+                                         sft=sft)
             except ServiceError as exc:
                 error = exc.message
             else:

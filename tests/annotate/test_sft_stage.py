@@ -319,3 +319,18 @@ def test_the_train_command_passes_its_sft_flag(open_round, annotator, enqueued, 
                           "strength": 2, "idempotency_key": uuid.uuid4()}])
     call_command("train", str(open_round.campaign_id), *([flag] if flag else []))
     assert TrainingRun.objects.get().config["sft_plan"]["requested"] is requested
+
+
+@pytest.mark.parametrize("choice, requested", [("on", True), ("off", False), ("", None)])
+def test_the_runs_page_train_form_passes_its_sft_choice(open_round, annotator, ml_engineer, client, enqueued,
+                                                        choice, requested):
+    from tests.factories import ratings_bulk_create
+
+    ratings_bulk_create([{"comparison": open_round.comparisons.first(), "annotator": annotator, "choice": "A",
+                          "strength": 2, "idempotency_key": uuid.uuid4()}])
+    client.force_login(ml_engineer)
+    url = f"/console/campaigns/{open_round.campaign_id}/runs/"
+    assert 'name="sft"' in client.get(url).content.decode()
+    answer = client.post(url, {"method": "rloo", "config": "{}", "sft": choice})
+    assert answer.status_code == 302, answer.content.decode()[:1000]
+    assert TrainingRun.objects.get().config["sft_plan"]["requested"] is requested
