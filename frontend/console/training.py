@@ -51,7 +51,11 @@ def stage_bars(run: TrainingRun) -> list[dict]:
         else:
             fraction = 0.0
         eta = stage_eta_s(run, name) if status == "running" else None
+        # A stage that had nothing to do (sft without new demonstrations) succeeded; its label says it skipped.
+        outputs = info.get("outputs") or {}
+        skipped = status == "succeeded" and outputs.get("skipped") is True
         bars.append({"name": name, "status": status, "fraction": fraction, "percent": round(100 * fraction),
+                     "label": "skipped" if skipped else status, "reason": outputs.get("reason", "") if skipped else "",
                      "eta_s": round(eta) if eta is not None else None,
                      "eta_label": duration_label(eta) if eta is not None else ""})
     return bars

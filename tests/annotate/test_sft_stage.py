@@ -334,3 +334,19 @@ def test_the_runs_page_train_form_passes_its_sft_choice(open_round, annotator, m
     answer = client.post(url, {"method": "rloo", "config": "{}", "sft": choice})
     assert answer.status_code == 302, answer.content.decode()[:1000]
     assert TrainingRun.objects.get().config["sft_plan"]["requested"] is requested
+
+
+def test_a_skipped_sft_stage_says_so_on_the_run_page_with_its_reason(open_round, ml_engineer, client):
+    run = TrainingRun.objects.create(
+        campaign=open_round.campaign, round=open_round, kind="train", stage="reward", status="running",
+        stages={"snapshot": {"status": "succeeded", "seconds": 0.2},
+                "sft": {"status": "succeeded", "seconds": 0.01,
+                        "outputs": {"skipped": True, "reason": "sft_schedule is trigger and no trigger asked"}},
+                "reward": {"status": "running"}},
+    )
+    client.force_login(ml_engineer)
+    html = client.get(f"/console/runs/{run.pk}/").content.decode()
+    bar = html.split('data-stage="sft"')[1].split("</li>")[0]
+    assert 'title="sft_schedule is trigger and no trigger asked"' in bar and ">skipped<" in bar
+    snapshot_bar = html.split('data-stage="snapshot"')[1].split("</li>")[0]
+    assert ">succeeded<" in snapshot_bar
