@@ -350,3 +350,26 @@ def test_a_skipped_sft_stage_says_so_on_the_run_page_with_its_reason(open_round,
     assert 'title="sft_schedule is trigger and no trigger asked"' in bar and ">skipped<" in bar
     snapshot_bar = html.split('data-stage="snapshot"')[1].split("</li>")[0]
     assert ">succeeded<" in snapshot_bar
+
+
+@pytest.mark.parametrize("anchor, expected", [("base", "base"), ("sft", "sft-v1")])
+def test_a_round_that_skipped_sft_keeps_the_anchor_its_candidate_descends_from(
+    make_open_round, annotator, enqueued, anchor, expected
+):
+    from annotate.training.steps import _anchor
+    from tests.factories import ratings_bulk_create, version_chain_rounds
+
+    # given: v0 -> s1 -> v1, round 1 serving v1, trained with no new demonstrations
+    rounds = version_chain_rounds(versions=2, prompts=1, annotators=[annotator], sft_anchor=anchor)
+    v0, v1 = rounds[0].candidate, rounds[1].candidate
+    sft = SFTModelVersion.objects.create(campaign=v0.campaign, version=1, start=v0, path="/s", sha256="ab" * 32)
+    PolicyVersion.objects.filter(pk=v1.pk).update(sft_model=sft)
+    ratings_bulk_create([{"comparison": rounds[1].comparisons.first(), "annotator": annotator, "choice": "A",
+                          "strength": 2, "idempotency_key": uuid.uuid4()}])
+    Round.objects.filter(pk=rounds[0].pk).update(status=Round.Status.DONE)
+    run = training_run_start(campaign=v0.campaign)
+    v1.refresh_from_db()
+    # when
+    label, record = _anchor(run, v1, None)
+    # then
+    assert label == expected and record == (sft if anchor == "sft" else v0)
