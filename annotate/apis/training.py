@@ -25,7 +25,8 @@ class TrainingRunOutputSerializer(serializers.ModelSerializer):
         model = TrainingRun
         fields = [
             "id", "campaign", "round", "kind", "stage", "status", "attempts", "progress", "stages",
-            "metrics", "config", "error", "dataset_path", "dataset_sha256", "created_at", "started_at", "finished_at",
+            "metrics", "config", "error", "dataset_path", "dataset_sha256", "sft_dataset_path", "sft_dataset_sha256",
+            "created_at", "started_at", "finished_at",
         ]
 
 

@@ -225,6 +225,7 @@ def test_the_campaign_sft_settings_and_the_sft_section_reach_the_run(open_round,
     assert (answer.data["sft_schedule"], answer.data["sft_every_n"], answer.data["sft_anchor"]) == ("every_n", 3, "sft")
     answer = ml_engineer_client.post(f"/api/campaigns/{campaign.pk}/train/", {"sft": True}, format="json")
     assert answer.status_code == 202, answer.content
+    assert answer.data["sft_dataset_sha256"] == ""  # taken by the sft stage, when it runs
     config = TrainingRun.objects.get().config
     assert config["sft"] == {"epochs": 2, "lr": 1e-4}
     assert config["sft_plan"] == {"schedule": "every_n", "every_n": 3, "anchor": "sft", "requested": True}
