@@ -28,8 +28,8 @@ class RatingAdmin(admin.ModelAdmin):
     raw_id_fields = ["comparison"]
 
 
-for model in [models.GoldPair, models.Prompt, models.PolicyVersion, models.RewardModelVersion, models.Round, models.Answer,
-              models.Comparison, models.Lease]:
+for model in [models.GoldPair, models.Prompt, models.PolicyVersion, models.RewardModelVersion, models.SFTModelVersion,
+              models.Round, models.Answer, models.Comparison, models.Lease]:
     admin.site.register(model)
 
 

@@ -68,6 +68,22 @@ class Campaign(models.Model):
     # An edited better answer is also a preference (edit > the answer it came
     # from, edit > the other answer): whether those pairs join the reward data.
     demonstration_pairs = models.BooleanField(default=False)
+
+    class SFTSchedule(models.TextChoices):
+        EVERY_ROUND = "every_round", "Every round that brings accepted demonstrations not yet trained on"
+        EVERY_N = "every_n", "Every N rounds (rounds N-1, 2N-1, ...), when there are new accepted demonstrations"
+        TRIGGER = "trigger", "Only when a training trigger asks for it (sft: true)"
+
+    class SFTAnchor(models.TextChoices):
+        BASE = "base", "The base model stays the policy step's KL anchor"
+        SFT = "sft", "The latest SFT model becomes the policy step's KL anchor"
+
+    # When a train run's sft stage fine-tunes on the accepted demonstrations
+    # (docs/training.md, "The sft stage"), and what the policy step is then
+    # held close to.
+    sft_schedule = models.CharField(max_length=20, choices=SFTSchedule.choices, default=SFTSchedule.EVERY_ROUND)
+    sft_every_n = models.PositiveSmallIntegerField(default=2, help_text="with sft_schedule every_n: N")
+    sft_anchor = models.CharField(max_length=10, choices=SFTAnchor.choices, default=SFTAnchor.BASE)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.LOOP)
     # A loop campaign's fixed yardstick: a model outside the loop (imported
@@ -189,6 +205,10 @@ class TrainingRun(models.Model):
     celery_task_id = models.CharField(max_length=100, blank=True, default="")
     dataset_path = models.CharField(max_length=500, blank=True, default="")
     dataset_sha256 = models.CharField(max_length=64, blank=True, default="")
+    # The sft stage's input (conversations.jsonl of the accepted demonstrations
+    # not yet trained on); empty when the stage skipped.
+    sft_dataset_path = models.CharField(max_length=500, blank=True, default="")
+    sft_dataset_sha256 = models.CharField(max_length=64, blank=True, default="")
     triggered_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -224,10 +244,40 @@ class PolicyVersion(models.Model):
         "RewardModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="policies"
     )
     metrics = models.JSONField(default=dict, blank=True)
+    # The SFT model this version's policy step started from (its run's sft
+    # stage); null when the step started from `parent` itself.
+    sft_model = models.ForeignKey(
+        "SFTModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="policies"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["campaign", "version"], name="policy_unique_version")]
+
+
+class SFTModelVersion(models.Model):
+    """A model a train run's sft stage fine-tuned from `start` (the round's
+    candidate) on accepted demonstrations. Not a PolicyVersion: it answers no
+    round and meets nobody on a leaderboard; the policy step of the same run
+    starts from it, and that policy (sft_model = this) is what the next round
+    serves. Lineage: start -> this -> the policy version(s) pointing here."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="sft_versions")
+    version = models.PositiveIntegerField()
+    start = models.ForeignKey(PolicyVersion, on_delete=models.PROTECT, related_name="sft_children")
+    path = models.CharField(max_length=500)
+    sha256 = models.CharField(max_length=64)
+    training_run = models.ForeignKey(TrainingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    dataset_path = models.CharField(max_length=500, blank=True, default="")
+    dataset_sha256 = models.CharField(max_length=64, blank=True, default="")
+    # Which accepted demonstrations it learned: those are "trained on" once a
+    # policy started from it (a cancelled run's SFT model does not count).
+    demonstration_ids = models.JSONField(default=list, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["campaign", "version"], name="sft_unique_version")]
 
 
 class RewardModelVersion(models.Model):

@@ -115,7 +115,7 @@ def main() -> None:
     print(f"bootstrap (import + round-0 answers + open): {bootstrap_s:.1f} s")
     print(f"last rating in -> round 1 open: {round_s:.1f} s")
     stage_total = 0.0
-    for stage in ["snapshot", "reward", "policy", "generate", "open"]:
+    for stage in ["snapshot", "sft", "reward", "policy", "generate", "open"]:
         seconds = train["stages"][stage]["seconds"]
         stage_total += seconds
         print(f"  {stage:<9} {seconds:8.2f} s")

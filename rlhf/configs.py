@@ -176,7 +176,7 @@ class GenerateConfig:
 # "dpo" holds the settings of the DPO policy step, for campaigns that train
 # the policy straight from the human pairs instead of with RLOO.
 # "sft" holds the settings of supervised fine-tuning on curated answers
-# (rlhf.sft); the platform's pipeline does not run that stage yet.
+# (rlhf.sft): the platform's sft stage, before the policy step.
 SECTIONS = {"reward": RewardConfig, "policy": RLOOConfig, "dpo": DPOConfig, "sft": SFTConfig,
             "generate": GenerateConfig}
 # How a campaign's policy step is trained: top-level key "method" of the

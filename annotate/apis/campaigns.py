@@ -42,7 +42,8 @@ class CampaignOutputSerializer(serializers.ModelSerializer):
             "id", "name", "kind", "instructions", "overlap", "comparisons_per_round", "lease_ttl_seconds",
             "base_model", "training_config", "method", "kl_budget", "auto_train", "status", "created_at",
             "gold_frequency", "gold_min_accuracy", "gold_min_count", "reference_model", "reference_model_name",
-            "demonstrations", "demonstration_reviews", "demonstration_pairs",
+            "demonstrations", "demonstration_reviews", "demonstration_pairs", "sft_schedule", "sft_every_n",
+            "sft_anchor",
         ]
 
 
@@ -75,6 +76,15 @@ class CampaignCreateApi(APIView):
         demonstration_reviews = serializers.IntegerField(default=1, help_text="accepting reviewers needed: 1 or 2")
         demonstration_pairs = serializers.BooleanField(
             default=False, help_text="an accepted edit also joins the reward data as preferences over both answers"
+        )
+        # Plain strings and numbers: campaign_fields_validate names what is allowed.
+        sft_schedule = serializers.CharField(
+            default=Campaign.SFTSchedule.EVERY_ROUND,
+            help_text="when a train run fine-tunes on new accepted demonstrations: every_round, every_n or trigger",
+        )
+        sft_every_n = serializers.IntegerField(default=2, help_text="with sft_schedule every_n: every N rounds")
+        sft_anchor = serializers.CharField(
+            default=Campaign.SFTAnchor.BASE, help_text="the policy step's KL anchor: base, or sft (the latest SFT model)"
         )
 
     @extend_schema(request=InputSerializer, responses={201: CampaignOutputSerializer, 409: CONFLICT})
@@ -110,6 +120,9 @@ class CampaignDetailApi(AdminsAndEngineersRead, APIView):
         demonstrations = serializers.ChoiceField(choices=Campaign.Demonstrations.choices, required=False)
         demonstration_reviews = serializers.IntegerField(required=False)
         demonstration_pairs = serializers.BooleanField(required=False)
+        sft_schedule = serializers.CharField(required=False)
+        sft_every_n = serializers.IntegerField(required=False)
+        sft_anchor = serializers.CharField(required=False)
         reference_model = serializers.IntegerField(
             required=False, allow_null=True,
             help_text="loop campaigns: the id of one of the campaign's external models that each round's "

@@ -10,9 +10,11 @@ from annotate.apis.permissions import IsAdminOrEngineer, IsMLEngineer, readable_
 from annotate.apis.schema import CONFLICT
 from annotate.downloads import IntegrityError, folder_zip_verified
 from annotate.errors import Conflict, NotFound
-from annotate.models import PolicyVersion, RewardModelVersion, TrainingRun
+from annotate.models import PolicyVersion, RewardModelVersion, SFTModelVersion, TrainingRun
 from annotate.selectors.answers import campaign_external_models
-from annotate.selectors.training import campaign_policy_versions, campaign_reward_versions, training_runs_readable_by
+from annotate.selectors.training import (
+    campaign_policy_versions, campaign_reward_versions, campaign_sft_versions, training_runs_readable_by,
+)
 from annotate.training.runs import training_run_cancel, training_run_start
 
 
@@ -23,7 +25,8 @@ class TrainingRunOutputSerializer(serializers.ModelSerializer):
         model = TrainingRun
         fields = [
             "id", "campaign", "round", "kind", "stage", "status", "attempts", "progress", "stages",
-            "metrics", "config", "error", "dataset_path", "dataset_sha256", "created_at", "started_at", "finished_at",
+            "metrics", "config", "error", "dataset_path", "dataset_sha256", "sft_dataset_path", "sft_dataset_sha256",
+            "created_at", "started_at", "finished_at",
         ]
 
 
@@ -36,7 +39,10 @@ class TrainingTriggerApi(APIView):
     """Close the campaign's current round and train on every rating so far.
     The body may override the campaign's training config for this run:
     `{"config": {"reward": {...}, "policy": {...}, "generate": {...}}}`, and
-    choose the policy method: `{"method": "rloo"}` (default: the campaign's)."""
+    choose the policy method: `{"method": "rloo"}` (default: the campaign's),
+    and ask for the sft stage (`{"sft": true}`: fine-tune on the accepted
+    demonstrations not yet trained on, whatever the campaign's sft_schedule;
+    false: not this run; absent or null: the schedule decides)."""
 
     permission_classes = [IsMLEngineer]
 
@@ -44,6 +50,9 @@ class TrainingTriggerApi(APIView):
         config = serializers.JSONField(required=False, default=dict)
         # A plain string, so the service's message names the allowed methods.
         method = serializers.CharField(required=False, allow_null=True, default=None)
+        # Any JSON, so the service's message says what is allowed.
+        sft = serializers.JSONField(required=False, allow_null=True, default=None,
+                                    help_text="true: run the sft stage now; false: skip it; null: the schedule")
 
     @extend_schema(request=InputSerializer, responses={202: TrainingRunOutputSerializer, 409: CONFLICT})
     def post(self, request, campaign_id: int):
@@ -52,7 +61,8 @@ class TrainingTriggerApi(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         run = training_run_start(
-            campaign=campaign, user=request.user, overrides=data["config"], method=data["method"] or None
+            campaign=campaign, user=request.user, overrides=data["config"], method=data["method"] or None,
+            sft=data["sft"],
         )
         return Response(TrainingRunOutputSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
@@ -107,10 +117,21 @@ class ModelVersionListApi(APIView):
     class PolicySerializer(serializers.ModelSerializer):
         parent = serializers.IntegerField(source="parent.version", allow_null=True, default=None)
         reward_model = serializers.IntegerField(source="reward_model.version", allow_null=True, default=None)
+        sft_model = serializers.IntegerField(source="sft_model.version", allow_null=True, default=None,
+                                             help_text="the SFT model its policy step started from; null for none")
 
         class Meta:
             model = PolicyVersion
-            fields = ["id", "version", "parent", "path", "sha256", "training_run", "reward_model", "metrics", "created_at"]
+            fields = ["id", "version", "parent", "sft_model", "path", "sha256", "training_run", "reward_model",
+                      "metrics", "created_at"]
+
+    class SFTSerializer(serializers.ModelSerializer):
+        start = serializers.IntegerField(source="start.version", help_text="the policy version it was fine-tuned from")
+
+        class Meta:
+            model = SFTModelVersion
+            fields = ["id", "version", "start", "path", "sha256", "training_run", "dataset_sha256",
+                      "demonstration_ids", "metrics", "created_at"]
 
     class RewardSerializer(serializers.ModelSerializer):
         class Meta:
@@ -133,6 +154,7 @@ class ModelVersionListApi(APIView):
             {
                 "policies": self.PolicySerializer(campaign_policy_versions(campaign=campaign), many=True).data,
                 "reward_models": self.RewardSerializer(campaign_reward_versions(campaign=campaign), many=True).data,
+                "sft_models": self.SFTSerializer(campaign_sft_versions(campaign=campaign), many=True).data,
                 "external_models": self.ExternalSerializer(campaign_external_models(campaign=campaign), many=True).data,
             }
         )

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 from django.db.models import Count, Prefetch, Q, QuerySet
 
-from annotate.models import Campaign, Demonstration, DemonstrationReview, Round
+from annotate.models import Campaign, Demonstration, DemonstrationReview, Round, SFTModelVersion
 
 
 def _accepted(*, campaign: Campaign, round_: Round | None) -> QuerySet[Demonstration]:
@@ -13,6 +13,18 @@ def _accepted(*, campaign: Campaign, round_: Round | None) -> QuerySet[Demonstra
     if round_ is not None:
         demos = demos.filter(comparison__round=round_)
     return demos.order_by("pk")
+
+
+def demonstrations_untrained_ids(*, campaign: Campaign) -> list[int]:
+    """The accepted demonstrations no SFT model has learned yet, in id order.
+    A demonstration counts as learned once an SFT model trained on it was the
+    start of a published policy version (a cancelled run's SFT model was not)."""
+    learned: set[int] = set()
+    for ids in SFTModelVersion.objects.filter(campaign=campaign, policies__isnull=False).distinct().values_list(
+        "demonstration_ids", flat=True
+    ):
+        learned.update(ids)
+    return [pk for pk in _accepted(campaign=campaign, round_=None).values_list("pk", flat=True) if pk not in learned]
 
 
 def _messages(prompt_text: str, prompt_turns, answer: str) -> list[dict]:
@@ -25,11 +37,14 @@ def _messages(prompt_text: str, prompt_turns, answer: str) -> list[dict]:
     return [*turns, {"role": "assistant", "content": answer}]
 
 
-def sft_rows_iter(*, campaign: Campaign, round_: Round | None = None) -> Iterator[dict]:
-    """Every accepted demonstration as a row of TRL's conversational SFT
-    schema ({"messages": [...]}) with where it came from, one at a time,
-    read in chunks."""
-    rows = _accepted(campaign=campaign, round_=round_).values_list(
+def sft_rows_iter(*, campaign: Campaign, round_: Round | None = None, ids: list[int] | None = None) -> Iterator[dict]:
+    """Every accepted demonstration (of `ids` only, when given) as a row of
+    TRL's conversational SFT schema ({"messages": [...]}) with where it came
+    from, one at a time, read in chunks."""
+    demos = _accepted(campaign=campaign, round_=round_)
+    if ids is not None:
+        demos = demos.filter(pk__in=ids)
+    rows = demos.values_list(
         "pk", "comparison_id", "comparison__round__index", "comparison__prompt_id", "comparison__prompt__text",
         "comparison__prompt__turns", "annotator_id", "origin", "diff_chars", "text",
     )

@@ -30,7 +30,7 @@ RECENT_RUNS = 10
 # The stages a round's time is split into on the chart: rating (the round
 # collecting), queue (the run's stages waiting for a gpu worker), the three
 # long stages, and the two short ones together.
-TIME_PARTS = ("rating", "queue", "reward", "policy", "generate", "snapshot_open")
+TIME_PARTS = ("rating", "queue", "sft", "reward", "policy", "generate", "snapshot_open")
 # How long a closed round's tally stays cached: a day, so the entries of
 # rounds no one looks at any more leave (a round's key never goes stale).
 TALLY_CACHE_S = 24 * 3600

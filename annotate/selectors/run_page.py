@@ -17,6 +17,8 @@ from annotate.training.stages import FINISHED, STAGES
 # each with a one-line meaning (the full table: rlhf/__init__.py). The rest
 # of a run's metrics are folded away on the page.
 KEY_METRICS: dict[str, str] = {
+    "sft/loss": "SFT: loss per assistant token of the demonstrations; falls as the model learns to write them",
+    "eval/sft/loss": "SFT: the same loss on held-out prompts' demonstrations (on the training ones when too few)",
     "eval/reward/accuracy": "held-out pairs the reward model orders as the raters did (0.5 is chance)",
     "reward/loss": "Bradley–Terry loss on the training pairs; falls as the reward model learns",
     "eval/reward/loss": "the same loss on the held-out pairs; rising while training falls is overfitting",

@@ -8,7 +8,9 @@ from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 
-from annotate.models import Answer, Campaign, PolicyVersion, Rating, RewardModelVersion, Round, TrainingRun
+from annotate.models import (
+    Answer, Campaign, PolicyVersion, Rating, RewardModelVersion, Round, SFTModelVersion, TrainingRun,
+)
 from annotate.selectors.access import campaigns_readable_by
 from annotate.selectors.exports import answer_model_name
 from annotate.selectors.quality import annotator_weights
@@ -89,7 +91,12 @@ def training_runs_readable_by(*, user: User, roles: set[str] | None = None) -> Q
 
 def campaign_policy_versions(*, campaign: Campaign) -> QuerySet[PolicyVersion]:
     """The campaign's policy versions, oldest first, with their parent and reward model."""
-    return campaign.policy_versions.select_related("parent", "reward_model").order_by("version")
+    return campaign.policy_versions.select_related("parent", "reward_model", "sft_model").order_by("version")
+
+
+def campaign_sft_versions(*, campaign: Campaign) -> QuerySet[SFTModelVersion]:
+    """The campaign's SFT models, oldest first, with the policy each started from."""
+    return campaign.sft_versions.select_related("start").order_by("version")
 
 
 def campaign_reward_versions(*, campaign: Campaign) -> QuerySet[RewardModelVersion]:
@@ -98,15 +105,16 @@ def campaign_reward_versions(*, campaign: Campaign) -> QuerySet[RewardModelVersi
 
 
 def campaign_lineage(*, campaign: Campaign) -> dict:
-    """{policies, rewards}, newest first: each version with where it came
-    from (parent, run, reward model). Each policy also carries
+    """{policies, rewards, sft}, newest first: each version with where it came
+    from (parent, run, reward model, the SFT model its step started from;
+    an SFT model: the policy it started from and its demonstrations' snapshot). Each policy also carries
     `dataset_sha256`, the snapshot it was trained on ("" if none), and
     `dataset_run`, the run whose snapshot can be downloaded (or None)."""
     # A run's metric history, stages and config can be megabytes each (and a
     # campaign has a run per round); the table shows none of them.
     heavy = [f"training_run__{f}" for f in ("metrics_history", "metrics", "stages", "config")]
     policies = list(
-        campaign.policy_versions.select_related("parent", "reward_model", "training_run")
+        campaign.policy_versions.select_related("parent", "reward_model", "training_run", "sft_model")
         .defer(*heavy)
         .order_by("-version")
     )
@@ -117,7 +125,8 @@ def campaign_lineage(*, campaign: Campaign) -> dict:
         ) or ""
         p.dataset_run = p.training_run if p.training_run and p.training_run.dataset_path else None
     rewards = campaign.reward_versions.select_related("parent", "training_run").defer(*heavy).order_by("-version")
-    return {"policies": policies, "rewards": rewards}
+    sft = list(campaign.sft_versions.select_related("start").order_by("-version"))
+    return {"policies": policies, "rewards": rewards, "sft": sft}
 
 
 def _policy_version(*, campaign: Campaign, label: str | None) -> PolicyVersion | None:

@@ -24,8 +24,10 @@ NUMBER_LIMITS = {
 FLOAT_FIELDS = {"gold_frequency", "gold_min_accuracy"}
 EDITABLE_FIELDS = {
     "name", "instructions", "base_model", "training_config", "auto_train", "method", "kl_budget", "reference_model",
-    "demonstrations", "demonstration_reviews", "demonstration_pairs", *NUMBER_LIMITS,
+    "demonstrations", "demonstration_reviews", "demonstration_pairs", "sft_schedule", "sft_every_n", "sft_anchor",
+    *NUMBER_LIMITS,
 }
+SFT_EVERY_N_MAX = 1000
 # Set when the campaign is made, fixed after: a loop campaign's rounds come
 # from training, an evaluation campaign's from evaluation_start.
 CREATE_ONLY_FIELDS = {"kind"}
@@ -93,6 +95,17 @@ def campaign_fields_validate(*, fields: dict, campaign: Campaign | None = None) 
                 value = int(value)
             if isinstance(value, bool) or value not in (1, 2):
                 errors[key] = "1 or 2 reviewers"
+        elif key == "sft_schedule":
+            if value not in Campaign.SFTSchedule.values:
+                errors[key] = f"one of {', '.join(Campaign.SFTSchedule.values)}"
+        elif key == "sft_anchor":
+            if value not in Campaign.SFTAnchor.values:
+                errors[key] = f"one of {', '.join(Campaign.SFTAnchor.values)}"
+        elif key == "sft_every_n":
+            if isinstance(value, str) and value.strip().isdigit():
+                value = int(value)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= SFT_EVERY_N_MAX:
+                errors[key] = f"a whole number of rounds between 1 and {SFT_EVERY_N_MAX}"
         elif key == "kl_budget":
             # Optional: empty (a form's blank field) or null means no budget.
             if value is None or (isinstance(value, str) and not value.strip()):
@@ -182,6 +195,9 @@ def campaign_create(
     demonstrations: str = Campaign.Demonstrations.OFF,
     demonstration_reviews: int = 1,
     demonstration_pairs: bool = False,
+    sft_schedule: str = Campaign.SFTSchedule.EVERY_ROUND,
+    sft_every_n: int = 2,
+    sft_anchor: str = Campaign.SFTAnchor.BASE,
 ) -> Campaign:
     if Campaign.objects.filter(name=name).exists():
         raise Conflict(f"A campaign named '{name}' already exists; pick another name.")
@@ -193,7 +209,8 @@ def campaign_create(
             gold_frequency=gold_frequency,
             gold_min_accuracy=gold_min_accuracy, gold_min_count=gold_min_count,
             demonstrations=demonstrations, demonstration_reviews=demonstration_reviews,
-            demonstration_pairs=demonstration_pairs,
+            demonstration_pairs=demonstration_pairs, sft_schedule=sft_schedule, sft_every_n=sft_every_n,
+            sft_anchor=sft_anchor,
         )
     )
     campaign = Campaign.objects.create(created_by=created_by, **fields)

@@ -5,7 +5,11 @@ A TrainingRun has a kind, and each kind a fixed order of stages
 (stages.STAGES):
 
     bootstrap  import -> generate -> open          (base model answers round 0)
-    train      snapshot -> reward -> policy -> generate -> open   (round n -> n+1)
+    train      snapshot -> sft -> reward -> policy -> generate -> open   (round n -> n+1)
+
+(sft runs only when the campaign's sft_schedule, or the trigger, asks and
+there are accepted demonstrations not yet trained on; otherwise it succeeds
+at once with outputs {"skipped": true, "reason": ...}.)
 
 The run's `stage` is the one running or next to run; its `status` is queued,
 running, succeeded, failed or cancelled (stages.FINISHED end it); each stage

@@ -14,7 +14,7 @@ from annotate.training.stages import FINISHED, StageStatus, stage_record, stage_
 
 User = get_user_model()
 
-CONFIG_SECTIONS = ("reward", "policy", "dpo", "generate")
+CONFIG_SECTIONS = ("sft", "reward", "policy", "dpo", "generate")
 
 
 def training_config_validate(*, config: dict) -> dict:
@@ -53,15 +53,36 @@ def training_method_validate(*, method: str) -> str:
     return method
 
 
+def training_sft_validate(*, sft) -> bool | None:
+    """The trigger's `sft` flag: true asks for the sft stage whatever the
+    campaign's schedule, false skips it this run, null follows the schedule."""
+    if sft is not None and not isinstance(sft, bool):
+        raise ValidationFailed(
+            f"sft must be true, false or null, not {sft!r}",
+            details={"sft": "true: fine-tune on new demonstrations now; false: not this run; null: the schedule"},
+        )
+    return sft
+
+
+def _sft_plan(campaign: Campaign, sft: bool | None) -> dict:
+    # Frozen into the run's config when it starts, as the method is, so the
+    # run says what it was asked to do even after the campaign's settings change.
+    return {"schedule": campaign.sft_schedule, "every_n": campaign.sft_every_n, "anchor": campaign.sft_anchor,
+            "requested": sft}
+
+
 @transaction.atomic
 def training_run_start(
-    *, campaign: Campaign, user: User | None = None, overrides: dict | None = None, method: str | None = None
+    *, campaign: Campaign, user: User | None = None, overrides: dict | None = None, method: str | None = None,
+    sft: bool | None = None,
 ) -> TrainingRun:
     """Close the campaign's collecting round and train on everything rated so
     far. A second call for the same round returns the first run (a cancelled
     one excepted: the round is trained on afresh). `method`: how the policy
     step trains (Campaign.Method), stored as config["method"]; default the
-    campaign's."""
+    campaign's. `sft`: whether the sft stage runs (training_sft_validate),
+    stored with the campaign's sft settings as config["sft_plan"]."""
+    training_sft_validate(sft=sft)
     if method is not None:
         training_method_validate(method=method)
     if overrides:
@@ -110,7 +131,8 @@ def training_run_start(
         campaign=campaign,
         round=round_,
         kind=TrainingRun.Kind.TRAIN,
-        config={**_merged_config(campaign, overrides), "method": method or campaign.method},
+        config={**_merged_config(campaign, overrides), "method": method or campaign.method,
+                "sft_plan": _sft_plan(campaign, sft)},
         triggered_by=user,
     )
     training_run_enqueue(run=run)

@@ -16,7 +16,9 @@ from annotate.models import TrainingRun
 # maps each (kind, stage) to its function and checks it against this at import.
 STAGES: dict[str, tuple[str, ...]] = {
     TrainingRun.Kind.BOOTSTRAP: ("import", "generate", "open"),
-    TrainingRun.Kind.TRAIN: ("snapshot", "reward", "policy", "generate", "open"),
+    # sft fine-tunes the round's candidate on new accepted demonstrations, or
+    # skips and says why; the policy step starts from what it made.
+    TrainingRun.Kind.TRAIN: ("snapshot", "sft", "reward", "policy", "generate", "open"),
 }
 FINISHED = (TrainingRun.Status.SUCCEEDED, TrainingRun.Status.FAILED, TrainingRun.Status.CANCELLED)
 # A stage's working folder, inside the model store so that publishing from it

@@ -16,13 +16,14 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
-from annotate.models import Answer, PolicyVersion, Prompt, RewardModelVersion, TrainingRun
+from annotate.models import Answer, Campaign, PolicyVersion, Prompt, RewardModelVersion, SFTModelVersion, TrainingRun
+from annotate.selectors.demonstrations import demonstrations_untrained_ids, sft_rows_iter
 from annotate.selectors.training import preference_rows
 from annotate.services.rounds import round_open, round_prompts
 from annotate.training.reporter import Reporter
 from annotate.training.stages import SCRATCH_DIR, STAGES
 from rlhf import data as rlhf_data
-from rlhf.configs import DPOConfig, GenerateConfig, RewardConfig, RLOOConfig, from_dict, policy_method
+from rlhf.configs import DPOConfig, GenerateConfig, RewardConfig, RLOOConfig, SFTConfig, from_dict, policy_method
 from rlhf.store import ModelStore, holding
 
 
@@ -148,6 +149,102 @@ def _dataset_rows(run: TrainingRun) -> list[dict]:
     return rlhf_data.read_jsonl(Path(folder) / "preferences.jsonl")
 
 
+def _sft_decision(run: TrainingRun) -> tuple[list[int], str]:
+    """(the accepted demonstrations to fine-tune on, why none) by the plan the
+    run started with (config["sft_plan"], runs.py) and what is not yet learned."""
+    plan = run.config.get("sft_plan")
+    if plan is None:
+        return [], "the run started before the sft stage existed"
+    requested, schedule, every_n = plan.get("requested"), plan.get("schedule"), plan.get("every_n") or 1
+    if requested is False:
+        return [], "the trigger asked for no sft this run (sft: false)"
+    if requested is not True:
+        if schedule == Campaign.SFTSchedule.TRIGGER:
+            return [], "sft_schedule is trigger and this run's trigger did not ask for it (sft: true)"
+        if schedule == Campaign.SFTSchedule.EVERY_N and (run.round.index + 1) % every_n:
+            due = run.round.index + every_n - (run.round.index + 1) % every_n
+            return [], f"sft_schedule is every {every_n} rounds: round {run.round.index} is not one (next: round {due})"
+    ids = demonstrations_untrained_ids(campaign=run.campaign)
+    if not ids:
+        return [], "no accepted demonstrations that an earlier SFT model has not learned"
+    return ids, ""
+
+
+def _sft_rows(run: TrainingRun) -> list[dict]:
+    folder = _store().verify(run.sft_dataset_path, run.sft_dataset_sha256) or run.sft_dataset_path
+    return rlhf_data.read_conversations(Path(folder) / "conversations.jsonl")
+
+
+def stage_sft(run: TrainingRun, reporter: Reporter) -> dict:
+    """Fine-tune the round's candidate on the accepted demonstrations not yet
+    learned (snapshot first, kept for a retry as the preference snapshot is),
+    or skip, saying why. The SFT model is no policy version: the policy step
+    starts from it (docs/training.md, "The sft stage")."""
+    from rlhf.sft import train_sft
+
+    existing = SFTModelVersion.objects.filter(training_run=run).first()
+    if existing is None:
+        run.refresh_from_db(fields=["sft_dataset_path", "sft_dataset_sha256"])
+        if not run.sft_dataset_sha256:
+            ids, reason = _sft_decision(run)
+            if not ids:
+                return {"skipped": True, "reason": reason}
+            rows = list(sft_rows_iter(campaign=run.campaign, ids=ids))
+            with _scratch(run) as tmp:
+                path = Path(tmp) / "conversations.jsonl"
+                rlhf_data.write_jsonl(rows, path)
+                published = _store().publish_file(path, f"campaign-{run.campaign_id}/datasets/run-{run.pk}-sft")
+            TrainingRun.objects.filter(pk=run.pk).update(
+                sft_dataset_path=published.path, sft_dataset_sha256=published.sha256
+            )
+            run.sft_dataset_path, run.sft_dataset_sha256 = published.path, published.sha256
+        rows = _sft_rows(run)
+        start = run.round.candidate
+        config = from_dict(SFTConfig, run.config.get("sft", {}))
+        with _scratch(run) as tmp:
+            out = Path(tmp) / "sft"
+            metrics = train_sft(
+                config, rows, _verified(start), out, on_metrics=reporter.metrics, on_progress=reporter.progress,
+                meta={"campaign": run.campaign_id, "training_run": run.pk, "start_version": start.version,
+                      "dataset_sha256": run.sft_dataset_sha256},
+            )
+            reporter.check_cancelled(force=True)
+            published = _store().publish(out, f"campaign-{run.campaign_id}/sft-run{run.pk}")
+        with transaction.atomic():
+            previous = SFTModelVersion.objects.filter(campaign=run.campaign).order_by("-version").first()
+            existing = SFTModelVersion.objects.create(
+                campaign=run.campaign,
+                version=(previous.version + 1) if previous else 1,
+                start=start,
+                path=published.path,
+                sha256=published.sha256,
+                training_run=run,
+                dataset_path=run.sft_dataset_path,
+                dataset_sha256=run.sft_dataset_sha256,
+                demonstration_ids=sorted(int(r["demonstration_id"]) for r in rows),
+                metrics=metrics,
+            )
+    return {"sft_version": existing.version, "start_version": existing.start.version, "path": existing.path,
+            "sha256": existing.sha256, "dataset_path": existing.dataset_path,
+            "dataset_sha256": existing.dataset_sha256, "conversations": len(existing.demonstration_ids),
+            "metrics": existing.metrics}
+
+
+def _anchor(run: TrainingRun, current: PolicyVersion, sft: SFTModelVersion | None) -> tuple[str, object]:
+    """(what the policy step is held close to, its version record): the base
+    model, unless the run's plan says sft; then this run's SFT model or, when
+    this run trained none, the latest one the candidate descends from."""
+    if (run.config.get("sft_plan") or {}).get("anchor") == Campaign.SFTAnchor.SFT:
+        if sft is not None:
+            return f"sft-v{sft.version}", sft
+        node = current
+        while node is not None:
+            if node.sft_model_id:
+                return f"sft-v{node.sft_model.version}", node.sft_model
+            node = node.parent
+    return "base", _base_version(run)
+
+
 def stage_reward(run: TrainingRun, reporter: Reporter) -> dict:
     from rlhf.reward import train_reward
 
@@ -183,21 +280,27 @@ def stage_reward(run: TrainingRun, reporter: Reporter) -> dict:
     return {"reward_version": existing.version, "path": existing.path, "sha256": existing.sha256, "metrics": existing.metrics}
 
 
-def _policy_step(run: TrainingRun, reporter: Reporter, current: PolicyVersion, reward, out: Path) -> dict:
+def _policy_step(run: TrainingRun, reporter: Reporter, current: PolicyVersion, reward, out: Path,
+                 sft: SFTModelVersion | None = None) -> dict:
     """One policy update by the run's method: RLOO samples and scores with the
-    reward model; DPO learns from the human pairs directly. Both keep the
-    base model as the reference."""
+    reward model; DPO learns from the human pairs directly. Both start from
+    this run's SFT model when its sft stage made one, else from `current`,
+    and keep the base model as the reference unless the plan's anchor is sft
+    (_anchor)."""
     rows = _dataset_rows(run)
+    anchor, ref = _anchor(run, current, sft)
     meta = {
         "campaign": run.campaign_id,
         "training_run": run.pk,
         "parent_version": current.version,
+        "start": f"sft-v{sft.version}" if sft is not None else f"policy-v{current.version}",
+        "reference": anchor,
         "reward_version": reward.version,
         "dataset_sha256": run.dataset_sha256,
     }
     common = dict(
-        policy_path=_verified(current),
-        ref_path=_verified(_base_version(run)),
+        policy_path=_verified(sft if sft is not None else current),
+        ref_path=_verified(ref),
         out_dir=out,
         on_metrics=reporter.metrics,
         on_progress=reporter.progress,
@@ -225,9 +328,10 @@ def stage_policy(run: TrainingRun, reporter: Reporter) -> dict:
         # same: its metrics (held-out accuracy, calibration) say how
         # learnable the round's preferences were.
         reward = RewardModelVersion.objects.get(training_run=run)
+        sft = SFTModelVersion.objects.filter(training_run=run).first()
         with _scratch(run) as tmp:
             out = Path(tmp) / "policy"
-            metrics = _policy_step(run, reporter, current, reward, out)
+            metrics = _policy_step(run, reporter, current, reward, out, sft)
             reporter.check_cancelled(force=True)
             published = _store().publish(out, f"campaign-{run.campaign_id}/policy-run{run.pk}")
         # Usually current.version + 1; higher when a cancelled run of this
@@ -241,9 +345,14 @@ def stage_policy(run: TrainingRun, reporter: Reporter) -> dict:
             sha256=published.sha256,
             training_run=run,
             reward_model=reward,
+            sft_model=sft,
             metrics=metrics,
         )
-    return {"policy_version": existing.version, "path": existing.path, "sha256": existing.sha256, "metrics": existing.metrics}
+    # Where the step started and what held it (meta.json of the checkpoint says the same).
+    start = f"sft-v{existing.sft_model.version}" if existing.sft_model_id else f"policy-v{existing.parent.version}"
+    return {"policy_version": existing.version, "path": existing.path, "sha256": existing.sha256,
+            "start": start, "reference": _anchor(run, existing.parent, existing.sft_model)[0],
+            "metrics": existing.metrics}
 
 
 def stage_generate_next(run: TrainingRun, reporter: Reporter) -> dict:
@@ -270,6 +379,7 @@ STAGE_FUNCTIONS = {
     (TrainingRun.Kind.BOOTSTRAP, "generate"): stage_generate_round0,
     (TrainingRun.Kind.BOOTSTRAP, "open"): stage_open_round0,
     (TrainingRun.Kind.TRAIN, "snapshot"): stage_snapshot,
+    (TrainingRun.Kind.TRAIN, "sft"): stage_sft,
     (TrainingRun.Kind.TRAIN, "reward"): stage_reward,
     (TrainingRun.Kind.TRAIN, "policy"): stage_policy,
     (TrainingRun.Kind.TRAIN, "generate"): stage_generate_next,

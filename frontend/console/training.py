@@ -51,7 +51,11 @@ def stage_bars(run: TrainingRun) -> list[dict]:
         else:
             fraction = 0.0
         eta = stage_eta_s(run, name) if status == "running" else None
+        # A stage that had nothing to do (sft without new demonstrations) succeeded; its label says it skipped.
+        outputs = info.get("outputs") or {}
+        skipped = status == "succeeded" and outputs.get("skipped") is True
         bars.append({"name": name, "status": status, "fraction": fraction, "percent": round(100 * fraction),
+                     "label": "skipped" if skipped else status, "reason": outputs.get("reason", "") if skipped else "",
                      "eta_s": round(eta) if eta is not None else None,
                      "eta_label": duration_label(eta) if eta is not None else ""})
     return bars
@@ -60,17 +64,21 @@ def stage_bars(run: TrainingRun) -> list[dict]:
 @training_view
 def runs(request, campaign_id: int):
     campaign = request.campaign
-    form = {"method": campaign.method, "config": "{}"}
+    form = {"method": campaign.method, "config": "{}", "sft": ""}
     error = None
     if request.method == "POST":
-        form = {"method": request.POST.get("method", ""), "config": request.POST.get("config", "").strip() or "{}"}
+        form = {"method": request.POST.get("method", ""), "config": request.POST.get("config", "").strip() or "{}",
+                "sft": request.POST.get("sft", "")}
+        # "" follows the campaign's sft_schedule; anything else but on/off reaches the service and is refused.
+        sft = {"": None, "on": True, "off": False}.get(form["sft"], form["sft"])
         try:
             overrides = json.loads(form["config"])
         except json.JSONDecodeError as exc:
             error = f"Settings are not valid JSON: {exc}"
         else:
             try:
-                run = training_run_start(campaign=campaign, user=request.user, overrides=overrides, method=form["method"])
+                run = training_run_start(campaign=campaign, user=request.user, overrides=overrides, method=form["method"],
+                                         sft=sft)
             except ServiceError as exc:
                 error = exc.message
             else:

@@ -61,7 +61,9 @@ def test_run_page_renders_the_timeline_and_eta_in_a_fixed_number_of_queries(
     # session, user, roles, the run, the runs to compare with
     with django_assert_num_queries(5):
         html = engineer_browser.get(f"/console/runs/{run.pk}/").content.decode()
-    assert html.count('class="tl-row') == 5 and 'data-stage="reward"' in html
+    from annotate.training.stages import STAGES
+
+    assert html.count('class="tl-row') == len(STAGES["train"]) and 'data-stage="reward"' in html
     assert "left</span>" in html  # the reward stage's ETA beside its bar
     assert html.count('<option value="') == 5  # the campaign's other runs to compare with
 

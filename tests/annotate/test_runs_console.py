@@ -57,6 +57,8 @@ def test_training_run_cancel_stops_the_run_and_reopens_its_round(trained_round, 
     run = training_run_start(campaign=trained_round.campaign, user=ml_engineer)
     training_stage_begin(run_id=run.pk, stage="snapshot")
     training_stage_succeed(run_id=run.pk, stage="snapshot", outputs={})
+    training_stage_begin(run_id=run.pk, stage="sft")
+    training_stage_succeed(run_id=run.pk, stage="sft", outputs={"skipped": True})
     training_stage_begin(run_id=run.pk, stage="reward")
     # when
     cancelled = training_run_cancel(run=run, user=ml_engineer)
@@ -91,6 +93,8 @@ def test_a_stage_that_finishes_after_cancel_neither_advances_nor_retries(trained
     training_stage_begin(run_id=run.pk, stage="snapshot")
     training_run_cancel(run=run, user=ml_engineer)
     training_stage_succeed(run_id=run.pk, stage="snapshot", outputs={})
+    training_stage_begin(run_id=run.pk, stage="sft")
+    training_stage_succeed(run_id=run.pk, stage="sft", outputs={"skipped": True})
     assert training_stage_fail(run_id=run.pk, stage="snapshot", error=RuntimeError("late")) is None
     run.refresh_from_db()
     assert (run.status, run.stage) == ("cancelled", "snapshot")

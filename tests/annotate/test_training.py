@@ -156,9 +156,9 @@ def test_training_stage_succeed_moves_to_the_next_stage_and_queues_it(
         training_stage_succeed(run_id=run.pk, stage="snapshot", outputs={"rows": 1})
     # then
     run.refresh_from_db()
-    assert (run.stage, run.status, run.attempts) == ("reward", "queued", 0)
+    assert (run.stage, run.status, run.attempts) == ("sft", "queued", 0)
     assert run.stages["snapshot"]["status"] == "succeeded" and run.stages["snapshot"]["outputs"] == {"rows": 1}
-    assert enqueued == [(run.pk, "reward")]
+    assert enqueued == [(run.pk, "sft")]
     # and a redelivered snapshot message is a no-op
     assert training_stage_begin(run_id=run.pk, stage="snapshot") is None
 
@@ -225,6 +225,8 @@ def test_training_run_start_again_after_a_failure_resumes_the_failed_run(
     run = training_run_start(campaign=trained_round.campaign)
     training_stage_begin(run_id=run.pk, stage="snapshot")
     training_stage_succeed(run_id=run.pk, stage="snapshot", outputs={})
+    training_stage_begin(run_id=run.pk, stage="sft")
+    training_stage_succeed(run_id=run.pk, stage="sft", outputs={"skipped": True})
     training_stage_begin(run_id=run.pk, stage="reward")
     assert training_stage_fail(run_id=run.pk, stage="reward", error=ValueError("boom")) is None
     # when
@@ -270,6 +272,8 @@ def test_a_running_stage_whose_heartbeat_stopped_is_queued_again_once(
         run = training_run_start(campaign=trained_round.campaign)
     training_stage_begin(run_id=run.pk, stage="snapshot")
     training_stage_succeed(run_id=run.pk, stage="snapshot", outputs={})
+    training_stage_begin(run_id=run.pk, stage="sft")
+    training_stage_succeed(run_id=run.pk, stage="sft", outputs={"skipped": True})
     training_stage_begin(run_id=run.pk, stage="reward")
     TrainingRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=10))
     enqueued.clear()

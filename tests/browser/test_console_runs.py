@@ -12,6 +12,7 @@ import pytest
 from django.utils import timezone
 
 from annotate.models import Role, Round, TrainingRun
+from annotate.training.stages import STAGES
 from tests.browser.conftest import SCREENSHOTS
 
 SIZES = [(1400, 900), (390, 844)]
@@ -44,6 +45,9 @@ def engineer_run(page, live_server, transactional_db):
         dataset_path="/store/campaign/datasets/run-1", dataset_sha256="5" * 64,
         stages={"snapshot": {"status": "succeeded", "seconds": 0.4, "attempts": 1, "outputs": {"pairs": 2},
                              "queued_at": at(0), "started_at": at(5), "finished_at": at(6)},
+                "sft": {"status": "succeeded", "seconds": 0.01, "attempts": 1,
+                        "outputs": {"skipped": True, "reason": "no accepted demonstrations"},
+                        "queued_at": at(6), "started_at": at(6), "finished_at": at(6)},
                 "reward": {"status": "succeeded", "seconds": 12.5, "attempts": 1,
                            "outputs": {"reward_version": 1, "path": "/store/campaign-1/reward-run1/" + "x" * 80},
                            "queued_at": at(6), "started_at": at(20), "finished_at": at(60)},
@@ -101,14 +105,15 @@ def test_run_page_draws_the_timeline_and_key_curves_and_fits_the_screen(page, li
     assert "0.71" in page.text_content("#key-metrics tr[data-metric='eval/reward/accuracy']")
     assert not page.locator("#other-metrics").get_attribute("open")
     # the timeline: a work bar for each stage that ran, a wait bar where it queued
-    assert page.locator("#timeline .tl-row").count() == 5
+    assert page.locator("#timeline .tl-row").count() == len(STAGES["train"])
     assert page.locator("#timeline .tl-row[data-stage='reward'] .tl-wait").count() == 1
     reward_work = page.locator("#timeline .tl-row[data-stage='reward'] .tl-work").bounding_box()
     snapshot_work = page.locator("#timeline .tl-row[data-stage='snapshot'] .tl-work").bounding_box()
     assert reward_work["x"] > snapshot_work["x"] and reward_work["width"] > snapshot_work["width"]
     # progress and ETA of the running stage
     bars = page.locator(".stage-bar progress")
-    assert [bars.nth(i).evaluate("p => p.value") for i in range(5)] == [1, 1, pytest.approx(0.4), 0, 0]
+    assert [bars.nth(i).evaluate("p => p.value") for i in range(6)] == [1, 1, 1, pytest.approx(0.4), 0, 0]
+    assert page.locator(".stage-bar[data-stage='sft'] .stage-status").text_content() == "skipped"
     assert "left" in page.text_content(".stage-bar[data-stage='policy'] .stage-eta")
     assert_fits(page, width)
     page.screenshot(path=str(SCREENSHOTS / f"test_run_page-{width}.png"), full_page=True)
@@ -146,7 +151,7 @@ def test_progress_and_new_metrics_arrive_with_the_poll_then_cancel(page, live_se
 
 def test_runs_list_links_to_the_run(page, live_server, engineer_run):
     page.goto(f"{live_server.url}/console/campaigns/{engineer_run.campaign_id}/runs/")
-    assert page.locator(f"#run-list tr[data-run='{engineer_run.pk}'] progress").count() == 5
+    assert page.locator(f"#run-list tr[data-run='{engineer_run.pk}'] progress").count() == len(STAGES["train"])
     page.click(f"text=Run {engineer_run.pk}")
     page.wait_for_selector("#metrics[data-drawn='4']")  # 3 key curves, reward/accuracy folded
 

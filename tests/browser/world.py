@@ -167,7 +167,9 @@ def build_world(*, prompts: int = 12, versions: int = 4) -> World:
             dataset_path=f"/store/datasets/run-{v}", dataset_sha256=_sha(f"dataset {v}"),
             started_at=done_at - timedelta(minutes=5), finished_at=done_at, metrics_history=_history(v),
             stages=_one_after_another(done_at, [
-                ("snapshot", 0.4, {"pairs": 20 + v}), ("reward", 31.8, {"reward_version": v}),
+                ("snapshot", 0.4, {"pairs": 20 + v}),
+                ("sft", 0.1, {"skipped": True, "reason": "no accepted demonstrations that an earlier SFT model has not learned"}),
+                ("reward", 31.8, {"reward_version": v}),
                 ("policy", 182.3, {"policy_version": v}), ("generate", 64.1, {"answers": prompts}),
                 ("open", 0.1, {"round": v}),
             ]),

@@ -100,7 +100,8 @@ def test_ratings_in_trained_model_out_next_round_open(platform: Platform, tiny_m
     assert train["config"]["method"] == METHOD[platform.backend]
     policy_metrics = train["stages"]["policy"]["outputs"]["metrics"]
     assert ("policy/loss" if METHOD[platform.backend] == "dpo" else "policy/kl") in policy_metrics
-    assert set(train["stages"]) == {"snapshot", "reward", "policy", "generate", "open"}
+    assert set(train["stages"]) == {"snapshot", "sft", "reward", "policy", "generate", "open"}
+    assert train["stages"]["sft"]["outputs"]["skipped"] is True  # no demonstrations in this loop
     assert len(train["dataset_sha256"]) == 64
     detail = admin.get(f"/api/training-runs/{train['id']}/")[1]
     assert any("reward/loss" in m for m in detail["metrics_history"]), "reward metrics were not streamed"

@@ -61,7 +61,7 @@ def test_simulated_raters_who_prefer_shorter_answers_move_the_policy_round_by_ro
     rounds = report["rounds"]
     assert [p["round"] for p in rounds] == [0, 1, 2, 3] and [p["version"] for p in rounds] == [0, 1, 2, 3]
     assert all(p["ratings"] == 12 * 2 for p in rounds[1:])
-    assert all(set(p["stages_s"]) == {"snapshot", "reward", "policy", "generate", "open"} for p in rounds[1:])
+    assert all(set(p["stages_s"]) == {"snapshot", "sft", "reward", "policy", "generate", "open"} for p in rounds[1:])
     # and the newest policy beats the base more and more under the raters' preference
     rates = [p["win_rate"] for p in rounds]
     assert rates[-1] > 0.5 and rounds[-1]["ci95"][0] > 0.5, rates

@@ -36,6 +36,7 @@ def test_a_tampered_base_checkpoint_fails_the_reward_stage_with_the_integrity_er
         )
         run = training_run_start(campaign=round_.campaign)
         assert training_stage_execute(run_id=run.pk, stage="snapshot") is None
+        assert training_stage_execute(run_id=run.pk, stage="sft") is None  # no demonstrations: skipped
 
         weights = store_root / f"campaign-{round_.campaign_id}" / "policy-v0" / "model.safetensors"
         data = bytearray(weights.read_bytes())

@@ -1,8 +1,9 @@
 """Trigger training from a shell, as the console's "Train now" and
 POST /api/campaigns/{id}/train/ do:
 
-    python manage.py train 3 --method rloo --config '{"reward": {"epochs": 2}}' --wait
+    python manage.py train 3 --method rloo --config '{"reward": {"epochs": 2}}' [--sft | --no-sft] --wait
 """
+import argparse
 import json
 import time
 
@@ -24,10 +25,14 @@ class Command(BaseCommand):
             "--method", default=None, help=f"policy method ({', '.join(Campaign.Method.values)}); default: the campaign's"
         )
         parser.add_argument("--config", default="", help='JSON overrides, e.g. \'{"policy": {"beta": 0.05}}\'')
+        parser.add_argument(
+            "--sft", action=argparse.BooleanOptionalAction, default=None,
+            help="--sft: run the sft stage now, whatever the campaign's sft_schedule; --no-sft: not this run",
+        )
         parser.add_argument("--wait", action="store_true", help="poll until the run finishes; exit 1 unless it succeeded")
         parser.add_argument("--poll", type=float, default=5.0, help="seconds between polls with --wait")
 
-    def handle(self, *args, campaign_id, method, config, wait, poll, **options):
+    def handle(self, *args, campaign_id, method, config, wait, poll, sft=None, **options):
         campaign = Campaign.objects.filter(pk=campaign_id).first()
         if campaign is None:
             raise CommandError(f"No campaign {campaign_id}: the console's campaigns page lists their ids.")
@@ -36,7 +41,7 @@ class Command(BaseCommand):
         except json.JSONDecodeError as exc:
             raise CommandError(f"--config is not valid JSON: {exc}") from exc
         try:
-            run = training_run_start(campaign=campaign, overrides=overrides, method=method)
+            run = training_run_start(campaign=campaign, overrides=overrides, method=method, sft=sft)
         except ServiceError as exc:
             raise CommandError(exc.message) from exc
         self.stdout.write(f"run {run.pk}: {run.status} at {run.stage} (method {run.config.get('method', campaign.method)})")

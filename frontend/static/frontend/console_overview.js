@@ -8,10 +8,10 @@ import { lineChart } from "./charts.js";
 const POLL_MS = 5000;
 const PALETTE = { previous: "#1a73e8", base: "#188038", reference: "#a142f4" };
 const TIME_COLORS = {
-  rating: "#1a73e8", queue: "#d93025", reward: "#e8710a", policy: "#188038", generate: "#a142f4", snapshot_open: "#9aa0a6",
+  rating: "#1a73e8", queue: "#d93025", sft: "#12b5cb", reward: "#e8710a", policy: "#188038", generate: "#a142f4", snapshot_open: "#9aa0a6",
 };
 const TIME_LABELS = {
-  rating: "rating", queue: "gpu queue", reward: "reward", policy: "policy", generate: "generate", snapshot_open: "snapshot + open",
+  rating: "rating", queue: "gpu queue", sft: "sft", reward: "reward", policy: "policy", generate: "generate", snapshot_open: "snapshot + open",
 };
 
 function measured(values) {

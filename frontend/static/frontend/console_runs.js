@@ -63,7 +63,12 @@ function updateRun(run) {
     li.className = `stage-bar stage-${state}`;
     li.querySelector("progress").value = fraction;
     li.querySelector("progress").textContent = `${Math.round(100 * fraction)}%`;
-    li.querySelector(".stage-status").textContent = state === "running" ? `${state} ${Math.round(100 * fraction)}%` : state;
+    // A stage with nothing to do (sft without new demonstrations) succeeded and says it skipped.
+    const outputs = (run.stages[name] || {}).outputs || {};
+    const skipped = state === "succeeded" && outputs.skipped === true;
+    const label = li.querySelector(".stage-status");
+    label.textContent = state === "running" ? `${state} ${Math.round(100 * fraction)}%` : skipped ? "skipped" : state;
+    label.title = skipped ? outputs.reason || "" : "";
     const left = current && state === "running" ? eta(run, name) : null;
     li.querySelector(".stage-eta").textContent = left === null ? "" : `about ${duration(left)} left`;
   }
