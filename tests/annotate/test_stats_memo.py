@@ -165,3 +165,19 @@ def test_members_counts_of_a_page_equal_the_memoized_ones(rated, monkeypatch):
     assert [(r["username"], r["ratings_total"], r["ratings_today"]) for r in paged] == [
         (r["username"], r["ratings_total"], r["ratings_today"]) for r in whole[:2]
     ]
+
+
+def test_the_redis_cache_serves_the_memo_as_web_and_workers_share_it(rated, settings, monkeypatch):
+    """The production cache where the broker is Redis: a result kept there is
+    served (by any process that asks with the same key)."""
+    from django.conf import settings as django_settings
+
+    broker = django_settings.CELERY_BROKER_URL
+    if not broker.startswith("redis://"):
+        pytest.skip("no Redis broker in this run")
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": broker,
+                                   "KEY_PREFIX": f"test-{uuid.uuid4().hex}"}}
+    campaign = rated[0][0].campaign
+    computes = _computes(monkeypatch, quality_module, "_quality")
+    first = campaign_quality(campaign=campaign)
+    assert campaign_quality(campaign=campaign) == first and len(computes) == 1
