@@ -95,6 +95,13 @@ def main() -> None:
         world = seed(ratings=args.ratings, rounds=args.rounds, annotators=args.annotators,
                      answer_words=args.answer_words)
         print(f"seeded {args.ratings:,} ratings over {args.rounds} rounds in {time.perf_counter() - t0:.1f} s")
+        # The planner's statistics, as a database that was not just bulk-loaded
+        # has them; and no autovacuum of the fresh tables racing the first pages.
+        from django.db import connection
+
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("VACUUM ANALYZE")
         report(world, n=args.n, n_slow=args.n_slow, only=args.only)
     finally:
         if not args.keep:
