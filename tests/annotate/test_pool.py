@@ -14,8 +14,10 @@ pytestmark = pytest.mark.django_db
 
 User = get_user_model()
 
-MEMBERS_API_QUERIES = 7  # token auth (2), groups, campaign, memberships, rating counts, spare
-POOL_PAGE_QUERIES = 7  # session, user, groups, campaign, memberships, rating counts, messages
+MEMBERS_API_QUERIES = 7  # token auth (2), groups, campaign, memberships, ratings state (memo key), rating counts
+# The memoized counts add their key (selectors/memo.py ratings_state) on every request; the count
+# itself only when the ratings changed (8 on the first request, 7 after; the pin is the first).
+POOL_PAGE_QUERIES = 8  # session, user, groups, campaign, memberships, ratings state, rating counts, admins
 
 
 def next_url(campaign_id):

@@ -162,6 +162,7 @@ def test_members_counts_of_a_page_equal_the_memoized_ones(rated, monkeypatch):
     assert len(computes) == 1  # the second from the cache
     page = memberships_module.pool_memberships(campaign=campaign)[:2]
     paged = campaign_members(campaign=campaign, memberships=page)
+    assert len(computes) == 1  # a page reads the same memo
     assert [(r["username"], r["ratings_total"], r["ratings_today"]) for r in paged] == [
         (r["username"], r["ratings_total"], r["ratings_today"]) for r in whole[:2]
     ]
