@@ -275,6 +275,27 @@ else:
 # rounds_progress_sweep; training stages: training_runs_requeue_stale).
 CELERY_TASK_PUBLISH_RETRY = True
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.25, "interval_max": 0.5}
+# The cache holds the memoized statistics (annotate/selectors/memo.py: the
+# leaderboard, quality, reward weights), which the web processes and the
+# workers must share, so never Django's per-process default. Redis where the
+# project runs on it (CACHE_URL, else a redis:// CELERY_BROKER_URL: its keys
+# are prefixed, beside the broker's); otherwise a file cache under the data
+# folder, which every process on the machine sees (docs/configuration.md).
+CACHE_URL = os.environ.get("CACHE_URL", "")
+if not CACHE_URL and CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CACHE_URL = CELERY_BROKER_URL
+if CACHE_URL.startswith(("redis://", "rediss://")):
+    CACHES = {"default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL, "KEY_PREFIX": "ratchet",
+        # As the broker's: a Redis that is gone costs a request seconds, not forever (memo.py then computes).
+        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 5},
+    }}
+else:
+    CACHES = {"default": {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": str(Path(CACHE_URL.removeprefix("file://")) if CACHE_URL else DATA_DIR / "cache"),
+        "OPTIONS": {"MAX_ENTRIES": 2000},
+    }}
 CELERY_TASK_DEFAULT_QUEUE = "default"
 # Results live in the database (TrainingRun); Celery keeps none.
 CELERY_TASK_IGNORE_RESULT = True

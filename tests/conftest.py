@@ -1,8 +1,10 @@
 """Fixtures shared by the Django-side tests: users per role, API clients
 authenticated by token per role, and collecting rounds built without any ML.
 
-Nothing here is autouse, so the rlhf tests (which need no database) are not
-touched by it."""
+The one autouse fixture (own_stats_cache) needs no database, so the rlhf
+tests (which have none) run as before."""
+import uuid
+
 import pytest
 
 from annotate.models import Role
@@ -141,3 +143,14 @@ def enqueued(monkeypatch):
         tasks.training_stage_task, "apply_async", lambda kwargs, **options: sent.append((kwargs["run_id"], kwargs["stage"]))
     )
     return sent
+
+
+@pytest.fixture(autouse=True)
+def own_stats_cache(settings):
+    """Each test its own keys in the shared cache (annotate/selectors/memo.py):
+    the tests' Redis database and file cache outlive a test, and on SQLite a
+    rolled-back test's ids come back in the next one. A new KEY_PREFIX (not a
+    clear(): on Redis that would flush the broker's database too)."""
+    settings.CACHES = {
+        name: {**conf, "KEY_PREFIX": f"test-{uuid.uuid4().hex}"} for name, conf in settings.CACHES.items()
+    }

@@ -15,6 +15,7 @@ from django.db.models.functions import Coalesce, NullIf
 
 from annotate.stats import intervals, ranking
 from annotate.models import Campaign, PolicyVersion, Rating
+from annotate.selectors.memo import memoized, ratings_state
 
 # The normalised length difference of A's answer over B's is tallied in
 # steps of 1/LENGTH_STEPS (-1 .. 1, truncated towards 0): the database sends
@@ -98,7 +99,28 @@ def campaign_leaderboard(*, campaign: Campaign, resamples: int = 200, seed: int 
     (choice x models on each side x round x side x length step), and the
     bootstraps resample those tallies, so no rating crosses into Python one
     by one. With `by_round`, also `by_round`: each model's score and interval
-    from the ratings up to each round (_scores_by_round)."""
+    from the ratings up to each round (_scores_by_round).
+
+    Memoized (selectors/memo.py). The key is complete: besides the
+    parameters, the function reads the ratings with their comparisons'
+    sides, answers, rounds and gold choice (ratings_state moves with any
+    change to those), the campaign's policy versions, external models with
+    their names and the reference model, and its rounds with their
+    candidates and baselines; those small lists are read here in full and
+    are the key themselves."""
+    versions = list(PolicyVersion.objects.filter(campaign=campaign).order_by("version").values_list("pk", "version"))
+    externals = list(campaign.external_models.order_by("name", "pk").values_list("pk", "name"))
+    rounds = list(campaign.rounds.select_related("candidate", "baseline").order_by("index"))
+    key = (
+        ratings_state(campaign=campaign), campaign.kind, campaign.reference_model_id, versions, externals,
+        [(r.pk, r.index, r.candidate_id, r.baseline_id) for r in rounds], resamples, seed, by_round,
+    )
+    return memoized("leaderboard", key, lambda: _leaderboard(campaign, versions, externals, rounds, resamples, seed,
+                                                             by_round))
+
+
+def _leaderboard(campaign: Campaign, versions: list, externals: list, rounds: list, resamples: int, seed: int,
+                 by_round: bool) -> dict:
     base = Rating.objects.filter(
         comparison__round__campaign=campaign,
         choice__in=[Rating.Choice.A, Rating.Choice.B, Rating.Choice.TIE],
@@ -116,8 +138,6 @@ def campaign_leaderboard(*, campaign: Campaign, resamples: int = 200, seed: int 
     for row in by_length:
         merged[row[:7]] += row[-1]
     tallies = [(*key, count) for key, count in merged.items()]
-    versions = list(PolicyVersion.objects.filter(campaign=campaign).order_by("version").values_list("pk", "version"))
-    externals = list(campaign.external_models.order_by("name", "pk").values_list("pk", "name"))
     entries = [
         {"kind": "policy", "name": f"v{version}", "version": version, "policy_version_id": pk,
          "external_model_id": None, "reference": False}
@@ -177,7 +197,6 @@ def campaign_leaderboard(*, campaign: Campaign, resamples: int = 200, seed: int 
         entries,
         key=lambda e: (e["score"] is None, -(e["score"] or 0.0), e["kind"] != "policy", e["version"] or 0, e["name"]),
     )
-    rounds = list(campaign.rounds.select_related("candidate", "baseline").order_by("index"))
     extra = {"by_round": _scores_by_round(tallies, entries, sides, rounds, seed)} if by_round else {}
     return {
         **extra,

@@ -14,6 +14,7 @@ from django.contrib.auth import get_user_model
 
 from annotate.stats import agreement, consensus
 from annotate.models import Campaign, Membership, Rating, Round
+from annotate.selectors.memo import memoized, ratings_state
 
 User = get_user_model()
 
@@ -85,14 +86,34 @@ def _reliability(facts: dict[str, np.ndarray]) -> tuple[consensus.DawidSkeneResu
 def annotator_weights(*, campaign: Campaign) -> dict[int, float]:
     """{annotator_id: reward-model sample weight}: Dawid-Skene reliability over
     every rating of the campaign, mean 1 over the A/B ratings; 1.0 for an
-    annotator with too few overlapping ratings to judge."""
-    return _reliability(_rating_facts(campaign=campaign))[3]
+    annotator with too few overlapping ratings to judge. Memoized: it reads
+    the ratings and their comparisons' gold choice alone, which
+    ratings_state follows (selectors/memo.py)."""
+    return memoized("weights", (ratings_state(campaign=campaign),),
+                    lambda: _reliability(_rating_facts(campaign=campaign))[3])
 
 
 def campaign_quality(*, campaign: Campaign, round_: Round | None = None) -> dict:
     """Agreement, consensus and a per-annotator table over the campaign's
     ratings (or one round's); docs/quality.md explains each figure.
-    Whole-array work throughout (bincounts per annotator), no loop over ratings."""
+    Whole-array work throughout (bincounts per annotator), no loop over ratings.
+
+    Memoized (selectors/memo.py). The key is complete: the statistics read
+    the ratings (annotator, choice, strength, time on task) and their
+    comparisons' gold choice, which ratings_state follows, and the round
+    asked for; the usernames are read afresh on each call, and the pool
+    standing (campaign_quality_with_standing) is not an input: a removed or
+    paused annotator's ratings still count, as they did before."""
+    key = (ratings_state(campaign=campaign), round_.pk if round_ is not None else None)
+    report = memoized("quality", key, lambda: _quality(campaign, round_))
+    ids = [row["annotator_id"] for row in report["annotators"]]
+    usernames = dict(User.objects.filter(pk__in=ids).values_list("pk", "username"))
+    for row in report["annotators"]:
+        row["username"] = usernames.get(row["annotator_id"], "")
+    return report
+
+
+def _quality(campaign: Campaign, round_: Round | None) -> dict:
     facts = _rating_facts(campaign=campaign, round_=round_)
     comparison, annotator, choice, gold = facts["comparison"], facts["annotator"], facts["choice"], facts["gold"]
     A, B, TIE, BOTH_BAD = range(len(agreement.CATEGORIES))
@@ -118,14 +139,13 @@ def campaign_quality(*, campaign: Campaign, round_: Round | None = None) -> dict
     gold_n, gold_right = per_annotator_count(gold >= 0), per_annotator_count((gold >= 0) & (choice == gold))
     consensus_n, consensus_right = per_annotator_count(labelled), per_annotator_count(labelled & (choice == consensus_of))
     median_ms = consensus.medians_by_group(per_annotator[facts["timed"]], facts["ms"][facts["timed"]], n_annotators)
-    usernames = dict(User.objects.filter(pk__in=annotators.tolist()).values_list("pk", "username"))
     table = []
     for i, a in enumerate(annotators.tolist()):
         sided = picked[A][i] + picked[B][i]
         table.append(
             {
                 "annotator_id": a,
-                "username": usernames.get(a, ""),
+                "username": "",  # filled by campaign_quality, outside the memo
                 "n": n[i],
                 "gold_n": gold_n[i],
                 "gold_accuracy": gold_right[i] / gold_n[i] if gold_n[i] else None,

@@ -8,6 +8,7 @@ annotate/selectors/overview.py."""
 import json
 
 from django.contrib import messages
+from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import HttpResponseForbidden
 from django.shortcuts import redirect, render
@@ -17,7 +18,7 @@ from annotate.errors import ServiceError, ValidationFailed
 from annotate.models import Campaign, Role
 from annotate.selectors.access import campaigns_readable_by
 from annotate.selectors.console import campaign_console_rows
-from annotate.selectors.memberships import campaign_admins, campaign_members
+from annotate.selectors.memberships import campaign_admins, campaign_members, pool_memberships
 from annotate.selectors.overview import campaign_overview, campaign_overview_now
 from annotate.selectors.store import base_model_choices
 from annotate.services.campaigns import (
@@ -324,13 +325,25 @@ def campaign_action(request, campaign_id, action: str):
 # --- annotator pool ------------------------------------------------------------------
 
 
-def _pool_page(request, campaign, *, status=200, **context):
+# Each member's row carries four forms: 200 members made a 384 KiB page.
+POOL_PAGE_SIZE = 50
+
+
+def _pool_page(request, campaign, *, status=200, focus: str | None = None, **context):
+    """The page of members `?page=` asks for, or the one holding `focus` (whose change failed)."""
     context.setdefault("errors", {})
     context.setdefault("form", {})
+    memberships = list(pool_memberships(campaign=campaign))
+    number = request.GET.get("page")
+    if focus is not None:
+        at = next((i for i, m in enumerate(memberships) if m.annotator.username == focus), 0)
+        number = at // POOL_PAGE_SIZE + 1
+    page = Paginator(memberships, POOL_PAGE_SIZE).get_page(number)
     return render(
         request,
         "frontend/console/pool.html",
-        {"campaign": campaign, "members": campaign_members(campaign=campaign),
+        {"campaign": campaign, "page": page, "n_members": len(memberships),
+         "members": campaign_members(campaign=campaign, memberships=page.object_list),
          "admins": list(campaign_admins(campaign=campaign)), **context},
         status=status,
     )
@@ -392,9 +405,8 @@ def pool_member(request, campaign_id: int, username: str):
             daily_limit=(post.get("daily_limit") or None) if "daily_limit" in post else UNSET,
         )
     except ServiceError as exc:
-        return _pool_page(
-            request, campaign, status=400, errors={username: _errors(exc, "status")}, form={username: post}
-        )
+        return _pool_page(request, campaign, status=400, errors={username: _errors(exc, "status")},
+                          form={username: post}, focus=username)
     messages.success(request, f"Saved {username}.")
     return redirect(f"/console/campaigns/{campaign.pk}/pool/")
 

@@ -14,8 +14,10 @@ pytestmark = pytest.mark.django_db
 
 User = get_user_model()
 
-MEMBERS_API_QUERIES = 7  # token auth (2), groups, campaign, memberships, rating counts, spare
-POOL_PAGE_QUERIES = 7  # session, user, groups, campaign, memberships, rating counts, messages
+MEMBERS_API_QUERIES = 7  # token auth (2), groups, campaign, memberships, ratings state (memo key), rating counts
+# The memoized counts add their key (selectors/memo.py ratings_state) on every request; the count
+# itself only when the ratings changed (8 on the first request, 7 after; the pin is the first).
+POOL_PAGE_QUERIES = 8  # session, user, groups, campaign, memberships, ratings state, rating counts, admins
 
 
 def next_url(campaign_id):
@@ -263,3 +265,23 @@ def test_pool_page_query_count_is_pinned(admin_browser_client, make_user, n_memb
     with django_assert_max_num_queries(POOL_PAGE_QUERIES):
         page = admin_browser_client.get(f"/console/campaigns/{campaign.pk}/pool/")
     assert page.content.decode().count('class="member member-') == n_members
+
+
+def test_pool_page_shows_fifty_members_a_page_and_a_failed_change_on_its_members_page(admin_browser_client, make_user):
+    from frontend.console.campaigns import POOL_PAGE_SIZE
+
+    members = [make_user(Role.ANNOTATOR, username=f"m{i:03d}") for i in range(POOL_PAGE_SIZE + 5)]
+    round_ = open_round(prompts=2, overlap=3, annotators=members)
+    last = members[-1]
+    ratings_bulk_create({"comparison_id": c.pk, "annotator": last, "choice": "tie"} for c in round_.comparisons.all())
+    url = f"/console/campaigns/{round_.campaign_id}/pool/"
+    first = admin_browser_client.get(url).content.decode()
+    assert first.count('class="member member-') == POOL_PAGE_SIZE and "m000" in first and last.username not in first
+    assert "Page 1 of 2" in first and f"Pool ({POOL_PAGE_SIZE + 5})" in first
+    second = admin_browser_client.get(url + "?page=2").content.decode()
+    assert second.count('class="member member-') == 5 and last.username in second
+    assert f'<td class="ratings-total">{round_.comparisons.count()}</td>' in second  # counted for the page
+    # pausing without a reason fails: the answer is the failing member's page, with the error
+    failed = admin_browser_client.post(f"{url}members/{last.username}/", {"status": "paused", "reason": ""})
+    html = failed.content.decode()
+    assert failed.status_code == 400 and "Page 2 of 2" in html and 'role="alert"' in html
