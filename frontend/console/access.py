@@ -54,3 +54,19 @@ def console_view(*, post_role: str | None = None, post_refusal: str = ""):
         return wrapper
 
     return decorate
+
+
+# The console's campaign and pool pages: anyone with a console role may look;
+# changing needs a campaign admin (or staff).
+admin_view = console_view(
+    post_role=Role.CAMPAIGN_ADMIN, post_refusal="Only campaign admins can change campaigns and pools."
+)
+
+
+def form_errors(exc, default_field: str | None = None) -> dict:
+    """Per-field messages of a service error (annotate.errors.ServiceError);
+    the whole message under `default_field` (or "form") when the service
+    named no field."""
+    if isinstance(exc.details, dict):
+        return {k: str(v) for k, v in exc.details.items()}
+    return {default_field or "form": exc.message}

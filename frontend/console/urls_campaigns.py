@@ -1,8 +1,8 @@
 """Console: campaigns list, create, overview and edit, pause / resume /
-archive, start and train now, the overview's live panel, and the annotator pool (frontend/console/campaigns.py)."""
+archive, start and train now, the overview's live panel (frontend/console/campaigns.py), and the annotator pool (frontend/console/pool.py)."""
 from django.urls import path, re_path
 
-from frontend.console import campaigns
+from frontend.console import campaigns, pool
 
 urlpatterns = [
     path("", campaigns.campaign_list, name="console-campaigns"),
@@ -20,17 +20,17 @@ urlpatterns = [
     path("campaigns/<int:campaign_id>/now/", campaigns.campaign_now, name="console-campaign-now"),
     # evaluation campaigns: start, add comparisons
     path("campaigns/<int:campaign_id>/evaluation/", campaigns.evaluation_action, name="console-evaluation"),
-    path("campaigns/<int:campaign_id>/pool/", campaigns.pool, name="console-pool"),
-    path("campaigns/<int:campaign_id>/pool/create/", campaigns.pool_create, name="console-pool-create"),
-    path("campaigns/<int:campaign_id>/pool/add/", campaigns.pool_add, name="console-pool-add"),
+    path("campaigns/<int:campaign_id>/pool/", pool.pool, name="console-pool"),
+    path("campaigns/<int:campaign_id>/pool/create/", pool.pool_create, name="console-pool-create"),
+    path("campaigns/<int:campaign_id>/pool/add/", pool.pool_add, name="console-pool-add"),
     path(
-        "campaigns/<int:campaign_id>/pool/members/<str:username>/", campaigns.pool_member,
+        "campaigns/<int:campaign_id>/pool/members/<str:username>/", pool.pool_member,
         name="console-pool-member",
     ),
     # staff: who administers the campaign (shown on the pool page)
-    path("campaigns/<int:campaign_id>/admins/add/", campaigns.admins_add, name="console-admins-add"),
+    path("campaigns/<int:campaign_id>/admins/add/", pool.admins_add, name="console-admins-add"),
     path(
-        "campaigns/<int:campaign_id>/admins/<str:username>/remove/", campaigns.admin_remove,
+        "campaigns/<int:campaign_id>/admins/<str:username>/remove/", pool.admin_remove,
         name="console-admin-remove",
     ),
 ]

@@ -268,7 +268,7 @@ def test_pool_page_query_count_is_pinned(admin_browser_client, make_user, n_memb
 
 
 def test_pool_page_shows_fifty_members_a_page_and_a_failed_change_on_its_members_page(admin_browser_client, make_user):
-    from frontend.console.campaigns import POOL_PAGE_SIZE
+    from frontend.console.pool import POOL_PAGE_SIZE
 
     members = [make_user(Role.ANNOTATOR, username=f"m{i:03d}") for i in range(POOL_PAGE_SIZE + 5)]
     round_ = open_round(prompts=2, overlap=3, annotators=members)

@@ -81,7 +81,7 @@ def test_the_cut_marker_and_the_done_page_after_a_reload_fit_a_phone(page, live_
     box, answer = note.bounding_box(), note.locator("xpath=..").bounding_box()
     assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
     assert box["y"] + box["height"] <= answer["y"] + answer["height"] + 1
-    result = page.evaluate(COVERED_TEXT, [".truncated-note"])
+    result = covered_text(page, [".truncated-note"])
     assert result["checked"] >= 1 and result["covered"] == []
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "rating-truncated-390.png"))

@@ -104,20 +104,20 @@ def test_a_stage_message_redis_refused_is_marked_and_sent_again_by_the_beat_swee
     sent = run.celery_task_id
     training_stage_begin(run_id=run.pk, stage="snapshot", task_id=sent)
     broker.server.kill()
-    # when: the stage succeeds while Redis is down; queueing the reward stage fails after the commit
+    # when: the stage succeeds while Redis is down; queueing the next stage (sft) fails after the commit
     training_stage_succeed(run_id=run.pk, stage="snapshot", outputs={})
-    # then: the run is recorded as waiting for reward, with the failed send marked
+    # then: the run is recorded as waiting for sft, with the failed send marked
     run.refresh_from_db()
-    assert (run.stage, run.status) == ("reward", "queued")
+    assert (run.stage, run.status) == ("sft", "queued")
     assert run.stages["snapshot"]["task_id"] == sent and run.stages["snapshot"]["status"] == "succeeded"
-    assert run.stages["reward"]["send_failed_at"]
-    assert f"run {run.pk}: could not queue reward" in caplog.text
+    assert run.stages["sft"]["send_failed_at"]
+    assert f"run {run.pk}: could not queue sft" in caplog.text
     # when: Redis is back (empty) and beat runs the requeue sweep
     broker.server.start()
     assert training_runs_requeue_stale(stale_after_s=120) == [run.pk]
-    # then: the reward stage is in the gpu queue under a new recorded id, the mark cleared
+    # then: the sft stage is in the gpu queue under a new recorded id, the mark cleared
     run.refresh_from_db()
-    assert "send_failed_at" not in run.stages["reward"]
+    assert "send_failed_at" not in run.stages["sft"]
     assert run.celery_task_id not in ("", sent)
     assert broker.task_ids("gpu") == [run.celery_task_id]
     # and a second sweep sends nothing more
