@@ -10,7 +10,9 @@ the workers share it) under a key made of everything it reads. Nothing is
 ever invalidated: a change to an input makes a new key, and the old entry
 expires (TIMEOUT). What each key holds and why it is complete is said where
 the key is built (selectors/leaderboard.py, selectors/quality.py); the part
-every key shares is `ratings_state`."""
+every key shares is `ratings_state`. The leaderboard and quality report are
+also kept as the campaign's latest, which the pages and APIs are shown while
+a task computes a new state's (memoized_latest)."""
 import hashlib
 import logging
 import pickle
