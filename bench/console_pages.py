@@ -416,14 +416,18 @@ def report(world: dict, *, n: int, n_slow: int, only: str = "") -> None:
 def _rate_once(world: dict, raters: list) -> None:
     """One rating of the big campaign through the services an annotator's
     request calls (a lease, then rating_create), by the first pool member
-    who still has a comparison to rate."""
+    who may and still has a comparison to rate."""
     import uuid
 
+    from annotate.errors import ServiceError
     from annotate.services.leases import comparison_lease_next
     from annotate.services.ratings import rating_create
 
     while raters:
-        lease = comparison_lease_next(annotator=raters[0], campaign=world["campaign"])
+        try:
+            lease = comparison_lease_next(annotator=raters[0], campaign=world["campaign"])
+        except ServiceError:  # paused, over their daily limit: the next member
+            lease = None
         if lease is not None:
             rating_create(annotator=raters[0], comparison_id=lease.comparison_id, choice="A", strength=2,
                           idempotency_key=uuid.uuid4(), time_on_task_ms=4000)

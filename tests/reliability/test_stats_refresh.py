@@ -4,10 +4,15 @@ console page) answer at once with the previous result marked stale, a burst
 of visits sends one refresh message, and once the task has run the result is
 fresh and equal to an inline computation. The first visit ever computes
 inline, and so does a visit whose refresh the broker refuses. A real private
-Redis is the broker (killed for the last test); no worker runs, so the
-message is read from Redis and its task run here with the message's kwargs."""
+Redis is the broker (killed for the broker-down test); the message is read
+from Redis and its task run here with the message's kwargs, and in the last
+test a real Celery worker takes it."""
 import base64
 import json
+import os
+import signal
+import subprocess
+import time
 import uuid
 
 import pytest
@@ -17,6 +22,7 @@ from annotate.models import Role
 from annotate.selectors.leaderboard import campaign_leaderboard
 from annotate.selectors.quality import campaign_quality
 from annotate.tasks import stats_refresh_task
+from config.platform import ROOT, celery_worker_command
 from tests.factories import ratings_bulk_create, version_chain_rounds
 
 pytestmark = pytest.mark.django_db
@@ -160,3 +166,41 @@ def test_with_the_broker_down_a_new_state_is_computed_inline(rated, broker, api_
     assert "broker refused the quality refresh" in caplog.text
     # the lock was let go, so a later visit tries again rather than waiting for a task never sent
     assert api.get(url).json()["stale"] is False
+
+
+@pytest.mark.django_db(transaction=True)  # the worker reads what the test wrote
+def test_a_real_worker_brings_the_refreshed_result(rated, broker, api_client_for, ml_engineer, settings, tmp_path):
+    """The message a stale read sends is taken by a real Celery worker
+    (queue default) sharing the database and the Redis cache, and the
+    refreshed result arrives through it."""
+    # A file cache of this test's own, which the worker is given as CACHE_URL.
+    cache_dir = tmp_path / "cache"
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+                                   "LOCATION": str(cache_dir)}}
+    db = settings.DATABASES["default"]
+    env = {**os.environ, "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+           "CELERY_BROKER_URL": broker.url, "CACHE_URL": f"file://{cache_dir}", "RATCHET_DATA_DIR": str(tmp_path),
+           "HF_HUB_OFFLINE": "1"}
+    rounds, annotators = rated
+    campaign = rounds[0].campaign
+    api = api_client_for(ml_engineer)
+    url = f"/api/campaigns/{campaign.pk}/leaderboard/"
+    first = api.get(url).json()
+    rate(api_client_for, annotators[0], campaign.pk)
+    assert api.get(url).json()["stale"] is True
+
+    log = open(tmp_path / "worker.log", "ab")
+    worker = subprocess.Popen(
+        celery_worker_command(queues=["default"], concurrency=1, name=f"stats-{uuid.uuid4().hex[:6]}@%h"),
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 120
+        while (answer := api.get(url).json())["stale"] and time.time() < deadline:
+            time.sleep(0.5)
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=30)
+    assert answer["stale"] is False, (tmp_path / "worker.log").read_text()[-3000:]
+    assert answer["n_ratings"] == first["n_ratings"] + 1 and answer["as_of"]["ratings_behind"] == 0
+    assert without_age(answer) == campaign_leaderboard(campaign=campaign)  # the inline computation's
