@@ -1,5 +1,7 @@
 """Every console page, and the JSON APIs the pages call, at the issue's size:
 100 rounds and 100,000 ratings. Server time, bytes and queries per request.
+One file over 450 lines: the seed, the list of pages and the timings all
+work on the one seeded world, and are read together when a figure surprises.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \\
         .venv/bin/python -m bench.console_pages --rounds 100 --ratings 100000 --n 20
@@ -43,9 +45,6 @@ most visits meet, and the figure that matters for them.
 
 The query counts are pinned in tests (tests/annotate/test_campaign_admin.py,
 test_pool.py); this reports the time at the size the issue names.
-
-One file over 450 lines: the seed, the list of pages and the timings all
-work on the one seeded world, and are read together when a figure surprises.
 """
 import argparse
 import gzip
