@@ -159,7 +159,10 @@ def _refresh_sent(name: str, lock: str, state: tuple, params: dict) -> bool:
         task_named(REFRESH_TASK).apply_async(kwargs={"name": name, "campaign_id": state[0], "params": params})
     except Exception:
         logger.warning("broker refused the %s refresh; computing inline", name, exc_info=True)
-        cache.delete(lock)
+        try:
+            cache.delete(lock)  # so a visit once the broker is back sends it
+        except Exception:
+            pass
         return False
     return True
 
