@@ -106,3 +106,14 @@ def generation_jobs_requeue_stale_task() -> None:
     from annotate.services.endpoints import generation_jobs_requeue_stale
 
     generation_jobs_requeue_stale(stale_after_s=settings.TRAINING_STALE_AFTER_S)
+
+
+@shared_task(queue=Queue.DEFAULT, acks_late=True, max_retries=0)
+def stats_refresh_task(*, name: str, campaign_id: int, params: dict) -> None:
+    """Compute a memoized statistic (leaderboard, quality) for the campaign's
+    current ratings, sent by a visit that was shown the previous result
+    (selectors/memo.py memoized_latest). Safe to run twice: the second finds
+    the result in the cache, or computes the same one."""
+    from annotate.selectors.stats_refresh import stats_refresh
+
+    stats_refresh(name=name, campaign_id=campaign_id, params=params)

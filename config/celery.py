@@ -9,7 +9,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 
 class Queue(StrEnum):
-    DEFAULT = "default"  # leases, round changes: short and cheap
+    DEFAULT = "default"  # round checks, sweeps, simulated raters, statistics refreshes: no GPU
     GPU = "gpu"  # snapshot, reward, policy, generate: one at a time per GPU
     ENDPOINTS = "endpoints"  # generation jobs: asking OpenAI-compatible servers, mostly waiting on the network
 

@@ -31,6 +31,13 @@ class LeaderboardAgainstReferenceSerializer(LeaderboardWinRecordSerializer):
     model = serializers.CharField(allow_null=True, help_text="the reference model met")
 
 
+class AsOfSerializer(serializers.Serializer):
+    ratings = serializers.IntegerField(help_text="the campaign's ratings when the result was computed")
+    ratings_now = serializers.IntegerField(help_text="the campaign's ratings now")
+    ratings_behind = serializers.IntegerField(help_text="ratings added since the result was computed")
+    computed_at = serializers.DateTimeField()
+
+
 class CampaignLeaderboardApi(APIView):
     """Bradley-Terry scores of the campaign's models (Elo-like scale) with
     bootstrap 95% intervals, and the length-controlled scores beside them
@@ -100,11 +107,13 @@ class CampaignLeaderboardApi(APIView):
         versions = ModelSerializer(many=True, help_text="the policy versions alone, best first")
         rounds = RoundSerializer(many=True)
         pairs = PairSerializer(many=True)
+        stale = serializers.BooleanField(help_text="the previous ratings' result, while the current one is computed")
+        as_of = AsOfSerializer(help_text="the ratings the result is of")
 
     @extend_schema(parameters=[InputSerializer], responses=OutputSerializer)
     def get(self, request, campaign_id: int):
         campaign = readable_campaign_or_404(request, campaign_id)
         params = self.InputSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
-        board = campaign_leaderboard(campaign=campaign, resamples=params.validated_data["resamples"])
+        board = campaign_leaderboard(campaign=campaign, resamples=params.validated_data["resamples"], stale_ok=True)
         return Response(self.OutputSerializer(board).data)

@@ -10,6 +10,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotate.apis.leaderboard import AsOfSerializer
 from annotate.apis.permissions import IsAdminOrEngineer, readable_campaign_or_404
 from annotate.selectors.quality import campaign_quality
 from annotate.selectors.rounds import campaign_round
@@ -55,6 +56,8 @@ class CampaignQualityApi(APIView):
         consensus_method = serializers.CharField()
         consensus_labels = serializers.DictField(child=serializers.IntegerField())
         annotators = AnnotatorSerializer(many=True)
+        stale = serializers.BooleanField(help_text="the previous ratings' result, while the current one is computed")
+        as_of = AsOfSerializer(help_text="the ratings the result is of")
 
     @extend_schema(
         parameters=[OpenApiParameter("round", int, description="only this round's ratings")],
@@ -63,4 +66,4 @@ class CampaignQualityApi(APIView):
     def get(self, request, campaign_id: int):
         campaign = readable_campaign_or_404(request, campaign_id)
         round_ = campaign_round(campaign=campaign, index=request.query_params.get("round"))
-        return Response(self.OutputSerializer(campaign_quality(campaign=campaign, round_=round_)).data)
+        return Response(self.OutputSerializer(campaign_quality(campaign=campaign, round_=round_, stale_ok=True)).data)

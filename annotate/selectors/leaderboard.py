@@ -15,7 +15,7 @@ from django.db.models.functions import Coalesce, NullIf
 
 from annotate.stats import intervals, ranking
 from annotate.models import Campaign, PolicyVersion, Rating
-from annotate.selectors.memo import memoized, ratings_state
+from annotate.selectors.memo import memoized_latest, ratings_state
 
 # The normalised length difference of A's answer over B's is tallied in
 # steps of 1/LENGTH_STEPS (-1 .. 1, truncated towards 0): the database sends
@@ -83,7 +83,8 @@ BY_ROUND_MAX = 12
 BY_ROUND_RESAMPLES = 50
 
 
-def campaign_leaderboard(*, campaign: Campaign, resamples: int = 200, seed: int = 0, by_round: bool = False) -> dict:
+def campaign_leaderboard(*, campaign: Campaign, resamples: int = 200, seed: int = 0, by_round: bool = False,
+                         stale_ok: bool = False) -> dict:
     """Bradley-Terry scores of every model of the campaign from the ratings
     (A/B a win, tie half a win each, both_bad ignored; two answers of the
     same model say nothing), with bootstrap 95% intervals; beside them the
@@ -107,16 +108,23 @@ def campaign_leaderboard(*, campaign: Campaign, resamples: int = 200, seed: int 
     change to those), the campaign's policy versions, external models with
     their names and the reference model, and its rounds with their
     candidates and baselines; those small lists are read here in full and
-    are the key themselves."""
+    are the key themselves. With `stale_ok` (the API, the models page), a
+    state not computed yet is answered with the previous result, `stale`,
+    while a task computes it (memo.memoized_latest); `as_of` says which
+    ratings count a result is of."""
     versions = list(PolicyVersion.objects.filter(campaign=campaign).order_by("version").values_list("pk", "version"))
     externals = list(campaign.external_models.order_by("name", "pk").values_list("pk", "name"))
     rounds = list(campaign.rounds.select_related("candidate", "baseline").order_by("index"))
+    state = ratings_state(campaign=campaign)
     key = (
-        ratings_state(campaign=campaign), campaign.kind, campaign.reference_model_id, versions, externals,
+        state, campaign.kind, campaign.reference_model_id, versions, externals,
         [(r.pk, r.index, r.candidate_id, r.baseline_id) for r in rounds], resamples, seed, by_round,
     )
-    return memoized("leaderboard", key, lambda: _leaderboard(campaign, versions, externals, rounds, resamples, seed,
-                                                             by_round))
+    return memoized_latest(
+        "leaderboard", state=state, params={"resamples": resamples, "seed": seed, "by_round": by_round}, key=key,
+        compute=lambda: _leaderboard(campaign, versions, externals, rounds, resamples, seed, by_round),
+        stale_ok=stale_ok,
+    )
 
 
 def _leaderboard(campaign: Campaign, versions: list, externals: list, rounds: list, resamples: int, seed: int,

@@ -14,7 +14,7 @@ from django.contrib.auth import get_user_model
 
 from annotate.stats import agreement, consensus
 from annotate.models import Campaign, Membership, Rating, Round
-from annotate.selectors.memo import memoized, ratings_state
+from annotate.selectors.memo import memoized, memoized_latest, ratings_state
 
 User = get_user_model()
 
@@ -93,7 +93,7 @@ def annotator_weights(*, campaign: Campaign) -> dict[int, float]:
                     lambda: _reliability(_rating_facts(campaign=campaign))[3])
 
 
-def campaign_quality(*, campaign: Campaign, round_: Round | None = None) -> dict:
+def campaign_quality(*, campaign: Campaign, round_: Round | None = None, stale_ok: bool = False) -> dict:
     """Agreement, consensus and a per-annotator table over the campaign's
     ratings (or one round's); docs/quality.md explains each figure.
     Whole-array work throughout (bincounts per annotator), no loop over ratings.
@@ -103,9 +103,14 @@ def campaign_quality(*, campaign: Campaign, round_: Round | None = None) -> dict
     comparisons' gold choice, which ratings_state follows, and the round
     asked for; the usernames are read afresh on each call, and the pool
     standing (campaign_quality_with_standing) is not an input: a removed or
-    paused annotator's ratings still count, as they did before."""
-    key = (ratings_state(campaign=campaign), round_.pk if round_ is not None else None)
-    report = memoized("quality", key, lambda: _quality(campaign, round_))
+    paused annotator's ratings still count, as they did before. With
+    `stale_ok` (the API, the quality page), a state not computed yet is
+    answered with the previous result, `stale`, while a task computes it
+    (memo.memoized_latest); `as_of` says which ratings count it is of."""
+    state = ratings_state(campaign=campaign)
+    round_id = round_.pk if round_ is not None else None
+    report = memoized_latest("quality", state=state, params={"round": round_id}, key=(state, round_id),
+                             compute=lambda: _quality(campaign, round_), stale_ok=stale_ok)
     ids = [row["annotator_id"] for row in report["annotators"]]
     usernames = dict(User.objects.filter(pk__in=ids).values_list("pk", "username"))
     for row in report["annotators"]:
@@ -184,11 +189,11 @@ def _quality(campaign: Campaign, round_: Round | None) -> dict:
     }
 
 
-def campaign_quality_with_standing(*, campaign: Campaign, round_: Round | None = None) -> dict:
+def campaign_quality_with_standing(*, campaign: Campaign, round_: Round | None = None, stale_ok: bool = False) -> dict:
     """campaign_quality, each annotator's row with their standing in the pool
     under `membership` ({status, paused_reason, paused_automatically}; None
     for a rater outside the pool): what the console's quality page shows."""
-    report = campaign_quality(campaign=campaign, round_=round_)
+    report = campaign_quality(campaign=campaign, round_=round_, stale_ok=stale_ok)
     standing = {
         m["annotator_id"]: m
         for m in Membership.objects.filter(campaign=campaign).values(

@@ -113,7 +113,7 @@ def quality(request, campaign_id: int):
     except ServiceError as exc:
         messages.error(request, exc.message)
         return redirect("console-quality", campaign_id=campaign.pk)
-    report = campaign_quality_with_standing(campaign=campaign, round_=round_)
+    report = campaign_quality_with_standing(campaign=campaign, round_=round_, stale_ok=True)
     return render(
         request,
         "frontend/console/quality.html",
@@ -173,7 +173,7 @@ def leaderboard_plot(board: list[dict]) -> dict:
 @data_view
 def models(request, campaign_id: int):
     campaign = request.campaign
-    board = campaign_leaderboard(campaign=campaign, by_round=True)
+    board = campaign_leaderboard(campaign=campaign, by_round=True, stale_ok=True)
     for r in board["rounds"]:
         # Win-rate bars as percentages of their cell's width.
         r["bar"] = (
