@@ -170,9 +170,27 @@ def leaderboard_plot(board: list[dict]) -> dict:
     return {"rows": rows, "ticks": ticks, "width": PLOT_WIDTH, "height": height, "axis_y": height - 5}
 
 
+# The tables that grow by a row a round (rounds, pairs, versions) show the
+# latest TABLE_ROWS rows unless ?all=1: at 100 rounds they made the models
+# page 258 KiB, and rendering it, not the statistics, missed 150 ms.
+TABLE_ROWS = 20
+
+
+def _latest(rows: list, show_all: bool) -> dict:
+    shown = rows if show_all else rows[-TABLE_ROWS:]
+    return {"rows": shown, "total": len(rows), "hidden": len(rows) - len(shown)}
+
+
+def _shortened(table: dict, show_all: bool) -> dict:
+    """A metric_table with only its latest rows (_latest)."""
+    latest = _latest(table["rows"], show_all)
+    return {**table, "rows": latest["rows"], "total": latest["total"], "hidden": latest["hidden"]}
+
+
 @data_view
 def models(request, campaign_id: int):
     campaign = request.campaign
+    show_all = request.GET.get("all") == "1"
     board = campaign_leaderboard(campaign=campaign, by_round=True, stale_ok=True)
     for r in board["rounds"]:
         # Win-rate bars as percentages of their cell's width.
@@ -188,8 +206,13 @@ def models(request, campaign_id: int):
             "campaign": campaign,
             "board": board,
             "plot": leaderboard_plot(board["models"]),
-            "policies": metric_table(list(campaign_policy_versions(campaign=campaign)), POLICY_COLUMNS),
-            "rewards": metric_table(list(campaign_reward_versions(campaign=campaign)), REWARD_COLUMNS),
+            "policies": _shortened(metric_table(list(campaign_policy_versions(campaign=campaign)), POLICY_COLUMNS),
+                                   show_all),
+            "rewards": _shortened(metric_table(list(campaign_reward_versions(campaign=campaign)), REWARD_COLUMNS),
+                                  show_all),
+            "rounds": _latest(board["rounds"], show_all),
+            "pairs": _latest(board["pairs"], show_all),
+            "show_all": show_all,
         },
     )
 

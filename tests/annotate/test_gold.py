@@ -306,6 +306,27 @@ def test_models_page_draws_one_mark_per_scored_version(busy_campaign, client, ml
     assert answer.content.count(b'<circle class="mark"') == len(scored) == 3
 
 
+def test_models_page_shows_the_latest_rows_of_its_growing_tables_and_all_on_request(
+    busy_campaign, client, ml_engineer, monkeypatch
+):
+    from frontend.console import data
+
+    from annotate.models import PolicyVersion
+
+    monkeypatch.setattr(data, "TABLE_ROWS", 2)
+    versions = list(PolicyVersion.objects.filter(campaign=busy_campaign).order_by("version").values_list("version", flat=True))
+    assert len(versions) > 2
+    client.force_login(ml_engineer)
+    short = client.get(f"/console/campaigns/{busy_campaign.pk}/models/").content.decode()
+    table = short.split('id="policy-versions"')[1].split("</table>")[0]
+    assert table.count("<tr data-version") == 2  # the latest two
+    assert f'data-version="{versions[-1]}"' in table and f'data-version="{versions[0]}"' not in table
+    assert f"The latest 2 of {len(versions)}. <a href=\"?all=1\">Show all</a>" in short
+    every = client.get(f"/console/campaigns/{busy_campaign.pk}/models/?all=1").content.decode()
+    assert every.split('id="policy-versions"')[1].split("</table>")[0].count("<tr data-version") == len(versions)
+    assert "Show all" not in every
+
+
 def test_export_list_api_and_console_export(busy_campaign, campaign_admin_client, client, campaign_admin):
     listed = campaign_admin_client.get(f"/api/campaigns/{busy_campaign.pk}/exports/")
     assert listed.status_code == 200 and len(listed.data) == 30 and listed.data[0]["round"] == 0
