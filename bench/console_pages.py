@@ -286,7 +286,7 @@ def seed(*, ratings: int, rounds: int, annotators: int, answer_words: int = 0) -
     mine.delete()
     Comparison.objects.filter(pk__in=freed).update(rating_count=k - 1)
     return {"campaign": campaign, "evaluation": evaluation, "admin": admin, "annotator": annotator,
-            "run": runs[-1], "endpoint": endpoint, "job": job, "ratings": stored,
+            "run": runs[-1], "previous_run": runs[-2], "endpoint": endpoint, "job": job, "ratings": stored,
             "versions": (rounds - 2, rounds - 1)}
 
 
@@ -294,7 +294,8 @@ def seed(*, ratings: int, rounds: int, annotators: int, answer_words: int = 0) -
 ACTIONS = {
     "console-campaign-action", "console-evaluation", "console-pool-create", "console-pool-add", "console-pool-member",
     "console-admins-add", "console-admin-remove", "console-endpoint-delete", "console-generation-start",
-    "console-generation-job-cancel", "console-run-cancel",
+    "console-generation-job-cancel", "console-run-cancel", "console-campaign-run-action",
+    "console-demonstration-review",
 }
 SLOW = ("quality", "leaderboard", "models")
 
@@ -328,6 +329,8 @@ def targets(world: dict) -> tuple[list[tuple], list[str]]:
         "console-models": [("evaluation models", {"campaign_id": e}, "")],
         "console-compare": [("compare (latest two)", {}, "?a={}&b={}".format(*world["versions"]))],
     }
+    # pages that need a query to show anything (their bare URL answers 400)
+    queries = {"console-runs-compare": f"?a={world['previous_run'].pk}&b={world['run'].pk}"}
     rows, untimed = [], []
     for name in console_url_names():
         if name in ACTIONS:
@@ -339,7 +342,7 @@ def targets(world: dict) -> tuple[list[tuple], list[str]]:
         except (KeyError, NoReverseMatch):
             untimed.append(name)
             continue
-        rows.append((name.removeprefix("console-"), "admin", path))
+        rows.append((name.removeprefix("console-"), "admin", path + queries.get(name, "")))
         for label, kwargs, query in extra.get(name, []):
             rows.append((label, "admin", reverse(name, kwargs={p: kwargs.get(p, args[p]) for p in params}) + query))
     rows += [
