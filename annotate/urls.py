@@ -5,6 +5,7 @@ from annotate.apis import (
     answers,
     auth,
     campaigns,
+    demonstrations,
     endpoints,
     exports,
     gold,
@@ -67,6 +68,12 @@ urlpatterns = [
         "reward-versions/<int:version_id>/download/", training.RewardVersionDownloadApi.as_view(),
         name="reward-version-download",
     ),
+    path("sft-versions/<int:version_id>/download/", training.SFTVersionDownloadApi.as_view(),
+         name="sft-version-download"),
+    path(
+        "training-runs/<int:run_id>/sft-dataset/", training.TrainingRunSFTDatasetApi.as_view(),
+        name="training-run-sft-dataset",
+    ),
     # admins and engineers: data quality, leaderboard, exports
     path("campaigns/<int:campaign_id>/quality/", quality.CampaignQualityApi.as_view(), name="campaign-quality"),
     path(
@@ -75,6 +82,15 @@ urlpatterns = [
     ),
     path("campaigns/<int:campaign_id>/exports/", exports.ExportCreateApi.as_view(), name="export-create"),
     path("exports/<int:export_id>/download/", exports.ExportDownloadApi.as_view(), name="export-download"),
+    # admins and engineers read demonstrations; campaign admins review them
+    path(
+        "campaigns/<int:campaign_id>/demonstrations/", demonstrations.CampaignDemonstrationsApi.as_view(),
+        name="campaign-demonstrations",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/demonstrations/<int:demonstration_id>/review/",
+        demonstrations.DemonstrationReviewApi.as_view(), name="demonstration-review",
+    ),
     # campaign admins: the gold pool
     path("campaigns/<int:campaign_id>/gold/import/", gold.GoldImportApi.as_view(), name="gold-import"),
     path("campaigns/<int:campaign_id>/gold/", gold.GoldPoolApi.as_view(), name="gold-pool"),

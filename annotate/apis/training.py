@@ -179,7 +179,7 @@ class _VersionDownloadApi(APIView):
     """A model version's store folder as a zip, verified first."""
 
     permission_classes = [IsAdminOrEngineer]
-    model: type[PolicyVersion | RewardModelVersion]
+    model: type[PolicyVersion | RewardModelVersion | SFTModelVersion]
     # The zip's name: campaign-<id>-<name_prefix><version>.
     name_prefix: str
 
@@ -209,6 +209,16 @@ class RewardVersionDownloadApi(_VersionDownloadApi):
     name_prefix = "reward-r"
 
 
+class SFTVersionDownloadApi(_VersionDownloadApi):
+    """The SFT model's store folder as a zip (the checkpoint the run's sft
+    stage fine-tuned on accepted demonstrations; its meta.json names the
+    policy version it started from and the demonstrations' snapshot sha256),
+    verified first (see the policy download)."""
+
+    model = SFTModelVersion
+    name_prefix = "sft-s"
+
+
 class TrainingRunDatasetApi(APIView):
     """The run's dataset snapshot (preferences.jsonl, manifest.json) as a
     zip, verified first (see the policy download)."""
@@ -222,4 +232,25 @@ class TrainingRunDatasetApi(APIView):
             raise NotFound(f"Run {run.pk} has no dataset snapshot yet: its snapshot stage has not finished.")
         return _zip_response(
             path=run.dataset_path, sha256=run.dataset_sha256, name=f"campaign-{run.campaign_id}-run{run.pk}-dataset"
+        )
+
+
+class TrainingRunSFTDatasetApi(APIView):
+    """The run's demonstrations snapshot (conversations.jsonl, TRL's
+    `messages` rows the sft stage trained on, and manifest.json) as a zip,
+    verified first (see the policy download). 404 while the run has none:
+    its sft stage has not snapshotted, or skipped."""
+
+    permission_classes = [IsAdminOrEngineer]
+
+    @extend_schema(responses=_ZIP)
+    def get(self, request, run_id: int):
+        run = readable_or_404(request, TrainingRun.objects.all(), run_id)
+        if not run.sft_dataset_path:
+            raise NotFound(
+                f"Run {run.pk} has no demonstrations snapshot: its sft stage has not run yet, or skipped."
+            )
+        return _zip_response(
+            path=run.sft_dataset_path, sha256=run.sft_dataset_sha256,
+            name=f"campaign-{run.campaign_id}-run{run.pk}-sft-dataset",
         )

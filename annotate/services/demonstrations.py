@@ -29,11 +29,14 @@ def _invalid(field: str, message: str) -> ValidationFailed:
 
 def demonstration_text_validate(*, text, field: str = "text") -> str:
     """The text as stored; refused when not a string, empty or only
-    whitespace, or over settings.TEXT_MAX_CHARS."""
+    whitespace, holding a NUL, or over settings.TEXT_MAX_CHARS."""
     if not isinstance(text, str):
         raise _invalid(field, "a string of markdown")
     if not text.strip():
         raise _invalid(field, "empty: write the better answer, or send the rating without a demonstration")
+    if "\x00" in text:
+        # PostgreSQL's text holds no NUL; refused here, not a 500 at the insert.
+        raise _invalid(field, "contains a NUL character (\\u0000)")
     if len(text) > settings.TEXT_MAX_CHARS:
         raise _invalid(field, f"{len(text)} characters; the limit is {settings.TEXT_MAX_CHARS}")
     return text

@@ -111,6 +111,7 @@ def test_diff_chars_counts_deleted_and_inserted_characters():
         ("A", 2, {"text": "  \n\t ", "origin": "a"}, "text"),
         ("A", 2, {"text": "x" * 101, "origin": "a"}, "text"),  # TEXT_MAX_CHARS is 100 here
         ("A", 2, {"text": 5, "origin": "a"}, "text"),
+        ("A", 2, {"text": "Better\x00.", "origin": "a"}, "text"),  # PostgreSQL text holds no NUL
         ("A", 2, {"text": "Better.", "origin": "b"}, "origin"),  # edits the answer not chosen
         ("both_bad", None, {"text": "Better.", "origin": "a"}, "origin"),
         ("tie", None, {"text": "Better.", "origin": ""}, "origin"),
