@@ -2,11 +2,11 @@
 call every operation of the schema (test_access_walk.py, test_schemathesis.py).
 
 Campaign X: annotators A and B in its pool, overlap 1. A rated one
-comparison (with a reason only A may ever read back) and holds a live lease
-on another. Campaign Y: administered by `admin_of_other`, with its own
+comparison (with a reason only A may ever read back, and a pending
+demonstration to review) and holds a live lease on another. Campaign Y: administered by `admin_of_other`, with its own
 annotator, lease and rating. Each campaign has a published policy version,
-a reward model version, a running training run with a dataset snapshot and
-an export, so downloads answer 200 where they are allowed; and two
+a reward model version, an SFT model version, a running training run with
+a dataset snapshot and a demonstrations snapshot, and an export, so downloads answer 200 where they are allowed; and two
 endpoints, one with a generation job under way.
 
 `ids[target]` fills the path parameters of an operation for target "X" or
@@ -19,7 +19,9 @@ from pathlib import Path
 
 from django.contrib.auth import get_user_model
 
-from annotate.models import ExternalModel, GenerationJob, Lease, RewardModelVersion, Role, TrainingRun
+from annotate.models import (
+    Demonstration, ExternalModel, GenerationJob, Lease, RewardModelVersion, Role, SFTModelVersion, TrainingRun,
+)
 from annotate.services.leases import comparison_lease_next
 from annotate.services.exports import export_create
 from annotate.services.ratings import rating_create
@@ -78,9 +80,22 @@ def _campaign(*, label: str, annotators, admins, store, tmp: Path, staff) -> tup
     snapshot = tmp / f"preferences-{label}.jsonl"
     snapshot.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
     dataset = store.publish_file(snapshot, f"campaign-{campaign.pk}/datasets/run-1")
+    conversations = tmp / f"conversations-{label}.jsonl"
+    conversations.write_text('{"messages": [{"role": "user", "content": "p"}, {"role": "assistant", "content": "a"}]}\n')
+    sft_dataset = store.publish_file(conversations, f"campaign-{campaign.pk}/datasets/run-1-sft")
     run = TrainingRun.objects.create(
         campaign=campaign, round=round_, kind=TrainingRun.Kind.TRAIN, status=TrainingRun.Status.RUNNING,
         stage="reward", dataset_path=dataset.path, dataset_sha256=dataset.sha256,
+        sft_dataset_path=sft_dataset.path, sft_dataset_sha256=sft_dataset.sha256,
+    )
+    sft_folder = _published(store, tmp, f"campaign-{campaign.pk}/sft-s1", {"model.safetensors": b"s" * 64})
+    sft = SFTModelVersion.objects.create(
+        campaign=campaign, version=1, start=v0, path=sft_folder.path, sha256=sft_folder.sha256, training_run=run,
+        dataset_path=sft_dataset.path, dataset_sha256=sft_dataset.sha256,
+    )
+    demonstration = Demonstration.objects.create(
+        comparison_id=rating.comparison_id, rating=rating, annotator=rater, origin="a", text="Better.",
+        submitted_text="Better.", diff_chars=7,
     )
     export = export_create(campaign=campaign, kind="ratings", format="jsonl", user=staff)
     # Two endpoints: one free (to change, run, delete), one with a job under way (to cancel).
@@ -97,6 +112,8 @@ def _campaign(*, label: str, annotators, admins, store, tmp: Path, staff) -> tup
         "run_id": run.pk,
         "policy_version_id": v0.pk,
         "reward_version_id": reward.pk,
+        "sft_version_id": sft.pk,
+        "demonstration_id": demonstration.pk,
         "export_id": export.pk,
         "endpoint_id": endpoint.pk,
         "job_id": job.pk,

@@ -92,6 +92,13 @@ EXPECTED = {
     ("GET", "/api/training-runs/{run_id}/dataset/"): [401, (403, 403), (403, 403), (404, 200), (200, 200)],
     ("GET", "/api/policy-versions/{version_id}/download/"): [401, (403, 403), (403, 403), (404, 200), (200, 200)],
     ("GET", "/api/reward-versions/{version_id}/download/"): [401, (403, 403), (403, 403), (404, 200), (200, 200)],
+    ("GET", "/api/sft-versions/{version_id}/download/"): [401, (403, 403), (403, 403), (404, 200), (200, 200)],
+    ("GET", "/api/training-runs/{run_id}/sft-dataset/"): [401, (403, 403), (403, 403), (404, 200), (200, 200)],
+    # demonstrations: admins and engineers read them; a campaign's admins (and staff) review them
+    ("GET", "/api/campaigns/{campaign_id}/demonstrations/"): [401, (403, 403), (403, 403), (404, 200), (200, 200)],
+    ("POST", "/api/campaigns/{campaign_id}/demonstrations/{demonstration_id}/review/"): [
+        401, (403, 403), (403, 403), (404, 200), (200, 200),
+    ],
     # endpoints: engineers and staff save, change, run and cancel; admins read their campaigns'
     ("GET", "/api/campaigns/{campaign_id}/endpoints/"): [401, (403, 403), (403, 403), (404, 200), (200, 200)],
     ("POST", "/api/campaigns/{campaign_id}/endpoints/"): [401, (403, 403), (403, 403), (403, 403), (201, 201)],
@@ -136,6 +143,7 @@ def body_for(method: str, path: str, ids: dict) -> tuple[object, str | None]:
         },
         ("PATCH", "/api/endpoints/{endpoint_id}/"): {"timeout_s": 30},
         ("POST", "/api/endpoints/{endpoint_id}/generate/"): {},
+        ("POST", "/api/campaigns/{campaign_id}/demonstrations/{demonstration_id}/review/"): {"verdict": "accept"},
     }
     raw = {
         ("POST", "/api/campaigns/{campaign_id}/prompts/import/"): b'{"external_id": "walk-1", "prompt": "New?"}\n',
@@ -149,7 +157,11 @@ def body_for(method: str, path: str, ids: dict) -> tuple[object, str | None]:
 
 def url_for(path: str, ids: dict) -> str:
     values = dict(ids)
-    values["version_id"] = ids["reward_version_id"] if path.startswith("/api/reward-versions/") else ids["policy_version_id"]
+    values["version_id"] = (
+        ids["reward_version_id"] if path.startswith("/api/reward-versions/")
+        else ids["sft_version_id"] if path.startswith("/api/sft-versions/")
+        else ids["policy_version_id"]
+    )
     values["username"] = ids["admin"] if "/admins/" in path else ids["member"]
     return path.format(**values)
 

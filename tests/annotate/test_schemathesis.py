@@ -44,7 +44,10 @@ REAL_IDS = {
     "export_id": "export_id",
     "endpoint_id": "endpoint_id",
     "job_id": "job_id",
+    "demonstration_id": "demonstration_id",
 }
+# Path prefix -> the version id a version_id under it takes.
+VERSION_IDS = {"/api/reward-versions/": "reward_version_id", "/api/sft-versions/": "sft_version_id"}
 
 
 @pytest.fixture(params=["staff", "annotator_a"])
@@ -125,7 +128,7 @@ def _with_real_ids(case, world) -> bool:
         if name in REAL_IDS:
             params[name] = ids[REAL_IDS[name]]
         elif name == "version_id":
-            params[name] = ids["reward_version_id" if "reward-versions" in case.path else "policy_version_id"]
+            params[name] = ids[next((v for p, v in VERSION_IDS.items() if case.path.startswith(p)), "policy_version_id")]
         elif name == "username":
             params[name] = ids["admin" if "/admins/" in case.path else "member"]
     case.path_parameters = params
