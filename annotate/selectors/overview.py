@@ -51,10 +51,12 @@ def _number(value) -> float | None:
 
 
 def _kl(version: dict | None) -> tuple[float | None, str]:
-    """KL to the base of a policy version, nats per answer, and where it
-    comes from: the estimate for the weights the step kept (with a budget),
-    else the step's last reported KL (the trainers use the base as their
-    reference), 0 for the base itself."""
+    """KL of a policy version to its step's reference, nats per answer, and
+    where it comes from: the estimate for the weights the step kept (with a
+    budget), else the step's last reported KL, 0 for the base itself. The
+    reference is the base model, or with the campaign's sft_anchor "sft" the
+    SFT model the step started from (training/steps.py, _anchor); the
+    metric keeps its name (policy/kl_to_base) either way."""
     if version is None:
         return None, ""
     if version["version"] == 0:
@@ -387,7 +389,10 @@ def _charts(campaign: Campaign, rows: list[dict]) -> dict:
         "win": {"previous": _series(rows, "vs_previous"), "base": _series(rows, "vs_base"),
                 "reference": _series(rows, "vs_reference"),
                 "reference_model": next((r["reference_model"] for r in rows if r["reference_model"]), None)},
-        "kl": {"values": [r["kl_to_base"] for r in rows], "budget": campaign.kl_budget},
+        # What the policy steps are held to, so the chart names it: the base,
+        # or (sft_anchor "sft") the latest SFT model the candidate descends from.
+        "kl": {"values": [r["kl_to_base"] for r in rows], "budget": campaign.kl_budget,
+               "reference": "sft" if campaign.sft_anchor == Campaign.SFTAnchor.SFT else "base"},
         "heldout": {"values": [h["accuracy"] if h else None for h in heldout],
                     "lo": [h["lower"] if h else None for h in heldout],
                     "hi": [h["upper"] if h else None for h in heldout]},

@@ -19,11 +19,13 @@ from annotate.training.stages import FINISHED, STAGES
 KEY_METRICS: dict[str, str] = {
     "sft/loss": "SFT: loss per assistant token of the demonstrations; falls as the model learns to write them",
     "eval/sft/loss": "SFT: the same loss on held-out prompts' demonstrations (on the training ones when too few)",
+    "eval/sft/token_accuracy": "SFT: held-out assistant tokens the model predicts exactly; should rise",
     "eval/reward/accuracy": "held-out pairs the reward model orders as the raters did (0.5 is chance)",
     "reward/loss": "Bradley–Terry loss on the training pairs; falls as the reward model learns",
     "eval/reward/loss": "the same loss on the held-out pairs; rising while training falls is overfitting",
     "policy/reward_mean": "RLOO: mean reward-model score of the policy's samples; should rise",
-    "policy/kl": "distance of the policy from the base model, nats per answer (the KL budget caps it)",
+    "policy/kl": "distance of the policy from its reference (the base, or the SFT model when the campaign's "
+                 "KL anchor is sft), nats per answer (the KL budget caps it)",
     "policy/loss": "policy loss per step (RLOO: clipped surrogate; DPO: DPO loss)",
     "policy/accuracy": "DPO: pairs whose chosen answer gets the higher implicit reward",
     "policy/kl_to_base": "KL estimate of the weights the step kept",
@@ -200,6 +202,7 @@ def runs_compared(*, a: TrainingRun, b: TrainingRun) -> dict:
 # version has them, in this order; the rest folded in the row.
 POLICY_COLUMNS = ("policy/kl", "policy/kl_to_base", "policy/reward_mean", "policy/accuracy", "policy/loss", "policy/steps")
 REWARD_COLUMNS = ("eval/reward/accuracy", "eval/reward/loss", "reward/accuracy", "reward/loss", "reward/steps")
+SFT_COLUMNS = ("eval/sft/loss", "eval/sft/token_accuracy", "sft/loss", "sft/token_accuracy", "sft/steps")
 
 
 def metric_table(versions, columns: tuple[str, ...]) -> dict:

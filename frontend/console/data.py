@@ -18,11 +18,11 @@ from annotate.selectors.answers import campaign_external_models
 from annotate.selectors.exports import campaign_exports
 from annotate.selectors.gold import gold_pool, gold_pool_totals
 from annotate.selectors.leaderboard import campaign_leaderboard
-from annotate.selectors.run_page import POLICY_COLUMNS, REWARD_COLUMNS, metric_table
+from annotate.selectors.run_page import POLICY_COLUMNS, REWARD_COLUMNS, SFT_COLUMNS, metric_table
 from annotate.selectors.prompts import campaign_prompts
 from annotate.selectors.quality import campaign_quality_with_standing
 from annotate.selectors.rounds import campaign_round, campaign_round_indexes
-from annotate.selectors.training import campaign_policy_versions, campaign_reward_versions
+from annotate.selectors.training import campaign_policy_versions, campaign_reward_versions, campaign_sft_versions
 from annotate.services.answers import answers_import
 from annotate.services.exports import export_create
 from annotate.services.gold import gold_import
@@ -199,17 +199,23 @@ def models(request, campaign_id: int):
             if r["win_rate"] is not None
             else None
         )
+    policies = list(campaign_policy_versions(campaign=campaign))
+    # The leaderboard names policy versions; say which were fine-tuned on demonstrations first.
+    sft_of = {p.version: p.sft_model.version for p in policies if p.sft_model_id}
+    ranked = [{**m, "sft_version": sft_of.get(m["version"]) if m["kind"] == "policy" else None}
+              for m in board["models"]]
     return render(
         request,
         "frontend/console/models.html",
         {
             "campaign": campaign,
             "board": board,
+            "ranked": ranked,
             "plot": leaderboard_plot(board["models"]),
-            "policies": _shortened(metric_table(list(campaign_policy_versions(campaign=campaign)), POLICY_COLUMNS),
-                                   show_all),
+            "policies": _shortened(metric_table(policies, POLICY_COLUMNS), show_all),
             "rewards": _shortened(metric_table(list(campaign_reward_versions(campaign=campaign)), REWARD_COLUMNS),
                                   show_all),
+            "sft": _shortened(metric_table(list(campaign_sft_versions(campaign=campaign)), SFT_COLUMNS), show_all),
             "rounds": _latest(board["rounds"], show_all),
             "pairs": _latest(board["pairs"], show_all),
             "show_all": show_all,

@@ -168,6 +168,23 @@ def test_the_overview_charts_carry_the_figures_the_database_holds(client, campai
     assert charts["win"]["base"]["values"][2] is None and "not measured" in html
 
 
+def test_the_kl_chart_and_column_name_the_sft_model_when_the_campaign_anchors_there(campaign_admin, make_user):
+    # given: a campaign whose policy steps are held to the base
+    campaign = loop_campaign_with_history([make_user(Role.ANNOTATOR) for _ in range(2)])
+    url = f"/console/campaigns/{campaign.pk}/"
+    html = login(campaign_admin).get(url).content.decode()
+    assert embedded(html, "overview-charts")["kl"]["reference"] == "base"
+    assert '<th scope="col">KL to base</th>' in html and "KL to the SFT model" not in html
+    # when: the campaign makes the SFT model the anchor
+    Campaign.objects.filter(pk=campaign.pk).update(sft_anchor=Campaign.SFTAnchor.SFT)
+    html = login(campaign_admin).get(url).content.decode()
+    # then: the chart's data, its caption and the table's column say so (console_overview.js titles it from the data)
+    charts = embedded(html, "overview-charts")
+    assert charts["kl"]["reference"] == "sft"
+    assert '<th scope="col">KL to the SFT model</th>' in html and "the SFT model its policy step was held to" in html
+    assert charts["kl"]["values"] == campaign_overview(campaign=campaign)["charts"]["kl"]["values"]
+
+
 def test_the_overview_reads_a_fixed_number_of_queries_whatever_the_number_of_rounds(
     campaign_admin, make_user, django_assert_max_num_queries
 ):

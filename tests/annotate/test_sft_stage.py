@@ -4,8 +4,10 @@ learned, the policy step starts from what it made, the KL anchor is the base
 model unless the campaign says sft, and it skips (saying why) when its
 schedule or the data say so. Stages run in-process on the tiny model, as the
 gpu worker runs them (training_stage_execute)."""
+import io
 import json
 import uuid
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -73,6 +75,15 @@ def run_stages(run: TrainingRun, stages: tuple[str, ...]) -> TrainingRun:
     return run
 
 
+def unzipped(answer) -> dict[str, bytes]:
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(answer.streaming_content)))
+    return {name: archive.read(name) for name in archive.namelist()}
+
+
+def folder_files(folder: Path, prefix: str) -> dict[str, bytes]:
+    return {f"{prefix}/{p.relative_to(folder).as_posix()}": p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
 def meta(version) -> dict:
     return json.loads((Path(version.path) / "meta.json").read_text())
 
@@ -82,7 +93,7 @@ def weights(version) -> dict:
 
 
 def test_a_round_with_accepted_demonstrations_runs_sft_then_the_policy_starts_from_it_anchored_to_base(
-    make_open_round, annotator, store, tiny_base, enqueued
+    make_open_round, annotator, store, tiny_base, enqueued, ml_engineer_client
 ):
     # given: three accepted demonstrations, the campaign's defaults (every round, anchor base)
     round_ = world(make_open_round, annotator, store, tiny_base, demonstrations=3)
@@ -113,6 +124,13 @@ def test_a_round_with_accepted_demonstrations_runs_sft_then_the_policy_starts_fr
     assert (meta(policy)["start"], meta(policy)["reference"]) == ("sft-v1", "base")
     # then: those demonstrations are learned now; the next round brings none new
     assert demonstrations_untrained_ids(campaign=round_.campaign) == []
+    # then: an engineer takes the SFT checkpoint and its demonstrations out, byte for byte, verified first
+    model_zip = ml_engineer_client.get(f"/api/sft-versions/{sft.pk}/download/")
+    assert model_zip.status_code == 200 and model_zip["X-Checksum-SHA256"] == sft.sha256
+    assert unzipped(model_zip) == folder_files(Path(sft.path), f"campaign-{round_.campaign_id}-sft-s1")
+    data_zip = ml_engineer_client.get(f"/api/training-runs/{run.pk}/sft-dataset/")
+    assert data_zip.status_code == 200 and data_zip["X-Checksum-SHA256"] == sft.dataset_sha256
+    assert unzipped(data_zip) == folder_files(Path(sft.dataset_path), f"campaign-{round_.campaign_id}-run{run.pk}-sft-dataset")
 
 
 def test_with_sft_anchor_sft_the_policy_step_is_held_to_the_sft_model(
@@ -374,3 +392,52 @@ def test_a_round_that_skipped_sft_keeps_the_anchor_its_candidate_descends_from(
     label, record = _anchor(run, v1, None)
     # then
     assert label == expected and record == (sft if anchor == "sft" else v0)
+
+
+def test_a_tampered_sft_checkpoint_is_refused_with_409_and_a_run_without_sft_snapshot_is_a_404(
+    open_round, store, tmp_path, ml_engineer_client
+):
+    # given: s1 in the store, then one of its files changed
+    src = tmp_path / "sft-src"
+    src.mkdir()
+    (src / "model.safetensors").write_bytes(b"good weights")
+    published = store.publish(src, f"campaign-{open_round.campaign_id}/sft-run1")
+    campaign = open_round.campaign
+    run = TrainingRun.objects.create(campaign=campaign, round=open_round, kind="train")
+    sft = SFTModelVersion.objects.create(campaign=campaign, version=1, start=campaign.policy_versions.get(version=0),
+                                         path=published.path, sha256=published.sha256, training_run=run)
+    (Path(published.path) / "model.safetensors").write_bytes(b"evil weights")
+    # when
+    refused = ml_engineer_client.get(f"/api/sft-versions/{sft.pk}/download/")
+    no_snapshot = ml_engineer_client.get(f"/api/training-runs/{run.pk}/sft-dataset/")
+    # then: the documented error shape, and not one byte of the folder
+    assert refused.status_code == 409 and not refused.streaming
+    assert refused.json()["error"] == "conflict" and "failed its sha256 check" in refused.json()["detail"]
+    assert no_snapshot.status_code == 404 and "no demonstrations snapshot" in no_snapshot.json()["detail"]
+
+
+def test_the_models_page_shows_sft_models_and_the_policies_made_from_them(open_round, ml_engineer, client):
+    # given: v0 -> s1 (two demonstrations) -> v1
+    campaign = open_round.campaign
+    v0 = campaign.policy_versions.get(version=0)
+    run = TrainingRun.objects.create(campaign=campaign, round=open_round, kind="train")
+    sft = SFTModelVersion.objects.create(campaign=campaign, version=1, start=v0, path="/s", sha256="ab" * 32,
+                                         training_run=run, dataset_sha256="cd" * 32, demonstration_ids=[4, 9],
+                                         metrics={"eval/sft/loss": 1.25, "sft/loss": 0.5, "sft/tokens_per_s": 900.0})
+    PolicyVersion.objects.create(campaign=campaign, version=1, parent=v0, path="/p", sha256="12" * 32,
+                                 training_run=run, sft_model=sft)
+    # when
+    client.force_login(ml_engineer)
+    html = client.get(f"/console/campaigns/{campaign.pk}/models/").content.decode()
+    # then: the policy says it went through s1; s1 has its start, demonstrations, snapshot and metrics
+    policy_row = html.split('id="policy-versions"')[1].split('<tr data-version="1">')[1].split("</tr>")[0]
+    assert "v0" in policy_row and "sft s1" in policy_row
+    table = html.split('id="sft-versions"')[1].split("</table>")[0]
+    header, row = table.split("</thead>")
+    assert "<code>eval/sft/loss</code>" in header and "<code>sft/loss</code>" in header
+    assert "<td>s1</td><td>v0</td>" in row and ">2</td>" in row and "cdcdcdcdcdcd" in row
+    assert "1.25" in row and "sft/tokens_per_s" in row
+    # and the lineage page offers the SFT checkpoint and its snapshot as downloads
+    lineage = client.get(f"/console/campaigns/{campaign.pk}/lineage/").content.decode()
+    assert f"/api/sft-versions/{sft.pk}/download/" in lineage
+    assert f"/api/training-runs/{run.pk}/sft-dataset/" in lineage

@@ -86,3 +86,14 @@ def test_pause_then_resume_through_the_buttons(page, live_server, overview, requ
     page.click("#settings-link")
     page.wait_for_selector("#id_name", state="visible")
     assert errors == []
+
+
+def test_the_kl_chart_is_titled_by_the_campaigns_kl_anchor(page, live_server, overview):
+    campaign, errors = overview
+    for anchor, title in ((Campaign.SFTAnchor.BASE, "KL to the base (nats per answer)"),
+                          (Campaign.SFTAnchor.SFT, "KL to the SFT model (nats per answer)")):
+        Campaign.objects.filter(pk=campaign.pk).update(sft_anchor=anchor)
+        page.goto(f"{live_server.url}/console/campaigns/{campaign.pk}/")
+        page.wait_for_selector("#chart-kl .uplot canvas")
+        assert page.text_content("#chart-kl .u-title").strip() == title
+    assert errors == []

@@ -42,10 +42,12 @@ function drawCharts(data) {
     } else note(boxes.win, "Candidate win rate: not measured yet (round 0 pairs the base with itself; round 1 is the first with a candidate).");
   }
   if (boxes.kl) {
+    // The campaign's KL anchor: the base model, or the SFT model (sft_anchor "sft").
+    const klTitle = data.kl.reference === "sft" ? "KL to the SFT model" : "KL to the base";
     if (measured(data.kl.values)) {
       const lines = data.kl.budget === null || data.kl.budget === undefined ? [] : [{ label: "KL budget", value: data.kl.budget, color: "#a00" }];
-      lineChart(boxes.kl, { title: "KL to the base (nats per answer)", xLabel: "round", yLabel: "KL", x, yRange: [0, null], series: [{ label: "candidate", values: data.kl.values }], lines });
-    } else note(boxes.kl, "KL to the base: not recorded by any policy step yet.");
+      lineChart(boxes.kl, { title: `${klTitle} (nats per answer)`, xLabel: "round", yLabel: "KL", x, yRange: [0, null], series: [{ label: "candidate", values: data.kl.values }], lines });
+    } else note(boxes.kl, `${klTitle}: not recorded by any policy step yet.`);
   }
   if (boxes.heldout) {
     if (measured(data.heldout.values)) {
