@@ -170,3 +170,45 @@ def test_a_draft_survives_a_reload_of_the_same_comparison(page, live_server, log
     page.keyboard.press("d")
     page.wait_for_selector("#demo-dialog[open]")
     expect(page.locator("#demo-text")).to_have_value("")
+
+
+def test_an_unsent_demonstration_stays_in_the_outbox_across_a_reload_while_the_server_is_down(
+    page, live_server, logged_in
+):
+    campaign, user = logged_in
+    _mode(campaign, Campaign.Demonstrations.OPTIONAL)
+    page.goto(rate_url(live_server, campaign))
+    shown = wait_for_comparison(page)
+    # given: the API stops answering, and the annotator writes a better answer and submits
+    page.route("**/api/**", lambda route: route.abort("connectionrefused"))
+    page.keyboard.press("4")
+    page.keyboard.press("d")
+    page.wait_for_selector("#demo-dialog[open]")
+    page.keyboard.type("Written while the server was down.")
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#status")).to_contain_text("not sent yet")
+
+    def outbox() -> list:
+        stored = page.evaluate(
+            "() => Object.keys(localStorage).filter((k) => k.startsWith('ratchet.outbox'))"
+            ".flatMap((k) => JSON.parse(localStorage.getItem(k)))"
+        )
+        return [item["body"] for item in stored if item.get("body")]
+
+    [waiting] = outbox()
+    # when: the page reloads with the server still down
+    page.reload()
+    page.wait_for_function("() => document.querySelector('#status').textContent.includes('not sent yet')")
+    # then: the submit, demonstration and key included, is still in the browser, and nothing reached the server
+    assert outbox() == [waiting]
+    assert waiting["comparison"] == shown and waiting["demonstration"]["text"] == "Written while the server was down."
+    assert not Rating.objects.filter(annotator=user).exists() and not Demonstration.objects.exists()
+    # when: the server is back
+    page.unroute("**/api/**")
+    # then: the retry lands it once, with the key it was first sent with
+    demo = wait_until(page, lambda: Demonstration.objects.filter(annotator=user).first(), timeout=40,
+                      what="the demonstration after the server came back")
+    assert (demo.comparison_id, demo.origin, demo.text) == (shown, "", "Written while the server was down.")
+    rating = Rating.objects.get(annotator=user)
+    assert str(rating.idempotency_key) == waiting["idempotency_key"] and Demonstration.objects.count() == 1
+    wait_until(page, lambda: outbox() == [], timeout=10, what="an empty outbox")
