@@ -72,11 +72,16 @@ def splits(eval_prompts: int) -> dict[str, list[str]]:
             "train": every[: -2 * eval_prompts]}
 
 
-def training_config(args) -> dict:
+def training_config(args, seed: int = 0) -> dict:
+    """The campaign's training settings; `seed` seeds every stage (data
+    order, splits, head init, sampling the rounds' answers), so that seeds
+    differ in training as well as in the raters' draws."""
     config = json.loads(json.dumps(TRAINING[(args.model, "dpo")]))
     config["sft"] = dict(SFT[args.model], **({"lr": args.sft_lr} if args.sft_lr else {}),
                          **({"epochs": args.sft_epochs} if args.sft_epochs else {}))
     config["generate"] = {"max_new_tokens": args.new_tokens, "batch_size": 32}
+    for section in ("reward", "dpo", "sft", "generate"):
+        config[section]["seed"] = seed
     return config
 
 
@@ -101,7 +106,7 @@ def run_arm(platform: Platform, admin, model: str, args, *, arm: str, seed: int,
     writes = arm == "sft+dpo"
     status, campaign = admin.post("/api/campaigns/create/", {
         "name": f"{arm} seed {seed}", "base_model": model, "overlap": args.raters,
-        "comparisons_per_round": comparisons, "training_config": training_config(args),
+        "comparisons_per_round": comparisons, "training_config": training_config(args, seed),
         "method": "dpo", "gold_frequency": 0.0,
         "demonstrations": "both_bad" if writes else "off", "sft_schedule": "every_round", "sft_anchor": args.anchor,
     })
@@ -291,7 +296,7 @@ def main(argv=None) -> None:
     for arm, r in report["arms"].items():
         p, a = r["pooled"], r["across_seeds"]
         print(f"{arm}: win rate over base {p['win_rate']:.3f} [{p['ci95'][0]:.3f}, {p['ci95'][1]:.3f}] pooled "
-              f"(n {p['n']}), per seed {a['mean']:.3f} [{_f(a['ci95'][0])}, {_f(a['ci95'][1])}], actions {r['actions']}")
+              f"(n {p['n']}), per seed {a['mean']:.3f} [{_g(a['ci95'][0])}, {_g(a['ci95'][1])}], actions {r['actions']}")
     d = report["difference"]
     print(f"difference sft+dpo - dpo: {d['across_seeds']['mean']:+.3f} [{_f(d['across_seeds']['ci95'][0])}, "
           f"{_f(d['across_seeds']['ci95'][1])}] across seeds, paired over questions "
@@ -300,6 +305,10 @@ def main(argv=None) -> None:
 
 def _f(x) -> str:
     return "n/a" if x is None else f"{x:+.3f}"
+
+
+def _g(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
 
 
 if __name__ == "__main__":
