@@ -113,7 +113,7 @@ def simulation_config_errors(values: dict) -> dict[str, str]:
         except (OSError, ValueError) as exc:
             errors["references"] = f"cannot be read: {exc}"
     if merged["review"] is True and not (merged["references"] and merged["write"] is True):
-        errors["review"] = "the raters write nothing to review without references (and write)"
+        errors["review"] = "the raters write nothing to review: give them references, with write on"
     if ("references" not in errors and not merged["references"] and "preference" not in errors
             and preference_parse(merged["preference"]).kind == "reference"):
         errors["references"] = "the reference preference needs the references file it compares with"

@@ -13,6 +13,7 @@ from annotate.models import Campaign, Demonstration, DemonstrationReview, Prompt
 from annotate.services.simulation import simulation_config_build
 from annotate.simulation.preference import Judge, preference_parse, reference_f1, references_load
 from annotate.simulation.raters import SimulationConfig, simulation_config_errors
+from bench.data import DATA
 from tests.annotate.simulation.campaigns import campaign_with_round, run
 
 
@@ -49,7 +50,8 @@ def test_the_reference_preference_prefers_the_answer_closer_to_the_reference():
 def test_writing_settings_are_checked_and_name_the_field(tmp_path):
     assert "references" in simulation_config_errors({"references": str(tmp_path / "missing.jsonl")})
     assert simulation_config_errors({"review": True}) == {
-        "review": "the raters write nothing to review without references"}
+        "review": "the raters write nothing to review: give them references, with write on"}
+    assert "review" in simulation_config_errors({"review": True, "write": False, "references": str(DATA)})
     assert "references" in simulation_config_errors({"preference": "reference"})
     assert "both_bad_margin" in simulation_config_errors({"both_bad_margin": -1.0})
 
