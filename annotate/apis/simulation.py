@@ -32,7 +32,8 @@ class CampaignSimulateApi(APIView):
 
     class InputSerializer(serializers.Serializer):
         preference = serializers.CharField(
-            required=False, help_text="shorter | longer | keyword:<word> | reward:<reward model folder or version id>"
+            required=False,
+            help_text="shorter | longer | keyword:<word> | reward:<reward model folder or version id> | reference",
         )
         strength = serializers.FloatField(required=False, help_text="logistic scale of the preference; higher = more decisive")
         noise = serializers.FloatField(required=False, help_text="probability of a random pick")
@@ -46,6 +47,15 @@ class CampaignSimulateApi(APIView):
             required=False, allow_null=True, help_text="rounds to rate from the one open now (default 1)"
         )
         wait_timeout_s = serializers.FloatField(required=False, help_text="give up waiting for a round after this long")
+        references = serializers.CharField(
+            required=False, allow_blank=True,
+            help_text="a JSONL file on the server of {prompt, reference} (or {prompt, chosen}): what the raters write on both bad",
+        )
+        both_bad_margin = serializers.FloatField(
+            required=False, allow_null=True, help_text="both bad when the reference beats the better answer by this (log-odds)"
+        )
+        write = serializers.BooleanField(required=False, help_text="with references: write on both bad (default) or only judge by them")
+        review = serializers.BooleanField(required=False, help_text="simulated reviewers accept what the raters write")
 
     class OutputSerializer(serializers.Serializer):
         campaign = serializers.IntegerField()

@@ -37,16 +37,17 @@ from django.shortcuts import get_object_or_404
 from rest_framework.authtoken.models import Token
 
 from annotate.errors import Conflict, ServiceError, ValidationFailed
-from annotate.models import Campaign, Comparison, Rating, RewardModelVersion, Role
+from annotate.models import Campaign, Comparison, Demonstration, DemonstrationReview, Rating, RewardModelVersion, Role
 from annotate.selectors.access import campaigns_visible_to, user_roles
 from annotate.selectors.leases import annotator_round_status, comparison_lease_payload
 from annotate.selectors.rounds import campaign_current_round
 from annotate.services.leases import comparison_lease_next_visible, lease_skip
 from annotate.services.memberships import memberships_add
+from annotate.services.demonstrations import demonstration_review
 from annotate.services.ratings import rating_create
 from annotate.services.users import user_create_or_update
 from annotate.simulation.clients import HttpRaterClient, RaterClient
-from annotate.simulation.preference import Judge, preference_parse
+from annotate.simulation.preference import Judge, preference_parse, references_load
 from annotate.simulation.raters import Simulation, SimulationConfig, SimulationResult, simulation_config_errors
 from config.celery import task_named
 
@@ -97,6 +98,7 @@ class ServiceRaterClient:
                 annotator=user, comparison_id=rating["comparison"], choice=rating["choice"],
                 strength=rating.get("strength"), reason=rating.get("reason", ""),
                 time_on_task_ms=rating.get("time_on_task_ms"), idempotency_key=uuid.UUID(rating["idempotency_key"]),
+                demonstration=rating.get("demonstration"),
             )
             return 201 if created else 200, {
                 "id": made.pk, "comparison": made.comparison_id, "choice": made.choice, "strength": made.strength,
@@ -170,6 +172,12 @@ def simulation_config_build(*, campaign: Campaign, values: dict) -> tuple[Simula
             "Bad simulation settings: " + "; ".join(f"{k} {v}" for k, v in errors.items()), details=errors
         )
     config = SimulationConfig(**values)
+    if config.references and config.write and campaign.demonstrations == Campaign.Demonstrations.OFF:
+        raise ValidationFailed(
+            f"references: campaign '{campaign.name}' takes no demonstrations, so the raters could not write; "
+            "set its demonstrations to both_bad or optional, or set write false (judge by the references only).",
+            details={"references": "the campaign takes no demonstrations"},
+        )
     preference = preference_parse(config.preference)
     reward_path = None
     if preference.kind == "reward":
@@ -220,6 +228,53 @@ def simulated_raters_ensure(*, campaign: Campaign, config: SimulationConfig) -> 
     return [(name, tokens[name]) for name in names]
 
 
+def simulated_reviewers_ensure(*, campaign: Campaign, config: SimulationConfig) -> list:
+    """The pool's reviewers, `sim-c<campaign>-<label>-review<j>`, as many as
+    an accepted demonstration needs (the campaign's demonstration_reviews):
+    in the `simulated` group, no role, no password and no token. They never
+    sign in; they review in this process through the service the console's
+    review form calls, so its rules (not the author, once each) hold."""
+    names = [f"{USERNAME_PREFIX}c{campaign.pk}-{config.label}-review{j}"
+             for j in range(max(1, campaign.demonstration_reviews))]
+    with transaction.atomic():
+        group, _ = Group.objects.get_or_create(name=SIMULATED_GROUP)
+        reviewers = []
+        for name in names:
+            user = User.objects.filter(username=name).prefetch_related("groups").first()
+            if user is not None and SIMULATED_GROUP not in {g.name for g in user.groups.all()}:
+                raise Conflict(f"Username {name} belongs to a person, not a simulated reviewer; use another label.",
+                               details={"label": "taken by real accounts; use another label"})
+            if user is None:
+                user, _ = user_create_or_update(username=name, password=None, roles=[])
+                user.groups.add(group)
+                Token.objects.filter(user=user).delete()  # nothing signs in as a reviewer
+            reviewers.append(user)
+    return reviewers
+
+
+def simulated_review(*, campaign: Campaign, reviewers: list, rating_id: int, written: str) -> str:
+    """The simulated reviewers' verdicts on the demonstration stored with
+    this rating: accept (each reviewer in turn, until it is decided) when its
+    text is what the rater wrote, reject with the reason otherwise. Returns
+    its status; one a person decided first is left as it is."""
+    demonstration = Demonstration.objects.filter(rating_id=rating_id, comparison__round__campaign=campaign).first()
+    if demonstration is None:
+        return "missing"
+    for reviewer in reviewers:
+        if demonstration.status != Demonstration.Status.PENDING:
+            break
+        same = demonstration.text == written
+        try:
+            demonstration = demonstration_review(
+                campaign=campaign, demonstration_id=demonstration.pk, reviewer=reviewer,
+                verdict=DemonstrationReview.Verdict.ACCEPT if same else DemonstrationReview.Verdict.REJECT,
+                reason="" if same else "not the reference answer the simulated rater wrote",
+            )
+        except Conflict:  # decided or reviewed by someone meanwhile
+            demonstration.refresh_from_db()
+    return demonstration.status
+
+
 def simulation_until_round(*, campaign: Campaign, config: SimulationConfig) -> int | None:
     """The last round index to rate: rounds counted from the round open now
     (from round 0 when none is open yet); None when rounds is None."""
@@ -240,9 +295,18 @@ def simulation_run(*, campaign: Campaign, config: SimulationConfig, reward_path:
     HTTP at `url`, or through its services in this process when url is None
     (ServiceRaterClient). See Simulation.run."""
     accounts = simulated_raters_ensure(campaign=campaign, config=config)
-    judge = Judge(preference_parse(config.preference), reward_path)
+    references = references_load(config.references) if config.references else None
+    judge = Judge(preference_parse(config.preference), reward_path, references=references)
+    review = None
+    if config.review:
+        reviewers = simulated_reviewers_ensure(campaign=campaign, config=config)
+
+        def review(rating_id: int, written: str) -> None:
+            simulated_review(campaign=campaign, reviewers=reviewers, rating_id=rating_id, written=written)
+
     simulation = Simulation(campaign_id=campaign.pk, config=config, accounts=accounts,
-                            make_client=rater_client_factory(url), judge=judge, step=step, on_event=on_event)
+                            make_client=rater_client_factory(url), judge=judge, step=step, on_event=on_event,
+                            review=review)
     return simulation.run(until_round=until_round, rated_before=rated_before, time_budget_s=time_budget_s,
                           deadline=deadline, wait=wait)
 

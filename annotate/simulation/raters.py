@@ -3,7 +3,13 @@ of a pool of them (SimulationConfig, checked by simulation_config_errors).
 No Django: the raters reach the platform through a RaterClient
 (annotate/simulation/clients.py), over HTTP or through the services in
 this process; annotate/services/simulation.py makes their accounts and
-runs them.
+runs them, and the reviewer that accepts what they write.
+
+Raters who write: with `references` (a JSONL file, question -> reference
+answer) a rater calls both answers bad when the question's reference beats
+the better one by `both_bad_margin` or more, and sends the reference as its
+demonstration with that rating, in the rating's body as the rating page
+does (docs/simulation.md, "Raters who write").
 """
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ from typing import Callable
 
 from annotate.apis.client import TransportError
 from annotate.simulation.clients import RaterClient
-from annotate.simulation.preference import Judge, preference_parse, simulated_choice
+from annotate.simulation.preference import Judge, preference_parse, references_load, simulated_choice
 
 @dataclass
 class SimulationConfig:
@@ -37,6 +43,15 @@ class SimulationConfig:
     max_ratings: int | None = None  # stop after this many ratings in all; None = no cap
     rounds: int | None = 1  # rounds to rate, from the one open now, waiting for training in between
     wait_timeout_s: float = 6 * 3600.0  # give up waiting for the next round after this long
+    references: str = ""  # JSONL of {"prompt", "reference"} (or "chosen": the shipped data's preferred answers): what the raters write, and what the reference preference compares with
+    write: bool = True  # with references: write the reference on both bad; False = only judge by it (a pool that never writes)
+    both_bad_margin: float | None = None  # with references: both bad (and the reference written) when it beats the better answer by this much (log-odds); None = 1.0
+    review: bool = False  # simulated reviewers accept what the pool writes (the review service the console calls), so that it trains
+
+
+# With references and no both_bad_margin: the reference beats the better
+# answer by e (2.7) times in the preference's odds before both are "bad".
+DEFAULT_BOTH_BAD_MARGIN = 1.0
 
 
 LABEL = re.compile(r"[a-z0-9]{1,20}")
@@ -51,8 +66,10 @@ def simulation_config_errors(values: dict) -> dict[str, str]:
     for key in sorted(set(values) - known):
         errors[key] = f"not a setting (known: {', '.join(sorted(known))})"
     defaults = SimulationConfig()
-    for name in ("strength", "noise", "position_bias", "seconds_per_rating", "wait_timeout_s"):
+    for name in ("strength", "noise", "position_bias", "seconds_per_rating", "wait_timeout_s", "both_bad_margin"):
         value = values.get(name, getattr(defaults, name))
+        if value is None and name == "both_bad_margin":
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
             errors[name] = f"must be a number, not {value!r}"
     for name in ("raters", "seed", "rounds", "max_ratings"):
@@ -85,6 +102,23 @@ def simulation_config_errors(values: dict) -> dict[str, str]:
         errors["wait_timeout_s"] = f"must be above 0 and at most a week (604800), not {merged['wait_timeout_s']}"
     if not isinstance(merged["label"], str) or not LABEL.fullmatch(merged["label"]):
         errors["label"] = f"1 to 20 lowercase letters or digits, not {merged['label']!r}"
+    for name in ("review", "write"):
+        if not isinstance(merged[name], bool):
+            errors[name] = f"true or false, not {merged[name]!r}"
+    if not isinstance(merged["references"], str):
+        errors["references"] = f"a JSONL file's path, not {merged['references']!r}"
+    elif merged["references"]:
+        try:
+            references_load(merged["references"])
+        except (OSError, ValueError) as exc:
+            errors["references"] = f"cannot be read: {exc}"
+    if merged["review"] is True and not (merged["references"] and merged["write"] is True):
+        errors["review"] = "the raters write nothing to review: give them references, with write on"
+    if ("references" not in errors and not merged["references"] and "preference" not in errors
+            and preference_parse(merged["preference"]).kind == "reference"):
+        errors["references"] = "the reference preference needs the references file it compares with"
+    if merged["both_bad_margin"] is not None and "both_bad_margin" not in errors and not 0 <= merged["both_bad_margin"] <= 100:
+        errors["both_bad_margin"] = f"must be between 0 and 100 (log-odds), not {merged['both_bad_margin']}"
     return errors
 
 
@@ -102,6 +136,7 @@ class Rater:
     skips: int = 0
     lost: int = 0  # ratings the server refused (409: lease lost, round closed)
     choices: Counter = field(default_factory=Counter)
+    demonstrations: int = 0  # ratings sent with a written answer, and stored
 
 
 @dataclass
@@ -109,6 +144,8 @@ class SimulationResult:
     ratings: int = 0
     skips: int = 0
     lost: int = 0
+    demonstrations: int = 0  # ratings stored with a demonstration (the reference written on both bad)
+    reviewed: int = 0  # of those, reviewed by the simulated reviewers
     rounds: list[int] = field(default_factory=list)  # round indexes rated in
     seconds: float = 0.0
     ended: str = ""  # why the run ended
@@ -130,8 +167,14 @@ class Simulation:
     def __init__(self, *, campaign_id: int, config: SimulationConfig, accounts: list[tuple[str, str]],
                  make_client: Callable[[str], RaterClient], judge: Judge, step: int = 0,
                  on_event: Callable[[str, "SimulationResult"], None] | None = None,
+                 review: Callable[[int, str], None] | None = None,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
-        self.campaign_id, self.config, self.judge = campaign_id, config, judge
+        """`review(rating_id, text written)`: called after each rating stored
+        with a demonstration (the simulated reviewers), or None to leave
+        them to people. The judge's references are what the raters write."""
+        self.campaign_id, self.config, self.judge, self.review = campaign_id, config, judge, review
+        margin = config.both_bad_margin
+        self.both_bad_margin = DEFAULT_BOTH_BAD_MARGIN if margin is None else margin
         self.on_event = on_event or (lambda kind, result: None)
         self.clock, self.sleep = clock, sleep
         self.raters = []
@@ -187,10 +230,18 @@ class Simulation:
             rater.skips += 1
             self.result.skips += 1
             return
+        # simulated_choice's first draw decides a careless click (noise,
+        # position bias); peeked here, the draws it makes stay the same.
+        state = rater.rng.getstate()
+        careless = rater.rng.random() < self.config.noise + self.config.position_bias
+        rater.rng.setstate(state)
         choice, strength = simulated_choice(
             margin, strength=self.config.strength, noise=self.config.noise,
             position_bias=self.config.position_bias, rng=rater.rng,
         )
+        written = None if careless else self._writes(prompt, held)
+        if written is not None:
+            choice, strength = "both_bad", None
         payload = {
             "comparison": comparison,
             "choice": choice,
@@ -199,11 +250,21 @@ class Simulation:
             "time_on_task_ms": int(1000 * (self.clock() - rater.leased_at)),
             "idempotency_key": str(uuid.uuid4()),
         }
+        if written is not None:
+            # As the rating page sends it (rate.js, rate_demo.js): written
+            # from nothing on both bad (origin ''), in the rating's body.
+            payload["demonstration"] = {"text": written, "origin": "", "time_on_task_ms": payload["time_on_task_ms"]}
         status, body = self._call(lambda: rater.client.rate(payload))
         if status in (200, 201):
             rater.ratings += 1
             rater.choices[choice] += 1
             self.result.ratings += 1
+            if written is not None and status == 201:
+                rater.demonstrations += 1
+                self.result.demonstrations += 1
+                if self.review is not None:
+                    self.review(body["id"], written)
+                    self.result.reviewed += 1
             if held["round"] not in self.result.rounds:
                 self.result.rounds.append(held["round"])
             self.on_event("rating", self.result)
@@ -215,6 +276,18 @@ class Simulation:
         else:
             rater.stopped = f"rating answered {status}: {body}"
             self.on_event(f"{rater.username} stopped: {rater.stopped}", self.result)
+
+    def _writes(self, prompt, held: dict) -> str | None:
+        """The reference this rater writes for the comparison (and so calls
+        both bad), or None: when the question has one and it beats the better
+        answer by both_bad_margin or more. Asked only on a careful look: a
+        careless click (noise, position bias) reads neither answer."""
+        if not (self.config.write and self.judge.references):
+            return None
+        found = self.judge.reference_margin(prompt, held["response_a"], held["response_b"])
+        if found is None or not found[1] >= self.both_bad_margin:
+            return None
+        return found[0]
 
     # -- the event loop -----------------------------------------------------------------
     def _round_now(self) -> dict | None:
@@ -302,6 +375,7 @@ class Simulation:
         result.seconds = round(self.clock() - self.started, 3)
         result.raters = {
             r.username: {"ratings": r.ratings, "skips": r.skips, "lost": r.lost, "choices": dict(r.choices),
+                         "demonstrations": r.demonstrations,
                          "seconds_per_rating": round(r.seconds_per_rating, 3), "stopped": r.stopped}
             for r in self.raters
         }

@@ -4,6 +4,7 @@ campaign through the same API people use (annotate/services/simulation.py).
     python manage.py simulate_raters --campaign 3 --raters 3 --preference shorter --noise 0.1
     python manage.py simulate_raters --campaign 3 --preference keyword:because --rounds 3 --url http://127.0.0.1:8000
     python manage.py simulate_raters --campaign 3 --preference reward:7 --speed 20 --max-ratings 50
+    python manage.py simulate_raters --campaign 3 --preference reference --references data/finegrainedrlhf_qa_feedback_dev.jsonl --review
 
 Without --url the raters' calls go to the services the annotator API
 calls, in this process; with it, over HTTP to that server (which must use
@@ -30,7 +31,8 @@ class Command(BaseCommand):
         parser.add_argument("--campaign", type=int, required=True, help="campaign id")
         parser.add_argument("--raters", type=int, default=defaults.raters, help="simulated annotators in the pool")
         parser.add_argument("--preference", default=defaults.preference,
-                            help="shorter | longer | keyword:<word> | reward:<reward model folder or RewardModelVersion id>")
+                            help="shorter | longer | keyword:<word> | reward:<reward model folder or RewardModelVersion id> | "
+                                 "reference (closer to --references' answer)")
         parser.add_argument("--strength", type=float, default=defaults.strength,
                             help="logistic scale: P(A) = sigmoid(strength x margin); higher = more decisive")
         parser.add_argument("--noise", type=float, default=defaults.noise, help="probability of a random pick")
@@ -49,6 +51,16 @@ class Command(BaseCommand):
         parser.add_argument("--max-ratings", type=int, default=None, help="stop after this many ratings in all")
         parser.add_argument("--wait-timeout", type=float, default=defaults.wait_timeout_s,
                             help="seconds to wait for the next round before giving up")
+        parser.add_argument("--references", default=defaults.references,
+                            help="JSONL of {prompt, reference} (or {prompt, chosen}: the first per question): "
+                                 "what the raters write when both answers are bad; default: they never write")
+        parser.add_argument("--both-bad-margin", type=float, default=defaults.both_bad_margin,
+                            help="with --references: both bad when the reference beats the better answer by this "
+                                 "much under the preference (log-odds; default 1.0)")
+        parser.add_argument("--no-write", action="store_true",
+                            help="with --references: judge by them (the reference preference) but never write")
+        parser.add_argument("--review", action="store_true",
+                            help="simulated reviewers accept what the raters write, so that it trains")
         parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
     def handle(self, *args, **o):
@@ -59,7 +71,8 @@ class Command(BaseCommand):
             preference=o["preference"], strength=o["strength"], noise=o["noise"], position_bias=o["position_bias"],
             seconds_per_rating=o["speed"], raters=o["raters"], seed=o["seed"], label=o["label"],
             max_ratings=o["max_ratings"], rounds=o["rounds"] if o["rounds"] is not None else 1,
-            wait_timeout_s=o["wait_timeout"],
+            wait_timeout_s=o["wait_timeout"], references=o["references"], both_bad_margin=o["both_bad_margin"],
+            review=o["review"], write=not o["no_write"],
         )
         try:
             config, reward_path = simulation_config_build(campaign=campaign, values=values)
@@ -97,6 +110,9 @@ class Command(BaseCommand):
         self.stdout.write(f"done in {result.seconds:.1f} s: {result.ended}")
         self.stdout.write(f"rated {result.ratings}, skipped {result.skips}, refused {result.lost}, "
                           f"rounds {result.rounds}")
+        if config.references and config.write:
+            self.stdout.write(f"wrote {result.demonstrations} answers on both bad, "
+                              f"{result.reviewed} reviewed by the simulated reviewers")
         for name, r in result.raters.items():
             picks = ", ".join(f"{k} {v}" for k, v in sorted(r["choices"].items()))
             stopped = f"; stopped: {r['stopped']}" if r["stopped"] else ""
