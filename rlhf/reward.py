@@ -3,14 +3,19 @@
 Loss per pair: -logsigmoid(r_chosen - r_rejected - margin), weighted by the
 row's `weight`; optional centering term (TRL's center_rewards_coefficient)
 keeps rewards near zero so the RLOO KL coefficient means the same across runs.
+A ranking row is one Plackett–Luce term (rlhf.plackett_luce); with
+RewardConfig.aspects each aspect has a head of its own, trained on the pairs
+that rate it, and the checkpoint is saved with their combination as its one
+score (rlhf.scoring; docs/rlhf.md, "Aspects" and "Rankings").
 Batches run packed (rlhf.packing) or padded; the metrics are reward/* while
 training, eval/reward/val_* on the validation pairs (early stopping reads
 them) and eval/reward/* on the test pairs, which only report (split_rows;
 rlhf/__init__.py lists the metrics).
 
 One file over the usual length: the trainer is one readable loop, and the
-loss, the eval and the scorer it uses must agree on how a pair is batched
-and scored; split, they would drift apart.
+loss, the eval and the scorer it uses must agree on how a pair (and a
+ranking, and an aspect head) is batched and scored; split, they would drift
+apart.
 
     python -m rlhf.train_reward --data pairs.jsonl --base PATH --out DIR [--epochs 2 --lr 1e-5]
 """
@@ -654,7 +659,7 @@ def train_reward(
         "base": str(base_path),
         "config": asdict(config),
         "metrics": final,
-        "n_pairs": len(rows),
+        "n_pairs": sum("ranking" not in r for r in rows),
         "n_train_pairs": len(train_rows),
         "n_val_pairs": len(val_rows),
         "n_eval_pairs": len(test_rows),
