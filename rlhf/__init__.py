@@ -25,7 +25,7 @@ trainers pass them to their `on_metrics(step, metrics)` callback and return
 the last ones (plus the final-only ones) as their result, which meta.json
 keeps. Rewards are in the reward model's units, KL in nats per answer.
 
-    reward/loss                   mean Bradley–Terry loss per step (with the centering term)
+    reward/loss                   mean Bradley–Terry (rankings: Plackett–Luce) loss per step (with centering)
     reward/accuracy               share of pairs scored r_chosen > r_rejected
     reward/margin                 mean r_chosen - r_rejected
     reward/reward_mean            mean reward of both answers of the pairs
@@ -56,6 +56,15 @@ keeps. Rewards are in the reward model's units, KL in nats per answer.
     eval/reward/val_reward_std    validation standard deviation of those rewards
     eval/reward/val_split         "heldout", or "train" when too few training prompts to hold any out
                                   (text; no val_* metrics at all with val_fraction 0)
+    eval/reward/aspect_<name>_accuracy  with aspect heads (RewardConfig.aspects): test share of the pairs
+                                  rating <name> (not "same") whose <name> head orders them as rated
+    eval/reward/aspect_<name>_pairs     how many test pairs rated <name> (not "same")
+    eval/reward/combined_accuracy with aspect heads: test share of pairs the saved score (the heads'
+                                  combination) orders as the overall choice
+    eval/reward/ranking_loss      with ranking rows: weighted Plackett–Luce loss on the test rankings
+    eval/reward/ranking_accuracy  test share of the rankings' implied pairs (answers in different tie
+                                  groups) scored better > worse; eval/reward/rankings: how many
+                                  (every eval/reward/ metric above also as eval/reward/val_ on validation)
 
     policy/loss                   mean loss per optimizer step (RLOO: clipped surrogate; DPO: DPO loss)
     policy/kl                     sequence KL of the policy to the reference, nats per answer

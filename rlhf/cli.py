@@ -34,6 +34,11 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls) -> None:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif tp in (int, float, str):
             parser.add_argument(flag, dest=f.name, type=tp, default=None, help=help_text)
+        elif typing.get_origin(tp) is list:  # --aspects correctness,safety
+            parser.add_argument(flag, dest=f.name, type=lambda v: [x.strip() for x in v.split(",") if x.strip()],
+                                default=None, help=help_text)
+        elif typing.get_origin(tp) is dict:  # --aspect-weights '{"overall": 1, "safety": 0.5}'
+            parser.add_argument(flag, dest=f.name, type=json.loads, default=None, help=help_text)
 
 
 def dataclass_from_args(cls, args: argparse.Namespace):

@@ -21,6 +21,11 @@ def setting(default, help: str):
     return field(default=default, metadata={"help": help})
 
 
+def setting_factory(factory, help: str):
+    """A config field whose default is mutable (a list, a dict): each config gets its own."""
+    return field(default_factory=factory, metadata={"help": help})
+
+
 @dataclass
 class RewardConfig:
     lr: float = setting(1e-5, "AdamW learning rate; 1e-5 suits full fine-tuning of ~100M+ models")
@@ -62,6 +67,13 @@ class RewardConfig:
     length_bucketing: bool = setting(False, "batches of pairs of similar length (less padding; batches less random)")
     torch_compile: bool = setting(False, "torch.compile the transformer (GPU; the first steps pay the compile time)")
     gradient_checkpointing: bool = setting(False, "recompute activations in backward: less memory, ~30% slower")
+    # Rubric aspects (docs/rlhf.md, "Aspects"): one score head per aspect besides the overall one, each
+    # trained on the rows' "aspects" labels; the saved checkpoint's single score is the weighted combination.
+    aspects: list[str] = setting_factory(list,
+        "aspect names with a head of their own (comma-separated on the CLI); empty = the overall preference only")
+    aspect_weights: dict[str, float] = setting_factory(dict,
+        'the combination the checkpoint scores with: {"overall": 1, "<aspect>": w}; missing names weigh '
+        '1 (overall) and 0 (aspects) (JSON on the CLI)')
 
 
 @dataclass
@@ -317,4 +329,35 @@ def config_errors(config: dict) -> list[str]:
             # Stopping on the test split would make the reported accuracy a chosen one.
             errors.append("reward: patience needs val_fraction > 0 (early stopping reads the validation split, "
                           "never the test split)")
+        if section == "reward":
+            errors.extend(_aspect_errors(values.get("aspects", []), values.get("aspect_weights", {})))
+    return errors
+
+
+OVERALL = "overall"  # the name the overall preference has among the aspect weights
+
+
+def aspect_weight_vector(aspects: list[str], weights: dict[str, float]) -> list[float]:
+    """The combination's weights in head order (overall first, then `aspects`): 1 and 0 unless given."""
+    return [float(weights.get(OVERALL, 1.0))] + [float(weights.get(a, 0.0)) for a in aspects]
+
+
+def _aspect_errors(aspects, weights) -> list[str]:
+    if not isinstance(aspects, list) or not all(isinstance(a, str) and a.strip() for a in aspects):
+        return ["reward.aspects must be a list of aspect names"]
+    if len(set(aspects)) != len(aspects) or OVERALL in aspects:
+        return [f"reward.aspects must be distinct names other than {OVERALL!r} (the overall preference has its own head)"]
+    if not isinstance(weights, dict):
+        return ["reward.aspect_weights must be an object of name: weight"]
+    errors = []
+    unknown = sorted(set(weights) - {OVERALL, *aspects})
+    if unknown:
+        errors.append(f"reward.aspect_weights names {unknown}, which are not in reward.aspects "
+                      f"(known: {', '.join([OVERALL, *aspects])})")
+    bad = [k for k, v in weights.items()
+           if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)]
+    if bad:
+        errors.append(f"reward.aspect_weights of {sorted(bad)} must be finite numbers")
+    elif not any(aspect_weight_vector(aspects, weights)):
+        errors.append("reward.aspect_weights are all 0: the checkpoint would score every answer 0")
     return errors

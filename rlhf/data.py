@@ -3,7 +3,11 @@ process imports it).
 
 A preference row is a dict:
     {"prompt": str | [{"role", "content"}, ...], "chosen": str, "rejected": str,
-     "margin": float = 0, "weight": float = 1, "prompt_id": str (optional)}
+     "margin": float = 0, "weight": float = 1, "prompt_id": str (optional),
+     "aspects": {"<aspect name>": 1 | -1 | 0} (optional: 1 chosen is better on it, -1 rejected is, 0 same)}
+or, for a ranking of k answers, instead of chosen/rejected:
+    {"prompt": ..., "ranking": [["best", ...], ["next"], ...], "weight": float = 1, ...}
+tie groups best first, each answer once (rlhf.plackett_luce reads them).
 
 A conversation row (supervised fine-tuning, rlhf.sft; TRL's conversational
 SFT schema) is a dict:
@@ -70,18 +74,45 @@ def _check_prompt(prompt: Any, where: str) -> None:
     raise ValueError(f"{where}: 'prompt' must be a string or a non-empty list of {{'role', 'content'}} turns")
 
 
+def _check_ranking(ranking: Any, where: str) -> None:
+    if not (isinstance(ranking, list) and ranking and all(isinstance(g, list) and g for g in ranking)
+            and all(isinstance(t, str) for g in ranking for t in g)):
+        raise ValueError(f"{where}: 'ranking' must be a list of tie groups (best first), each a non-empty list of answer texts")
+    texts = [t for g in ranking for t in g]
+    if len(texts) < 2:
+        raise ValueError(f"{where}: a ranking needs at least 2 answers")
+    if len(set(texts)) != len(texts):
+        raise ValueError(f"{where}: an answer appears twice in 'ranking'; each answer goes in one tie group once")
+
+
+def _check_aspects(aspects: Any, where: str) -> None:
+    if not isinstance(aspects, dict) or not all(
+            isinstance(k, str) and v in (1, -1, 0) and not isinstance(v, bool) for k, v in aspects.items()):
+        raise ValueError(f"{where}: 'aspects' must map aspect names to 1 (chosen better), -1 (rejected better) or 0 (same)")
+
+
 def validate_preference_rows(rows: list[dict], source: str = "rows") -> list[dict]:
-    """Check fields and fill defaults (margin 0, weight 1); returns new dicts."""
+    """Check fields and fill defaults (margin 0, weight 1); returns new dicts.
+    Pair rows (chosen, rejected, optional aspects) and ranking rows (ranking) may mix."""
     out = []
     for i, row in enumerate(rows, start=1):
         where = f"{source}: row {i}"
-        for key in ("prompt", "chosen", "rejected"):
-            if key not in row:
-                raise ValueError(f"{where}: missing '{key}' (a preference row needs prompt, chosen, rejected)")
+        if "ranking" in row:
+            if "chosen" in row or "rejected" in row:
+                raise ValueError(f"{where}: a row has either chosen/rejected or ranking, not both")
+            if "prompt" not in row:
+                raise ValueError(f"{where}: missing 'prompt' (a ranking row needs prompt, ranking)")
+            _check_ranking(row["ranking"], where)
+        else:
+            for key in ("prompt", "chosen", "rejected"):
+                if key not in row:
+                    raise ValueError(f"{where}: missing '{key}' (a preference row needs prompt, chosen, rejected)")
+            for key in ("chosen", "rejected"):
+                if not isinstance(row[key], str):
+                    raise ValueError(f"{where}: '{key}' must be a string")
+            if row.get("aspects") is not None:
+                _check_aspects(row["aspects"], where)
         _check_prompt(row["prompt"], where)
-        for key in ("chosen", "rejected"):
-            if not isinstance(row[key], str):
-                raise ValueError(f"{where}: '{key}' must be a string")
         clean = dict(row)
         for key, default in (("margin", 0.0), ("weight", 1.0)):
             try:
@@ -176,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 1
-    print(json.dumps({"pairs": len(rows), "prompts": len({prompt_key(r) for r in rows})}))
+    print(json.dumps({"pairs": sum("ranking" not in r for r in rows), "rankings": sum("ranking" in r for r in rows),
+                      "prompts": len({prompt_key(r) for r in rows})}))
     return 0
 
 

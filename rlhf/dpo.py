@@ -6,7 +6,11 @@ reference so it cannot drift arbitrarily far:
     loss = -(1 - eps) * logsigmoid(beta * d) - eps * logsigmoid(-beta * d)
     d    = (log pi(chosen) - log ref(chosen)) - (log pi(rejected) - log ref(rejected))
 
-with each row's `weight` (annotator reliability) weighting its pair. Log-probs
+with each row's `weight` (annotator reliability) weighting its pair. A ranking
+row (tie groups of k answers, best first) is one Plackett–Luce term over the
+implicit rewards beta * (log pi - log ref) of its answers (rlhf.plackett_luce;
+for two answers it is the sigmoid loss above, label smoothing aside, which
+applies to pair rows only). Log-probs
 are summed over the response tokens only; the prompt is formatted by
 rlhf.chat exactly as for reward training. Reference log-probs are computed
 once, before the first step, so no second model is held during training.
@@ -34,28 +38,53 @@ from rlhf.configs import DPOConfig, check_config  # DPOConfig re-exported: calle
 from rlhf.data import validate_preference_rows
 from rlhf.kl import KLGuard, sampled_kl
 from rlhf.logprobs import common_prefix, sequence_logps
+from rlhf.plackett_luce import implied_pairs, ranking_log_likelihood
 
 MetricsFn = Callable[[int, dict], None]
 ProgressFn = Callable[[float], None]
 
 
-def tokenize_pair(tokenizer, row: dict, max_length: int) -> tuple[list[int], list[int], list[int]]:
-    """(prompt_ids, chosen_ids, rejected_ids) for one row.
+def tokenize_answers(tokenizer, prompt, answers: list[str], max_length: int) -> tuple[list[int], list[list[int]]]:
+    """(prompt_ids, [answer_ids, ...]) for one prompt and its answers.
 
     The response tokens start where the tokenized prompt and the tokenized
     prompt+response diverge (BPE can merge across the boundary), the same
     rule as TRL's DPOTrainer. Over max_length, the prompt loses its start
     first, then each response its end.
     """
-    prompt_text = format_prompt(tokenizer, row["prompt"])
+    prompt_text = format_prompt(tokenizer, prompt)
     eos = tokenizer.eos_token or ""
     prompt_ids = tokenizer(prompt_text, **ENCODE_KWARGS)["input_ids"]
-    full = [tokenizer(prompt_text + row[k] + eos, **ENCODE_KWARGS)["input_ids"] for k in ("chosen", "rejected")]
+    full = [tokenizer(prompt_text + a + eos, **ENCODE_KWARGS)["input_ids"] for a in answers]
     cut = min(common_prefix(prompt_ids, f) for f in full)
     prompt_ids = prompt_ids[:cut]
-    chosen, rejected = (f[cut:][: max_length - 1] for f in full)
-    keep = max(max_length - max(len(chosen), len(rejected)), 1)
-    return prompt_ids[-keep:], chosen, rejected
+    responses = [f[cut:][: max_length - 1] for f in full]
+    keep = max(max_length - max(len(r) for r in responses), 1)
+    return prompt_ids[-keep:], responses
+
+
+def tokenize_pair(tokenizer, row: dict, max_length: int) -> tuple[list[int], list[int], list[int]]:
+    """(prompt_ids, chosen_ids, rejected_ids) for one pair row."""
+    prompt_ids, (chosen, rejected) = tokenize_answers(tokenizer, row["prompt"], [row["chosen"], row["rejected"]],
+                                                      max_length)
+    return prompt_ids, chosen, rejected
+
+
+def tokenize_row(tokenizer, row: dict, max_length: int) -> tuple[list[int], list[list[int]], list[list[int]]]:
+    """(prompt_ids, answers' ids, tie groups best first as indices into them) of a pair or ranking row;
+    a pair is [[chosen], [rejected]]."""
+    groups = row["ranking"] if "ranking" in row else [[row["chosen"]], [row["rejected"]]]
+    prompt_ids, answers = tokenize_answers(tokenizer, row["prompt"], [t for g in groups for t in g], max_length)
+    idx, i = [], 0
+    for g in groups:
+        idx.append(list(range(i, i + len(g))))
+        i += len(g)
+    return prompt_ids, answers, idx
+
+
+def ranking_dpo_loss(policy: torch.Tensor, ref: torch.Tensor, groups: list[list[int]], beta: float) -> torch.Tensor:
+    """One ranking's Plackett–Luce negative log-likelihood of its implicit rewards beta * (log pi - log ref)."""
+    return -ranking_log_likelihood(beta * (policy - ref), groups)
 
 
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
@@ -78,15 +107,14 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
 
 
 @torch.no_grad()
-def _reference_logps(model, tokenized, pad_id, batch_size, dev, dist) -> torch.Tensor:
-    """(n, 2) reference log-probs of (chosen, rejected) per row; each rank scores its share."""
-    out = torch.zeros(len(tokenized), 2, dtype=torch.float64, device=dev)
-    mine = list(range(len(tokenized)))[dist.rank :: dist.world]
-    for i in range(0, len(mine), batch_size):
-        idx = mine[i : i + batch_size]
-        pieces = [(tokenized[j][0], tokenized[j][1]) for j in idx] + [(tokenized[j][0], tokenized[j][2]) for j in idx]
-        logps = sequence_logps(model, pieces, pad_id, dev).double()
-        out[idx, 0], out[idx, 1] = logps[: len(idx)], logps[len(idx) :]
+def _reference_logps(model, pieces, pad_id, batch_size, dev, dist) -> torch.Tensor:
+    """(pieces,) reference log-prob of each (prompt_ids, answer_ids); each rank scores its share.
+    batch_size counts pairs, so a forward holds 2 x batch_size answers, as before rankings."""
+    out = torch.zeros(len(pieces), dtype=torch.float64, device=dev)
+    mine = list(range(len(pieces)))[dist.rank :: dist.world]
+    for i in range(0, len(mine), 2 * batch_size):
+        idx = mine[i : i + 2 * batch_size]
+        out[idx] = sequence_logps(model, [pieces[j] for j in idx], pad_id, dev).double()
     return dist.sum_(out).float()
 
 
@@ -132,7 +160,8 @@ def dpo_train(
     on_progress: ProgressFn | None = None,
     meta: dict | None = None,
 ) -> dict:
-    """Train the policy on preference rows with DPO; save (merged, when LoRA) to out_dir; return last metrics."""
+    """Train the policy on preference rows (pairs, rankings or both) with DPO; save (merged, when LoRA) to
+    out_dir; return last metrics."""
     from transformers import AutoModelForCausalLM
 
     # --- setup: data, policy, reference log-probs (once), optimizer ---
@@ -147,7 +176,12 @@ def dpo_train(
     _torch.seed_all(config.seed)
     tokenizer = _torch.load_tokenizer(policy_path, padding_side="right")
     pad = tokenizer.pad_token_id
-    tokenized = [tokenize_pair(tokenizer, r, config.max_length) for r in rows]
+    # Every answer of every row is one piece; slots[j] are row j's pieces (a pair's: chosen, rejected).
+    tokenized = [tokenize_row(tokenizer, r, config.max_length) for r in rows]
+    pieces, slots = [], []
+    for prompt_ids, answers, _ in tokenized:
+        slots.append(list(range(len(pieces), len(pieces) + len(answers))))
+        pieces += [(prompt_ids, a) for a in answers]
     model = AutoModelForCausalLM.from_pretrained(policy_path, dtype=torch.float32).to(dev)
     # The policy's weights equal the reference's before the first step when
     # both are the same checkpoint, so the policy itself scores the reference.
@@ -160,7 +194,7 @@ def dpo_train(
     if not same or (checks_kl and not config.lora_r):
         ref = AutoModelForCausalLM.from_pretrained(ref_path, dtype=torch.float32).to(dev).eval()
     model.eval()
-    ref_logps = _reference_logps(ref or model, tokenized, pad, config.ref_batch_size, dev, dist)
+    ref_logps = _reference_logps(ref or model, pieces, pad, config.ref_batch_size, dev, dist)
     if not checks_kl:
         ref = None  # scored once above; not needed again
     peft_model = None
@@ -185,19 +219,41 @@ def dpo_train(
     for step, batch in enumerate(_batches(len(rows), config), start=1):
         mine = dist.shard(batch)
         optimizer.zero_grad(set_to_none=True)
-        if mine:
-            pieces = [(tokenized[j][0], tokenized[j][1]) for j in mine] + [(tokenized[j][0], tokenized[j][2]) for j in mine]
-            logps = sequence_logps(model, pieces, pad, dev)
-            weight = torch.tensor([rows[j]["weight"] for j in mine], device=dev)
-            loss, c_r, r_r = dpo_loss(logps[: len(mine)], logps[len(mine) :], ref_logps[mine, 0], ref_logps[mine, 1],
-                                      config.beta, config.label_smoothing, weight,
-                                      weight_total=sum(rows[j]["weight"] for j in batch))
+        weight_total = sum(rows[j]["weight"] for j in batch)
+        pairs = [j for j in mine if "ranking" not in rows[j]]
+        ranks = [j for j in mine if "ranking" in rows[j]]
+        if pairs:
+            chosen, rejected = [slots[j][0] for j in pairs], [slots[j][1] for j in pairs]
+            logps = sequence_logps(model, [pieces[k] for k in chosen + rejected], pad, dev)
+            weight = torch.tensor([rows[j]["weight"] for j in pairs], device=dev)
+            loss, c_r, r_r = dpo_loss(logps[: len(pairs)], logps[len(pairs) :], ref_logps[chosen], ref_logps[rejected],
+                                      config.beta, config.label_smoothing, weight, weight_total=weight_total)
             loss.backward()
             window[Sums.LOSS] += loss.detach().double()
             window[Sums.CORRECT] += (c_r > r_r).double().sum()
-            window[Sums.PAIRS] += len(mine)
+            window[Sums.PAIRS] += len(pairs)
             window[Sums.CHOSEN_REWARD] += c_r.double().sum()
             window[Sums.REJECTED_REWARD] += r_r.double().sum()
+        if ranks:
+            # Rankings: one Plackett–Luce term each; the accuracy and rewards count their implied pairs.
+            flat = [k for j in ranks for k in slots[j]]
+            logps = sequence_logps(model, [pieces[k] for k in flat], pad, dev)
+            loss, start = logps.new_zeros(()), 0
+            for j in ranks:
+                n = len(slots[j])
+                pol, rf = logps[start : start + n], ref_logps[slots[j]]
+                start += n
+                groups = tokenized[j][2]
+                loss = loss + rows[j]["weight"] * ranking_dpo_loss(pol, rf, groups, config.beta)
+                implicit = (config.beta * (pol - rf)).detach().double().tolist()
+                for a, b in implied_pairs(groups):
+                    window[Sums.CORRECT] += float(implicit[a] > implicit[b])
+                    window[Sums.PAIRS] += 1
+                    window[Sums.CHOSEN_REWARD] += implicit[a]
+                    window[Sums.REJECTED_REWARD] += implicit[b]
+            loss = loss / max(weight_total, 1e-8)
+            loss.backward()
+            window[Sums.LOSS] += loss.detach().double()
         window[Sums.STEPS] += 1.0 / dist.world  # summed across ranks: one per step
         dist.sum_grads(params)
         torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
@@ -236,7 +292,8 @@ def dpo_train(
         "ref": str(ref_path),
         "config": asdict(config),
         "metrics": final,
-        "n_pairs": len(rows),
+        "n_pairs": sum("ranking" not in r for r in rows),
+        "n_rankings": sum("ranking" in r for r in rows),
         "world_size": dist.world,
         **(meta or {}),
     }, kind="policy", dist=dist, peft_model=peft_model)

@@ -1,5 +1,5 @@
 """Padding-free packing (imports torch): preference pairs for the reward model,
-and whole sequences for supervised fine-tuning (pack_sequences, at the end).
+rankings of k answers likewise (pack_groups), and whole sequences for supervised fine-tuning (pack_sequences, at the end).
 
 A pair becomes one "unit": the tokens chosen and rejected share (at least the
 formatted prompt), then chosen's own tokens, then rejected's own tokens.
@@ -32,6 +32,8 @@ class TokenPair(NamedTuple):
     rejected: list[int]
     margin: float
     weight: float
+    # Per aspect head (RewardConfig.aspects order): 1 chosen better, -1 rejected better, 0 same or not rated.
+    aspects: tuple = ()
 
 
 # Which part of its pair a packed token belongs to.
@@ -121,6 +123,83 @@ def packed_rewards(model, packed: PackedPairs) -> tuple[torch.Tensor, torch.Tens
     flat = hidden.reshape(-1, hidden.size(-1))
     scores = model.score(flat[torch.cat([packed.chosen_at, packed.rejected_at])]).squeeze(-1).float()
     return scores[: len(packed.chosen_at)], scores[len(packed.chosen_at) :]
+
+
+
+class TokenRanking(NamedTuple):
+    """One ranking row as the model sees it: each answer's token ids (prompt+answer+EOS) and its tie
+    groups, best first, as indices into `answers`."""
+
+    answers: list[list[int]]
+    groups: list[list[int]]
+    weight: float
+
+
+@dataclass
+class PackedGroups:
+    """Rankings packed like pairs: per ranking, the tokens all its answers share, then each answer's own.
+    branch 0 is the shared part, branch j + 1 answer j's own tokens; an answer sees the shared part and
+    itself only."""
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    unit: torch.Tensor
+    branch: torch.Tensor
+    at: torch.Tensor  # (answers,) flat index of each answer's last token, rankings in order, answers in order
+    tokens: int
+    computed: int
+
+    def attention_mask(self) -> torch.Tensor:
+        width = self.unit.size(1)
+        causal = torch.ones(width, width, dtype=torch.bool, device=self.unit.device).tril()
+        same_unit = self.unit[:, :, None] == self.unit[:, None, :]
+        other_answer = (self.branch[:, None, :] != 0) & (self.branch[:, None, :] != self.branch[:, :, None])
+        return (same_unit & causal & ~other_answer).unsqueeze(1)
+
+    def to(self, dev: torch.device) -> "PackedGroups":
+        moved = {k: v.to(dev, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in vars(self).items()}
+        return PackedGroups(**moved)
+
+
+def pack_groups(groups: list[list[list[int]]], pad_id: int, share_prefix: bool = True, row_tokens: int = 0,
+                multiple_of: int = 16) -> PackedGroups:
+    """Pack each ranking's answers (token lists) as one unit, their common prefix run once."""
+    units = []
+    for answers in groups:
+        s = 0
+        if share_prefix:
+            s = min(min(common_prefix(answers[0], a) for a in answers[1:]), min(len(a) for a in answers) - 1)
+        tokens, positions, branches, last = list(answers[0][:s]), list(range(s)), [0] * s, []
+        for j, a in enumerate(answers):
+            tokens += a[s:]
+            positions += range(s, len(a))
+            branches += [j + 1] * (len(a) - s)
+            last.append(len(tokens) - 1)
+        units.append((tokens, positions, branches, last))
+    members, width = first_fit([len(u[0]) for u in units], row_tokens, multiple_of)
+    ids, pos = [[pad_id] * width for _ in members], [[0] * width for _ in members]
+    unit, branch = [[-1] * width for _ in members], [[0] * width for _ in members]
+    at: list[list[int]] = [[] for _ in units]
+    for row, idx in enumerate(members):
+        start = 0
+        for i in idx:
+            tokens, positions, branches, last = units[i]
+            n = len(tokens)
+            ids[row][start : start + n], pos[row][start : start + n] = tokens, positions
+            branch[row][start : start + n], unit[row][start : start + n] = branches, [i] * n
+            at[i] = [row * width + start + x for x in last]
+            start += n
+    as_long = lambda x: torch.tensor(x, dtype=torch.long)  # noqa: E731
+    return PackedGroups(as_long(ids), as_long(pos), as_long(unit), as_long(branch), as_long([x for a in at for x in a]),
+                        tokens=sum(len(a) for answers in groups for a in answers), computed=sum(len(u[0]) for u in units))
+
+
+def packed_group_rewards(model, packed: PackedGroups) -> torch.Tensor:
+    """Each answer's score (answers of all rankings in order), from one forward over packed rows."""
+    backbone = getattr(model, model.base_model_prefix)
+    hidden = backbone(input_ids=packed.input_ids, attention_mask=packed.attention_mask(),
+                      position_ids=packed.position_ids, use_cache=False).last_hidden_state
+    return model.score(hidden.reshape(-1, hidden.size(-1))[packed.at]).squeeze(-1).float()
 
 
 

@@ -12,9 +12,20 @@ own last real token, so the scores are those of one text alone
 reward trainer does) would save the little padding sorting leaves, but
 costs attention over the whole row on every text in it; sorted batches pad
 too little for that to pay.
+
+Aspect heads (RewardConfig.aspects): the checkpoint itself has one score,
+the campaign's combination of the heads, so everything that reads a reward
+model (RLOO, DPO's evaluation, other tools) reads the combination. The
+heads are linear on the same pooled state, so the combination's head is
+exactly sum_k w_k * head_k; the heads themselves are saved beside it in
+aspect_heads.safetensors, and `RewardScorer(path, aspects=True)` scores
+with them: each text gets {"overall", <aspect>..., "combined"}.
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import torch
 
@@ -55,16 +66,77 @@ def length_batches(lengths: list[int], max_sequences: int, max_tokens: int) -> l
     return batches
 
 
-class RewardScorer:
-    """A loaded reward model; RLOO keeps one around instead of reloading per batch."""
+ASPECT_HEADS = "aspect_heads.safetensors"  # every head's weights, beside a checkpoint trained with aspects
 
-    def __init__(self, reward_path: str, max_length: int = 1024, batch_tokens: int = BATCH_TOKENS):
+
+def combine_heads(model, names: list[str], weights: list[float]) -> dict:
+    """Replace the model's (heads, hidden) score layer by its one-row combination sum_k w_k * head_k
+    (num_labels becomes 1); return the heads' tensors, for the side file."""
+    head = model.score
+    w = torch.tensor(weights, dtype=head.weight.dtype, device=head.weight.device)
+    tensors = {"weight": head.weight.detach().cpu().clone().contiguous()}
+    combined = torch.nn.Linear(head.in_features, 1, bias=head.bias is not None,
+                               device=head.weight.device, dtype=head.weight.dtype)
+    with torch.no_grad():
+        combined.weight.copy_((w @ head.weight).unsqueeze(0))
+        if head.bias is not None:
+            tensors["bias"] = head.bias.detach().cpu().clone()
+            combined.bias.copy_((w @ head.bias).reshape(1))
+    model.score = combined
+    model.config.num_labels = 1
+    return tensors
+
+
+def save_aspect_heads(out_dir, model, config, dist) -> dict:
+    """Fold config's heads into the model's one score and write them beside it (rank 0); the meta.json entry."""
+    from safetensors.torch import save_file
+
+    from rlhf.configs import OVERALL, aspect_weight_vector
+
+    names, weights = [OVERALL, *config.aspects], aspect_weight_vector(config.aspects, config.aspect_weights)
+    tensors = combine_heads(model, names, weights)
+    if dist.main:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(Path(out_dir) / ASPECT_HEADS))
+    return {"aspect_heads": {"names": names, "weights": weights, "file": ASPECT_HEADS}}
+
+
+def load_aspect_heads(reward_path: str, model) -> tuple[list[str], list[float]]:
+    """Put the saved heads back as the model's score layer (heads, hidden); (names, combination weights)."""
+    from safetensors.torch import load_file
+
+    meta = json.loads((Path(reward_path) / "meta.json").read_text()) if (Path(reward_path) / "meta.json").exists() else {}
+    info = meta.get("aspect_heads")
+    if not info or not (Path(reward_path) / info["file"]).exists():
+        raise ValueError(f"{reward_path} has no aspect heads: it was trained without RewardConfig.aspects "
+                         "(score it with aspects=False)")
+    tensors = load_file(str(Path(reward_path) / info["file"]))
+    head = torch.nn.Linear(tensors["weight"].size(1), tensors["weight"].size(0), bias="bias" in tensors)
+    with torch.no_grad():
+        head.weight.copy_(tensors["weight"])
+        if "bias" in tensors:
+            head.bias.copy_(tensors["bias"])
+    model.score = head
+    return info["names"], info["weights"]
+
+
+class RewardScorer:
+    """A loaded reward model; RLOO keeps one around instead of reloading per batch.
+
+    aspects=True scores with every head of a model trained with aspects: a call returns, per text,
+    {"overall": .., "<aspect>": .., "combined": ..} ("combined" is what aspects=False returns)."""
+
+    def __init__(self, reward_path: str, max_length: int = 1024, batch_tokens: int = BATCH_TOKENS,
+                 aspects: bool = False):
         from transformers import AutoModelForSequenceClassification
 
         self.dev = _torch.device()
         self.tokenizer = _torch.load_tokenizer(reward_path, padding_side="right")
         self.model = AutoModelForSequenceClassification.from_pretrained(reward_path, num_labels=1, dtype=torch.float32)
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.heads: list[str] | None = None
+        if aspects:
+            self.heads, self.weights = load_aspect_heads(reward_path, self.model)
         self.model.to(self.dev).eval()
         self.max_length = max_length
         self.batch_tokens = batch_tokens
@@ -79,7 +151,8 @@ class RewardScorer:
 
     @torch.no_grad()
     def score_ids(self, ids: list[list[int]], batch_size: int = 64) -> list[float]:
-        """Reward of each token list, in the order given; batch_size caps texts per forward."""
+        """Reward of each token list, in the order given (a list of head scores each with aspects=True);
+        batch_size caps texts per forward."""
         out = [0.0] * len(ids)
         for batch in length_batches([len(x) for x in ids], batch_size, self.batch_tokens):
             input_ids, mask = pad_right([ids[i] for i in batch], self.tokenizer.pad_token_id, self.dev)
@@ -88,8 +161,12 @@ class RewardScorer:
                     out[i] = r
         return out
 
-    def __call__(self, prompts: list, responses: list[str], batch_size: int = 64) -> list[float]:
-        return self.score_ids(self.encode(prompts, responses), batch_size=batch_size)
+    def __call__(self, prompts: list, responses: list[str], batch_size: int = 64) -> list:
+        scores = self.score_ids(self.encode(prompts, responses), batch_size=batch_size)
+        if self.heads is None:
+            return scores
+        return [{**dict(zip(self.heads, row)), "combined": sum(w * x for w, x in zip(self.weights, row))}
+                for row in scores]
 
 
 def score(reward_path: str, prompts: list, responses: list[str], batch_size: int = 64) -> list[float]:
