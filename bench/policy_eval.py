@@ -1,6 +1,7 @@
 """The newest policy against the base, on held-out questions: its win rate
-under the simulated raters' preference (no noise), with a 95% Wilson
-interval, and its KL to the base; and the figure of both over the rounds of
+under the simulated raters' preference (no noise), with the run's 95%
+Wilson interval (bench/seeds.py gives the interval across seeds), and its
+KL to the base; and the figure of both over the rounds of
 one or more campaigns (plain SVG, no dependency). bench/simulated_campaign.py
 measures each round with these."""
 from __future__ import annotations
@@ -114,6 +115,8 @@ def svg_plot(reports: list[dict], *, title: str, kl_budget: float | None, target
         out.append('<polyline fill="none" stroke="{}" stroke-width="2" points="{}"/>'.format(
             colour, " ".join(f"{x(i) + dx:.1f},{y_kl(p['kl_estimate'] or 0):.1f}" for i, p in enumerate(pts))))
         label = f"strength {report['strength']:g}, noise {report['noise']:g}"
+        if report.get("preference"):
+            label = f"{report['preference']}: {label}"
         out.append(f'<text x="{w - right + 4}" y="{top + 70 + 16 * n}" fill="{colour}">{_esc(label)}</text>')
     out.append("</svg>")
     return "\n".join(out)
