@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from annotate.simulation.preference import Judge, preference_margin, preference_outcome, preference_parse
 from annotate.stats.intervals import wilson_interval
+from bench.seeds import across_seeds
 
 
 class Evaluator:
@@ -64,6 +65,38 @@ class Evaluator:
         base, _ = load_policy(self.base_path, dev)
         return sampled_kl(policy, base, tokenizer, self.kl_prompts, max_new_tokens=self.new_tokens,
                           seed=self.seed + 2, dist=_torch.Dist())
+
+
+def pooled(runs: list[dict]) -> dict:
+    """One setting over its seeds. Per round: the mean of the seeds' win
+    rates with the 95% t interval across them ("ci95": what a figure
+    quotes; the per-run Wilson interval where there is one seed), and the
+    win rate over every judged pair of every seed with its Wilson interval
+    ("pooled", "ci95_wilson_pooled": the sampling error of the questions
+    alone); the means of the rest."""
+    rounds = []
+    for i in range(len(runs[0]["rounds"])):
+        points = [r["rounds"][i] for r in runs]
+        n = sum(p["n"] for p in points)
+        won = sum(p["win_rate"] * p["n"] for p in points)
+        lo, hi = wilson_interval(won, n)
+        seeds = across_seeds([p["win_rate"] for p in points])
+        mean = lambda key: sum(p.get(key) or 0.0 for p in points) / len(points)  # noqa: E731
+        rounds.append({"round": points[0]["round"], "win_rate": seeds["mean"],
+                       "ci95": seeds["ci95"] or points[0]["ci95"], "across_seeds": seeds,
+                       "pooled": won / n, "ci95_wilson_pooled": [lo, hi], "n": n,
+                       "kl_estimate": mean("kl_estimate"), "kl_policy_stage": mean("kl_policy_stage") if i else None,
+                       "mean_words": mean("mean_words"),
+                       "reward_eval_accuracy": mean("reward_eval_accuracy") if i else None})
+    return {"preference": runs[0]["preference"], "strength": runs[0]["strength"], "noise": runs[0]["noise"],
+            "repeats": len(runs), "rounds": rounds, "seeds": [r["seed"] for r in runs],
+            "interval": ("ci95: 95% t interval across the seeds' win rates; ci95_wilson_pooled: Wilson on the pooled "
+                         "judged pairs" if len(runs) > 1 else "ci95: Wilson on the run's judged pairs (one seed)"),
+            "final_win_rate": rounds[-1]["win_rate"], "final_kl": rounds[-1]["kl_estimate"],
+            "final_across_seeds": rounds[-1]["across_seeds"],
+            "mean_win_rate": sum(r["mean_win_rate"] for r in runs) / len(runs),
+            "mean_win_rate_across_seeds": across_seeds([r["mean_win_rate"] for r in runs]),
+            "mean_win_rate_by_seed": [r["mean_win_rate"] for r in runs]}
 
 
 def svg_plot(reports: list[dict], *, title: str, kl_budget: float | None, target: float | None) -> str:

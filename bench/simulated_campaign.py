@@ -28,7 +28,7 @@ whose questions chose nothing. A figure is several seeds (`--seeds 0,1,2`:
 raters' choices, training seeds, evaluation samples) under one or more
 preferences (`--preference shorter keyword:the reward:<folder>`), its
 interval the 95% t interval across the seeds' win rates (bench/seeds.py),
-the Wilson interval of the pooled judged pairs printed beside it:
+the Wilson interval of the pooled judged pairs printed beside it (pooled in bench/policy_eval.py):
 
     .venv/bin/python -m bench.simulated_campaign --model tiny --rounds 3 --comparisons 12 --raters 2 --seeds 0,1,2 --preference shorter keyword:the
 
@@ -51,10 +51,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from annotate.stats.intervals import wilson_interval
 from bench.data import DATA, questions
-from bench.policy_eval import Evaluator, svg_plot
-from bench.seeds import across_seeds, fmt, parse_seeds
+from bench.policy_eval import Evaluator, pooled, svg_plot
+from bench.seeds import fmt, parse_seeds
 from config.platform import Platform
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -341,38 +340,6 @@ def parse_args(argv=None):
     if args.target is None and args.model == "smollm2":
         args.target = 0.65
     return args
-
-
-def pooled(runs: list[dict]) -> dict:
-    """One setting over its seeds. Per round: the mean of the seeds' win
-    rates with the 95% t interval across them ("ci95": what a figure
-    quotes; the per-run Wilson interval where there is one seed), and the
-    win rate over every judged pair of every seed with its Wilson interval
-    ("pooled", "ci95_wilson_pooled": the sampling error of the questions
-    alone); the means of the rest."""
-    rounds = []
-    for i in range(len(runs[0]["rounds"])):
-        points = [r["rounds"][i] for r in runs]
-        n = sum(p["n"] for p in points)
-        won = sum(p["win_rate"] * p["n"] for p in points)
-        lo, hi = wilson_interval(won, n)
-        seeds = across_seeds([p["win_rate"] for p in points])
-        mean = lambda key: sum(p.get(key) or 0.0 for p in points) / len(points)  # noqa: E731
-        rounds.append({"round": points[0]["round"], "win_rate": seeds["mean"],
-                       "ci95": seeds["ci95"] or points[0]["ci95"], "across_seeds": seeds,
-                       "pooled": won / n, "ci95_wilson_pooled": [lo, hi], "n": n,
-                       "kl_estimate": mean("kl_estimate"), "kl_policy_stage": mean("kl_policy_stage") if i else None,
-                       "mean_words": mean("mean_words"),
-                       "reward_eval_accuracy": mean("reward_eval_accuracy") if i else None})
-    return {"preference": runs[0]["preference"], "strength": runs[0]["strength"], "noise": runs[0]["noise"],
-            "repeats": len(runs), "rounds": rounds, "seeds": [r["seed"] for r in runs],
-            "interval": ("ci95: 95% t interval across the seeds' win rates; ci95_wilson_pooled: Wilson on the pooled "
-                         "judged pairs" if len(runs) > 1 else "ci95: Wilson on the run's judged pairs (one seed)"),
-            "final_win_rate": rounds[-1]["win_rate"], "final_kl": rounds[-1]["kl_estimate"],
-            "final_across_seeds": rounds[-1]["across_seeds"],
-            "mean_win_rate": sum(r["mean_win_rate"] for r in runs) / len(runs),
-            "mean_win_rate_across_seeds": across_seeds([r["mean_win_rate"] for r in runs]),
-            "mean_win_rate_by_seed": [r["mean_win_rate"] for r in runs]}
 
 
 def simulated_campaign(args, workdir: Path, log=print) -> dict:
