@@ -26,11 +26,11 @@ Settings are chosen on the validation split (`--eval-split validation`,
 e.g. with --sweep); the figure is reported on the test split (the default),
 whose questions chose nothing. A figure is several seeds (`--seeds 0,1,2`:
 raters' choices, training seeds, evaluation samples) under one or more
-preferences (`--preference shorter keyword:the reward:<folder>`), its
+preferences (`--preference shorter keyword:is reward:<folder>`), its
 interval the 95% t interval across the seeds' win rates (bench/seeds.py),
 the Wilson interval of the pooled judged pairs printed beside it (pooled in bench/policy_eval.py):
 
-    .venv/bin/python -m bench.simulated_campaign --model tiny --rounds 3 --comparisons 12 --raters 2 --seeds 0,1,2 --preference shorter keyword:the
+    .venv/bin/python -m bench.simulated_campaign --model tiny --rounds 3 --comparisons 12 --raters 2 --seeds 0,1,2 --preference shorter keyword:is
 
 Prints one JSON object; writes it to bench/out/simulated_campaign-<model>.json
 and the plot to bench/out/simulated_campaign-<model>.svg (pass --plot-copy to
