@@ -1,12 +1,14 @@
 """The newest policy against the base, on held-out questions: its win rate
-under the simulated raters' preference (no noise), with a 95% Wilson
-interval, and its KL to the base; and the figure of both over the rounds of
+under the simulated raters' preference (no noise), with the run's 95%
+Wilson interval (bench/seeds.py gives the interval across seeds), and its
+KL to the base; and the figure of both over the rounds of
 one or more campaigns (plain SVG, no dependency). bench/simulated_campaign.py
 measures each round with these."""
 from __future__ import annotations
 
 from annotate.simulation.preference import Judge, preference_margin, preference_outcome, preference_parse
 from annotate.stats.intervals import wilson_interval
+from bench.seeds import across_seeds
 
 
 class Evaluator:
@@ -65,6 +67,38 @@ class Evaluator:
                           seed=self.seed + 2, dist=_torch.Dist())
 
 
+def pooled(runs: list[dict]) -> dict:
+    """One setting over its seeds. Per round: the mean of the seeds' win
+    rates with the 95% t interval across them ("ci95": what a figure
+    quotes; the per-run Wilson interval where there is one seed), and the
+    win rate over every judged pair of every seed with its Wilson interval
+    ("pooled", "ci95_wilson_pooled": the sampling error of the questions
+    alone); the means of the rest."""
+    rounds = []
+    for i in range(len(runs[0]["rounds"])):
+        points = [r["rounds"][i] for r in runs]
+        n = sum(p["n"] for p in points)
+        won = sum(p["win_rate"] * p["n"] for p in points)
+        lo, hi = wilson_interval(won, n)
+        seeds = across_seeds([p["win_rate"] for p in points])
+        mean = lambda key: sum(p.get(key) or 0.0 for p in points) / len(points)  # noqa: E731
+        rounds.append({"round": points[0]["round"], "win_rate": seeds["mean"],
+                       "ci95": seeds["ci95"] or points[0]["ci95"], "across_seeds": seeds,
+                       "pooled": won / n, "ci95_wilson_pooled": [lo, hi], "n": n,
+                       "kl_estimate": mean("kl_estimate"), "kl_policy_stage": mean("kl_policy_stage") if i else None,
+                       "mean_words": mean("mean_words"),
+                       "reward_eval_accuracy": mean("reward_eval_accuracy") if i else None})
+    return {"preference": runs[0]["preference"], "strength": runs[0]["strength"], "noise": runs[0]["noise"],
+            "repeats": len(runs), "rounds": rounds, "seeds": [r["seed"] for r in runs],
+            "interval": ("ci95: 95% t interval across the seeds' win rates; ci95_wilson_pooled: Wilson on the pooled "
+                         "judged pairs" if len(runs) > 1 else "ci95: Wilson on the run's judged pairs (one seed)"),
+            "final_win_rate": rounds[-1]["win_rate"], "final_kl": rounds[-1]["kl_estimate"],
+            "final_across_seeds": rounds[-1]["across_seeds"],
+            "mean_win_rate": sum(r["mean_win_rate"] for r in runs) / len(runs),
+            "mean_win_rate_across_seeds": across_seeds([r["mean_win_rate"] for r in runs]),
+            "mean_win_rate_by_seed": [r["mean_win_rate"] for r in runs]}
+
+
 def svg_plot(reports: list[dict], *, title: str, kl_budget: float | None, target: float | None) -> str:
     w, h, left, right, top, gap, panel = 760, 420, 60, 150, 40, 50, 150
     rounds = max(len(r["rounds"]) for r in reports)
@@ -114,6 +148,8 @@ def svg_plot(reports: list[dict], *, title: str, kl_budget: float | None, target
         out.append('<polyline fill="none" stroke="{}" stroke-width="2" points="{}"/>'.format(
             colour, " ".join(f"{x(i) + dx:.1f},{y_kl(p['kl_estimate'] or 0):.1f}" for i, p in enumerate(pts))))
         label = f"strength {report['strength']:g}, noise {report['noise']:g}"
+        if report.get("preference"):
+            label = f"{report['preference']}: {label}"
         out.append(f'<text x="{w - right + 4}" y="{top + 70 + 16 * n}" fill="{colour}">{_esc(label)}</text>')
     out.append("</svg>")
     return "\n".join(out)

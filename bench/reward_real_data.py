@@ -25,15 +25,31 @@ val_accuracy); the test accuracy (heldout_accuracy, eval/reward/accuracy;
 target >= 0.60) is reported and chooses nothing. Prints the final metrics and
 the training throughput in pairs/s and tokens/s (evals excluded), as one JSON
 object. --train-pairs 2100 takes every question in the file.
+
+A figure is several seeds (`--seeds 0,1,2`: each its own question split,
+score-head initialisation and data order), one run after the other in this
+process: each run's test accuracy with its 95% Wilson interval over its
+test pairs, then the mean over the seeds with the 95% t interval across
+them (bench/seeds.py; the figure to quote) and the pooled test pairs with
+their Wilson interval. --save DIR keeps each seed's reward model in
+DIR/seed<N> (e.g. as a judge: `--preference reward:DIR/seed0` in
+bench/simulated_campaign.py).
+
+    nice -n 10 .venv/bin/python -m bench.reward_real_data --seeds 0,1,2 --train-pairs 300 --max-length 256 --lr 3e-5 --trainable-layers 4 --eval-fraction 0.3
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import random
+import shutil
 import tempfile
 import time
 from pathlib import Path
+
+from annotate.stats.intervals import wilson_interval
+from bench.seeds import across_seeds, fmt, parse_seeds
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "finegrainedrlhf_qa_feedback_dev.jsonl"
@@ -64,10 +80,45 @@ def pick_rows(rows: list[dict], train_pairs: int, eval_fraction: float, seed: in
     return picked
 
 
-def main(argv: list[str] | None = None) -> int:
-    from rlhf.data import read_preferences
-    from rlhf.reward import RewardConfig, split_rows, train_reward
+# The question splits whose test accuracy chose this bench's recipe (issue 5,
+# bench/RESULTS.md: lr 2e-5 -> 3e-5 on 600 and 900 pairs, top four blocks,
+# one epoch, early stopping) or was reported beside it: (train pairs, split
+# seed), eval fraction 0.2, no validation split, as run then. Their test
+# questions are "tuned"; --test-from fresh (the default) draws each seed's
+# test split from the other questions only.
+TUNED_SPLITS = ((600, 0), (900, 0), (2100, 0), (2100, 1), (2100, 2), (2100, 3))
 
+
+def tuned_questions(rows: list[dict]) -> set[str]:
+    from rlhf.data import split_by_prompt
+
+    tuned: set[str] = set()
+    for pairs, seed in TUNED_SPLITS:
+        _, held = split_by_prompt(pick_rows(rows, pairs, 0.2, seed), 0.2, seed)
+        tuned |= {r["prompt"] for r in held}
+    return tuned
+
+
+def split_for_seed(rows: list[dict], args) -> tuple[list[dict], list[dict] | None]:
+    """(rows train_reward splits into train and validation, test rows or None).
+    --test-from any: the picked questions, test split inside train_reward by
+    the seed, as before. fresh: the test questions (the same share of the
+    picked questions) come from the questions no earlier figure chose
+    anything on, shuffled by the seed; training and validation from the rest."""
+    if args.test_from == "any":
+        return pick_rows(rows, args.train_pairs, args.eval_fraction, args.seed, args.val_fraction), None
+    fresh = sorted({r["prompt"] for r in rows} - tuned_questions(rows))
+    random.Random(args.seed).shuffle(fresh)
+    # As many test questions as --eval-fraction of the picked questions would give.
+    n_train_questions = len({r["prompt"] for r in pick_rows(rows, args.train_pairs, 0.0, args.seed, args.val_fraction)})
+    n_test = min(len(fresh), max(1, round(n_train_questions * args.eval_fraction / (1 - args.eval_fraction))))
+    test_questions = set(fresh[:n_test])
+    train_pool = pick_rows([r for r in rows if r["prompt"] not in test_questions], args.train_pairs, 0.0, args.seed,
+                           args.val_fraction)
+    return train_pool, [r for r in rows if r["prompt"] in test_questions]
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.reward_real_data", description=__doc__.split("\n")[0])
     parser.add_argument("--train-pairs", type=int, default=600, help="training pairs (whole questions, so about)")
     parser.add_argument("--epochs", type=int, default=1)
@@ -79,6 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-fraction", type=float, default=0.1,
                         help="share of the other questions held out for validation (early stopping reads it)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default=None,
+                        help="run once per seed, e.g. 0,1,2 or 0-2 (overrides --seed); prints the interval across them")
+    parser.add_argument("--test-from", choices=["fresh", "any"], default="fresh",
+                        help="fresh: test questions only from those no earlier figure chose settings on "
+                             "(TUNED_SPLITS); any: a share of the picked questions, as before")
+    parser.add_argument("--save", default=None, help="keep each seed's reward model in SAVE/seed<N>")
     parser.add_argument("--trainable-layers", type=int, default=0,
                         help="train only the top N transformer blocks and the head (0: all)")
     parser.add_argument("--weight-decay", type=float, default=0.0)
@@ -89,18 +146,51 @@ def main(argv: list[str] | None = None) -> int:
                         help="train with TRL's RewardTrainer on the same split and settings instead")
     parser.add_argument("--model", default=None, help="base model folder (default: SmolLM2 imported into bench/out/)")
     args = parser.parse_args(argv)
+    model = args.model or base_model()
+    seeds = parse_seeds(args.seeds) if args.seeds else [args.seed]
+    runs = []
+    for seed in seeds:
+        run_args = copy.copy(args)
+        run_args.seed = seed
+        result = (run_trl if args.peer == "trl" else run_ours)(run_args, model)
+        correct = round(result["heldout_accuracy"] * result["n_eval_pairs"])
+        lo, hi = wilson_interval(correct, result["n_eval_pairs"])
+        result |= {"seed": seed, "heldout_correct": correct, "heldout_wilson95": [lo, hi]}
+        print(json.dumps(result, indent=2), flush=True)
+        runs.append(result)
+    if len(runs) > 1:
+        print(json.dumps(summary(runs), indent=2))
+    return 0
+
+
+def summary(runs: list[dict]) -> dict:
+    """The seeds' test accuracies: mean with the t interval across seeds (the figure), pooled pairs with Wilson."""
+    seeds = across_seeds([r["heldout_accuracy"] for r in runs])
+    correct, n = sum(r["heldout_correct"] for r in runs), sum(r["n_eval_pairs"] for r in runs)
+    lo, hi = wilson_interval(correct, n)
+    return {
+        "heldout_accuracy_across_seeds": seeds,
+        "interval": seeds["interval"] + "; per run and pooled: 95% Wilson over the test pairs",
+        "pooled": {"correct": correct, "pairs": n, "accuracy": correct / n, "wilson95": [lo, hi]},
+        "by_seed": [{"seed": r["seed"], "heldout_accuracy": r["heldout_accuracy"], "n_eval_pairs": r["n_eval_pairs"],
+                     "wilson95": r["heldout_wilson95"], "val_accuracy": r.get("val_accuracy"),
+                     "kept_step": r.get("kept_step")} for r in runs],
+        "line": f"test accuracy {fmt(seeds)}; pooled {correct}/{n} = {correct / n:.3f} Wilson [{lo:.3f}, {hi:.3f}]",
+    }
+
+
+def run_ours(args, model: str) -> dict:
+    """One seed: Ratchet's train_reward on the picked questions; the test split only reported."""
+    from rlhf.data import read_preferences
+    from rlhf.reward import RewardConfig, split_rows, train_reward
 
     # --- setup: data (split by question inside train_reward), base model ---
-    rows = pick_rows(read_preferences(DATA), args.train_pairs, args.eval_fraction, args.seed, args.val_fraction)
+    rows, test_rows = split_for_seed(read_preferences(DATA), args)
     config = RewardConfig(lr=args.lr, epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length,
                           eval_fraction=args.eval_fraction, val_fraction=args.val_fraction, seed=args.seed, log_every=5,
                           eval_every=args.eval_every, patience=args.patience,
                           trainable_layers=args.trainable_layers, weight_decay=args.weight_decay)
-    train_rows = split_rows(rows, config).train  # the split train_reward makes
-    model = args.model or base_model()
-    if args.peer == "trl":
-        return run_trl(args, config, rows, model)
-
+    train_rows = split_rows(rows, config, test_rows).train  # the split train_reward makes
     # --- run: train, timing the training steps apart from the evaluations ---
     # Training time from the trainer's own windows (each reward/* report covers the steps since the
     # previous report or eval, evals excluded): window seconds = its tokens / its tokens per second.
@@ -119,16 +209,21 @@ def main(argv: list[str] | None = None) -> int:
                           **({"val_loss": round(m["eval/reward/val_loss"], 4)} if "eval/reward/val_loss" in m else {})})
 
     with tempfile.TemporaryDirectory() as tmp:
-        final = train_reward(config, rows, model, Path(tmp) / "rm", on_metrics=on_metrics)
+        final = train_reward(config, rows, model, Path(tmp) / "rm", on_metrics=on_metrics, eval_rows=test_rows)
         meta = json.loads((Path(tmp) / "rm" / "meta.json").read_text())
+        if args.save:
+            target = Path(args.save) / f"seed{args.seed}"
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(Path(tmp) / "rm", target)
     total = time.perf_counter() - start
     train_s = clock["train_s"]
     # Early stopping ends the run before the last epoch's end: count the pairs the steps took.
     trained_pairs = min(final["reward/steps"] * args.batch_size, len(train_rows) * args.epochs)
 
     # --- report ---
-    print(json.dumps({
+    return {
         "heldout_accuracy": final["eval/reward/accuracy"],  # the test split: it chose nothing
+        "test_from": args.test_from,
         "eval_split": final["eval/reward/split"],
         "eval_loss": final["eval/reward/loss"],
         "val_accuracy": final.get("eval/reward/val_accuracy"),
@@ -148,8 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         "calibration": {k: v for k, v in final.items() if "_margin_" in k},
         "evals": evals,  # with --patience the kept weights are those of the lowest validation loss
         "args": vars(args),
-    }, indent=2))
-    return 0
+    }
 
 
 def score_as_transformers(model, pairs, pad_id: int, batch_size: int) -> dict:
@@ -183,7 +277,7 @@ def score_as_transformers(model, pairs, pad_id: int, batch_size: int) -> dict:
     return out
 
 
-def run_trl(args, config, rows: list[dict], model_path: str) -> int:
+def run_trl(args, model_path: str) -> dict:
     """TRL's RewardTrainer on the training rows train_reward would train on (validation left out, as ours
     leaves it out); the test split scored as TRL trained it."""
     import datasets
@@ -193,9 +287,14 @@ def run_trl(args, config, rows: list[dict], model_path: str) -> int:
 
     from rlhf._torch import load_tokenizer, seed_all
     from rlhf.chat import format_prompt
-    from rlhf.reward import freeze_lower_layers, split_rows, tokenize_pairs
+    from rlhf.data import read_preferences
+    from rlhf.reward import RewardConfig, freeze_lower_layers, split_rows, tokenize_pairs
 
-    splits = split_rows(rows, config)
+    rows, test_rows = split_for_seed(read_preferences(DATA), args)
+    config = RewardConfig(lr=args.lr, epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length,
+                          eval_fraction=args.eval_fraction, val_fraction=args.val_fraction, seed=args.seed,
+                          trainable_layers=args.trainable_layers, weight_decay=args.weight_decay)
+    splits = split_rows(rows, config, test_rows)
     train_rows, eval_rows = splits.train, splits.test
     tok = load_tokenizer(model_path, "right")
     seed_all(config.seed)  # as train_reward: the same score-head initialisation
@@ -219,7 +318,7 @@ def run_trl(args, config, rows: list[dict], model_path: str) -> int:
     train_s = time.perf_counter() - start
     final = score_as_transformers(trainer.model.eval(), tokenize_pairs(tok, eval_rows, 512), tok.pad_token_id,
                                    config.batch_size)
-    print(json.dumps({
+    return {
         "peer": f"trl {trl.__version__}",
         "heldout_accuracy": final["eval/reward/accuracy"],
         "eval_loss": final["eval/reward/loss"],
@@ -232,8 +331,7 @@ def run_trl(args, config, rows: list[dict], model_path: str) -> int:
         "calibration": {k: v for k, v in final.items() if "_margin_" in k},
         "log": [h for h in trainer.state.log_history if "loss" in h],
         "args": vars(args),
-    }, indent=2))
-    return 0
+    }
 
 
 if __name__ == "__main__":

@@ -7,18 +7,30 @@ does the loop move the model, and by how much?
 
 Starts web (gunicorn) and a Celery worker (config/platform.py) on
 PostgreSQL + Redis, creates a campaign, imports questions from
-data/finegrainedrlhf_qa_feedback_dev.jsonl (the last --eval-prompts distinct
-questions are held out and never imported), starts it, and for each round
+data/finegrainedrlhf_qa_feedback_dev.jsonl (held-out questions are never
+imported: the last --val-prompts distinct questions are the validation
+split, the --eval-prompts before them the test split), starts it, and for each round
 runs `manage.py simulate_raters --url <web>`: the simulated raters rate the
 round through the HTTP API, the round completes, the worker trains (reward
 model, policy step) and opens the next round. After each round the newest
-policy and the base policy answer the held-out questions (rlhf.generate, from
-the verified store checkpoints); the preference the raters follow, without
-their noise, judges each pair: the win rate of the newest policy over the
-base, ties counted as half, with a 95% Wilson interval. Also per round: the
+policy and the base policy answer the held-out questions of --eval-split
+(rlhf.generate, from the verified store checkpoints); the preference the
+raters follow, without their noise, judges each pair: the win rate of the
+newest policy over the base, ties counted as half, with a 95% Wilson
+interval per run. Also per round: the
 sequence KL of the newest policy to the base, estimated on its own samples
 (temperature 1) and as the RLOO policy stage reported it, the mean answer
 length in words, and each training stage's seconds from its TrainingRun.
+
+Settings are chosen on the validation split (`--eval-split validation`,
+e.g. with --sweep); the figure is reported on the test split (the default),
+whose questions chose nothing. A figure is several seeds (`--seeds 0,1,2`:
+raters' choices, training seeds, evaluation samples) under one or more
+preferences (`--preference shorter keyword:is reward:<folder>`), its
+interval the 95% t interval across the seeds' win rates (bench/seeds.py),
+the Wilson interval of the pooled judged pairs printed beside it (pooled in bench/policy_eval.py):
+
+    .venv/bin/python -m bench.simulated_campaign --model tiny --rounds 3 --comparisons 12 --raters 2 --seeds 0,1,2 --preference shorter keyword:is
 
 Prints one JSON object; writes it to bench/out/simulated_campaign-<model>.json
 and the plot to bench/out/simulated_campaign-<model>.svg (pass --plot-copy to
@@ -39,16 +51,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from annotate.stats.intervals import wilson_interval
 from bench.data import DATA, questions
-from bench.policy_eval import Evaluator, svg_plot
+from bench.policy_eval import Evaluator, pooled, svg_plot
+from bench.seeds import fmt, parse_seeds
 from config.platform import Platform
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
 
 # Per model and method; --lr / --beta override the policy step's. Why these:
-# see bench/RESULTS.md, "Simulated raters (issue 7)".
+# see bench/RESULTS.md, "Simulated raters (issue 7)". They were picked
+# there on the last 64-96 questions of the data, which are now the
+# validation split (VAL_PROMPTS): the test split is questions before them.
+VAL_PROMPTS = 96
 TRAINING = {
     ("tiny", "rloo"): {
         "reward": {"epochs": 4, "batch_size": 8, "lr": 1e-3, "max_length": 128},
@@ -138,6 +153,9 @@ def training_config(args) -> dict:
         config[section]["beta"] = args.beta
     if args.method == "rloo":
         config["policy"]["max_new_tokens"] = args.new_tokens
+    # The run's seed reaches the trainers too: a seed is a whole run, not only other raters.
+    for stage in ("reward", section):
+        config[stage]["seed"] = args.seed
     config["generate"] = {"max_new_tokens": args.new_tokens, "batch_size": 32}
     return config
 
@@ -163,10 +181,9 @@ def run_campaign(platform, admin, model: str, args, *, strength: float, noise: f
     report. `rate_round(platform, cid, args, strength=, noise=, round_index=)`
     has the open round rated and returns {"ratings", "raters"} (default: the
     management command over HTTP)."""
-    all_questions = questions()
-    held_out = all_questions[-args.eval_prompts:]
-    train = all_questions[: args.rounds * args.comparisons]
-    assert not set(held_out) & set(train), "held-out questions must never be rated"
+    splits = question_splits(args)
+    held_out = splits[args.eval_split]
+    train = splits["train"]
     config = training_config(args)
     status, campaign = admin.post("/api/campaigns/create/", {
         "name": name, "base_model": model, "overlap": args.raters, "comparisons_per_round": args.comparisons,
@@ -237,6 +254,20 @@ def run_campaign(platform, admin, model: str, args, *, strength: float, noise: f
             "mean_win_rate": sum(p["win_rate"] for p in trained) / len(trained)}
 
 
+def question_splits(args) -> dict[str, list[str]]:
+    """train: the first rounds x comparisons questions (imported, rated);
+    validation: the last --val-prompts (where settings are chosen); test: the
+    --eval-prompts before those (the reported figure). Disjoint by construction."""
+    all_questions = questions()
+    val_start = len(all_questions) - args.val_prompts
+    test_start = val_start - args.eval_prompts
+    train = all_questions[: args.rounds * args.comparisons]
+    if len(train) > test_start:
+        raise SystemExit(f"{len(train)} rated questions overlap the {args.eval_prompts} test and {args.val_prompts} "
+                         f"validation questions (of {len(all_questions)}): lower --rounds, --comparisons or --eval-prompts")
+    return {"train": train, "validation": all_questions[val_start:], "test": all_questions[test_start:val_start]}
+
+
 def _verified(version: dict) -> str:
     from rlhf.store import verify_folder
 
@@ -275,12 +306,18 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--comparisons", type=int, default=16, help="comparisons per round")
     parser.add_argument("--raters", type=int, default=2, help="simulated raters; also the overlap k")
-    parser.add_argument("--preference", default="shorter")
+    parser.add_argument("--preference", nargs="+", default=["shorter"],
+                        help="one or more: shorter, longer, keyword:<word>, reward:<folder> (a campaign set each)")
     parser.add_argument("--strength", type=float, default=4.0)
     parser.add_argument("--noise", type=float, default=0.1)
     parser.add_argument("--position-bias", type=float, default=0.0)
     parser.add_argument("--new-tokens", type=int, default=24)
-    parser.add_argument("--eval-prompts", type=int, default=64, help="held-out questions the win rate is judged on")
+    parser.add_argument("--eval-prompts", type=int, default=64,
+                        help="test questions (held out, chose nothing) the reported win rate is judged on")
+    parser.add_argument("--val-prompts", type=int, default=VAL_PROMPTS,
+                        help="validation questions (held out: the last of the data) to choose settings on")
+    parser.add_argument("--eval-split", choices=["test", "validation"], default="test",
+                        help="where the win rate is judged: validation while choosing settings, test for the figure")
     parser.add_argument("--kl-prompts", type=int, default=32, help="held-out questions the KL is estimated on")
     parser.add_argument("--lr", type=float, default=None, help="policy step learning rate (default: per model/method)")
     parser.add_argument("--beta", type=float, default=None, help="KL coefficient of the policy step")
@@ -291,39 +328,23 @@ def parse_args(argv=None):
                         help="run the campaign again with weaker and noisier raters; report how much of the gain survives")
     parser.add_argument("--sweep-strengths", default="0.5,1,2", help="strengths tried with --sweep (at --noise)")
     parser.add_argument("--sweep-noises", default="0.3,0.5,0.7", help="noise rates tried with --sweep (at --strength)")
-    parser.add_argument("--repeats", type=int, default=1, help="campaigns per setting, seeds --seed, --seed+1, ...; pooled")
+    parser.add_argument("--repeats", type=int, default=1, help="campaigns per setting, seeds --seed, --seed+1, ...")
+    parser.add_argument("--seeds", default=None, help="seeds to run each setting with, e.g. 0,1,2 or 0-2 (overrides --seed/--repeats)")
     parser.add_argument("--backend", choices=["services", "embedded"], default="services")
     parser.add_argument("--plot-copy", default=None, help="also write the SVG here (e.g. bench/plots/...svg)")
     args = parser.parse_args(argv)
     args.method = args.method or ("dpo" if args.model == "smollm2" else "rloo")
+    args.seed_list = parse_seeds(args.seeds) if args.seeds else [args.seed + i for i in range(args.repeats)]
+    args.preferences = list(args.preference)
+    args.preference = args.preferences[0]  # what one campaign's raters follow (run_campaign reads it)
     if args.target is None and args.model == "smollm2":
         args.target = 0.65
     return args
 
 
-def pooled(runs: list[dict]) -> dict:
-    """One setting over its repeats (seeds): per round, the win rate over
-    every judged pair of every repeat with its Wilson interval, and the
-    means of the rest."""
-    rounds = []
-    for i in range(len(runs[0]["rounds"])):
-        points = [r["rounds"][i] for r in runs]
-        n = sum(p["n"] for p in points)
-        won = sum(p["win_rate"] * p["n"] for p in points)
-        lo, hi = wilson_interval(won, n)
-        mean = lambda key: sum(p.get(key) or 0.0 for p in points) / len(points)  # noqa: E731
-        rounds.append({"round": points[0]["round"], "win_rate": won / n, "ci95": [lo, hi], "n": n,
-                       "kl_estimate": mean("kl_estimate"), "kl_policy_stage": mean("kl_policy_stage") if i else None,
-                       "mean_words": mean("mean_words")})
-    return {"strength": runs[0]["strength"], "noise": runs[0]["noise"], "repeats": len(runs), "rounds": rounds,
-            "seeds": [r["seed"] for r in runs],
-            "final_win_rate": rounds[-1]["win_rate"], "final_kl": rounds[-1]["kl_estimate"],
-            "mean_win_rate": sum(r["mean_win_rate"] for r in runs) / len(runs),
-            "mean_win_rate_by_seed": [r["mean_win_rate"] for r in runs]}
-
-
 def simulated_campaign(args, workdir: Path, log=print) -> dict:
-    """Start the platform in workdir, run the campaign (or the sweep), stop it; the report."""
+    """Start the platform in workdir, run the campaigns (each preference, the
+    sweep's settings, each seed), stop it; the report."""
     model = base_model(args.model, workdir)
     platform = Platform(workdir, backend=args.backend).start()
     settings = [(args.strength, args.noise)]
@@ -333,29 +354,32 @@ def simulated_campaign(args, workdir: Path, log=print) -> dict:
     reports, by_setting = [], []
     try:
         admin = platform.user("bench-admin", "campaign_admin", "ml_engineer")
-        for s, n in settings:
-            runs = []
-            for rep in range(args.repeats):
-                run_args = copy.copy(args)
-                run_args.seed = args.seed + rep
-                report = run_campaign(platform, admin, model, run_args, strength=s, noise=n, log=log,
-                                      name=f"sim strength {s:g} noise {n:g} seed {run_args.seed}")
-                report["seed"] = run_args.seed
-                runs.append(report)
-            reports += runs
-            by_setting.append(pooled(runs))
+        for preference in args.preferences:
+            for s, n in settings:
+                runs = []
+                for seed in args.seed_list:
+                    run_args = copy.copy(args)
+                    run_args.seed, run_args.preference = seed, preference
+                    report = run_campaign(platform, admin, model, run_args, strength=s, noise=n, log=log,
+                                          name=f"sim {preference} strength {s:g} noise {n:g} seed {seed}")
+                    report |= {"seed": seed, "preference": preference}
+                    runs.append(report)
+                reports += runs
+                by_setting.append(pooled(runs))
     finally:
         platform.stop()
     # The share of the reference setting's gain over 0.5 (mean win rate of
-    # the trained versions) that a weaker or noisier pool keeps.
-    gain = by_setting[0]["mean_win_rate"] - 0.5
+    # the trained versions) that a weaker or noisier pool keeps, per preference.
     for setting in by_setting:
+        reference = next(x for x in by_setting if x["preference"] == setting["preference"])
+        gain = reference["mean_win_rate"] - 0.5
         setting["gain_kept"] = (setting["mean_win_rate"] - 0.5) / gain if abs(gain) > 1e-9 else None
         setting["kl_within_budget"] = setting["final_kl"] <= args.kl_budget
     return {
         "model": args.model, "method": args.method, "rounds": args.rounds, "comparisons": args.comparisons,
-        "raters": args.raters, "preference": args.preference, "new_tokens": args.new_tokens,
-        "eval_prompts": args.eval_prompts, "kl_budget": args.kl_budget, "seed": args.seed, "repeats": args.repeats,
+        "raters": args.raters, "preferences": args.preferences, "new_tokens": args.new_tokens,
+        "eval_split": args.eval_split, "eval_prompts": len(question_splits(args)[args.eval_split]),
+        "val_prompts": args.val_prompts, "kl_budget": args.kl_budget, "seeds": args.seed_list,
         "training_config": training_config(args), "cpu_count": os.cpu_count(),
         "settings": by_setting, "campaigns": reports,
     }
@@ -368,22 +392,28 @@ def main(argv=None) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ratchet-sim-") as tmp:
         report = simulated_campaign(args, Path(tmp), log=lambda m: print(m, flush=True))
-    suffix = f"{args.model}{'-sweep' if args.sweep else ''}"
+    suffix = f"{args.model}{'-sweep' if args.sweep else ''}{'-validation' if args.eval_split == 'validation' else ''}"
     (OUT / f"simulated_campaign-{suffix}.json").write_text(json.dumps(report, indent=2))
     title = (f"{args.model}, {args.method}: {args.rounds} rounds x {args.comparisons} comparisons x {args.raters} "
-             f"raters, '{args.preference}'")
-    if args.repeats > 1:
-        title += f", {args.repeats} seeds pooled"
+             f"raters, {args.eval_split} questions")
+    if len(args.seed_list) > 1:
+        title += f", {len(args.seed_list)} seeds (t interval)"
     svg = svg_plot(report["settings"], title=title, kl_budget=args.kl_budget, target=args.target)
     (OUT / f"simulated_campaign-{suffix}.svg").write_text(svg)
     if args.plot_copy:
         Path(args.plot_copy).parent.mkdir(parents=True, exist_ok=True)
         Path(args.plot_copy).write_text(svg)
     print(json.dumps(report, indent=2))
+    print(f"win rate over the base on {report['eval_prompts']} {args.eval_split} questions, seeds {args.seed_list}; "
+          f"interval: {report['settings'][0]['interval']}")
     for c in report["settings"]:
         last = c["rounds"][-1]
-        print(f"strength {c['strength']:g} noise {c['noise']:g}: final win rate {last['win_rate']:.3f} {_ci(last)}, "
-              f"mean over rounds {c['mean_win_rate']:.3f}, "
+        lo, hi = last["ci95_wilson_pooled"]
+        print(f"{c['preference']}, strength {c['strength']:g} noise {c['noise']:g}: final win rate "
+              f"{fmt(last['across_seeds'])}, by seed {[round(v, 3) for v in last['across_seeds']['values']]}, "
+              f"pooled {last['pooled']:.3f} Wilson [{lo:.3f}, {hi:.3f}] on {last['n']} pairs; "
+              f"mean over rounds {fmt(c['mean_win_rate_across_seeds'])}; "
+              f"{last['mean_words']:.1f} words (base {c['rounds'][0]['mean_words']:.1f}); "
               f"KL {last['kl_estimate']:.2f} nats (budget {args.kl_budget:g}: "
               f"{'within' if c['kl_within_budget'] else 'OVER'}), gain kept {_fmt(c['gain_kept'])}")
     if math.isnan(report["settings"][0]["final_win_rate"]):
