@@ -6,6 +6,7 @@ schedule or the data say so. Stages run in-process on the tiny model, as the
 gpu worker runs them (training_stage_execute)."""
 import io
 import json
+import re
 import uuid
 import zipfile
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from django.test import override_settings
 from safetensors.numpy import load_file
 
-from annotate.models import Campaign, Demonstration, PolicyVersion, Round, SFTModelVersion, TrainingRun
+from annotate.models import Campaign, Demonstration, PolicyVersion, Role, Round, SFTModelVersion, TrainingRun
 from annotate.selectors.demonstrations import demonstrations_untrained_ids
 from annotate.training.runs import training_run_start
 from rlhf.store import ModelStore
@@ -441,3 +442,22 @@ def test_the_models_page_shows_sft_models_and_the_policies_made_from_them(open_r
     lineage = client.get(f"/console/campaigns/{campaign.pk}/lineage/").content.decode()
     assert f"/api/sft-versions/{sft.pk}/download/" in lineage
     assert f"/api/training-runs/{run.pk}/sft-dataset/" in lineage
+
+
+def test_the_leaderboard_says_which_policy_versions_went_through_an_sft_model(make_user, ml_engineer, client):
+    from tests.factories import loop_campaign_with_history
+
+    # given: rounds of v0, v1, v2 rated; v1's step started from s1
+    campaign = loop_campaign_with_history([make_user(Role.ANNOTATOR) for _ in range(2)])
+    v0, v1 = (campaign.policy_versions.get(version=n) for n in (0, 1))
+    sft = SFTModelVersion.objects.create(campaign=campaign, version=1, start=v0, path="/s", sha256="ab" * 32,
+                                         demonstration_ids=[1])
+    PolicyVersion.objects.filter(pk=v1.pk).update(sft_model=sft)
+    # when
+    client.force_login(ml_engineer)
+    html = client.get(f"/console/campaigns/{campaign.pk}/models/").content.decode()
+    # then
+    board = html.split('id="leaderboard-table"')[1].split("</table>")[0]
+    rows = {m: row for m, row in re.findall(r'<tr data-model="([^"]+)">(.*?)</tr>', board, re.S)}
+    assert {"v0", "v1", "v2"} <= set(rows)
+    assert "via sft s1" in rows["v1"] and "via sft" not in rows["v0"] + rows["v2"]
