@@ -175,3 +175,32 @@ def test_a_demonstration_of_another_campaign_is_a_404_under_this_one(
         f"/api/campaigns/{other.campaign_id}/demonstrations/{demo.pk}/review/", {"verdict": "accept"}, format="json")
     # then
     assert answer.status_code == 404 and state(demo) == before
+
+
+def test_the_list_reads_a_fixed_number_of_queries_whatever_the_number_of_demonstrations(
+    demo_round, annotator_client, other_annotator, api_client_for, ml_engineer_client, campaign_admin
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from annotate.services.demonstrations import demonstration_review
+
+    url = f"/api/campaigns/{demo_round.campaign_id}/demonstrations/"
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as context:
+            assert ml_engineer_client.get(url, {"status": "pending"}).status_code == 200
+        return len(context)
+
+    # given: one pending demonstration, then three more, each with a review
+    Campaign.objects.filter(pk=demo_round.campaign_id).update(demonstration_reviews=2)
+    first = _demo(demo_round, annotator_client)
+    one = queries()
+    others = [_demo(demo_round, annotator_client), _demo(demo_round, api_client_for(other_annotator)),
+              _demo(demo_round, api_client_for(other_annotator))]
+    campaign = Campaign.objects.get(pk=demo_round.campaign_id)
+    for demo in [first, *others]:
+        demonstration_review(campaign=campaign, demonstration_id=demo.pk, reviewer=campaign_admin, verdict="accept")
+    # then
+    assert Demonstration.objects.filter(status="pending").count() == 4
+    assert queries() == one

@@ -205,3 +205,30 @@ def test_a_diverged_metric_is_a_gap_not_a_nan_the_page_cannot_parse():
 
     history = [{"stage": "reward", "step": s, "reward/loss": v} for s, v in enumerate([0.7, 0.6, float("nan"), 0.5])]
     assert metric_series(history)["reward/loss"] == [[0, 0.7], [1, 0.6], [2, None], [3, 0.5]]
+
+
+def test_the_run_page_shows_the_sft_stages_metrics_first_among_the_key_ones_and_its_snapshot(
+    open_round, engineer_browser
+):
+    # given: a run whose sft stage reported a loss curve and a held-out eval, then the reward stage
+    history = [{"stage": "sft", "step": s, "sft/loss": 3 / s, "sft/tokens_per_s": 900.0} for s in range(1, 6)]
+    history += [{"stage": "sft", "step": 5, "eval/sft/loss": 1.2, "eval/sft/token_accuracy": 0.4}]
+    history += [{"stage": "reward", "step": s, "reward/loss": 1 / s} for s in range(1, 6)]
+    run = TrainingRun.objects.create(
+        campaign=open_round.campaign, round=open_round, kind="train", status="succeeded", metrics_history=history,
+        sft_dataset_path="/store/run-sft", sft_dataset_sha256="ef" * 32,
+    )
+    # when
+    html = engineer_browser.get(f"/console/runs/{run.pk}/").content.decode()
+    # then: the key section draws sft/loss before reward/loss, each with its meaning; the evals as values
+    key = html.split('id="key-metrics"')[1].split("</section>")[0]
+    charts = re.findall(r'<figure class="metric-chart" data-metric="([^"]+)"', key)
+    assert charts == ["sft/loss", "reward/loss"]
+    assert "loss per assistant token of the demonstrations" in key
+    values = re.findall(r'<tr data-metric="([^"]+)"', key)
+    assert values == ["eval/sft/loss", "eval/sft/token_accuracy"]
+    # the throughput is not a key metric: folded with the others
+    assert "sft/tokens_per_s" not in key and 'data-metric="sft/tokens_per_s"' in html
+    # and the demonstrations snapshot it trained on, with its download
+    assert 'id="sft-dataset-sha256">' + "ef" * 32 in html
+    assert f'href="/api/training-runs/{run.pk}/sft-dataset/"' in html

@@ -43,6 +43,7 @@ from annotate.models import (
     RewardModelVersion,
     Role,
     Round,
+    SFTModelVersion,
     TrainingRun,
 )
 
@@ -166,8 +167,12 @@ def build_world(*, prompts: int = 12, versions: int = 4) -> World:
             },
             dataset_path=f"/store/datasets/run-{v}", dataset_sha256=_sha(f"dataset {v}"),
             started_at=done_at - timedelta(minutes=5), finished_at=done_at, metrics_history=_history(v),
+            # The first train run fine-tuned on demonstrations (base -> s1 -> v1); the others had none new.
+            sft_dataset_path=f"/store/datasets/run-{v}-sft" if v == 1 else "",
+            sft_dataset_sha256=_sha(f"sft dataset {v}") if v == 1 else "",
             stages=_one_after_another(done_at, [
                 ("snapshot", 0.4, {"pairs": 20 + v}),
+                ("sft", 12.5, {"sft_version": 1, "start_version": 0, "conversations": 7}) if v == 1 else
                 ("sft", 0.1, {"skipped": True, "reason": "no accepted demonstrations that an earlier SFT model has not learned"}),
                 ("reward", 31.8, {"reward_version": v}),
                 ("policy", 182.3, {"policy_version": v}), ("generate", 64.1, {"answers": prompts}),
@@ -183,9 +188,15 @@ def build_world(*, prompts: int = 12, versions: int = 4) -> World:
             campaign=campaign, version=v, path=f"/store/reward-v{v}", sha256=_sha(f"r{v}"), training_run=run,
             dataset_sha256=run.dataset_sha256, metrics={"eval/reward/accuracy": 0.64 + v / 50, "eval/reward/loss": 0.42},
         )
+        sft = SFTModelVersion.objects.create(
+            campaign=campaign, version=1, start=chain[-1], path="/store/sft-s1", sha256=_sha("s1"), training_run=run,
+            dataset_path=run.sft_dataset_path, dataset_sha256=run.sft_dataset_sha256, demonstration_ids=list(range(1, 8)),
+            metrics={"sft/loss": 1.91, "eval/sft/loss": 2.07, "eval/sft/token_accuracy": 0.41, "sft/steps": 14},
+        ) if v == 1 else None
         chain.append(PolicyVersion.objects.create(
             campaign=campaign, version=v, parent=chain[-1], path=f"/store/policy-v{v}", sha256=_sha(f"v{v}"),
-            training_run=run, reward_model=reward, metrics={"policy/kl": 0.04 * v, "policy/reward_mean": 0.1 * v},
+            training_run=run, reward_model=reward, sft_model=sft,
+            metrics={"policy/kl": 0.04 * v, "policy/reward_mean": 0.1 * v},
         ))
         # Later versions write more: the newest answers are longer than a
         # screen, so that the rating page scrolls at both widths.
