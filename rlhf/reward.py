@@ -333,7 +333,7 @@ def evaluate_pairs(model, pairs: list[TokenPair], config: RewardConfig, pad_id: 
         if count:  # an empty bucket has no accuracy; leaving it out keeps the metrics JSON-clean
             out[f"eval/reward/accuracy_margin_{bucket_name(lo, hi)}"] = correct / count
             out[f"eval/reward/pairs_margin_{bucket_name(lo, hi)}"] = int(count)
-    if config.aspects:
+    if config.aspects and s[EvalSums.PAIRS]:  # rankings carry no aspects: a split of rankings only has none
         a = aspect_sums.tolist()
         for name, (_, correct, rated) in zip(config.aspects, a):
             out[f"eval/reward/aspect_{name}_pairs"] = int(rated)
