@@ -62,6 +62,11 @@ class RewardConfig:
     length_bucketing: bool = setting(False, "batches of pairs of similar length (less padding; batches less random)")
     torch_compile: bool = setting(False, "torch.compile the transformer (GPU; the first steps pay the compile time)")
     gradient_checkpointing: bool = setting(False, "recompute activations in backward: less memory, ~30% slower")
+    # Rubric aspects (the issue-19 data contract): rows may carry {"aspects": {name: 1 | -1 | 0}}.
+    aspects: list[str] = field(default_factory=list, metadata={"help":
+        "aspect names that get a reward head each; empty = the overall preference only"})
+    aspect_weights: dict[str, float] = field(default_factory=dict, metadata={"help":
+        'the saved score is sum(w * head): {"overall": w, "<aspect>": w}; missing: overall 1, aspects 0'})
 
 
 @dataclass
