@@ -91,9 +91,9 @@ def test_bad_aspects_are_a_400_naming_the_problem_and_write_nothing(
     answer = rate(annotator_client, comparison, aspects)
     # then
     assert answer.status_code == 400, answer.content
-    assert answer.data["error"] == "validation_failed"
+    assert answer.data["error"] == "invalid"
     assert words in answer.data["detail"]
-    assert where in answer.data.get("fields", {}) or where == "aspects"
+    assert where in answer.data["errors"] or where == "aspects"
     assert snapshot() == before
 
 
@@ -160,7 +160,7 @@ def test_campaign_create_refuses_bad_aspect_settings(campaign_admin_client, fiel
     answer = create(campaign_admin_client, **fields)
     assert answer.status_code == 400, answer.content
     assert words in answer.data["detail"]
-    assert field in answer.data["fields"]
+    assert field in answer.data["errors"]
     assert not Campaign.objects.filter(name="rubric").exists()
 
 
