@@ -61,7 +61,7 @@ def test_aspects_keyboard_only_one_submit_stores_every_judgment(page, live_serve
     expect(rows.nth(2)).to_have_class("aspect-row armed")
     assert not Rating.objects.filter(annotator=user).exists()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"rating-aspects-{width}.png"), full_page=True)
+    page.screenshot(path=str(SCREENSHOTS / f"rating-aspects-{width}.png"))
     # the armed row takes 1 at once; Enter submits everything
     page.keyboard.press("1")
     page.keyboard.press("Enter")
