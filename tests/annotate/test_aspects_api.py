@@ -180,3 +180,43 @@ def test_campaign_patch_sets_aspects_and_refuses_weights_naming_a_removed_aspect
     assert answer.status_code == 200, answer.content
     campaign.refresh_from_db()
     assert campaign.aspects == new and campaign.aspect_weights == {"style": 1.0}
+
+
+# --- the console's campaign form ------------------------------------------------
+
+
+@pytest.fixture
+def admin_browser_client(client, campaign_admin):
+    client.force_login(campaign_admin)
+    return client
+
+
+FORM = {"name": "Rubric", "overlap": "3", "comparisons_per_round": "32", "lease_ttl_seconds": "600",
+        "gold_frequency": "0.1", "gold_min_accuracy": "0.7", "gold_min_count": "5", "base_model": "m",
+        "training_config": "{}", "auto_train": "on"}
+
+
+def test_console_form_sets_aspects_one_a_line_and_shows_them_back(admin_browser_client):
+    answer = admin_browser_client.post("/console/campaigns/new/", {
+        **FORM, "aspects": "correctness | c | Which answer is more correct?\n\nsafety | f | Which answer is safer?\n",
+        "aspects_required": "on", "aspect_training": "heads", "aspect_weights": '{"overall": 1, "safety": 2}'})
+    assert answer.status_code == 302, answer.content.decode()[-2000:]
+    campaign = Campaign.objects.get(name="Rubric")
+    assert campaign.aspects == ASPECTS and campaign.aspects_required and campaign.aspect_training == "heads"
+    assert campaign.aspect_weights == {"overall": 1.0, "safety": 2.0}
+    page = admin_browser_client.get(f"/console/campaigns/{campaign.pk}/").content.decode()
+    assert "correctness | c | Which answer is more correct?" in page
+
+
+@pytest.mark.parametrize(
+    "fields, field, words",
+    [({"aspects": "correctness c Which?"}, "aspects", "write name | key | question"),
+     ({"aspects": "correctness | q | Which?"}, "aspects", "taken by the rating page"),
+     ({"aspects": "correctness | c | Which?", "aspect_weights": "{overall: 1"}, "aspect_weights", "not valid JSON")],
+)
+def test_console_form_refuses_bad_aspects_next_to_the_field(admin_browser_client, fields, field, words):
+    answer = admin_browser_client.post("/console/campaigns/new/", {**FORM, **fields})
+    assert answer.status_code == 400
+    html = answer.content.decode()
+    assert f'id="err-{field}"' in html and words in html
+    assert not Campaign.objects.filter(name="Rubric").exists()
