@@ -5,6 +5,7 @@ exports carry a column per aspect, and the reward stage's config gets the
 campaign's aspects when it trains heads."""
 import csv
 import io
+from types import SimpleNamespace
 import json
 from pathlib import Path
 
@@ -143,3 +144,42 @@ def test_reward_config_gets_the_aspects_only_when_the_campaign_trains_heads(judg
     assert config.aspect_weights == {"overall": 1.0, "correctness": 2.0, "safety": 0.5}
     assert config_errors({"reward": {"aspects": config.aspects, "aspect_weights": config.aspect_weights}}) == []
     assert RewardConfig().aspects == [] and RewardConfig().aspect_weights == {}
+
+
+@pytest.mark.parametrize("training, expected", [("heads", ["correctness", "safety"]), ("overall", [])])
+def test_the_reward_stage_gives_train_reward_the_campaign_aspects(judged, monkeypatch, settings, tmp_path,
+                                                                  training, expected):
+    """The stage's wiring: what train_reward receives (stopped there, before any model loads)."""
+    import rlhf.reward
+    from annotate.models import TrainingRun
+    from annotate.training import steps
+
+    campaign, _ = judged
+    Campaign.objects.filter(pk=campaign.pk).update(aspect_training=training)
+    campaign.refresh_from_db()
+    run = TrainingRun.objects.create(campaign=campaign, kind=TrainingRun.Kind.TRAIN,
+                                     config={"reward": {"epochs": 2, "aspects": ["ignored"]}})
+    settings.MODEL_STORE = str(tmp_path / "store")
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_train_reward(config, rows, *args, **kwargs):
+        seen["config"], seen["rows"] = config, rows
+        raise Stop
+
+    monkeypatch.setattr(rlhf.reward, "train_reward", fake_train_reward)
+    monkeypatch.setattr(steps, "_dataset_rows", lambda run: list(preference_rows_iter(campaign=run.campaign)))
+    monkeypatch.setattr(steps, "_base_version", lambda run: None)
+    monkeypatch.setattr(steps, "_verified", lambda version: "base-model-folder")
+    with pytest.raises(Stop):
+        steps.stage_reward(run, reporter=SimpleNamespace(metrics=None, progress=None))
+    config = seen["config"]
+    assert config.epochs == 2
+    if training == "heads":
+        assert config.aspects == expected
+        assert config.aspect_weights == {"overall": 1.0, "correctness": 2.0, "safety": 0.5}
+    else:
+        assert config.aspects == ["ignored"]  # the training_config's own, untouched with "overall"
+    assert seen["rows"][0]["aspects"] == {"correctness": 1, "safety": -1}
