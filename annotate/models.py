@@ -84,6 +84,20 @@ class Campaign(models.Model):
     sft_schedule = models.CharField(max_length=20, choices=SFTSchedule.choices, default=SFTSchedule.EVERY_ROUND)
     sft_every_n = models.PositiveSmallIntegerField(default=2, help_text="with sft_schedule every_n: N")
     sft_anchor = models.CharField(max_length=10, choices=SFTAnchor.choices, default=SFTAnchor.BASE)
+
+    class AspectTraining(models.TextChoices):
+        OVERALL = "overall", "The reward model learns the overall choice only"
+        HEADS = "heads", "A reward head per aspect, combined by aspect_weights"
+
+    # Rubric aspects asked beside the overall choice (docs/annotators.md):
+    # [{"name", "question", "key"}], checked by services/aspects.py; each
+    # rating stores its judgments in Rating.aspects.
+    aspects = models.JSONField(default=list, blank=True)
+    aspects_required = models.BooleanField(default=False)
+    aspect_training = models.CharField(max_length=10, choices=AspectTraining.choices, default=AspectTraining.OVERALL)
+    # {"overall": w, "<aspect>": w}: the combination the reward model's score
+    # is (rlhf RewardConfig.aspect_weights); missing: overall 1, aspects 0.
+    aspect_weights = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.LOOP)
     # A loop campaign's fixed yardstick: a model outside the loop (imported
@@ -510,6 +524,9 @@ class Rating(models.Model):
     strength = models.PositiveSmallIntegerField(null=True, blank=True)
     reason = models.TextField(blank=True, default="")
     time_on_task_ms = models.PositiveIntegerField(null=True, blank=True)
+    # {aspect name: "A" | "B" | "same"}: sides as `choice` records them (A is
+    # the comparison's response_a, shown on the left); aspects not judged are absent.
+    aspects = models.JSONField(default=dict, blank=True)
     idempotency_key = models.UUIDField(default=uuid.uuid4)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -542,6 +559,8 @@ class Export(models.Model):
     # Only this round's ratings; null: every round of the campaign.
     round = models.ForeignKey(Round, null=True, blank=True, on_delete=models.CASCADE, related_name="exports")
     kind = models.CharField(max_length=20, choices=Kind.choices)
+    # Preferences only: "" the overall choice, an aspect's name, or "combined" (aspect_weights).
+    aspect = models.CharField(max_length=60, blank=True, default="")
     format = models.CharField(max_length=10, choices=Format.choices)
     path = models.CharField(max_length=500)
     sha256 = models.CharField(max_length=64)

@@ -100,6 +100,8 @@ def rate(request, campaign_id: int):
         "instructions": campaign.instructions,
         "user": request.user.username,
         "demonstrations": campaign.demonstrations,  # the better-answer editor: off, optional, both_bad
+        "aspects": campaign.aspects,  # rubric aspects: [{name, question, key}] (rate_aspects.js)
+        "aspects_required": campaign.aspects_required,
     }
     return render(request, "frontend/rate.html", {"campaign": campaign, "config": config})
 

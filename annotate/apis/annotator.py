@@ -33,6 +33,8 @@ class CampaignListApi(APIView):
         status = serializers.CharField()
         instructions = serializers.CharField()
         overlap = serializers.IntegerField()
+        aspects = serializers.ListField(child=serializers.DictField(), help_text="[{name, question, key}]")
+        aspects_required = serializers.BooleanField()
 
     @extend_schema(responses=OutputSerializer(many=True))
     def get(self, request):
@@ -165,6 +167,12 @@ class RatingCreateApi(APIView):
             help_text="a better answer written with the rating: {text, origin, time_on_task_ms}; "
             "origin is the chosen side ('a'/'b') or '' on both bad",
         )
+        # Checked by the service against the campaign's aspects (services/aspects.py).
+        aspects = serializers.JSONField(
+            required=False, allow_null=True,
+            help_text='the campaign\'s rubric aspects judged: {"<aspect name>": "A" | "B" | "same"}; '
+            "with aspects_required, every aspect",
+        )
 
     class OutputSerializer(serializers.Serializer):
         # Declared, not a ModelSerializer: that one builds its fields from the
@@ -175,6 +183,7 @@ class RatingCreateApi(APIView):
         strength = serializers.IntegerField(allow_null=True)
         reason = serializers.CharField(allow_blank=True)
         time_on_task_ms = serializers.IntegerField(allow_null=True)
+        aspects = serializers.DictField(child=serializers.CharField())
         idempotency_key = serializers.UUIDField()
         created_at = serializers.DateTimeField()
 
@@ -195,6 +204,7 @@ class RatingCreateApi(APIView):
             time_on_task_ms=data.get("time_on_task_ms"),
             idempotency_key=data["idempotency_key"],
             demonstration=data.get("demonstration"),
+            aspects=data.get("aspects"),
         )
         return Response(
             self.OutputSerializer(rating).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK

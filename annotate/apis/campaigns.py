@@ -30,6 +30,12 @@ from annotate.services.evaluation import MAX_COMPARISONS_ADDED, evaluation_compa
 from annotate.services.prompts import prompts_import
 
 
+ASPECTS_HELP = ('rubric aspects asked beside the overall choice: [{"name", "question", "key"}]; '
+                'key: one lowercase letter the rating page does not use itself')
+TRAINING_HELP = "overall: the reward model learns the overall choice; heads: a head per aspect, combined by aspect_weights"
+WEIGHTS_HELP = '{"overall": w, "<aspect>": w}: the combination; missing names weigh 1 (overall) and 0 (aspects)'
+
+
 class CampaignOutputSerializer(serializers.ModelSerializer):
     reference_model_name = serializers.CharField(
         source="reference_model.name", read_only=True, allow_null=True, default=None,
@@ -43,7 +49,7 @@ class CampaignOutputSerializer(serializers.ModelSerializer):
             "base_model", "training_config", "method", "kl_budget", "auto_train", "status", "created_at",
             "gold_frequency", "gold_min_accuracy", "gold_min_count", "reference_model", "reference_model_name",
             "demonstrations", "demonstration_reviews", "demonstration_pairs", "sft_schedule", "sft_every_n",
-            "sft_anchor",
+            "sft_anchor", "aspects", "aspects_required", "aspect_training", "aspect_weights",
         ]
 
 
@@ -86,6 +92,11 @@ class CampaignCreateApi(APIView):
         sft_anchor = serializers.CharField(
             default=Campaign.SFTAnchor.BASE, help_text="the policy step's KL anchor: base, or sft (the latest SFT model)"
         )
+        # Checked by services/aspects.py, which names the aspect and the problem.
+        aspects = serializers.JSONField(required=False, default=list, help_text=ASPECTS_HELP)
+        aspects_required = serializers.BooleanField(default=False, help_text="every rating must judge every aspect")
+        aspect_training = serializers.CharField(default=Campaign.AspectTraining.OVERALL, help_text=TRAINING_HELP)
+        aspect_weights = serializers.JSONField(required=False, default=dict, help_text=WEIGHTS_HELP)
 
     @extend_schema(request=InputSerializer, responses={201: CampaignOutputSerializer, 409: CONFLICT})
     def post(self, request):
@@ -123,6 +134,10 @@ class CampaignDetailApi(AdminsAndEngineersRead, APIView):
         sft_schedule = serializers.CharField(required=False)
         sft_every_n = serializers.IntegerField(required=False)
         sft_anchor = serializers.CharField(required=False)
+        aspects = serializers.JSONField(required=False, help_text=ASPECTS_HELP)
+        aspects_required = serializers.BooleanField(required=False)
+        aspect_training = serializers.CharField(required=False, help_text=TRAINING_HELP)
+        aspect_weights = serializers.JSONField(required=False, help_text=WEIGHTS_HELP)
         reference_model = serializers.IntegerField(
             required=False, allow_null=True,
             help_text="loop campaigns: the id of one of the campaign's external models that each round's "

@@ -26,7 +26,7 @@ class ExportOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = Export
         fields = [
-            "id", "campaign", "round", "kind", "format", "rows", "size_bytes", "sha256", "download_url",
+            "id", "campaign", "round", "kind", "format", "aspect", "rows", "size_bytes", "sha256", "download_url",
             "created_by", "created_at",
         ]
 
@@ -43,7 +43,11 @@ class ExportCreateApi(APIView):
     URL (POST); list the campaign's exports (GET). `kind`: `preferences` (JSONL: prompt, chosen, rejected, margin, weight,
     ids), `ratings` (JSONL or CSV: every rating with round, prompt, and the
     policy version on each side) or `sft` (JSONL: accepted demonstrations as
-    TRL's `messages`). `round`: that round only."""
+    TRL's `messages`). `round`: that round only. `aspect` (preferences; in
+    the body or the query string): the pairs from one rubric aspect's A/B
+    judgments, or `combined` (the sign of the campaign's aspect_weights sum);
+    left out, the overall choice. Every preference row of a campaign with
+    aspects carries `aspects` ({name: 1 | -1 | 0} for the chosen answer)."""
 
     permission_classes = [IsAdminOrEngineer]
 
@@ -53,6 +57,10 @@ class ExportCreateApi(APIView):
         kind = serializers.CharField()
         format = serializers.CharField(default=Export.Format.JSONL)
         round = serializers.IntegerField(required=False, allow_null=True, min_value=0)
+        aspect = serializers.CharField(
+            required=False, allow_blank=True, default="",
+            help_text="preferences: an aspect's name or 'combined'; empty = the overall choice",
+        )
 
     @extend_schema(responses=ExportOutputSerializer(many=True))
     def get(self, request, campaign_id: int):
@@ -64,7 +72,10 @@ class ExportCreateApi(APIView):
     @extend_schema(request=InputSerializer, responses={201: ExportOutputSerializer})
     def post(self, request, campaign_id: int):
         campaign = readable_campaign_or_404(request, campaign_id)
-        serializer = self.InputSerializer(data=request.data)
+        body = request.data.copy() if hasattr(request.data, "copy") else dict(request.data)
+        if "aspect" not in body and "aspect" in request.query_params:
+            body["aspect"] = request.query_params["aspect"]
+        serializer = self.InputSerializer(data=body)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         export = export_create(
@@ -73,6 +84,7 @@ class ExportCreateApi(APIView):
             format=data["format"],
             round_=campaign_round(campaign=campaign, index=data.get("round")),
             user=request.user,
+            aspect=data["aspect"].strip(),
         )
         return Response(ExportOutputSerializer(export, context={"request": request}).data, status=status.HTTP_201_CREATED)
 

@@ -44,7 +44,9 @@ class CampaignLeaderboardApi(APIView):
     (the answers' length difference as a covariate, as Chatbot Arena's style
     control) with theirs and the fitted length coefficient; each round's win
     rate of its candidate over its baseline and over the reference model
-    with a Wilson 95% interval; each pair of models' record."""
+    with a Wilson 95% interval; each pair of models' record; per rubric
+    aspect, Bradley-Terry scores from its judgments (A or B a win, same half
+    each) with the same bootstrap."""
 
     permission_classes = [IsAdminOrEngineer]
 
@@ -95,6 +97,21 @@ class CampaignLeaderboardApi(APIView):
             lower = serializers.FloatField()
             upper = serializers.FloatField()
 
+        class AspectBoardSerializer(serializers.Serializer):
+            class AspectModelSerializer(serializers.Serializer):
+                kind = serializers.ChoiceField(choices=["policy", "external"])
+                name = serializers.CharField()
+                version = serializers.IntegerField(allow_null=True)
+                n = serializers.IntegerField(help_text="judgments of this aspect this model was in")
+                score = serializers.FloatField(allow_null=True)
+                lower = serializers.FloatField(allow_null=True)
+                upper = serializers.FloatField(allow_null=True)
+
+            name = serializers.CharField()
+            question = serializers.CharField()
+            n_ratings = serializers.IntegerField(help_text="A / B / same judgments between two models")
+            models = AspectModelSerializer(many=True, help_text="best first on this aspect")
+
         campaign = serializers.IntegerField()
         kind = serializers.CharField()
         method = serializers.CharField()
@@ -107,6 +124,8 @@ class CampaignLeaderboardApi(APIView):
         versions = ModelSerializer(many=True, help_text="the policy versions alone, best first")
         rounds = RoundSerializer(many=True)
         pairs = PairSerializer(many=True)
+        aspects = AspectBoardSerializer(many=True, default=list,
+                                        help_text="per rubric aspect: Bradley-Terry from its A / B / same")
         stale = serializers.BooleanField(help_text="the previous ratings' result, while the current one is computed")
         as_of = AsOfSerializer(help_text="the ratings the result is of")
 

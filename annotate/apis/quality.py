@@ -21,7 +21,9 @@ class CampaignQualityApi(APIView):
     percent agreement), Dawid-Skene consensus, and per annotator: gold
     accuracy, agreement with the consensus, left-side pick rate, tie and
     both-bad rates, median seconds, and the reliability weight their A/B
-    ratings get in reward-model training. `?round=N`: that round only."""
+    ratings get in reward-model training. `aspects`: per rubric aspect, its
+    alpha (A -1, same 0, B +1), percent agreement, Dawid-Skene consensus over
+    A / B / same and per-annotator figures. `?round=N`: that round only."""
 
     permission_classes = [IsAdminOrEngineer]
 
@@ -42,6 +44,29 @@ class CampaignQualityApi(APIView):
             estimated_accuracy = serializers.FloatField(allow_null=True)
             weight = serializers.FloatField(help_text="reward-model sample weight")
 
+        class AspectSerializer(serializers.Serializer):
+            class AspectAnnotatorSerializer(serializers.Serializer):
+                annotator_id = serializers.IntegerField()
+                username = serializers.CharField()
+                n = serializers.IntegerField()
+                consensus_n = serializers.IntegerField()
+                consensus_agreement = serializers.FloatField(allow_null=True)
+                left_pick_rate = serializers.FloatField(allow_null=True, help_text="share of A among A/B")
+                same_rate = serializers.FloatField()
+                reliability = serializers.FloatField(allow_null=True, help_text="Dawid-Skene kappa; null: too few")
+                estimated_accuracy = serializers.FloatField(allow_null=True)
+
+            name = serializers.CharField()
+            question = serializers.CharField()
+            n_ratings = serializers.IntegerField()
+            n_comparisons = serializers.IntegerField()
+            alpha = serializers.FloatField(allow_null=True, help_text="ordinal: A -1, same 0, B +1")
+            alpha_units = serializers.IntegerField()
+            percent_agreement = serializers.FloatField(allow_null=True)
+            agreement_pairs = serializers.IntegerField()
+            consensus_labels = serializers.DictField(child=serializers.IntegerField())
+            annotators = AspectAnnotatorSerializer(many=True)
+
         campaign = serializers.IntegerField()
         round = serializers.IntegerField(allow_null=True)
         n_ratings = serializers.IntegerField()
@@ -56,6 +81,7 @@ class CampaignQualityApi(APIView):
         consensus_method = serializers.CharField()
         consensus_labels = serializers.DictField(child=serializers.IntegerField())
         annotators = AnnotatorSerializer(many=True)
+        aspects = AspectSerializer(many=True, default=list, help_text="the same figures per rubric aspect")
         stale = serializers.BooleanField(help_text="the previous ratings' result, while the current one is computed")
         as_of = AsOfSerializer(help_text="the ratings the result is of")
 

@@ -52,16 +52,28 @@ RATING_EXPORT_COLUMNS = {
 }
 
 
+def rating_export_columns(*, campaign: Campaign) -> list[str]:
+    """The ratings export's columns: RATING_EXPORT_COLUMNS, then one
+    `aspect_<name>` column per aspect of the campaign ("A", "B", "same", or
+    empty where the rating did not judge it; sides as `choice`)."""
+    return [*RATING_EXPORT_COLUMNS, *(f"aspect_{a['name']}" for a in campaign.aspects)]
+
+
 def rating_export_rows(*, campaign: Campaign, round_: Round | None = None) -> Iterator[dict]:
     """Every rating with its round, prompt, and the model on each side (the
     policy version's number and the model's name), one at a time, read in
-    chunks. For admins and engineers only: it says which model wrote which side."""
+    chunks. For admins and engineers only: it says which model wrote which side.
+    With aspects, each rating's judgment of each (rating_export_columns)."""
     ratings = Rating.objects.filter(comparison__round__campaign=campaign)
     if round_ is not None:
         ratings = ratings.filter(comparison__round=round_)
-    for values in ratings.order_by("pk").values_list(*RATING_EXPORT_COLUMNS.values()).iterator(chunk_size=2000):
+    names = [a["name"] for a in campaign.aspects]
+    lookups = [*RATING_EXPORT_COLUMNS.values(), "aspects"]
+    for values in ratings.order_by("pk").values_list(*lookups).iterator(chunk_size=2000):
         row = dict(zip(RATING_EXPORT_COLUMNS, values))
         row["created_at"] = row["created_at"].isoformat()
+        for name in names:
+            row[f"aspect_{name}"] = values[-1].get(name, "")
         yield row
 
 

@@ -11,6 +11,7 @@ intervals; Django-free)."""
 from collections import Counter, defaultdict
 
 from django.db.models import Count, Func, IntegerField, Value
+from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Coalesce, NullIf
 
 from annotate.stats import intervals, ranking
@@ -119,6 +120,7 @@ def campaign_leaderboard(*, campaign: Campaign, resamples: int = 200, seed: int 
     key = (
         state, campaign.kind, campaign.reference_model_id, versions, externals,
         [(r.pk, r.index, r.candidate_id, r.baseline_id) for r in rounds], resamples, seed, by_round,
+        [(a["name"], a["question"]) for a in campaign.aspects],
     )
     return memoized_latest(
         "leaderboard", state=state, params={"resamples": resamples, "seed": seed, "by_round": by_round}, key=key,
@@ -227,7 +229,47 @@ def _leaderboard(campaign: Campaign, versions: list, externals: list, rounds: li
         "versions": [e for e in board if e["kind"] == "policy"],
         "rounds": _rounds(rounds, tallies, entries, index),
         "pairs": _pairs(tallies, entries, sides),
+        "aspects": [_aspect_board(campaign, aspect, entries, sides, resamples, seed) for aspect in campaign.aspects],
     }
+
+
+ASPECT_SCORE_OF_A = {"A": 1.0, "B": 0.0, "same": 0.5}
+
+
+def _aspect_board(campaign: Campaign, aspect: dict, entries: list[dict], sides, resamples: int, seed: int) -> dict:
+    """One rubric aspect's Bradley-Terry scores of the models, from the
+    ratings' judgments of it (A or B a win, same half a win each), with
+    bootstrap 95% intervals as the overall board's; gold pairs left out.
+    The database tallies judgment x models on each side."""
+    name = aspect["name"]
+    tallies = list(
+        Rating.objects.filter(comparison__round__campaign=campaign, comparison__gold_choice="", aspects__has_key=name)
+        .annotate(judged=KeyTextTransform(name, "aspects"))
+        .values_list("judged", *SIDES)
+        .annotate(ratings=Count("pk"))
+        .order_by("judged", *SIDES)
+    )
+    outcomes, counts, games = [], [], Counter()
+    for row in tallies:
+        i, j = sides(row)
+        if i is None or j is None or i == j or row[0] not in ASPECT_SCORE_OF_A:
+            continue
+        outcomes.append((i, j, ASPECT_SCORE_OF_A[row[0]]))
+        counts.append(row[-1])
+        games[i] += row[-1]
+        games[j] += row[-1]
+    theta, lower, upper = ranking.bradley_terry_bootstrap(
+        outcomes, len(entries), counts=counts, resamples=resamples, seed=seed
+    )
+    models = [
+        {"name": e["name"], "kind": e["kind"], "version": e["version"], "n": games[i],
+         "score": _elo(theta[i]) if games[i] else None, "lower": _elo(lower[i]) if games[i] else None,
+         "upper": _elo(upper[i]) if games[i] else None}
+        for i, e in enumerate(entries)
+    ]
+    models.sort(key=lambda m: (m["score"] is None, -(m["score"] or 0.0), m["kind"] != "policy", m["version"] or 0,
+                               m["name"]))
+    return {"name": name, "question": aspect["question"], "n_ratings": sum(counts), "models": models}
 
 
 def _scores_by_round(tallies: list, entries: list[dict], sides, rounds: list, seed: int) -> dict:

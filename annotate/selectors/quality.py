@@ -14,6 +14,7 @@ from django.contrib.auth import get_user_model
 
 from annotate.stats import agreement, consensus
 from annotate.models import Campaign, Membership, Rating, Round
+from annotate.selectors.aspects import aspects_quality
 from annotate.selectors.memo import memoized, memoized_latest, ratings_state
 
 User = get_user_model()
@@ -109,11 +110,13 @@ def campaign_quality(*, campaign: Campaign, round_: Round | None = None, stale_o
     (memo.memoized_latest); `as_of` says which ratings count it is of."""
     state = ratings_state(campaign=campaign)
     round_id = round_.pk if round_ is not None else None
-    report = memoized_latest("quality", state=state, params={"round": round_id}, key=(state, round_id),
+    # The aspects asked are an input too (the report has a section per aspect).
+    aspects = tuple((a["name"], a["question"]) for a in campaign.aspects)
+    report = memoized_latest("quality", state=state, params={"round": round_id}, key=(state, round_id, aspects),
                              compute=lambda: _quality(campaign, round_), stale_ok=stale_ok)
-    ids = [row["annotator_id"] for row in report["annotators"]]
-    usernames = dict(User.objects.filter(pk__in=ids).values_list("pk", "username"))
-    for row in report["annotators"]:
+    rows = [*report["annotators"], *(row for aspect in report.get("aspects", []) for row in aspect["annotators"])]
+    usernames = dict(User.objects.filter(pk__in={row["annotator_id"] for row in rows}).values_list("pk", "username"))
+    for row in rows:
         row["username"] = usernames.get(row["annotator_id"], "")
     return report
 
@@ -186,6 +189,8 @@ def _quality(campaign: Campaign, round_: Round | None) -> dict:
         ),
         "consensus_labels": dict(Counter(agreement.CATEGORIES[b] for b in best.tolist())),
         "annotators": table,
+        # Each rubric aspect's A / B / same judgments, the same figures (selectors/aspects.py).
+        "aspects": aspects_quality(campaign=campaign, round_=round_, min_ratings=RELIABILITY_MIN_RATINGS),
     }
 
 

@@ -14,6 +14,7 @@ from annotate.models import (
 from annotate.selectors.access import campaigns_readable_by
 from annotate.selectors.exports import answer_model_name
 from annotate.selectors.quality import annotator_weights
+from annotate.services.aspects import COMBINED, OVERALL, aspect_sign, aspect_weight
 
 User = get_user_model()
 
@@ -24,37 +25,53 @@ def preference_rows(*, campaign: Campaign) -> list[dict]:
     return list(preference_rows_iter(campaign=campaign))
 
 
-def preference_rows_iter(*, campaign: Campaign, round_: Round | None = None) -> Iterator[dict]:
+def preference_rows_iter(*, campaign: Campaign, round_: Round | None = None, aspect: str = "") -> Iterator[dict]:
     """Every rating that prefers a side, as reward-model pairs in TRL's schema,
     one at a time, read from the database in chunks. Ties and both-bad say
     nothing about which answer is better; they are counted in the snapshot's
     metadata but not trained on. `weight` is the annotator's reliability
     weight over the whole campaign (annotator_weights), whatever `round_`.
     With campaign.demonstration_pairs on, accepted edits follow as pairs too
-    (selectors/demonstrations.py); their chosen_model is "demonstration:<id>"."""
+    (selectors/demonstrations.py); their chosen_model is "demonstration:<id>".
+
+    A campaign with aspects: each row carries `aspects` ({name: 1 the chosen
+    answer is better, -1 the rejected one, 0 same}; aspects not judged are
+    absent), the data contract rlhf/ reads. `aspect` picks which judgment
+    makes the pair (the preferences export's `aspect` parameter): "" the
+    overall choice; an aspect's name: that aspect's A or B (margin 0); or
+    "combined": the sign of campaign.aspect_weights' sum over the overall
+    choice (+1 A, -1 B, 0 tie or both bad) and the aspects (+1 A, -1 B, 0
+    same), a 0 sum making no pair (margin 0). Demonstration pairs join the
+    overall rows only."""
     weights = annotator_weights(campaign=campaign)
-    ratings = Rating.objects.filter(
-        comparison__round__campaign=campaign, choice__in=[Rating.Choice.A, Rating.Choice.B]
-    )
+    names = [a["name"] for a in campaign.aspects]
+    ratings = Rating.objects.filter(comparison__round__campaign=campaign)
+    if not aspect:
+        ratings = ratings.filter(choice__in=[Rating.Choice.A, Rating.Choice.B])
+    elif aspect != COMBINED:
+        ratings = ratings.filter(aspects__has_key=aspect)
     if round_ is not None:
         ratings = ratings.filter(comparison__round=round_)
     ratings = ratings.order_by("pk").values_list(
-        "pk", "choice", "strength", "annotator_id", "comparison_id", "comparison__round__index",
+        "pk", "choice", "strength", "aspects", "annotator_id", "comparison_id", "comparison__round__index",
         "comparison__prompt_id", "comparison__prompt__text", "comparison__prompt__turns",
         "comparison__response_a__text", "comparison__response_b__text",
         answer_model_name("comparison__response_a"), answer_model_name("comparison__response_b"),
     )
     # Small chunks: each row carries a prompt and two answers.
-    for (rating_id, choice, strength, annotator_id, comparison_id, round_index, prompt_id, text, turns, a, b,
+    for (rating_id, choice, strength, judged, annotator_id, comparison_id, round_index, prompt_id, text, turns, a, b,
          model_a, model_b) in ratings.iterator(chunk_size=500):
-        chosen, rejected = (a, b) if choice == Rating.Choice.A else (b, a)
-        chosen_model, rejected_model = (model_a, model_b) if choice == Rating.Choice.A else (model_b, model_a)
-        yield {
+        chosen_is_a, margin = _pair_side(choice, strength, judged, aspect=aspect, names=names,
+                                         combination=campaign.aspect_weights)
+        if chosen_is_a is None:
+            continue
+        chosen, rejected = (a, b) if chosen_is_a else (b, a)
+        chosen_model, rejected_model = (model_a, model_b) if chosen_is_a else (model_b, model_a)
+        row = {
             "prompt": turns if turns else text,  # as Prompt.content
             "chosen": chosen,
             "rejected": rejected,
-            # Strength 1..3 as the Bradley-Terry margin, scaled to 0..1.
-            "margin": (strength - 1) / 2.0,
+            "margin": margin,
             "weight": weights.get(annotator_id, 1.0),
             "prompt_id": str(prompt_id),
             "rating_id": rating_id,
@@ -65,11 +82,40 @@ def preference_rows_iter(*, campaign: Campaign, round_: Round | None = None) -> 
             "chosen_model": chosen_model,
             "rejected_model": rejected_model,
         }
-    if campaign.demonstration_pairs:
+        if names:
+            row["aspects"] = {n: aspect_sign(judged[n], chosen_is_a=chosen_is_a) for n in names if n in judged}
+        yield row
+    if campaign.demonstration_pairs and not aspect:
         # Accepted edits of the better answer, as the campaign asks.
         from annotate.selectors.demonstrations import demonstration_preference_rows_iter
 
         yield from demonstration_preference_rows_iter(campaign=campaign, round_=round_, weights=weights)
+
+
+def _pair_side(choice: str, strength: int | None, judged: dict, *, aspect: str, names: list[str],
+               combination: dict) -> tuple[bool | None, float]:
+    """(whether answer A is the pair's chosen one, None for no pair; the
+    margin) by the judgment preference_rows_iter's `aspect` picks."""
+    if not aspect:
+        # Strength 1..3 as the Bradley-Terry margin, scaled to 0..1.
+        return choice == Rating.Choice.A, (strength - 1) / 2.0
+    if aspect != COMBINED:
+        value = judged.get(aspect)
+        return (None if value not in ("A", "B") else value == "A"), 0.0
+    overall = {Rating.Choice.A: 1, Rating.Choice.B: -1}.get(choice, 0)
+    total = aspect_weight(combination, OVERALL) * overall + sum(
+        aspect_weight(combination, n) * aspect_sign(judged[n], chosen_is_a=True) for n in names if n in judged
+    )
+    return (None if total == 0 else total > 0), 0.0
+
+
+def reward_aspect_settings(campaign: Campaign) -> dict:
+    """The RewardConfig fields a campaign's aspect settings set: with
+    aspect_training "heads", its aspects (a head each) and aspect_weights
+    (the combination the saved score is); nothing with "overall"."""
+    if campaign.aspect_training != Campaign.AspectTraining.HEADS or not campaign.aspects:
+        return {}
+    return {"aspects": [a["name"] for a in campaign.aspects], "aspect_weights": dict(campaign.aspect_weights)}
 
 
 # --- training runs -------------------------------------------------------------

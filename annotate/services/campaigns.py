@@ -4,6 +4,7 @@ from django.db import transaction
 
 from annotate.errors import Conflict, NotFound, ValidationFailed
 from annotate.models import Campaign, ExternalModel, Lease, Role, TrainingRun
+from annotate.services.aspects import aspect_weights_validate, aspects_validate
 from annotate.services.memberships import memberships_add
 from annotate.training.queue import training_run_enqueue
 from annotate.training.runs import training_config_validate
@@ -25,6 +26,7 @@ FLOAT_FIELDS = {"gold_frequency", "gold_min_accuracy"}
 EDITABLE_FIELDS = {
     "name", "instructions", "base_model", "training_config", "auto_train", "method", "kl_budget", "reference_model",
     "demonstrations", "demonstration_reviews", "demonstration_pairs", "sft_schedule", "sft_every_n", "sft_anchor",
+    "aspects", "aspects_required", "aspect_training", "aspect_weights",
     *NUMBER_LIMITS,
 }
 SFT_EVERY_N_MAX = 1000
@@ -83,7 +85,7 @@ def campaign_fields_validate(*, fields: dict, campaign: Campaign | None = None) 
                 continue
             if not low <= value <= high:
                 errors[key] = f"between {low} and {high}, not {value}"
-        elif key in ("auto_train", "demonstration_pairs"):
+        elif key in ("auto_train", "demonstration_pairs", "aspects_required"):
             if not isinstance(value, bool):
                 errors[key] = "true or false"
         elif key == "demonstrations":
@@ -130,6 +132,13 @@ def campaign_fields_validate(*, fields: dict, campaign: Campaign | None = None) 
             value, problem = _reference_model(value, campaign=campaign, kind=kind)
             if problem:
                 errors[key] = problem
+        elif key == "aspects":
+            value, problem = aspects_validate(value)
+            if problem:
+                errors[key] = problem
+        elif key == "aspect_training":
+            if value not in Campaign.AspectTraining.values:
+                errors[key] = f"one of {', '.join(Campaign.AspectTraining.values)}"
         elif key == "training_config":
             if value is None:
                 value = {}
@@ -138,10 +147,30 @@ def campaign_fields_validate(*, fields: dict, campaign: Campaign | None = None) 
             except ValidationFailed as exc:
                 errors[key] = exc.message
         clean[key] = value
+    _aspect_settings_check(fields=fields, clean=clean, errors=errors, campaign=campaign)
     if errors:
         summary = "; ".join(f"{k}: {v}" for k, v in errors.items())
         raise ValidationFailed(f"Campaign settings are invalid: {summary}.", details=errors)
     return clean
+
+
+def _aspect_settings_check(*, fields: dict, clean: dict, errors: dict, campaign: Campaign | None) -> None:
+    """The aspect settings that depend on each other, as they will be once
+    saved: the weights name the campaign's aspects; heads need aspects."""
+    if "aspects" in errors:
+        return
+    aspects = clean["aspects"] if "aspects" in clean else (campaign.aspects if campaign is not None else [])
+    names = [a["name"] for a in aspects]
+    if "aspect_weights" in fields or ("aspects" in fields and campaign is not None and campaign.aspect_weights):
+        weights = clean.get("aspect_weights", campaign.aspect_weights if campaign is not None else {})
+        weights, problem = aspect_weights_validate(weights, aspect_names=names)
+        if problem:
+            errors["aspect_weights"] = problem
+        else:
+            clean["aspect_weights"] = weights
+    training = clean.get("aspect_training", campaign.aspect_training if campaign is not None else "overall")
+    if training == Campaign.AspectTraining.HEADS and not aspects and "aspect_training" not in errors:
+        errors["aspect_training"] = "heads needs aspects: define the campaign's aspects first"
 
 
 def _reference_model(value, *, campaign: Campaign | None, kind: str) -> tuple[ExternalModel | None, str]:
@@ -198,6 +227,10 @@ def campaign_create(
     sft_schedule: str = Campaign.SFTSchedule.EVERY_ROUND,
     sft_every_n: int = 2,
     sft_anchor: str = Campaign.SFTAnchor.BASE,
+    aspects: list | None = None,
+    aspects_required: bool = False,
+    aspect_training: str = Campaign.AspectTraining.OVERALL,
+    aspect_weights: dict | None = None,
 ) -> Campaign:
     if Campaign.objects.filter(name=name).exists():
         raise Conflict(f"A campaign named '{name}' already exists; pick another name.")
@@ -210,7 +243,8 @@ def campaign_create(
             gold_min_accuracy=gold_min_accuracy, gold_min_count=gold_min_count,
             demonstrations=demonstrations, demonstration_reviews=demonstration_reviews,
             demonstration_pairs=demonstration_pairs, sft_schedule=sft_schedule, sft_every_n=sft_every_n,
-            sft_anchor=sft_anchor,
+            sft_anchor=sft_anchor, aspects=aspects or [], aspects_required=aspects_required,
+            aspect_training=aspect_training, aspect_weights=aspect_weights or {},
         )
     )
     campaign = Campaign.objects.create(created_by=created_by, **fields)

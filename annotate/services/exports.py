@@ -23,8 +23,9 @@ from django.utils import timezone
 from annotate.errors import ValidationFailed
 from annotate.models import Campaign, Export, Round
 from annotate.selectors.demonstrations import sft_rows_iter
-from annotate.selectors.exports import RATING_EXPORT_COLUMNS, rating_export_rows
+from annotate.selectors.exports import rating_export_columns, rating_export_rows
 from annotate.selectors.training import preference_rows_iter
+from annotate.services.aspects import COMBINED
 
 User = get_user_model()
 
@@ -74,24 +75,45 @@ def export_validate(*, kind: str, format: str) -> None:
         raise ValidationFailed("SFT exports are JSONL only (each row is a list of chat messages); use format 'jsonl'.")
 
 
+def export_aspect_validate(*, campaign: Campaign, kind: str, aspect: str) -> None:
+    """A preferences export's `aspect`: "" (the overall choice), one of the
+    campaign's aspects, or "combined" (its aspect_weights)."""
+    if not aspect:
+        return
+    if kind != Export.Kind.PREFERENCES:
+        raise ValidationFailed(f"aspect applies to preferences exports only, not to '{kind}'; leave it out.",
+                               details={"aspect": "preferences only"})
+    names = [a["name"] for a in campaign.aspects]
+    if aspect != COMBINED and aspect not in names:
+        raise ValidationFailed(
+            f"Campaign '{campaign.name}' has no aspect '{aspect}'; use one of {', '.join(names) or 'none'}, "
+            f"'{COMBINED}' (the aspect_weights combination) or leave it out (the overall choice).",
+            details={"aspect": "not an aspect of this campaign"},
+        )
+
+
 def export_create(
-    *, campaign: Campaign, kind: str, format: str, round_: Round | None = None, user: User | None = None
+    *, campaign: Campaign, kind: str, format: str, round_: Round | None = None, user: User | None = None,
+    aspect: str = "",
 ) -> Export:
     """Write the campaign's (or one round's) preferences or ratings to a new
-    file and record it. Bad kind, format or round: ValidationFailed, nothing written."""
+    file and record it. `aspect` (preferences): build the pairs from one
+    aspect or the combination (selectors/training.py preference_rows_iter).
+    Bad kind, format, round or aspect: ValidationFailed, nothing written."""
     export_validate(kind=kind, format=format)
+    export_aspect_validate(campaign=campaign, kind=kind, aspect=aspect)
     if round_ is not None and round_.campaign_id != campaign.pk:
         raise ValidationFailed(f"Round {round_.index} belongs to another campaign.")
 
     if kind == Export.Kind.PREFERENCES:
-        rows = preference_rows_iter(campaign=campaign, round_=round_)
+        rows = preference_rows_iter(campaign=campaign, round_=round_, aspect=aspect)
     elif kind == Export.Kind.SFT:
         rows = sft_rows_iter(campaign=campaign, round_=round_)
     else:
         rows = rating_export_rows(campaign=campaign, round_=round_)
     folder = Path(settings.EXPORT_DIR) / f"campaign-{campaign.pk}"
     folder.mkdir(parents=True, exist_ok=True)
-    scope = f"round{round_.index}" if round_ is not None else "all"
+    scope = (f"round{round_.index}" if round_ is not None else "all") + (f"-{aspect}" if aspect else "")
     stamp = timezone.now().strftime("%Y%m%dT%H%M%S")
     path = folder / f"{kind}-{scope}-{stamp}-{uuid.uuid4().hex[:8]}.{format}"
     partial = path.with_name(f".{path.name}.partial")
@@ -103,7 +125,7 @@ def export_create(
             if format == Export.Format.JSONL:
                 count = _write_jsonl(rows, sink)
             else:
-                count = _write_csv(rows, sink, list(RATING_EXPORT_COLUMNS))
+                count = _write_csv(rows, sink, rating_export_columns(campaign=campaign))
             file.flush()
             os.fsync(file.fileno())
         os.replace(partial, path)
@@ -116,6 +138,7 @@ def export_create(
         round=round_,
         kind=kind,
         format=format,
+        aspect=aspect,
         path=str(path),
         sha256=sink.sha256.hexdigest(),
         rows=count,

@@ -1,3 +1,4 @@
+import json
 import uuid
 from functools import partial
 from typing import NamedTuple
@@ -10,6 +11,7 @@ from django.utils import timezone
 from annotate.errors import Conflict, NotFound, ValidationFailed
 from annotate.models import Lease, Campaign, Comparison, Rating, Round
 from annotate.selectors.access import campaign_visibility_sql
+from annotate.services.aspects import rating_aspects_validate
 from annotate.services.leases import LIVE_BY_OTHERS_SQL
 
 User = get_user_model()
@@ -41,6 +43,8 @@ class _LockedComparison(NamedTuple):
     round_index: int
     campaign_id: int
     overlap: int
+    aspects: list  # the campaign's rubric aspects (services/aspects.py)
+    aspects_required: bool
 
 
 def _comparison_locked(*, annotator: User, comparison_id: int) -> _LockedComparison | None:
@@ -54,7 +58,7 @@ def _comparison_locked(*, annotator: User, comparison_id: int) -> _LockedCompari
     clause, params = visible
     sql = (
         f"SELECT c.id, c.round_id, c.gold_choice, r.status, r.{connection.ops.quote_name('index')}, r.campaign_id,"
-        f" k.overlap FROM {Comparison._meta.db_table} c JOIN {Round._meta.db_table} r ON r.id = c.round_id"
+        f" k.overlap, k.aspects, k.aspects_required FROM {Comparison._meta.db_table} c JOIN {Round._meta.db_table} r ON r.id = c.round_id"
         f" JOIN {Campaign._meta.db_table} k ON k.id = r.campaign_id WHERE c.id = %s{clause}"
     )
     if connection.features.has_select_for_update_of:
@@ -62,7 +66,10 @@ def _comparison_locked(*, annotator: User, comparison_id: int) -> _LockedCompari
     with connection.cursor() as cursor:
         cursor.execute(sql, [comparison_id, *params])
         row = cursor.fetchone()
-    return _LockedComparison(*row) if row else None
+    if not row:
+        return None
+    aspects = json.loads(row[7]) if isinstance(row[7], str) else row[7]  # SQLite sends JSON as text
+    return _LockedComparison(*row[:7], aspects or [], bool(row[8]))
 
 
 class _MyState(NamedTuple):
@@ -109,12 +116,13 @@ def _rating_write(*, rating: Rating, db_key, assignment_id: int) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             f"WITH r AS (INSERT INTO {Rating._meta.db_table} (comparison_id, annotator_id, choice, strength, reason,"
-            " time_on_task_ms, idempotency_key, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id),"
+            " time_on_task_ms, aspects, idempotency_key, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " RETURNING id),"
             f" a AS (UPDATE {Lease._meta.db_table} SET status = %s WHERE id = %s),"
             f" c AS (UPDATE {Comparison._meta.db_table} SET rating_count = rating_count + 1 WHERE id = %s)"
             " SELECT id FROM r",
             [rating.comparison_id, rating.annotator_id, rating.choice, rating.strength, rating.reason,
-             rating.time_on_task_ms, db_key, connection.ops.adapt_datetimefield_value(rating.created_at),
+             rating.time_on_task_ms, json.dumps(rating.aspects), db_key, connection.ops.adapt_datetimefield_value(rating.created_at),
              Lease.Status.DONE, assignment_id, rating.comparison_id],
         )
         rating.pk = cursor.fetchone()[0]
@@ -132,12 +140,15 @@ def rating_create(
     reason: str = "",
     time_on_task_ms: int | None = None,
     demonstration: dict | None = None,
+    aspects: dict | None = None,
 ) -> tuple[Rating, bool]:
     """Store one rating; returns (rating, created). The same idempotency key
     sent again returns the first rating and writes nothing. `demonstration`
     ({text, origin, time_on_task_ms}): a better answer written with it
     (services/demonstrations.py), stored with the rating or, if anything
-    about either is refused, neither is."""
+    about either is refused, neither is. `aspects` ({name: "A" | "B" |
+    "same"}): the rubric aspects judged with it (services/aspects.py), checked
+    against the campaign's; a bad one refuses the whole rating."""
     rating_validate(choice=choice, strength=strength, reason=reason, time_on_task_ms=time_on_task_ms)
     clean_demo = None
     if demonstration is not None:
@@ -158,6 +169,9 @@ def rating_create(
         if (earlier := replay()) is not None:
             return earlier, False
         raise NotFound(f"No comparison {comparison_id} in your campaigns.")
+    clean_aspects = rating_aspects_validate(
+        aspects=aspects, campaign_aspects=comparison.aspects, required=comparison.aspects_required
+    )
     key = idempotency_key if isinstance(idempotency_key, uuid.UUID) else uuid.UUID(str(idempotency_key))
     db_key = Rating._meta.get_field("idempotency_key").get_db_prep_value(key, connection)
     now = timezone.now()
@@ -190,6 +204,7 @@ def rating_create(
         strength=strength,
         reason=reason,
         time_on_task_ms=time_on_task_ms,
+        aspects=clean_aspects,
         idempotency_key=key,
         created_at=now,
     )

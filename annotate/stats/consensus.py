@@ -67,9 +67,11 @@ def dawid_skene_arrays(
     smoothing: float = 0.5,
     max_iterations: int = 100,
     tol: float = 1e-6,
+    categories: int | None = None,
 ) -> DawidSkeneResult:
     """Dawid-Skene EM: each annotator has a confusion matrix P(reported | true)
-    over the four categories (A, B, tie, both_bad); the true category of each
+    over the four categories (A, B, tie, both_bad), or over `categories`
+    categories numbered from 0 (a rubric aspect's A, B, same: 3); the true category of each
     item is latent. One entry per label: its item and worker (integer ids)
     and category (index into CATEGORIES). `gold`, per label, is the item's
     known category (index, -1 for none): such items are clamped to it, which
@@ -81,7 +83,7 @@ def dawid_skene_arrays(
     Each EM step is a handful of whole-array operations (the sums over labels
     are np.bincount), so 100 iterations over 100,000 labels take well under a
     second."""
-    k = len(CATEGORIES)
+    k = len(CATEGORIES) if categories is None else categories
     item, worker = np.asarray(item, dtype=np.int64), np.asarray(worker, dtype=np.int64)
     lc = np.asarray(category, dtype=np.int64)
     if not len(item):

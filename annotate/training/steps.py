@@ -18,7 +18,7 @@ from django.db import transaction
 
 from annotate.models import Answer, Campaign, PolicyVersion, Prompt, RewardModelVersion, SFTModelVersion, TrainingRun
 from annotate.selectors.demonstrations import demonstrations_untrained_ids, sft_rows_iter
-from annotate.selectors.training import preference_rows
+from annotate.selectors.training import preference_rows, reward_aspect_settings
 from annotate.services.rounds import round_open, round_prompts
 from annotate.training.reporter import Reporter
 from annotate.training.stages import SCRATCH_DIR, STAGES
@@ -251,7 +251,7 @@ def stage_reward(run: TrainingRun, reporter: Reporter) -> dict:
     existing = RewardModelVersion.objects.filter(training_run=run).first()
     if existing is None:
         rows = _dataset_rows(run)
-        config = from_dict(RewardConfig, run.config.get("reward", {}))
+        config = from_dict(RewardConfig, {**run.config.get("reward", {}), **reward_aspect_settings(run.campaign)})
         with _scratch(run) as tmp:
             out = Path(tmp) / "reward"
             metrics = train_reward(

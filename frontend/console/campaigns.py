@@ -38,18 +38,38 @@ CAMPAIGN_FIELDS = [
     "name", "instructions", "overlap", "comparisons_per_round", "lease_ttl_seconds", "gold_frequency",
     "gold_min_accuracy", "gold_min_count", "base_model", "method", "kl_budget", "training_config", "auto_train",
     "reference_model", "demonstrations", "demonstration_reviews", "demonstration_pairs", "sft_schedule", "sft_every_n",
-    "sft_anchor",
+    "sft_anchor", "aspects", "aspects_required", "aspect_training", "aspect_weights",
 ]
+ASPECT_FIELDS = ("aspects", "aspects_required", "aspect_training", "aspect_weights")
 # What only a loop campaign has: an evaluation campaign's form shows and sends none of them.
 LOOP_FIELDS = {"base_model", "method", "kl_budget", "training_config", "auto_train", "reference_model", "sft_schedule",
-               "sft_every_n", "sft_anchor"}
+               "sft_every_n", "sft_anchor", "aspect_training"}
 NEW_CAMPAIGN_DEFAULTS = {
     "overlap": 3, "comparisons_per_round": 64, "lease_ttl_seconds": 600, "gold_frequency": 0.1,
     "gold_min_accuracy": 0.6, "gold_min_count": 5, "training_config": "{}", "auto_train": True,
     "method": Campaign.Method.RLOO, "kl_budget": "", "kind": Campaign.Kind.LOOP,
     "demonstrations": Campaign.Demonstrations.OFF, "demonstration_reviews": 1, "demonstration_pairs": False,
     "sft_schedule": Campaign.SFTSchedule.EVERY_ROUND, "sft_every_n": 2, "sft_anchor": Campaign.SFTAnchor.BASE,
+    "aspects": "", "aspects_required": False, "aspect_training": Campaign.AspectTraining.OVERALL, "aspect_weights": "",
 }
+
+
+def aspects_from_lines(text: str) -> tuple[list, str]:
+    """The form's aspects, one a line as `name | key | question`, as the
+    service's list (which checks them), or a problem with a line's shape."""
+    aspects = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = [p.strip() for p in line.split("|", 2)]
+        if len(parts) != 3:
+            return [], f"line {number}: write name | key | question, e.g. correctness | c | Which answer is more correct?"
+        aspects.append({"name": parts[0], "key": parts[1], "question": parts[2]})
+    return aspects, ""
+
+
+def aspects_to_lines(aspects: list) -> str:
+    return "\n".join(f"{a['name']} | {a['key']} | {a['question']}" for a in aspects)
 
 
 
@@ -67,8 +87,21 @@ def _campaign_form_fields(post, *, include_base_model: bool, kind: str) -> tuple
         if key in ("reference_model", "demonstrations", "demonstration_reviews", "sft_schedule", "sft_every_n",
                    "sft_anchor") and key not in post:
             continue  # a form without the field (a new campaign has no models yet)
-        if key in ("auto_train", "demonstration_pairs"):
+        if key in ASPECT_FIELDS and "aspects" not in post:
+            continue  # a form without the aspect settings
+        if key in ("auto_train", "demonstration_pairs", "aspects_required"):
             fields[key] = post.get(key) == "on"
+        elif key == "aspects":
+            fields[key], problem = aspects_from_lines(post.get(key, ""))
+            if problem:
+                errors[key] = problem
+        elif key == "aspect_weights":
+            text = post.get(key, "").strip() or "{}"
+            try:
+                fields[key] = json.loads(text)
+            except json.JSONDecodeError as exc:
+                errors[key] = f'not valid JSON ({exc.msg}); write e.g. {{"overall": 1, "correctness": 0.5}}'
+
         elif key == "base_model" and not include_base_model:
             continue
         elif key == "method" and not post.get(key):
@@ -100,6 +133,7 @@ def _form_values(post) -> dict:
     values = {key: post.get(key, "") for key in CAMPAIGN_FIELDS}
     values["auto_train"] = post.get("auto_train") == "on"
     values["demonstration_pairs"] = post.get("demonstration_pairs") == "on"
+    values["aspects_required"] = post.get("aspects_required") == "on"
     values["kind"] = post.get("kind", Campaign.Kind.LOOP)
     return values
 
@@ -109,6 +143,8 @@ def _campaign_values(campaign: Campaign) -> dict:
     values["training_config"] = json.dumps(campaign.training_config, indent=2)
     values["kl_budget"] = "" if campaign.kl_budget is None else campaign.kl_budget
     values["reference_model"] = campaign.reference_model_id or ""
+    values["aspects"] = aspects_to_lines(campaign.aspects)
+    values["aspect_weights"] = json.dumps(campaign.aspect_weights) if campaign.aspect_weights else ""
     values["kind"] = campaign.kind
     return values
 

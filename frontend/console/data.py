@@ -227,7 +227,7 @@ def models(request, campaign_id: int):
 def exports(request, campaign_id: int):
     campaign = request.campaign
     rounds = campaign_round_indexes(campaign=campaign)
-    form = {"kind": Export.Kind.PREFERENCES, "format": Export.Format.JSONL, "round": ""}
+    form = {"kind": Export.Kind.PREFERENCES, "format": Export.Format.JSONL, "round": "", "aspect": ""}
     error = None
     if request.method == "POST":
         form = {k: request.POST.get(k, "") for k in form}
@@ -238,6 +238,7 @@ def exports(request, campaign_id: int):
                 format=form["format"],
                 round_=campaign_round(campaign=campaign, index=form["round"] or None),
                 user=request.user,
+                aspect=form["aspect"] if form["kind"] == Export.Kind.PREFERENCES else "",
             )
         except ServiceError as exc:
             error = exc.message

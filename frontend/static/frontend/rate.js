@@ -15,12 +15,14 @@
 // One file, since its parts (counters, outbox, time on task, leases,
 // prefetch, keys) share one state: the comparison on screen and the one
 // leased behind it. What shares none of it lives in api.js, markdown.js,
-// rate_done.js (the page with nothing left to rate, waiting for the next round)
-// and rate_demo.js (the better-answer editor; its draft rides in the rating's body).
+// rate_done.js (the page with nothing left to rate, waiting for the next round),
+// rate_demo.js (the better-answer editor; its draft rides in the rating's body)
+// and rate_aspects.js (the rubric aspects' rows; their answers ride in it too).
 import { api, errorText, escapeHtml, serverOffsetMs, uuid4 } from "./api.js";
 import { markdown, markdownText } from "./markdown.js";
 import { watchDone } from "./rate_done.js";
 import { demoEditor } from "./rate_demo.js";
+import { aspectRows } from "./rate_aspects.js";
 
 const config = JSON.parse(document.getElementById("rate-config").textContent);
 const $ = (id) => document.getElementById(id);
@@ -286,6 +288,7 @@ function prefetch() {
 function resetForm() {
   form.reset();
   $("strength").disabled = true;
+  aspects.reset();
 }
 
 function show(item) {
@@ -391,6 +394,7 @@ async function submit(t0 = performance.now()) {
     showNotice(`How much better is ${choice}? q slightly, w clearly, e much.`);
     return;
   }
+  if (aspects.missing()) return; // a required aspect without an answer: its row is armed, the notice says which
   if (demo.askFirst(current.data.comparison, choice)) return; // both bad: a better answer is asked for first
   clearNotice();
   const item = current;
@@ -404,6 +408,8 @@ async function submit(t0 = performance.now()) {
   };
   if (choice === "A" || choice === "B") body.strength = Number(strength);
   if (demonstration) body.demonstration = demonstration;
+  const judged = aspects.payload();
+  if (judged) body.aspects = judged;
   const entry = { kind: "rating", key: item.key, body };
   outboxAdd(entry);
   sessionStorage.removeItem(TIME_KEY);
@@ -463,6 +469,9 @@ const demo = demoEditor({
 $("demo-dialog").addEventListener("demo-closed", () => { if (current) demo.sync(current.data.comparison, form.elements.choice.value); });
 $("open-demo")?.addEventListener("click", () => KEYS.d());
 
+// --- the rubric aspects (rate_aspects.js) ----------------------------------------
+const aspects = aspectRows({ aspects: config.aspects || [], required: !!config.aspects_required, notice: showNotice });
+
 // --- controls: buttons and keys do the same thing ----------------------------
 function choose(value) {
   const radio = form.querySelector(`input[name=choice][value="${value}"]`);
@@ -517,6 +526,11 @@ document.addEventListener("keydown", (e) => {
   if (t.matches("textarea, input[type=text], select, [contenteditable]")) {
     if (e.key === "Enter" && !e.shiftKey && t.id === "reason") { e.preventDefault(); t.blur(); submit(e.timeStamp); }
     else if (e.key === "Escape") t.blur();
+    return;
+  }
+  // An aspect's key arms its row; then 1-3 answer it (not the overall choice).
+  if (main.dataset.state === "rating" && aspects.key(e.key)) {
+    e.preventDefault();
     return;
   }
   if (e.key === "Enter") {
