@@ -251,7 +251,8 @@ def sft_loop(args, workdir: Path, log=print, platform: Platform | None = None) -
         "raters": args.raters, "strength": args.strength, "noise": args.noise,
         "both_bad_margin": args.both_bad_margin, "write_cost": args.write_cost, "anchor": args.anchor,
         "new_tokens": args.new_tokens, "eval_prompts": len(prompts), "seeds": seeds,
-        "training_config": training_config(args), "cpu_count": os.cpu_count(),
+        # As the first seed's campaigns ran; every stage's seed is the campaign's seed.
+        "training_config": training_config(args, seeds[0]), "cpu_count": os.cpu_count(),
         "arms": arms,
         "difference": {"across_seeds": mean_interval([s["difference"] for s in per_seed]),
                        "paired_questions": paired_interval(diffs)},

@@ -27,6 +27,7 @@ from annotate.services.simulation import (
 from annotate.simulation.clients import HttpRaterClient
 from annotate.simulation.raters import SimulationConfig
 from tests.annotate.simulation.campaigns import campaign_with_round, open_next_round
+from bench.data import DATA
 from tests.factories import CampaignFactory
 
 User = get_user_model()
@@ -154,6 +155,12 @@ def test_staff_start_simulated_raters_and_the_task_is_queued_after_commit(
     ({"label": "Has Space"}, "label", "lowercase letters or digits"),
     ({"noize": 0.1}, "noize", "not a setting"),
     ({"seconds_per_rating": 4000}, "seconds_per_rating", "between 0 and 3600"),
+    ({"references": "/nonexistent/references.jsonl"}, "references", "cannot be read"),
+    ({"preference": "reference"}, "references", "needs the references file"),
+    ({"review": True}, "review", "write nothing to review"),
+    ({"both_bad_margin": -1}, "both_bad_margin", "between 0 and 100"),
+    # the campaign takes no demonstrations (the default): raters could not write
+    ({"references": str(DATA)}, "references", "takes no demonstrations"),
 ])
 def test_bad_settings_are_a_400_naming_the_field_and_nothing_is_written(staff_client, sent, db, body, field, message):
     campaign = campaign_with_round(prompts=2)
@@ -162,6 +169,20 @@ def test_bad_settings_are_a_400_naming_the_field_and_nothing_is_written(staff_cl
     assert answer.status_code == 400
     assert message in answer.data["errors"][field] and field in answer.data["detail"]
     assert (User.objects.count(), Membership.objects.count(), sent) == (users, members, [])
+
+
+def test_staff_start_raters_who_write_and_review_on_a_campaign_that_asks_for_demonstrations(
+    staff_client, sent, django_capture_on_commit_callbacks, db
+):
+    campaign = campaign_with_round(prompts=2, demonstrations=Campaign.Demonstrations.BOTH_BAD)
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = staff_client.post(f"/api/campaigns/{campaign.pk}/simulate/", {
+            "preference": "reference", "references": str(DATA), "both_bad_margin": 2.5, "review": True,
+        }, format="json")
+    assert answer.status_code == 202, answer.data
+    [(kwargs, _)] = sent
+    assert {k: kwargs["config"][k] for k in ("references", "both_bad_margin", "review", "write")} == {
+        "references": str(DATA), "both_bad_margin": 2.5, "review": True, "write": True}
 
 
 def test_a_wrong_type_is_a_400_from_the_serializer(staff_client, sent, db):

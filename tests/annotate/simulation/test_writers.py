@@ -4,8 +4,11 @@ rating, in its body as the rating page does, and simulated reviewers accept
 it through the review service, so that it trains."""
 import json
 import math
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from rest_framework.authtoken.models import Token
 
 from annotate.errors import ValidationFailed
@@ -104,3 +107,17 @@ def test_raters_without_review_leave_what_they_write_pending_for_people(tmp_path
     assert (result.demonstrations, result.reviewed) == (2, 0)
     assert list(Demonstration.objects.values_list("status", flat=True)) == ["pending", "pending"]
     assert not DemonstrationReview.objects.exists()
+
+
+@pytest.mark.django_db
+def test_management_command_writes_and_reviews_and_says_how_many(tmp_path):
+    campaign = campaign_with_round(prompts=3, overlap=1, demonstrations=Campaign.Demonstrations.BOTH_BAD)
+    path = write_jsonl(tmp_path / "refs.jsonl", [{"prompt": p.text, "reference": "Blue, by Rayleigh scattering."}
+                                                 for p in Prompt.objects.filter(campaign=campaign)])
+    out = StringIO()
+    call_command("simulate_raters", "--campaign", str(campaign.pk), "--raters", "1", "--preference", "reference",
+                 "--references", path, "--review", stdout=out)
+    assert "wrote 3 answers on both bad, 3 reviewed by the simulated reviewers" in out.getvalue()
+    assert list(Demonstration.objects.values_list("status", flat=True)) == ["accepted"] * 3
+    with pytest.raises(CommandError, match="review"):
+        call_command("simulate_raters", "--campaign", str(campaign.pk), "--review")
