@@ -324,17 +324,29 @@ def run(args, log=print) -> dict:
 
 def summarize(runs: list[dict], args) -> dict:
     """Per strategy and target: ratings needed (mean, t interval; not reached = the budget), how often not
-    reached, final figures, and the paired saving against random."""
+    reached, final figures, and the paired saving against random. A seed whose whole-pool head is within
+    --min-signal of chance on validation has no target worth reaching: left out of that target's counts
+    (said in `seeds_with_signal_*`)."""
     budget = args.rounds * args.batch
     out = {}
     for strategy in args.strategies:
         s = {}
         for key in ("accuracy", "win_rate"):
-            need = [r["strategies"][strategy][f"ratings_to_{key}"] for r in runs]
-            base = [r["strategies"]["random"][f"ratings_to_{key}"] for r in runs] if "random" in args.strategies else None
+            kept = [r for r in runs if r[f"val_full_{key}"] >= 0.5 + args.min_signal]
+            s[f"seeds_with_signal_{key}"] = len(kept)
+            if not kept:
+                continue
+            need = [r["strategies"][strategy][f"ratings_to_{key}"] for r in kept]
+            base = [r["strategies"]["random"][f"ratings_to_{key}"] for r in kept] if "random" in args.strategies else None
             s[f"ratings_to_{key}"] = mean_interval([x if x is not None else budget for x in need])
             s[f"not_reached_{key}"] = sum(x is None for x in need)
-            s[f"final_{key}"] = mean_interval([r["strategies"][strategy]["curve"][-1][key] for r in runs])
+            s[f"final_{key}"] = mean_interval([r["strategies"][strategy]["curve"][-1][key] for r in kept])
+            # The learning curve's mean over the rounds (its area): less noisy than a first crossing.
+            area = [statistics.fmean(c[key] for c in r["strategies"][strategy]["curve"]) for r in kept]
+            s[f"curve_mean_{key}"] = mean_interval(area)
+            if "random" in args.strategies and strategy != "random":
+                s[f"curve_mean_{key}_minus_random"] = mean_interval(
+                    [x - statistics.fmean(c[key] for c in r["strategies"]["random"]["curve"]) for x, r in zip(area, kept)])
             if base and strategy != "random":
                 s[f"saving_{key}"] = mean_interval([1 - (x if x is not None else budget) / (b if b is not None else budget)
                                                     for x, b in zip(need, base)])
@@ -344,16 +356,26 @@ def summarize(runs: list[dict], args) -> dict:
 
 def table(result: dict) -> str:
     lines = ["| preference | strategy | ratings to accuracy target | saving vs random | ratings to win-rate target |"
-             " saving vs random | final accuracy | final win rate |", "|---|---|---|---|---|---|---|---|"]
+             " saving vs random | final accuracy | final win rate | curve-mean accuracy − random's |",
+             "|---|---|---|---|---|---|---|---|---|"]
     f = lambda d: f"{d['mean']:.0f} [{d['lo']:.0f}, {d['hi']:.0f}]"  # noqa: E731
     p = lambda d: f"{100 * d['mean']:.0f}% [{100 * d['lo']:.0f}, {100 * d['hi']:.0f}]" if d else "-"  # noqa: E731
     a = lambda d: f"{d['mean']:.3f} ± {(d['hi'] - d['lo']) / 2:.3f}"  # noqa: E731
     for spec, pr in result["preferences"].items():
         for strategy, s in pr["summary"].items():
             miss = lambda k: f" ({s[f'not_reached_{k}']} not reached)" if s[f"not_reached_{k}"] else ""  # noqa: E731
-            lines.append(f"| {spec} | {strategy} | {f(s['ratings_to_accuracy'])}{miss('accuracy')} | "
-                         f"{p(s.get('saving_accuracy'))} | {f(s['ratings_to_win_rate'])}{miss('win_rate')} | "
-                         f"{p(s.get('saving_win_rate'))} | {a(s['final_accuracy'])} | {a(s['final_win_rate'])} |")
+            cells = []
+            for k in ("accuracy", "win_rate"):
+                if f"ratings_to_{k}" not in s:
+                    cells += ["no seed above chance on validation", "-"]
+                    continue
+                n = s[f"seeds_with_signal_{k}"]
+                cells += [f"{f(s[f'ratings_to_{k}'])}{miss(k)}" + (f" ({n} seeds)" if n < len(pr["runs"]) else ""),
+                          p(s.get(f"saving_{k}"))]
+            finals = [a(s[f"final_{k}"]) if f"final_{k}" in s else "-" for k in ("accuracy", "win_rate")]
+            d = s.get("curve_mean_accuracy_minus_random")
+            finals.append(f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]" if d else "-")
+            lines.append(f"| {spec} | {strategy} | " + " | ".join(cells + finals) + " |")
     return "\n".join(lines)
 
 
@@ -374,11 +396,21 @@ def parse_args(argv=None):
     ap.add_argument("--preferences", nargs="+", default=list(PREFERENCES))
     ap.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--min-signal", type=float, default=0.05,
+                    help="a seed counts towards a target only if the whole-pool head beats 0.5 by this on validation")
+    ap.add_argument("--summarize", default=None, help="a JSON this bench wrote: print its summary again, run nothing")
     return ap.parse_args(argv)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.summarize:
+        result = json.loads(Path(args.summarize).read_text())
+        saved = argparse.Namespace(**{**result["args"], "min_signal": args.min_signal})
+        for pr in result["preferences"].values():
+            pr["summary"] = summarize(pr["runs"], saved)
+        print(table(result))
+        return
     result = run(args)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"selection_gain-{args.model}.json").write_text(json.dumps(result, indent=1))

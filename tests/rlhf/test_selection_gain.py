@@ -35,7 +35,9 @@ def test_curves_per_preference_strategy_and_seed_with_the_configured_reasons(res
                         assert reasons.count("exploration") == exploration_count(20, 0.3) == 6
                         assert reasons.count(strategy) == 14
         assert set(pr["summary"]) == {"random", "uncertainty", "spread"}
-        assert "saving_accuracy" in pr["summary"]["spread"] and "saving_accuracy" not in pr["summary"]["random"]
+    keyword = out["preferences"]["keyword:was"]["summary"]
+    assert keyword["spread"]["seeds_with_signal_accuracy"] == 2  # validation above chance on both seeds
+    assert "saving_accuracy" in keyword["spread"] and "saving_accuracy" not in keyword["random"]
 
 
 def test_picks_are_fresh_pool_pairs_the_preference_can_judge(result):
