@@ -11,6 +11,7 @@ from annotate.apis import (
     leaderboard,
     pool,
     quality,
+    rounds,
     simulation,
     training,
 )
@@ -68,6 +69,11 @@ urlpatterns = [
         name="reward-version-download",
     ),
     # admins and engineers: data quality, leaderboard, exports
+    path("campaigns/<int:campaign_id>/rounds/", rounds.RoundListApi.as_view(), name="round-list"),
+    path(
+        "campaigns/<int:campaign_id>/rounds/<int:index>/comparisons/", rounds.RoundComparisonsApi.as_view(),
+        name="round-comparisons",
+    ),
     path("campaigns/<int:campaign_id>/quality/", quality.CampaignQualityApi.as_view(), name="campaign-quality"),
     path(
         "campaigns/<int:campaign_id>/leaderboard/", leaderboard.CampaignLeaderboardApi.as_view(),

@@ -43,7 +43,7 @@ class CampaignOutputSerializer(serializers.ModelSerializer):
             "base_model", "training_config", "method", "kl_budget", "auto_train", "status", "created_at",
             "gold_frequency", "gold_min_accuracy", "gold_min_count", "reference_model", "reference_model_name",
             "demonstrations", "demonstration_reviews", "demonstration_pairs", "sft_schedule", "sft_every_n",
-            "sft_anchor",
+            "sft_anchor", "selection", "selection_exploration", "selection_pool",
         ]
 
 
@@ -86,6 +86,16 @@ class CampaignCreateApi(APIView):
         sft_anchor = serializers.CharField(
             default=Campaign.SFTAnchor.BASE, help_text="the policy step's KL anchor: base, or sft (the latest SFT model)"
         )
+        selection = serializers.CharField(
+            default=Campaign.Selection.RANDOM,
+            help_text="how the next round's comparisons are chosen: random, uncertainty or spread",
+        )
+        selection_exploration = serializers.FloatField(
+            default=0.2, help_text="share of each round's picks drawn at random whatever the strategy: 0 to 1"
+        )
+        selection_pool = serializers.IntegerField(
+            default=2, help_text="candidate prompts answered and scored per comparison opened: 1 to 16"
+        )
 
     @extend_schema(request=InputSerializer, responses={201: CampaignOutputSerializer, 409: CONFLICT})
     def post(self, request):
@@ -123,6 +133,9 @@ class CampaignDetailApi(AdminsAndEngineersRead, APIView):
         sft_schedule = serializers.CharField(required=False)
         sft_every_n = serializers.IntegerField(required=False)
         sft_anchor = serializers.CharField(required=False)
+        selection = serializers.CharField(required=False)
+        selection_exploration = serializers.FloatField(required=False)
+        selection_pool = serializers.IntegerField(required=False)
         reference_model = serializers.IntegerField(
             required=False, allow_null=True,
             help_text="loop campaigns: the id of one of the campaign's external models that each round's "
