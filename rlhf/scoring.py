@@ -35,11 +35,16 @@ def sequence_rewards(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     models): the appended EOS would be skipped. Pooling by attention mask is
     right for any pad choice.
     """
+    return model.score(last_token_features(model, input_ids, attention_mask)).squeeze(-1).float()
+
+
+def last_token_features(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The backbone's final hidden state at each right-padded row's last real
+    token: what the score head reads (rlhf.selection fits its heads on it)."""
     backbone = getattr(model, model.base_model_prefix)
     hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
     last = attention_mask.sum(dim=1) - 1
-    pooled = hidden[torch.arange(hidden.size(0), device=hidden.device), last]
-    return model.score(pooled).squeeze(-1).float()
+    return hidden[torch.arange(hidden.size(0), device=hidden.device), last]
 
 
 def length_batches(lengths: list[int], max_sequences: int, max_tokens: int) -> list[list[int]]:
@@ -87,6 +92,30 @@ class RewardScorer:
                 for i, r in zip(batch, sequence_rewards(self.model, input_ids, mask).tolist()):
                     out[i] = r
         return out
+
+    @torch.no_grad()
+    def score_features_ids(self, ids: list[list[int]], batch_size: int = 64) -> tuple[list[float], torch.Tensor]:
+        """Reward and last-token features (n, hidden; float32 on the CPU) of each token list, in the order
+        given, from the same sorted, budgeted forwards as score_ids: selection reads both at no extra cost."""
+        out = [0.0] * len(ids)
+        feats = torch.zeros(len(ids), self.model.config.hidden_size)
+        for batch in length_batches([len(x) for x in ids], batch_size, self.batch_tokens):
+            input_ids, mask = pad_right([ids[i] for i in batch], self.tokenizer.pad_token_id, self.dev)
+            with _torch.autocast(self.dev):
+                pooled = last_token_features(self.model, input_ids, mask)
+                rewards = self.model.score(pooled).squeeze(-1).float()
+            feats[batch] = pooled.float().cpu()
+            for i, r in zip(batch, rewards.tolist()):
+                out[i] = r
+        return out, feats
+
+    def score_features(self, prompts: list, responses: list[str], batch_size: int = 64) -> tuple[list[float], torch.Tensor]:
+        return self.score_features_ids(self.encode(prompts, responses), batch_size=batch_size)
+
+    def head_weight(self) -> torch.Tensor:
+        """The score head's weight (hidden,), float32 on the CPU: a reward is this dot the features
+        (plus a bias, if the head has one, that cancels in any pair)."""
+        return self.model.score.weight.detach()[0].float().cpu()
 
     def __call__(self, prompts: list, responses: list[str], batch_size: int = 64) -> list[float]:
         return self.score_ids(self.encode(prompts, responses), batch_size=batch_size)
