@@ -77,13 +77,14 @@ def campaign_fields_validate(*, fields: dict, campaign: Campaign | None = None) 
                 errors[key] = f"at most {INSTRUCTIONS_MAX_CHARS} characters (this is {len(value)})"
         elif key in NUMBER_LIMITS:
             low, high = NUMBER_LIMITS[key]
-            kind = float if key in FLOAT_FIELDS else int
+            # Not `kind`: that is the campaign's kind, read by later fields.
+            number = float if key in FLOAT_FIELDS else int
             try:
-                if isinstance(value, bool) or value is None or (kind is int and isinstance(value, float) and not value.is_integer()):
+                if isinstance(value, bool) or value is None or (number is int and isinstance(value, float) and not value.is_integer()):
                     raise ValueError
-                value = kind(value)
+                value = number(value)
             except (TypeError, ValueError):
-                errors[key] = "a number" if kind is float else "a whole number"
+                errors[key] = "a number" if number is float else "a whole number"
                 continue
             if not low <= value <= high:
                 errors[key] = f"between {low} and {high}, not {value}"

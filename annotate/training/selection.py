@@ -24,6 +24,11 @@ from annotate.models import Answer, Campaign, PolicyVersion, Prompt, RewardModel
 from rlhf.store import IntegrityError, ModelStore
 
 NO_REWARD_MODEL = "no reward model yet"
+# The rated pairs the uncertainty heads are fit on: the newest ones (by
+# round), so the stage's extra scoring (two texts a pair) stays bounded
+# whatever the campaign's size; a linear head on a few hundred features
+# needs no more.
+RATED_ROWS_MAX = 4096
 
 
 @dataclass
@@ -76,9 +81,11 @@ def selection_plan(*, campaign: Campaign, run: TrainingRun | None = None) -> Sel
 
 
 def selection_pick(*, plan: SelectionPlan, campaign: Campaign, index: int, prompts: list[Prompt],
-                   candidate: PolicyVersion, baseline: PolicyVersion, rated_rows: list[dict], n: int) -> dict:
-    """Score the pool (every prompt's candidate and baseline answers, already
-    generated) and pick n comparisons: {"strategy", "note", "reward_version",
+                   candidate: PolicyVersion, baseline: PolicyVersion, rated_rows: list[dict], n: int,
+                   samples: list[int]) -> dict:
+    """Score the pool (every prompt's candidate and baseline answers of the
+    sample indexes `samples`, already generated; not round 0's second sample
+    of the base model, say) and pick n comparisons: {"strategy", "note", "reward_version",
     "pool", "picks": [{"prompt", "candidate_sample", "baseline_sample",
     "reason", "score"}]} in the order the strategy ranked them, as round_open
     takes it. Deterministic for a campaign and round."""
@@ -86,7 +93,7 @@ def selection_pick(*, plan: SelectionPlan, campaign: Campaign, index: int, promp
 
     texts: dict[tuple[int, int], dict[int, str]] = {}
     for prompt_id, policy_id, sample, text in Answer.objects.filter(
-        prompt__in=prompts, policy_version__in=[candidate, baseline]
+        prompt__in=prompts, policy_version__in=[candidate, baseline], sample_index__in=samples
     ).values_list("prompt_id", "policy_version_id", "sample_index", "text"):
         texts.setdefault((prompt_id, policy_id), {})[sample] = text
     candidates, samples = [], {}
@@ -100,7 +107,9 @@ def selection_pick(*, plan: SelectionPlan, campaign: Campaign, index: int, promp
         candidates.append(Candidate(key=prompt.pk, prompt=prompt.content, answers=answers, allowed=allowed))
         samples[prompt.pk] = (news, olds)
     config = SelectionConfig(strategy=plan.strategy, exploration=plan.exploration, seed=campaign.pk * 100_003 + index)
-    picks = select(candidates, n, config, reward_path=plan.reward.path, rated_rows=rated_rows)
+    pairs = [r for r in rated_rows if "chosen" in r and "rejected" in r]
+    newest = sorted(pairs, key=lambda r: r.get("round") or 0)[-RATED_ROWS_MAX:]
+    picks = select(candidates, n, config, reward_path=plan.reward.path, rated_rows=newest)
     chosen = []
     for pick in picks:
         news, olds = samples[pick.key]

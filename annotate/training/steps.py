@@ -377,7 +377,7 @@ def stage_generate_next(run: TrainingRun, reporter: Reporter) -> dict:
     if plan.reward is not None:
         selection = selection_pick(
             plan=plan, campaign=run.campaign, index=index, prompts=prompts, candidate=new, baseline=previous,
-            rated_rows=_dataset_rows(run), n=len(round_prompts(campaign=run.campaign, index=index)),
+            rated_rows=_dataset_rows(run), n=len(round_prompts(campaign=run.campaign, index=index)), samples=[0],
         )
     return {"responses": written, "prompts": len(prompts), "selection": selection}
 

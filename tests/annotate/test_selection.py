@@ -76,7 +76,7 @@ def test_a_new_campaign_with_a_bad_selection_is_a_400_and_is_not_created(campaig
 def test_an_evaluation_campaign_cannot_select_by_reward_model(campaign_admin_client):
     answer = campaign_admin_client.post("/api/campaigns/create/", {"name": "ev", "kind": "evaluation",
                                         "selection": "spread"}, format="json")
-    assert answer.status_code == 400 and "loop campaigns" in answer.json()["detail"]["selection"]
+    assert answer.status_code == 400 and "loop campaigns" in answer.json()["errors"]["selection"]
     assert not Campaign.objects.filter(name="ev").exists()
 
 
@@ -235,6 +235,7 @@ def _check_round(round_: Round, run: TrainingRun, strategy: str) -> list[Compari
     for c in regular:
         new, old = (c.response_a, c.response_b) if c.candidate_is_a else (c.response_b, c.response_a)
         assert (new.policy_version_id, old.policy_version_id) == (round_.candidate_id, round_.baseline_id)
+        assert (new.sample_index, old.sample_index) == (0, 0)  # the answers generated, not round 0's second sample
     # a fifth of 4 picks rounds to 1 random one (exploration 0.2), the rest by the strategy with a score
     reasons = [c.selection_reason for c in regular]
     assert reasons.count("exploration") == 1 and reasons.count(strategy) == 3
@@ -294,11 +295,15 @@ def _selected(open_round):
 
 def test_the_annotator_never_sees_why_a_comparison_was_chosen(open_round, annotator_client):
     _selected(open_round)
-    answer = annotator_client.get(f"/api/campaigns/{open_round.campaign_id}/next/")
-    assert answer.status_code == 200
-    text = answer.content.decode()
-    for word in ("selection", "uncertainty", "exploration", "0.4321", "1.4321", "reason"):
-        assert word not in text
+    answers = [annotator_client.post(f"/api/campaigns/{open_round.campaign_id}/next/"),
+               annotator_client.get(f"/api/campaigns/{open_round.campaign_id}/progress/"),
+               annotator_client.get("/api/campaigns/")]
+    for answer in answers:
+        assert answer.status_code == 200
+        text = answer.content.decode()
+        for word in ("selection", "uncertainty", "exploration", "4321"):
+            assert word not in text, (word, text)
+    assert answers[0].json()["comparison"]
 
 
 def test_the_rounds_api_gives_admins_each_rounds_reasons_and_each_comparisons_score(
