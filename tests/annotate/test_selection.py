@@ -181,6 +181,37 @@ def test_a_reward_model_that_fails_its_sha256_is_passed_over_and_said(store, tin
     assert (plan.strategy, plan.pool, plan.reward.version, plan.note) == ("spread", 2, 2, "")
 
 
+def test_picks_open_the_round_with_their_samples_reasons_and_scores_and_the_reference_meets_the_picked_prompts():
+    from annotate.services.rounds import round_open
+    from tests.factories import ExternalModelFactory, external_answers
+
+    # given: v0 and v1 answered 6 prompts, a reference model answered them all
+    campaign = CampaignFactory(comparisons_per_round=2, gold_frequency=0.0)
+    v0 = PolicyVersionFactory(campaign=campaign, version=0)
+    v1 = PolicyVersionFactory(campaign=campaign, version=1, parent=v0)
+    prompts = PromptFactory.create_batch(6, campaign=campaign)
+    for p in prompts:
+        for v in (v0, v1):
+            AnswerFactory(prompt=p, policy_version=v, sample_index=0)
+    reference = ExternalModelFactory(campaign=campaign)
+    external_answers(reference, prompts)
+    campaign.reference_model = reference
+    campaign.save(update_fields=["reference_model"])
+    picks = [{"prompt": prompts[4].pk, "candidate_sample": 0, "baseline_sample": 0, "reason": "spread", "score": 0.7},
+             {"prompt": prompts[1].pk, "candidate_sample": 0, "baseline_sample": 0, "reason": "exploration",
+              "score": None}]
+    # when
+    round_ = round_open(campaign=campaign, index=1, candidate=v1, baseline=v0,
+                        selection={"strategy": "spread", "note": "", "picks": picks})
+    # then: the picked prompts, in pick order, with their reasons; the reference on those prompts only
+    rows = list(round_.comparisons.order_by("pk").values_list("prompt_id", "selection_reason", "selection_score"))
+    regular = [r for r in rows if r[1] != "reference"]
+    assert regular == [(prompts[4].pk, "spread", 0.7), (prompts[1].pk, "exploration", None)]
+    assert sorted(r[0] for r in rows if r[1] == "reference") == sorted([prompts[1].pk, prompts[4].pk])
+    assert all(score is None for _, reason, score in rows if reason == "reference")
+    assert round_.selection_strategy == "spread"
+
+
 # --- real rounds on the tiny model ---------------------------------------------------
 
 
