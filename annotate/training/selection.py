@@ -66,6 +66,17 @@ def _newest_verified_reward(campaign: Campaign, run: TrainingRun | None) -> tupl
     return None, NO_REWARD_MODEL
 
 
+def round0_selection(*, campaign: Campaign) -> dict:
+    """Round 0 opens before any rating, so before any reward model: the
+    prompts in turn, and the round says why when the campaign asked for more."""
+    note = "" if campaign.selection == Campaign.Selection.RANDOM else _fallback(campaign.selection, NO_REWARD_MODEL)
+    return {"strategy": Campaign.Selection.RANDOM, "note": note, "picks": None}
+
+
+def _fallback(asked: str, why: str) -> str:
+    return f"{asked} asked; {why}: random (the prompts in turn)"
+
+
 def selection_plan(*, campaign: Campaign, run: TrainingRun | None = None) -> SelectionPlan:
     """What the next round uses to choose its comparisons (see the module docstring)."""
     plan = SelectionPlan(asked=campaign.selection, strategy=Campaign.Selection.RANDOM, note="", pool=1,
@@ -74,7 +85,7 @@ def selection_plan(*, campaign: Campaign, run: TrainingRun | None = None) -> Sel
         return plan
     reward, why = _newest_verified_reward(campaign, run)
     if reward is None:
-        plan.note = f"{campaign.selection} asked; {why}: random (the prompts in turn)"
+        plan.note = _fallback(campaign.selection, why)
         return plan
     plan.strategy, plan.pool, plan.reward = campaign.selection, campaign.selection_pool, reward
     return plan

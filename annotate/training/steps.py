@@ -21,7 +21,7 @@ from annotate.selectors.demonstrations import demonstrations_untrained_ids, sft_
 from annotate.selectors.training import preference_rows
 from annotate.services.rounds import round_open, round_prompts
 from annotate.training.reporter import Reporter
-from annotate.training.selection import selection_pick, selection_plan
+from annotate.training.selection import round0_selection, selection_pick, selection_plan
 from annotate.training.stages import SCRATCH_DIR, STAGES, stage_record
 from rlhf import data as rlhf_data
 from rlhf.configs import DPOConfig, GenerateConfig, RewardConfig, RLOOConfig, SFTConfig, from_dict, policy_method
@@ -126,7 +126,7 @@ def stage_generate_round0(run: TrainingRun, reporter: Reporter) -> dict:
 def stage_open_round0(run: TrainingRun, reporter: Reporter) -> dict:
     base = _base_version(run)
     # No reward model before the first ratings: random, and the round says why.
-    selection = selection_plan(campaign=run.campaign).as_round()
+    selection = round0_selection(campaign=run.campaign)
     round_ = round_open(campaign=run.campaign, index=0, candidate=base, baseline=base, selection=selection)
     return {"round": round_.index, "comparisons": round_.comparisons.count(), "selection": selection}
 

@@ -215,7 +215,8 @@ def test_picks_open_the_round_with_their_samples_reasons_and_scores_and_the_refe
 # --- real rounds on the tiny model ---------------------------------------------------
 
 
-def _trained_world(make_open_round, annotator, store, tiny_base, **fields) -> tuple[Round, TrainingRun]:
+def _trained_world(make_open_round, annotator, store, tiny_base, corrupt_reward=False,
+                   **fields) -> tuple[Round, TrainingRun]:
     """Round 0 of a DPO campaign on the tiny model, 4 comparisons of 12
     prompts rated, a gold pair in the pool; then a real train run through
     every stage (its reward model trained on those ratings picks round 1)."""
@@ -240,6 +241,8 @@ def _trained_world(make_open_round, annotator, store, tiny_base, **fields) -> tu
     )
     run = training_run_start(campaign=campaign)
     for stage in ("snapshot", "sft", "reward", "policy", "generate", "open"):
+        if stage == "generate" and corrupt_reward:
+            RewardModelVersion.objects.filter(training_run=run).update(sha256="0" * 64)
         assert training_stage_execute(run_id=run.pk, stage=stage) is None
         run.refresh_from_db()
         assert run.stages[stage]["status"] == "succeeded", run.error
@@ -370,3 +373,22 @@ def test_the_overview_shows_each_rounds_reasons_scores_and_note(open_round, camp
     assert 'data-reason="uncertainty">uncertainty 2' in page and "1.432–2.432" in page
     assert 'data-reason="exploration">exploration 1' in page
     assert "spread asked; no reward model yet" in page
+
+
+def test_a_train_run_without_a_verified_reward_model_opens_the_next_round_at_once_at_random(
+    make_open_round, annotator, store, tiny_base, enqueued
+):
+    # given: the run's reward model fails its sha256 check when the generate stage looks for one
+    round_, run = _trained_world(make_open_round, annotator, store, tiny_base, corrupt_reward=True,
+                                 selection=Campaign.Selection.UNCERTAINTY, selection_pool=3)
+    # then: round 1 opened anyway, the prompts in turn, only those answered, and it says why
+    assert round_.selection_strategy == "random"
+    assert round_.selection_note == (
+        "uncertainty asked; no verified reward model (reward model v1 failed its sha256 check): "
+        "random (the prompts in turn)")
+    in_turn = round_prompts(campaign=round_.campaign, index=1)
+    assert run.stages["generate"]["outputs"]["prompts"] == len(in_turn) == 4
+    regular = round_.comparisons.filter(gold_choice="")
+    assert sorted(regular.values_list("prompt_id", flat=True)) == sorted(p.pk for p in in_turn)
+    assert set(regular.values_list("selection_reason", flat=True)) == {"random"}
+    assert Answer.objects.filter(policy_version=round_.candidate).count() == 4
