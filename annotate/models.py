@@ -98,6 +98,21 @@ class Campaign(models.Model):
     # {"overall": w, "<aspect>": w}: the combination the reward model's score
     # is (rlhf RewardConfig.aspect_weights); missing: overall 1, aspects 0.
     aspect_weights = models.JSONField(default=dict, blank=True)
+
+    class Selection(models.TextChoices):
+        RANDOM = "random", "Random: the campaign's prompts in turn, no model consulted"
+        UNCERTAINTY = "uncertainty", "Uncertainty: the pairs the reward model's ensemble disagrees on most"
+        SPREAD = "spread", "Spread: the prompts whose answers the reward model scores furthest apart"
+
+    # How the generate stage chooses the next round's comparisons among
+    # selection_pool times as many candidate prompts (docs/training.md,
+    # "Selection"); a share selection_exploration of them stays random.
+    # The names are rlhf.selection.STRATEGIES.
+    selection = models.CharField(max_length=20, choices=Selection.choices, default=Selection.RANDOM)
+    selection_exploration = models.FloatField(default=0.2, help_text="share of a round's picks drawn at random")
+    selection_pool = models.PositiveSmallIntegerField(
+        default=2, help_text="candidate prompts answered and scored per comparison the round opens with"
+    )
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.LOOP)
     # A loop campaign's fixed yardstick: a model outside the loop (imported
@@ -412,6 +427,10 @@ class Round(models.Model):
         PolicyVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="rounds_as_baseline"
     )
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.COLLECTING)
+    # How its comparisons were chosen: the strategy used (random when the
+    # campaign's fell back) and, when it fell back, why ("no reward model yet").
+    selection_strategy = models.CharField(max_length=20, blank=True, default="")
+    selection_note = models.TextField(blank=True, default="")
     opened_at = models.DateTimeField(auto_now_add=True)
     closed_at = models.DateTimeField(null=True, blank=True)
 
@@ -473,6 +492,20 @@ class Comparison(models.Model):
     gold_choice = models.CharField(max_length=10, blank=True, default="")
     # Ratings so far; kept with the rating in one transaction under a row lock.
     rating_count = models.PositiveSmallIntegerField(default=0)
+
+    class SelectionReason(models.TextChoices):
+        UNCERTAINTY = "uncertainty"  # the reward model's ensemble disagreed most on it
+        SPREAD = "spread"  # its answers' rewards lay furthest apart
+        EXPLORATION = "exploration"  # the random share of a selecting round
+        RANDOM = "random"  # a round that chose no comparison by model
+        GOLD = "gold"  # a copy of a gold pair
+        REFERENCE = "reference"  # the candidate against the reference model, on a picked prompt
+
+    # Why it is in its round, and the strategy's score of it (null where none
+    # was computed); never sent to annotators. Empty: opened before selection
+    # was recorded.
+    selection_reason = models.CharField(max_length=12, choices=SelectionReason.choices, blank=True, default="")
+    selection_score = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

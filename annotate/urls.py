@@ -12,6 +12,7 @@ from annotate.apis import (
     leaderboard,
     pool,
     quality,
+    rounds,
     simulation,
     training,
 )
@@ -75,6 +76,11 @@ urlpatterns = [
         name="training-run-sft-dataset",
     ),
     # admins and engineers: data quality, leaderboard, exports
+    path("campaigns/<int:campaign_id>/rounds/", rounds.RoundListApi.as_view(), name="round-list"),
+    path(
+        "campaigns/<int:campaign_id>/rounds/<int:index>/comparisons/", rounds.RoundComparisonsApi.as_view(),
+        name="round-comparisons",
+    ),
     path("campaigns/<int:campaign_id>/quality/", quality.CampaignQualityApi.as_view(), name="campaign-quality"),
     path(
         "campaigns/<int:campaign_id>/leaderboard/", leaderboard.CampaignLeaderboardApi.as_view(),

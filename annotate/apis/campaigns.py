@@ -50,6 +50,7 @@ class CampaignOutputSerializer(serializers.ModelSerializer):
             "gold_frequency", "gold_min_accuracy", "gold_min_count", "reference_model", "reference_model_name",
             "demonstrations", "demonstration_reviews", "demonstration_pairs", "sft_schedule", "sft_every_n",
             "sft_anchor", "aspects", "aspects_required", "aspect_training", "aspect_weights",
+            "selection", "selection_exploration", "selection_pool",
         ]
 
 
@@ -97,6 +98,16 @@ class CampaignCreateApi(APIView):
         aspects_required = serializers.BooleanField(default=False, help_text="every rating must judge every aspect")
         aspect_training = serializers.CharField(default=Campaign.AspectTraining.OVERALL, help_text=TRAINING_HELP)
         aspect_weights = serializers.JSONField(required=False, default=dict, help_text=WEIGHTS_HELP)
+        selection = serializers.CharField(
+            default=Campaign.Selection.RANDOM,
+            help_text="how the next round's comparisons are chosen: random, uncertainty or spread",
+        )
+        selection_exploration = serializers.FloatField(
+            default=0.2, help_text="share of each round's picks drawn at random whatever the strategy: 0 to 1"
+        )
+        selection_pool = serializers.IntegerField(
+            default=2, help_text="candidate prompts answered and scored per comparison opened: 1 to 16"
+        )
 
     @extend_schema(request=InputSerializer, responses={201: CampaignOutputSerializer, 409: CONFLICT})
     def post(self, request):
@@ -138,6 +149,9 @@ class CampaignDetailApi(AdminsAndEngineersRead, APIView):
         aspects_required = serializers.BooleanField(required=False)
         aspect_training = serializers.CharField(required=False, help_text=TRAINING_HELP)
         aspect_weights = serializers.JSONField(required=False, help_text=WEIGHTS_HELP)
+        selection = serializers.CharField(required=False)
+        selection_exploration = serializers.FloatField(required=False)
+        selection_pool = serializers.IntegerField(required=False)
         reference_model = serializers.IntegerField(
             required=False, allow_null=True,
             help_text="loop campaigns: the id of one of the campaign's external models that each round's "

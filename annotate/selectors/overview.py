@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from annotate.models import Campaign, Comparison, PolicyVersion, Rating, RewardModelVersion, Round, TrainingRun
 from annotate.selectors.overview_now import campaign_now, iso, parse_time, seconds_between
+from annotate.selectors.selection import selection_chart, selection_reasons
 from annotate.stats.intervals import wilson_interval
 from annotate.training.stages import STAGES
 
@@ -193,7 +194,8 @@ def campaign_overview(*, campaign: Campaign, now: datetime | None = None) -> dic
     baseline_version, vs_previous / vs_base / vs_reference (win records: n,
     wins, ties, losses, win_rate, lower, upper; None where not measured),
     kl_to_base and kl_source, reward_heldout (accuracy, pairs, lower, upper,
-    split), run (the round's train run) and seconds (per TIME_PARTS).
+    split), run (the round's train run), seconds (per TIME_PARTS) and
+    selection (strategy, note, reasons: selectors/selection.py).
     charts: the same as series over rounds, as the page draws them (None for
     an evaluation campaign). now: overview_now.campaign_now."""
     return _overview(campaign, now or timezone.now(), current_only=False)
@@ -207,7 +209,8 @@ def campaign_overview_now(*, campaign: Campaign, now: datetime | None = None) ->
 
 def _overview(campaign: Campaign, now: datetime, *, current_only: bool) -> dict:
     rounds = list(campaign.rounds.order_by("index").values("pk", "index", "status", "candidate_id", "baseline_id",
-                                                             "opened_at", "closed_at"))
+                                                             "opened_at", "closed_at", "selection_strategy",
+                                                             "selection_note"))
     shown = rounds[-1:] if current_only else rounds
     k = campaign.overlap
     progress = {
@@ -245,7 +248,11 @@ def _overview(campaign: Campaign, now: datetime, *, current_only: bool) -> dict:
         for r in RewardModelVersion.objects.filter(campaign=campaign).values("version", "metrics", "training_run_id")
     }
     rows = _loop_rounds(rounds, progress, tallies, references, versions, rewards, externals, runs, now)
-    return {"kind": campaign.kind, "rounds": rows, "charts": _charts(campaign, rows),
+    # How each round's comparisons were chosen (annotate/selectors/selection.py).
+    reasons = selection_reasons(round_ids=[r["pk"] for r in rounds])
+    for row, r in zip(rows, rounds):
+        row["selection"] = {"strategy": r["selection_strategy"], "note": r["selection_note"], "reasons": reasons[r["pk"]]}
+    return {"kind": campaign.kind, "rounds": rows, "charts": {**_charts(campaign, rows), "selection": selection_chart(rows=rows)},
             "now": campaign_now(campaign=campaign, rounds=rounds, rows=rows, runs=runs, now=now),
             **_listed(rounds, runs, externals)}
 

@@ -27,9 +27,13 @@ EDITABLE_FIELDS = {
     "name", "instructions", "base_model", "training_config", "auto_train", "method", "kl_budget", "reference_model",
     "demonstrations", "demonstration_reviews", "demonstration_pairs", "sft_schedule", "sft_every_n", "sft_anchor",
     "aspects", "aspects_required", "aspect_training", "aspect_weights",
-    *NUMBER_LIMITS,
+    "selection", "selection_exploration", "selection_pool", *NUMBER_LIMITS,
 }
 SFT_EVERY_N_MAX = 1000
+# Candidate prompts per comparison: each is answered by both policies and
+# scored by the reward model in the generate stage, so the pool multiplies
+# that stage's work; past 16 the stage costs far more than the ratings saved.
+SELECTION_POOL_MAX = 16
 # Set when the campaign is made, fixed after: a loop campaign's rounds come
 # from training, an evaluation campaign's from evaluation_start.
 CREATE_ONLY_FIELDS = {"kind"}
@@ -75,13 +79,14 @@ def campaign_fields_validate(*, fields: dict, campaign: Campaign | None = None) 
                 errors[key] = f"at most {INSTRUCTIONS_MAX_CHARS} characters (this is {len(value)})"
         elif key in NUMBER_LIMITS:
             low, high = NUMBER_LIMITS[key]
-            kind = float if key in FLOAT_FIELDS else int
+            # Not `kind`: that is the campaign's kind, read by later fields.
+            number = float if key in FLOAT_FIELDS else int
             try:
-                if isinstance(value, bool) or value is None or (kind is int and isinstance(value, float) and not value.is_integer()):
+                if isinstance(value, bool) or value is None or (number is int and isinstance(value, float) and not value.is_integer()):
                     raise ValueError
-                value = kind(value)
+                value = number(value)
             except (TypeError, ValueError):
-                errors[key] = "a number" if kind is float else "a whole number"
+                errors[key] = "a number" if number is float else "a whole number"
                 continue
             if not low <= value <= high:
                 errors[key] = f"between {low} and {high}, not {value}"
@@ -108,6 +113,26 @@ def campaign_fields_validate(*, fields: dict, campaign: Campaign | None = None) 
                 value = int(value)
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= SFT_EVERY_N_MAX:
                 errors[key] = f"a whole number of rounds between 1 and {SFT_EVERY_N_MAX}"
+        elif key == "selection":
+            if value not in Campaign.Selection.values:
+                errors[key] = f"one of {', '.join(Campaign.Selection.values)}"
+            elif value != Campaign.Selection.RANDOM and kind == Campaign.Kind.EVALUATION:
+                errors[key] = "an evaluation campaign trains no reward model to choose with; selection is for loop campaigns"
+        elif key == "selection_exploration":
+            try:
+                if isinstance(value, bool) or value is None or (isinstance(value, str) and not value.strip()):
+                    raise ValueError
+                value = float(value)
+            except (TypeError, ValueError):
+                errors[key] = "a share between 0 and 1 (0.2: a fifth of each round's picks random)"
+                continue
+            if not 0.0 <= value <= 1.0:  # also refuses NaN
+                errors[key] = f"a share between 0 and 1, not {value}"
+        elif key == "selection_pool":
+            if isinstance(value, str) and value.strip().isdigit():
+                value = int(value)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= SELECTION_POOL_MAX:
+                errors[key] = f"a whole number of candidate prompts per comparison between 1 and {SELECTION_POOL_MAX}"
         elif key == "kl_budget":
             # Optional: empty (a form's blank field) or null means no budget.
             if value is None or (isinstance(value, str) and not value.strip()):
@@ -231,6 +256,9 @@ def campaign_create(
     aspects_required: bool = False,
     aspect_training: str = Campaign.AspectTraining.OVERALL,
     aspect_weights: dict | None = None,
+    selection: str = Campaign.Selection.RANDOM,
+    selection_exploration: float = 0.2,
+    selection_pool: int = 2,
 ) -> Campaign:
     if Campaign.objects.filter(name=name).exists():
         raise Conflict(f"A campaign named '{name}' already exists; pick another name.")
@@ -245,6 +273,7 @@ def campaign_create(
             demonstration_pairs=demonstration_pairs, sft_schedule=sft_schedule, sft_every_n=sft_every_n,
             sft_anchor=sft_anchor, aspects=aspects or [], aspects_required=aspects_required,
             aspect_training=aspect_training, aspect_weights=aspect_weights or {},
+            selection=selection, selection_exploration=selection_exploration, selection_pool=selection_pool,
         )
     )
     campaign = Campaign.objects.create(created_by=created_by, **fields)

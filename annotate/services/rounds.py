@@ -1,5 +1,6 @@
 import logging
 import random
+from typing import TypedDict
 
 from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
@@ -16,20 +17,48 @@ log = logging.getLogger(__name__)
 ROUND_PROGRESS_CHECK_TASK = "annotate.tasks.round_progress_check_task"  # kwargs: round_id
 
 
-def round_prompts(*, campaign: Campaign, index: int) -> list[Prompt]:
+def round_prompts(*, campaign: Campaign, index: int, pool: int = 1) -> list[Prompt]:
     """The prompts a round asks about: the next comparisons_per_round prompts
     of the campaign, wrapping around, so consecutive rounds cover new ground.
-    Gold-pair prompts are not among them: their answers come with the pair."""
+    Gold-pair prompts are not among them: their answers come with the pair.
+    `pool` > 1: that many times as many from the same start (at most every
+    prompt once), the candidates a selecting round picks among
+    (annotate/training/selection.py)."""
     prompts = list(campaign.prompts.filter(gold_pairs__isnull=True).order_by("pk"))
     n = min(campaign.comparisons_per_round, len(prompts))
     start = (index * n) % len(prompts) if prompts else 0
-    return [prompts[(start + i) % len(prompts)] for i in range(n)]
+    return [prompts[(start + i) % len(prompts)] for i in range(min(n * pool, len(prompts)))]
+
+
+class RoundSelection(TypedDict, total=False):
+    """How a round's comparisons were chosen (the generate stage's outputs
+    "selection", annotate/training/selection.py)."""
+
+    strategy: str  # the one used: random when the campaign's fell back
+    note: str  # why it fell back ("no reward model yet"); "" otherwise
+    # [{"prompt": pk, "candidate_sample", "baseline_sample", "reason", "score"}]
+    # in the order picked; None: round_prompts, every one "random".
+    picks: list[dict] | None
+
+
+def _round_choice(*, campaign: Campaign, index: int, selection: RoundSelection | None,
+                  baseline_sample: int) -> tuple[list[Prompt], dict[int, tuple]]:
+    """(the round's prompts, {prompt pk: (candidate sample, baseline sample, reason, score)})."""
+    picks = (selection or {}).get("picks")
+    if picks is None:
+        prompts = round_prompts(campaign=campaign, index=index)
+        return prompts, {p.pk: (0, baseline_sample, Comparison.SelectionReason.RANDOM, None) for p in prompts}
+    by_pk = campaign.prompts.in_bulk([p["prompt"] for p in picks])
+    chosen = {p["prompt"]: (p["candidate_sample"], p["baseline_sample"], p["reason"], p["score"]) for p in picks}
+    return [by_pk[p["prompt"]] for p in picks], chosen
 
 
 @transaction.atomic
-def round_open(*, campaign: Campaign, index: int, candidate: PolicyVersion, baseline: PolicyVersion) -> Round:
+def round_open(*, campaign: Campaign, index: int, candidate: PolicyVersion, baseline: PolicyVersion,
+               selection: RoundSelection | None = None) -> Round:
     """Open round `index`: one comparison per prompt, candidate against
-    baseline answers, sides randomised and recorded; where the campaign has
+    baseline answers, sides randomised and recorded, each with why it was
+    chosen (`selection`'s picks, or the prompts in turn); where the campaign has
     a reference model, also the candidate against the reference's answer on
     each of the round's prompts it answered (placed at random among the
     others, counted in the round like them); plus copies of gold pairs
@@ -40,11 +69,15 @@ def round_open(*, campaign: Campaign, index: int, candidate: PolicyVersion, base
     existing = Round.objects.filter(campaign=campaign, index=index).first()
     if existing is not None:
         return existing
-    round_ = Round.objects.create(campaign=campaign, index=index, candidate=candidate, baseline=baseline)
+    round_ = Round.objects.create(
+        campaign=campaign, index=index, candidate=candidate, baseline=baseline,
+        selection_strategy=(selection or {}).get("strategy") or Campaign.Selection.RANDOM,
+        selection_note=(selection or {}).get("note") or "",
+    )
     # Round 0 compares two samples of the base model; later rounds compare
-    # the new policy's first sample with the previous policy's.
+    # the new policy's first sample with the previous policy's (or the samples picked).
     baseline_sample = 1 if candidate.pk == baseline.pk else 0
-    prompts = round_prompts(campaign=campaign, index=index)
+    prompts, chosen = _round_choice(campaign=campaign, index=index, selection=selection, baseline_sample=baseline_sample)
     responses = {
         (r.prompt_id, r.policy_version_id, r.sample_index): r
         for r in Answer.objects.filter(prompt__in=prompts, policy_version__in=[candidate, baseline])
@@ -52,8 +85,9 @@ def round_open(*, campaign: Campaign, index: int, candidate: PolicyVersion, base
     rng = random.Random(f"{campaign.pk}:{index}")
     comparisons = []
     for prompt in prompts:
-        new = responses.get((prompt.pk, candidate.pk, 0))
-        old = responses.get((prompt.pk, baseline.pk, baseline_sample))
+        new_sample, old_sample, reason, score = chosen[prompt.pk]
+        new = responses.get((prompt.pk, candidate.pk, new_sample))
+        old = responses.get((prompt.pk, baseline.pk, old_sample))
         if new is None or old is None:
             raise RuntimeError(
                 f"Prompt {prompt.external_id} has no answer from policy v{candidate.version if new is None else baseline.version}; "
@@ -62,7 +96,8 @@ def round_open(*, campaign: Campaign, index: int, candidate: PolicyVersion, base
         candidate_is_a = rng.random() < 0.5
         a, b = (new, old) if candidate_is_a else (old, new)
         comparisons.append(
-            Comparison(round=round_, prompt=prompt, response_a=a, response_b=b, candidate_is_a=candidate_is_a)
+            Comparison(round=round_, prompt=prompt, response_a=a, response_b=b, candidate_is_a=candidate_is_a,
+                       selection_reason=reason, selection_score=score)
         )
     # Leases go out in pk order (among equally rated comparisons): reference
     # and gold pairs at random positions are served all along the round, not last.
@@ -71,6 +106,7 @@ def round_open(*, campaign: Campaign, index: int, candidate: PolicyVersion, base
         comparisons.insert(reference_rng.randint(0, len(comparisons)), pair)
     gold_rng = random.Random(f"gold-order:{campaign.pk}:{index}")
     for gold in gold_comparisons_for_round(round_=round_, n_regular=len(comparisons)):
+        gold.selection_reason = Comparison.SelectionReason.GOLD
         comparisons.insert(gold_rng.randint(0, len(comparisons)), gold)
     Comparison.objects.bulk_create(comparisons)
     Round.objects.filter(campaign=campaign, index__lt=index).exclude(status=Round.Status.DONE).update(
@@ -106,7 +142,8 @@ def _reference_comparisons(*, round_: Round, prompts: list[Prompt], candidate: P
         candidate_is_a = rng.random() < 0.5
         a, b = (ours[prompt.pk], theirs[prompt.pk]) if candidate_is_a else (theirs[prompt.pk], ours[prompt.pk])
         comparisons.append(
-            Comparison(round=round_, prompt=prompt, response_a_id=a, response_b_id=b, candidate_is_a=candidate_is_a)
+            Comparison(round=round_, prompt=prompt, response_a_id=a, response_b_id=b, candidate_is_a=candidate_is_a,
+                       selection_reason=Comparison.SelectionReason.REFERENCE)
         )
     return comparisons
 

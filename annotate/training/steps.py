@@ -21,7 +21,8 @@ from annotate.selectors.demonstrations import demonstrations_untrained_ids, sft_
 from annotate.selectors.training import preference_rows, reward_aspect_settings
 from annotate.services.rounds import round_open, round_prompts
 from annotate.training.reporter import Reporter
-from annotate.training.stages import SCRATCH_DIR, STAGES
+from annotate.training.selection import round0_selection, selection_pick, selection_plan
+from annotate.training.stages import SCRATCH_DIR, STAGES, stage_record
 from rlhf import data as rlhf_data
 from rlhf.configs import DPOConfig, GenerateConfig, RewardConfig, RLOOConfig, SFTConfig, from_dict, policy_method
 from rlhf.store import ModelStore, holding
@@ -124,8 +125,10 @@ def stage_generate_round0(run: TrainingRun, reporter: Reporter) -> dict:
 
 def stage_open_round0(run: TrainingRun, reporter: Reporter) -> dict:
     base = _base_version(run)
-    round_ = round_open(campaign=run.campaign, index=0, candidate=base, baseline=base)
-    return {"round": round_.index, "comparisons": round_.comparisons.count()}
+    # No reward model before the first ratings: random, and the round says why.
+    selection = round0_selection(campaign=run.campaign)
+    round_ = round_open(campaign=run.campaign, index=0, candidate=base, baseline=base, selection=selection)
+    return {"round": round_.index, "comparisons": round_.comparisons.count(), "selection": selection}
 
 
 # --- train: ratings -> reward model -> policy step -> next round ---------------
@@ -356,21 +359,35 @@ def stage_policy(run: TrainingRun, reporter: Reporter) -> dict:
 
 
 def stage_generate_next(run: TrainingRun, reporter: Reporter) -> dict:
+    """Answer the next round's prompts with the new and the previous policy;
+    with a selection strategy and a reward model, answer selection_pool times
+    as many and pick the round's comparisons among them (selection.py)."""
     new = PolicyVersion.objects.get(training_run=run)
     previous = run.round.candidate
-    prompts = round_prompts(campaign=run.campaign, index=run.round.index + 1)
+    index = run.round.index + 1
+    plan = selection_plan(campaign=run.campaign, run=run)
+    prompts = round_prompts(campaign=run.campaign, index=index, pool=plan.pool)
     # Two pieces of work, one bar: answers done over the answers of both.
     mine, theirs = _missing(new, prompts, [0]), _missing(previous, prompts, [0])
     total = len(mine[1]) + len(theirs[1])
     written = _generate_missing(run, reporter.part(0, len(mine[1]), total), new, mine, samples=[0])
     written += _generate_missing(run, reporter.part(len(mine[1]), len(theirs[1]), total), previous, theirs,
                                  samples=[0])
-    return {"responses": written, "prompts": len(prompts)}
+    selection = plan.as_round()
+    if plan.reward is not None:
+        selection = selection_pick(
+            plan=plan, campaign=run.campaign, index=index, prompts=prompts, candidate=new, baseline=previous,
+            rated_rows=_dataset_rows(run), n=len(round_prompts(campaign=run.campaign, index=index)), samples=[0],
+        )
+    return {"responses": written, "prompts": len(prompts), "selection": selection}
 
 
 def stage_open_next(run: TrainingRun, reporter: Reporter) -> dict:
     new = PolicyVersion.objects.get(training_run=run)
-    round_ = round_open(campaign=run.campaign, index=run.round.index + 1, candidate=new, baseline=run.round.candidate)
+    # The picks the generate stage made (none recorded: the prompts in turn).
+    selection = stage_record(run, "generate").get("outputs", {}).get("selection")
+    round_ = round_open(campaign=run.campaign, index=run.round.index + 1, candidate=new, baseline=run.round.candidate,
+                        selection=selection)
     return {"round": round_.index, "comparisons": round_.comparisons.count()}
 
 

@@ -38,12 +38,14 @@ CAMPAIGN_FIELDS = [
     "name", "instructions", "overlap", "comparisons_per_round", "lease_ttl_seconds", "gold_frequency",
     "gold_min_accuracy", "gold_min_count", "base_model", "method", "kl_budget", "training_config", "auto_train",
     "reference_model", "demonstrations", "demonstration_reviews", "demonstration_pairs", "sft_schedule", "sft_every_n",
-    "sft_anchor", "aspects", "aspects_required", "aspect_training", "aspect_weights",
+    "sft_anchor", "aspects", "aspects_required", "aspect_training", "aspect_weights", "selection", "selection_exploration",
+    "selection_pool",
 ]
 ASPECT_FIELDS = ("aspects", "aspects_required", "aspect_training", "aspect_weights")
 # What only a loop campaign has: an evaluation campaign's form shows and sends none of them.
 LOOP_FIELDS = {"base_model", "method", "kl_budget", "training_config", "auto_train", "reference_model", "sft_schedule",
-               "sft_every_n", "sft_anchor", "aspect_training"}
+               "sft_every_n", "sft_anchor", "aspect_training",
+               "selection", "selection_exploration", "selection_pool"}
 NEW_CAMPAIGN_DEFAULTS = {
     "overlap": 3, "comparisons_per_round": 64, "lease_ttl_seconds": 600, "gold_frequency": 0.1,
     "gold_min_accuracy": 0.6, "gold_min_count": 5, "training_config": "{}", "auto_train": True,
@@ -51,6 +53,7 @@ NEW_CAMPAIGN_DEFAULTS = {
     "demonstrations": Campaign.Demonstrations.OFF, "demonstration_reviews": 1, "demonstration_pairs": False,
     "sft_schedule": Campaign.SFTSchedule.EVERY_ROUND, "sft_every_n": 2, "sft_anchor": Campaign.SFTAnchor.BASE,
     "aspects": "", "aspects_required": False, "aspect_training": Campaign.AspectTraining.OVERALL, "aspect_weights": "",
+    "selection": Campaign.Selection.RANDOM, "selection_exploration": 0.2, "selection_pool": 2,
 }
 
 
@@ -85,7 +88,7 @@ def _campaign_form_fields(post, *, include_base_model: bool, kind: str) -> tuple
         if kind == Campaign.Kind.EVALUATION and key in LOOP_FIELDS:
             continue
         if key in ("reference_model", "demonstrations", "demonstration_reviews", "sft_schedule", "sft_every_n",
-                   "sft_anchor") and key not in post:
+                   "sft_anchor", "selection", "selection_exploration", "selection_pool") and key not in post:
             continue  # a form without the field (a new campaign has no models yet)
         if key in ASPECT_FIELDS and "aspects" not in post:
             continue  # a form without the aspect settings

@@ -71,6 +71,10 @@ EXPECTED = {
     ],
     ("POST", "/api/campaigns/{campaign_id}/gold/import/"): [401, (403, 403), (403, 403), (404, 200), (200, 200)],
     ("GET", "/api/campaigns/{campaign_id}/gold/"): [401, (403, 403), (403, 403), (404, 200), (200, 200)],
+    ("GET", "/api/campaigns/{campaign_id}/rounds/"): [401, (403, 403), (403, 403), (404, 200), (200, 200)],
+    ("GET", "/api/campaigns/{campaign_id}/rounds/{index}/comparisons/"): [
+        401, (403, 403), (403, 403), (404, 200), (200, 200),
+    ],
     ("GET", "/api/campaigns/{campaign_id}/quality/"): [401, (403, 403), (403, 403), (404, 200), (200, 200)],
     ("GET", "/api/campaigns/{campaign_id}/leaderboard/"): [401, (403, 403), (403, 403), (404, 200), (200, 200)],
     ("GET", "/api/campaigns/{campaign_id}/exports/"): [401, (403, 403), (403, 403), (404, 200), (200, 200)],
@@ -163,6 +167,7 @@ def url_for(path: str, ids: dict) -> str:
         else ids["policy_version_id"]
     )
     values["username"] = ids["admin"] if "/admins/" in path else ids["member"]
+    values["index"] = 0  # each campaign's round 0
     return path.format(**values)
 
 

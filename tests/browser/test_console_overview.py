@@ -97,3 +97,31 @@ def test_the_kl_chart_is_titled_by_the_campaigns_kl_anchor(page, live_server, ov
         page.wait_for_selector("#chart-kl .uplot canvas")
         assert page.text_content("#chart-kl .u-title").strip() == title
     assert errors == []
+
+
+@pytest.mark.parametrize("width,height", SIZES)
+def test_the_overview_draws_how_each_rounds_comparisons_were_chosen(page, live_server, overview, width, height,
+                                                                    request):
+    from annotate.models import Comparison
+
+    campaign, errors = overview
+    # given: the last round was picked by uncertainty (a fifth kept random), the first rounds at random
+    last = campaign.rounds.order_by("-index").first()
+    last.selection_strategy = "uncertainty"
+    last.save(update_fields=["selection_strategy"])
+    for i, c in enumerate(last.comparisons.filter(gold_choice="").order_by("pk")):
+        Comparison.objects.filter(pk=c.pk).update(selection_reason="exploration" if i == 0 else "uncertainty",
+                                                  selection_score=None if i == 0 else 0.1 * i)
+    # when
+    page.set_viewport_size({"width": width, "height": height})
+    page.goto(f"{live_server.url}/console/campaigns/{campaign.pk}/")
+    # then: one uPlot chart of comparisons by reason, a legend entry per reason seen, the table by round
+    page.wait_for_selector("#chart-selection .uplot canvas")
+    legend = page.text_content("#chart-selection .u-legend")
+    assert "uncertainty" in legend and "exploration" in legend and "random" in legend
+    assert page.locator("#chart-selection").bounding_box()["width"] <= width
+    row = page.text_content(f"#selection-rounds tr[data-round='{last.index}']")
+    assert "uncertainty" in row and "exploration 1" in row and "mean" in row
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= width
+    page.screenshot(path=str(SCREENSHOTS / f"{request.node.originalname}-{width}.png"), full_page=True)
+    assert errors == []

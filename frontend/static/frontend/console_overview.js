@@ -14,6 +14,10 @@ const TIME_LABELS = {
   rating: "rating", queue: "gpu queue", sft: "sft", reward: "reward", policy: "policy", generate: "generate", snapshot_open: "snapshot + open",
 };
 
+const REASON_COLORS = {
+  uncertainty: "#d93025", spread: "#e8710a", exploration: "#1a73e8", random: "#9aa0a6", gold: "#f9ab00", reference: "#a142f4",
+};
+
 function measured(values) {
   return values.some((v) => v !== null && v !== undefined);
 }
@@ -66,6 +70,13 @@ function drawCharts(data) {
     if (series.length) {
       lineChart(boxes.time, { title: "Time per round by stage (minutes)", xLabel: "round", yLabel: "minutes", x, yRange: [0, null], series });
     } else note(boxes.time, "Time per round: nothing timed yet.");
+  }
+  if (boxes.selection && data.selection) {
+    const series = Object.entries(data.selection.series)
+      .map(([reason, values]) => ({ label: reason, values, color: REASON_COLORS[reason] }));
+    if (series.length) {
+      lineChart(boxes.selection, { title: "Comparisons by why they were chosen", xLabel: "round", yLabel: "comparisons", x: data.selection.x, yRange: [0, null], series });
+    } else note(boxes.selection, "Selection: no comparison recorded yet.");
   }
 }
 
