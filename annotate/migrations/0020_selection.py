@@ -23,7 +23,7 @@ def record_what_came_before(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotate', '0017_sft_stage'),
+        ('annotate', '0018_aspects'),
     ]
 
     operations = [
