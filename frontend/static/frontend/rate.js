@@ -15,12 +15,14 @@
 // One file, since its parts (counters, outbox, time on task, leases,
 // prefetch, keys) share one state: the comparison on screen and the one
 // leased behind it. What shares none of it lives in api.js, markdown.js,
-// rate_done.js (the page with nothing left to rate, waiting for the next round)
-// and rate_demo.js (the better-answer editor; its draft rides in the rating's body).
+// rate_done.js (the page with nothing left to rate, waiting for the next round),
+// rate_demo.js (the better-answer editor; its draft rides in the rating's body)
+// and rate_rank.js (a k-set's answers and the ranking keys; its value rides in the body).
 import { api, errorText, escapeHtml, serverOffsetMs, uuid4 } from "./api.js";
 import { markdown, markdownText } from "./markdown.js";
 import { watchDone } from "./rate_done.js";
 import { demoEditor } from "./rate_demo.js";
+import { rankingUi } from "./rate_rank.js";
 
 const config = JSON.parse(document.getElementById("rate-config").textContent);
 const $ = (id) => document.getElementById(id);
@@ -55,6 +57,7 @@ function prepare(data) {
       prompt: promptHtml(data),
       a: answerHtml(data.response_a, data.response_a_truncated),
       b: answerHtml(data.response_b, data.response_b_truncated),
+      answers: data.answers ? data.answers.map((a) => answerHtml(a.text, a.truncated)) : null, // a k-set
     },
     leaseEnd: Date.parse(data.leased_until) - serverOffsetMs(), // local clock
     leaseTtl: Math.max(30_000, Date.parse(data.leased_until) - (Date.now() + serverOffsetMs())),
@@ -296,6 +299,9 @@ function show(item) {
   $("answer-b").innerHTML = item.html.b;
   $("answer-a").scrollTop = 0;
   $("answer-b").scrollTop = 0;
+  // A k-set shows its answers and the ranking controls instead of A/B.
+  main.dataset.kind = d.answers ? "k-set" : "pair";
+  if (d.answers) rank.show(item); else rank.hide();
   resetForm();
   demo.reset(d.comparison);
   $("comparison").hidden = false;
@@ -384,20 +390,24 @@ let busy = false;
 
 async function submit(t0 = performance.now()) {
   if (!current || busy || main.dataset.state !== "rating") return;
-  const choice = form.elements.choice.value;
+  const ranking = rank.active ? rank.value() : null;
+  if (rank.active && !ranking) { showNotice(rank.missing()); return; }
+  const choice = ranking ? "" : form.elements.choice.value;
   const strength = form.elements.strength.value;
-  if (!choice) { showNotice("Pick an answer first: 1 A better, 2 B better, 3 tie, 4 both bad."); return; }
-  if ((choice === "A" || choice === "B") && !strength) {
-    showNotice(`How much better is ${choice}? q slightly, w clearly, e much.`);
-    return;
+  if (!ranking) { // a k-set's ranking has no choice, strength or better answer
+    if (!choice) { showNotice("Pick an answer first: 1 A better, 2 B better, 3 tie, 4 both bad."); return; }
+    if ((choice === "A" || choice === "B") && !strength) {
+      showNotice(`How much better is ${choice}? q slightly, w clearly, e much.`);
+      return;
+    }
+    if (demo.askFirst(current.data.comparison, choice)) return; // both bad: a better answer is asked for first
   }
-  if (demo.askFirst(current.data.comparison, choice)) return; // both bad: a better answer is asked for first
   clearNotice();
   const item = current;
-  const demonstration = demo.payload(item.data.comparison, choice);
+  const demonstration = ranking ? null : demo.payload(item.data.comparison, choice);
   const body = {
     comparison: item.data.comparison,
-    choice,
+    ...(ranking ? { ranking } : { choice }),
     reason: $("reason").value,
     time_on_task_ms: timeNow(),
     idempotency_key: item.key,
@@ -463,6 +473,9 @@ const demo = demoEditor({
 $("demo-dialog").addEventListener("demo-closed", () => { if (current) demo.sync(current.data.comparison, form.elements.choice.value); });
 $("open-demo")?.addEventListener("click", () => KEYS.d());
 
+// --- a k-set's ranking (rate_rank.js) -------------------------------------------
+const rank = rankingUi({ notice: showNotice });
+
 // --- controls: buttons and keys do the same thing ----------------------------
 function choose(value) {
   const radio = form.querySelector(`input[name=choice][value="${value}"]`);
@@ -493,7 +506,7 @@ const KEYS = {
   1: () => choose("A"), 2: () => choose("B"), 3: () => choose("tie"), 4: () => choose("both_bad"),
   q: () => strengthSet("1"), w: () => strengthSet("2"), e: () => strengthSet("3"),
   s: skipDialog,
-  d: () => { if (current && demo.enabled) demo.open(current.data.comparison, form.elements.choice.value); },
+  d: () => { if (current && demo.enabled && !rank.active) demo.open(current.data.comparison, form.elements.choice.value); },
   r: () => $("reason").focus(),
   i: () => $("instructions-dialog").showModal(),
   "?": () => $("keys-dialog").showModal(),
@@ -519,6 +532,8 @@ document.addEventListener("keydown", (e) => {
     else if (e.key === "Escape") t.blur();
     return;
   }
+  // A k-set: numbers, = and Backspace build the ranking (rate_rank.js).
+  if (main.dataset.state === "rating" && rank.key(e)) { e.preventDefault(); return; }
   if (e.key === "Enter") {
     if (t.matches("button, a, summary")) return; // the focused control's own action
     e.preventDefault();
