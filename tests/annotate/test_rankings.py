@@ -180,9 +180,9 @@ def test_a_ranking_of_a_k_set_the_annotator_does_not_hold_is_a_409(ranking_round
 
 
 def test_campaign_rank_k_is_validated_on_create_and_edit(campaign_admin_client):
-    bad = campaign_admin_client.post("/api/campaigns/", {"name": "r", "base_model": "x", "rank_k": 5}, format="json")
+    bad = campaign_admin_client.post("/api/campaigns/create/", {"name": "r", "base_model": "x", "rank_k": 5}, format="json")
     assert bad.status_code == 400
-    made = campaign_admin_client.post("/api/campaigns/", {"name": "r", "base_model": "x", "rank_k": 4}, format="json")
+    made = campaign_admin_client.post("/api/campaigns/create/", {"name": "r", "base_model": "x", "rank_k": 4}, format="json")
     assert made.status_code == 201 and made.data["rank_k"] == 4
     edit = campaign_admin_client.patch(f"/api/campaigns/{made.data['id']}/", {"rank_k": 1}, format="json")
     assert edit.status_code == 400 and "rank_k" in str(edit.json())
@@ -276,21 +276,23 @@ def test_leaderboard_fits_a_ranking_as_its_implied_pairs_weighted_2_over_k(make_
     assert sum(m["n"] for m in board["models"]) == pytest.approx(12 * 3 * 2)
 
 
-def test_quality_reads_rankings_as_ordinal_data_beside_the_pairs_figures(ranking_round, annotator, other_annotator):
+def test_quality_reads_rankings_as_ordinal_data_beside_the_pairs_figures(make_open_round, annotator, other_annotator):
     from annotate.selectors.quality import campaign_quality
 
-    first, second, third = ranking_round.comparisons.order_by("pk")
-    for comparison, ranking in ((first, [[1], [2], [3], [4]]), (second, [[4], [3], [2, 1]]), (third, [[2], [1], [4], [3]])):
-        _ranked(comparison, annotator, ranking)
-        _ranked(comparison, other_annotator, ranking)
-    report = campaign_quality(campaign=ranking_round.campaign)
-    assert (report["n_rankings"], report["ranking_alpha_units"], report["ranking_alpha"]) == (6, 12, 1.0)
-    assert report["n_ratings"] == 0 and report["alpha"] is None  # the pairs' figures have no pairs
-    # now the second annotator reverses every ranking: agreement below chance
-    Rating.objects.filter(annotator=other_annotator).delete()
-    for comparison, ranking in ((first, [[4], [3], [2], [1]]), (second, [[1, 2], [3], [4]]), (third, [[3], [4], [1], [2]])):
-        _ranked(comparison, other_annotator, ranking)
-    assert campaign_quality(campaign=ranking_round.campaign)["ranking_alpha"] < 0
+    rankings = ([[1], [2], [3], [4]], [[4], [3], [2, 1]], [[2], [1], [4], [3]])
+    reversed_ = ([[4], [3], [2], [1]], [[1, 2], [3], [4]], [[3], [4], [1], [2]])
+    alphas = []
+    for theirs in (rankings, reversed_):
+        round_ = make_open_round(prompts=3, overlap=2, rank_k=4, annotators=[annotator, other_annotator])
+        for comparison, mine, other in zip(round_.comparisons.order_by("pk"), rankings, theirs):
+            _ranked(comparison, annotator, mine)
+            _ranked(comparison, other_annotator, other)
+        report = campaign_quality(campaign=round_.campaign)
+        assert (report["n_rankings"], report["ranking_alpha_units"]) == (6, 12)
+        assert report["n_ratings"] == 0 and report["alpha"] is None  # the pairs' figures have no pairs
+        alphas.append(report["ranking_alpha"])
+    # the same rankings: perfect agreement; every one reversed: below chance
+    assert alphas[0] == 1.0 and alphas[1] < 0
 
 
 def test_an_evaluation_campaign_ranking_3_forms_k_sets_of_3_models_balanced(make_user):
