@@ -131,7 +131,9 @@ def _leaderboard(campaign: Campaign, versions: list, externals: list, rounds: li
                  by_round: bool) -> dict:
     base = Rating.objects.filter(
         comparison__round__campaign=campaign,
-        choice__in=[Rating.Choice.A, Rating.Choice.B, Rating.Choice.TIE],
+        # Rankings too, only to learn whether there are any (a group each, no
+        # query more for a campaign without them); _ranking_tallies reads them.
+        choice__in=[Rating.Choice.A, Rating.Choice.B, Rating.Choice.TIE, Rating.Choice.RANKING],
         comparison__gold_choice="",
     )
     # One tally serves both fits and the win rates: a loop round has its own
@@ -142,9 +144,11 @@ def _leaderboard(campaign: Campaign, versions: list, externals: list, rounds: li
         .annotate(ratings=Count("pk"))
         .order_by("choice", *SIDES, "comparison__round_id", "comparison__candidate_is_a", "length_bin")
     )
+    n_rankings = sum(row[-1] for row in by_length if row[0] == Rating.Choice.RANKING)
+    by_length = [row for row in by_length if row[0] != Rating.Choice.RANKING]
     n_pair_ratings = sum(row[-1] for row in by_length)
-    ranked, n_rankings = _ranking_tallies(campaign, rounds)
-    by_length += ranked
+    if n_rankings:
+        by_length += _ranking_tallies(campaign, rounds)
     merged = Counter()
     for row in by_length:
         merged[row[:7]] += row[-1]
@@ -239,11 +243,11 @@ def _leaderboard(campaign: Campaign, versions: list, externals: list, rounds: li
     }
 
 
-def _ranking_tallies(campaign: Campaign, rounds: list) -> tuple[list[tuple], int]:
+def _ranking_tallies(campaign: Campaign, rounds: list) -> list[tuple]:
     """The campaign's rankings of k-sets (gold pairs are never k-sets) as
     implied pairs, in the tallies' row shape (choice of the first over the
     second, the models on each side, round, candidate_is_a, length step,
-    weight), and how many rankings. Each ranking of k answers gives its
+    weight). Each ranking of k answers gives its
     k(k-1)/2 pairs weight 2/k each, k-1 in all: under Plackett-Luce a
     ranking is k-1 successive choices (the best of k, then of the k-1
     left, ...), so it weighs as k-1 pair judgements, not as k(k-1)/2
@@ -255,8 +259,6 @@ def _ranking_tallies(campaign: Campaign, rounds: list) -> tuple[list[tuple], int
         Rating.objects.filter(comparison__round__campaign=campaign, choice=Rating.Choice.RANKING)
         .values_list("ranking", "comparison__answers", "comparison__round_id")
     )
-    if not rows:
-        return [], 0
     ids = {pk for _, shown, _ in rows for pk in shown}
     answers = {
         pk: (pv, em, n)
@@ -279,7 +281,7 @@ def _ranking_tallies(campaign: Campaign, rounds: list) -> tuple[list[tuple], int
                 sides = {pa, pb}
                 candidate_is_a = (pa == candidate) if candidate != baseline and sides == {candidate, baseline} else None
                 merged[(choice, pa, ea, pb, eb, round_id, candidate_is_a, step)] += 2.0 / k
-    return [(*key, weight) for key, weight in merged.items()], len(rows)
+    return [(*key, weight) for key, weight in merged.items()]
 
 
 def _scores_by_round(tallies: list, entries: list[dict], sides, rounds: list, seed: int) -> dict:

@@ -73,6 +73,10 @@ def test_next_sends_a_k_sets_answers_in_display_order(ranking_round, annotator_c
     assert [a["text"] for a in data["answers"]] == [texts[pk] for pk in comparison.answers]
     assert (data["response_a"], data["response_b"]) == (data["answers"][0]["text"], data["answers"][1]["text"])
     assert all(a["truncated"] is False for a in data["answers"])
+    # blind, as a pair: nothing says who wrote which answer
+    body = annotator_client.post(f"/api/campaigns/{ranking_round.campaign_id}/next/").content.decode()
+    for leak in ("candidate", "baseline", "policy", "version", "sha256", "/nonexistent/store", "sample_index"):
+        assert leak not in body
 
 
 def test_next_sends_no_answers_list_for_a_pair(open_round, annotator_client):
