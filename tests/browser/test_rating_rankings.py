@@ -87,3 +87,14 @@ def test_a_k_set_is_ranked_from_the_keyboard_with_a_tie_and_an_undo(page, live_s
     assert "Still to place: 1, 3, 4" in page.inner_text("#notice")
     assert not Rating.objects.filter(comparison_id=second).exists()
     assert Comparison.objects.get(pk=first).rating_count == 1
+
+
+def test_a_pair_shows_no_ranking_controls_and_its_keys_still_choose(page, live_server, logged_in):
+    campaign, _ = logged_in
+    page.set_viewport_size(WIDE)
+    page.goto(rate_url(live_server, campaign))
+    wait_for_comparison(page)
+    assert page.locator("#rank-controls").is_hidden() and page.locator("#k-answers").is_hidden()
+    assert page.locator("#answer-a").is_visible() and page.locator("fieldset.choice").is_visible()
+    page.keyboard.press("2")
+    assert page.locator("input[name=choice][value=B]").is_checked()
