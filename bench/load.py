@@ -265,7 +265,8 @@ async def warm_up(target, annotators: list[list], *, rounds: int = 5, width: int
 def run_target(kind: str, *, db: str, levels: list[tuple[str, int, float | None]], args) -> list[dict]:
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-load-{kind}-"))
     web = {k: v for k, v in (("web_workers", args.web_workers), ("web_threads", args.web_threads)) if v}
-    target = Ratchet(workdir, db, web, rank_k=args.rank_k) if kind == "ratchet" else LabelStudio(workdir, db, processes=args.ls_processes)
+    target = (Ratchet(workdir, db, web, rank_k=args.rank_k) if kind == "ratchet"
+              else LabelStudio(workdir, db, processes=args.ls_processes))
     results = []
     try:
         t = time.perf_counter()

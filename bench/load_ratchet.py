@@ -82,7 +82,7 @@ class Ratchet(LoadTarget):
 
     def describe(self) -> dict:
         kind = "gthread" if self.web["web_threads"] > 1 else "sync"
-        return {"rank_k": self.rank_k, "server": f"gunicorn -w {self.web['web_workers']} --threads {self.web['web_threads']} ({kind})",
+        return {"server": f"gunicorn -w {self.web['web_workers']} --threads {self.web['web_threads']} ({kind})",
                 "database": "PostgreSQL" if self.db == "postgres" else "SQLite (embedded default)", **WEB_ENV}
 
     def start(self) -> None:

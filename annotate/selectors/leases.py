@@ -52,7 +52,8 @@ def _k_set_answers(ids) -> list[dict] | None:
         ids = json.loads(ids or "[]")
     if not ids:
         return None
-    rows = {pk: (text, meta) for pk, text, meta in Answer.objects.filter(pk__in=ids).values_list("pk", "text", "metadata")}
+    rows = {pk: (text, meta)
+            for pk, text, meta in Answer.objects.filter(pk__in=ids).values_list("pk", "text", "metadata")}
     return [{"text": rows[pk][0], "truncated": _truncated(rows[pk][1])} for pk in ids]
 
 

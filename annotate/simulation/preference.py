@@ -137,7 +137,7 @@ def simulated_ranking(
     if rng.random() < noise:
         rng.shuffle(positions)
         return [[p] for p in positions]
-    z = {p: strength * s if not math.isinf(s) else (-math.inf if s < 0 else math.inf) for p, s in zip(positions, scores)}
+    z = {p: s if math.isinf(s) else strength * s for p, s in zip(positions, scores)}
     order, left = [], positions[:]
     while left:
         top = max(z[p] for p in left)

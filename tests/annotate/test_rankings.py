@@ -184,9 +184,10 @@ def test_a_ranking_of_a_k_set_the_annotator_does_not_hold_is_a_409(ranking_round
 
 
 def test_campaign_rank_k_is_validated_on_create_and_edit(campaign_admin_client):
-    bad = campaign_admin_client.post("/api/campaigns/create/", {"name": "r", "base_model": "x", "rank_k": 5}, format="json")
+    create = "/api/campaigns/create/"
+    bad = campaign_admin_client.post(create, {"name": "r", "base_model": "x", "rank_k": 5}, format="json")
     assert bad.status_code == 400
-    made = campaign_admin_client.post("/api/campaigns/create/", {"name": "r", "base_model": "x", "rank_k": 4}, format="json")
+    made = campaign_admin_client.post(create, {"name": "r", "base_model": "x", "rank_k": 4}, format="json")
     assert made.status_code == 201 and made.data["rank_k"] == 4
     edit = campaign_admin_client.patch(f"/api/campaigns/{made.data['id']}/", {"rank_k": 1}, format="json")
     assert edit.status_code == 400 and "rank_k" in str(edit.json())

@@ -144,5 +144,6 @@ def test_simulated_ranking_follows_clear_scores_ties_close_ones_and_noise_shuffl
     firsts = sum(simulated_ranking([0.3, 0.0, -9.0], strength=4, noise=0.0, rng=rng)[0][0] == 1 for _ in range(4000))
     assert abs(firsts / 4000 - 1 / (1 + math.exp(-1.2))) < 0.03
     # noise 1: every order at random, no ties
-    orders = {tuple(g[0] for g in simulated_ranking([1.0, 9.0, 5.0], strength=4, noise=1.0, rng=rng)) for _ in range(200)}
+    orders = {tuple(g[0] for g in simulated_ranking([1.0, 9.0, 5.0], strength=4, noise=1.0, rng=rng))
+              for _ in range(200)}
     assert len(orders) == 6
