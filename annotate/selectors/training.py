@@ -129,7 +129,9 @@ def ranking_rows_iter(*, campaign: Campaign, round_: Round | None = None,
     groups of answer texts, best first, each answer once; beside it
     "ranking_models" (who wrote each, the same shape), the weight and ids
     as pair rows carry. A ranking whose answers are all tied says nothing
-    about which is better and is left out, as a pair's tie is."""
+    about which is better and is left out, as a pair's tie is. Two samples
+    can be the same text; the contract (rlhf/data.py) names each text once,
+    so a repeat keeps its best place only (_ranking_texts)."""
     if weights is None:
         weights = annotator_weights(campaign=campaign)
     ratings = Rating.objects.filter(comparison__round__campaign=campaign, choice=Rating.Choice.RANKING)
@@ -146,19 +148,38 @@ def ranking_rows_iter(*, campaign: Campaign, round_: Round | None = None,
         answers = {pk: (text, model) for pk, text, model in
                    Answer.objects.filter(pk__in=wanted).values_list("pk", "text", answer_model_name(""))}
         for rating_id, ranking, annotator_id, comparison_id, round_index, shown, prompt_id, text, turns in chunk:
-            if len(ranking) < 2:
+            groups = _ranking_texts(ranking, [answers[pk] for pk in shown])
+            if len(groups) < 2:
                 continue
             yield {
                 "prompt": turns if turns else text,  # as Prompt.content
-                "ranking": [[answers[shown[p - 1]][0] for p in group] for group in ranking],
+                "ranking": [[t for t, _ in group] for group in groups],
                 "weight": weights.get(annotator_id, 1.0),
                 "prompt_id": str(prompt_id),
                 "rating_id": rating_id,
                 "comparison_id": comparison_id,
                 "annotator_id": annotator_id,
                 "round": round_index,
-                "ranking_models": [[answers[shown[p - 1]][1] for p in group] for group in ranking],
+                "ranking_models": [[m for _, m in group] for group in groups],
             }
+
+
+def _ranking_texts(ranking: list[list[int]], shown: list[tuple]) -> list[list[tuple]]:
+    """A ranking's tie groups of display positions as groups of (text,
+    model), best first, each text once: a sample whose text an answer ranked
+    above it (or beside it) already has adds nothing the ranking can train
+    on, and a group left empty goes."""
+    seen, groups = set(), []
+    for group in ranking:
+        kept = []
+        for position in group:
+            text, model = shown[position - 1]
+            if text not in seen:
+                seen.add(text)
+                kept.append((text, model))
+        if kept:
+            groups.append(kept)
+    return groups
 
 
 # --- training runs -------------------------------------------------------------

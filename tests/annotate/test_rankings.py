@@ -156,6 +156,38 @@ def test_a_pair_choice_sent_to_a_k_set_and_other_mixes_are_400s_that_write_nothi
     assert snapshot() == before
 
 
+ASPECTS = [{"name": "correctness", "question": "Which is correct?", "key": "c"}]
+
+
+@pytest.mark.parametrize("aspects", [{"correctness": "A"}, {"nonsense": "A"}, "same"])
+def test_aspects_with_a_ranking_are_a_400_that_writes_nothing(make_open_round, annotator, annotator_client, aspects):
+    """Rankings have no aspects (docs/api.md): aspects sent with one are
+    refused whole, even where the campaign has them."""
+    round_ = make_open_round(prompts=2, overlap=1, rank_k=4, annotators=[annotator], aspects=ASPECTS)
+    comparison = lease(annotator_client, round_.campaign_id)["comparison"]
+    before = snapshot()
+    answer = rank(annotator_client, comparison, [[1], [2], [3], [4]], aspects=aspects)
+    assert answer.status_code == 400, answer.content
+    assert "not with a ranking" in answer.json()["detail"], answer.json()
+    assert snapshot() == before
+
+
+def test_required_aspects_ask_nothing_of_a_k_set_but_still_of_a_pair(make_open_round, annotator, annotator_client):
+    k_sets = make_open_round(prompts=1, overlap=1, rank_k=3, annotators=[annotator], aspects=ASPECTS,
+                             aspects_required=True)
+    comparison = lease(annotator_client, k_sets.campaign_id)["comparison"]
+    answer = rank(annotator_client, comparison, [[2], [1, 3]])
+    assert answer.status_code == 201, answer.content
+    assert answer.json()["aspects"] == {} and answer.json()["ranking"] == [[2], [1, 3]]
+    pairs = make_open_round(prompts=1, overlap=1, annotators=[annotator], aspects=ASPECTS, aspects_required=True)
+    comparison = lease(annotator_client, pairs.campaign_id)["comparison"]
+    body = {"comparison": comparison, "choice": "A", "strength": 1, "idempotency_key": str(uuid.uuid4())}
+    refused = annotator_client.post("/api/ratings/", body, format="json")
+    assert refused.status_code == 400 and "missing: correctness" in refused.json()["detail"]
+    body.update(aspects={"correctness": "B"}, idempotency_key=str(uuid.uuid4()))
+    assert annotator_client.post("/api/ratings/", body, format="json").status_code == 201
+
+
 def test_a_ranking_sent_to_a_pair_is_a_400_that_writes_nothing(open_round, annotator_client):
     comparison = lease(annotator_client, open_round.campaign_id)["comparison"]
     before = snapshot()
