@@ -98,3 +98,28 @@ def test_a_pair_shows_no_ranking_controls_and_its_keys_still_choose(page, live_s
     assert page.locator("#answer-a").is_visible() and page.locator("fieldset.choice").is_visible()
     page.keyboard.press("2")
     assert page.locator("input[name=choice][value=B]").is_checked()
+
+
+def test_a_k_set_in_a_campaign_with_required_aspects_hides_them_and_ranks_without(page, live_server,
+                                                                                   ranking_campaign):
+    """Rankings have no aspects: on a k-set the aspect rows are hidden, the
+    aspect's key arms nothing (the numbers after it still rank), and the
+    ranking is sent without aspects even though they are required."""
+    campaign, user = ranking_campaign
+    campaign.aspects = [{"name": "correctness", "question": "Which is correct?", "key": "c"}]
+    campaign.aspects_required = True
+    campaign.save(update_fields=["aspects", "aspects_required"])
+    page.set_viewport_size(WIDE)
+    page.goto(rate_url(live_server, campaign))
+    first = wait_for_comparison(page)
+    assert page.locator(".aspect-row[data-aspect=correctness]").count() == 1
+    assert page.locator(".aspects").is_hidden()
+    page.keyboard.press("c")
+    assert page.locator(".aspect-row.armed").count() == 0
+    for key in "2143":
+        page.keyboard.press(key)
+    assert order(page) == "2 > 1 > 4 > 3"
+    page.keyboard.press("Enter")
+    wait_for_comparison(page, other_than=first)
+    rating = wait_until(page, lambda: Rating.objects.filter(comparison_id=first).first(), what="the ranking")
+    assert (rating.ranking, rating.aspects) == ([[2], [1], [4], [3]], {})
