@@ -113,6 +113,11 @@ class Campaign(models.Model):
     selection_pool = models.PositiveSmallIntegerField(
         default=2, help_text="candidate prompts answered and scored per comparison the round opens with"
     )
+    # Answers per comparison: 2 rates pairs; 3 or 4 ranks k-sets (Comparison.answers,
+    # Rating.ranking). Read when a round opens, so a change applies to the next round.
+    rank_k = models.PositiveSmallIntegerField(
+        default=2, help_text="answers per comparison: 2 = pairs (A/B), 3 or 4 = rank k answers"
+    )
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.LOOP)
     # A loop campaign's fixed yardstick: a model outside the loop (imported
@@ -490,6 +495,10 @@ class Comparison(models.Model):
         "(evaluation rounds)",
     )
     gold_choice = models.CharField(max_length=10, blank=True, default="")
+    # A k-set (rank_k > 2): the ids of its k answers in display order (shown
+    # as 1..k); response_a and response_b are the first two of them, so every
+    # pair-only path still reads two real answers. Empty for a pair.
+    answers = models.JSONField(default=list, blank=True)
     # Ratings so far; kept with the rating in one transaction under a row lock.
     rating_count = models.PositiveSmallIntegerField(default=0)
 
@@ -549,12 +558,16 @@ class Rating(models.Model):
         B = "B", "B is better"
         TIE = "tie", "Tie"
         BOTH_BAD = "both_bad", "Both bad"
+        RANKING = "ranking", "A ranking of a k-set (see ranking)"
 
     comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="ratings")
     annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="ratings")
     choice = models.CharField(max_length=10, choices=Choice.choices)
     # 1 slightly, 2 clearly, 3 much better; null for tie and both bad.
     strength = models.PositiveSmallIntegerField(null=True, blank=True)
+    # choice "ranking": the k-set's display positions (1..k) in tie groups,
+    # best first, e.g. [[2], [1, 3], [4]]; null for a pair's rating.
+    ranking = models.JSONField(null=True, blank=True)
     reason = models.TextField(blank=True, default="")
     time_on_task_ms = models.PositiveIntegerField(null=True, blank=True)
     # {aspect name: "A" | "B" | "same"}: sides as `choice` records them (A is
@@ -570,6 +583,11 @@ class Rating(models.Model):
             models.CheckConstraint(
                 condition=Q(strength__isnull=True) | Q(strength__gte=1, strength__lte=3),
                 name="rating_strength_range",
+            ),
+            # A ranking and only a ranking carries one (services/ratings.py checks its shape).
+            models.CheckConstraint(
+                condition=Q(choice="ranking", ranking__isnull=False) | (~Q(choice="ranking") & Q(ranking__isnull=True)),
+                name="rating_ranking_with_choice",
             ),
         ]
 

@@ -6,6 +6,8 @@ errors, and the invariants checked in SQL afterwards.
     .venv/bin/python -m bench.load --targets ratchet label-studio --db postgres --annotators 8 32 128
     # open load: 500 annotators, each starting a loop about every 10 s (Poisson; 50 loops/s in all)
     .venv/bin/python -m bench.load --targets ratchet --db postgres --open-rate 50 --annotators 500
+    # rankings: every comparison a k-set of 4 answers, every rating a ranking (Ratchet only)
+    .venv/bin/python -m bench.load --targets ratchet --db postgres --annotators 32 --rank-k 4
     # the embedded default (SQLite, folder broker), and Label Studio on SQLite
     .venv/bin/python -m bench.load --targets ratchet label-studio --db sqlite --annotators 32
 
@@ -37,7 +39,8 @@ Then, in SQL on each target's database: comparisons (tasks) with more than
 k ratings, duplicate (comparison, annotator) ratings, acknowledged ratings
 missing (or changed), comparisons given to more than k annotators (what the
 clients saw; Ratchet's leases also in SQL), and Ratchet's rating_count
-against the rows. The JSON goes to stdout and bench/out/load-*.json.
+against the rows; with `--rank-k` 3 or 4, also that every rating of a k-set
+is a ranking of all k answers (rankings_malformed). The JSON goes to stdout and bench/out/load-*.json.
 """
 from __future__ import annotations
 
@@ -262,7 +265,8 @@ async def warm_up(target, annotators: list[list], *, rounds: int = 5, width: int
 def run_target(kind: str, *, db: str, levels: list[tuple[str, int, float | None]], args) -> list[dict]:
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-load-{kind}-"))
     web = {k: v for k, v in (("web_workers", args.web_workers), ("web_threads", args.web_threads)) if v}
-    target = Ratchet(workdir, db, web) if kind == "ratchet" else LabelStudio(workdir, db, processes=args.ls_processes)
+    target = (Ratchet(workdir, db, web, rank_k=args.rank_k) if kind == "ratchet"
+              else LabelStudio(workdir, db, processes=args.ls_processes))
     results = []
     try:
         t = time.perf_counter()
@@ -278,7 +282,7 @@ def run_target(kind: str, *, db: str, levels: list[tuple[str, int, float | None]
                                     warmup=args.warmup, open_rate=rate, seed=args.seed))
             invariants = target.check(campaign, out["acked"], out["given"])
             violations = sum(v for k, v in invariants.items() if k not in ("ratings_in_db", "acknowledged"))
-            row = {"target": kind, "db": db, "level": name, "annotators": n, "open_rate": rate,
+            row = {"target": kind, "db": db, "level": name, "annotators": n, "open_rate": rate, "rank_k": args.rank_k,
                    "duration_s": args.duration, "comparisons": args.comparisons, "overlap": OVERLAP,
                    **out["figures"], "invariants": invariants, "violations": violations}
             results.append(row)
@@ -314,6 +318,8 @@ def main() -> None:
     parser.add_argument("--web-workers", type=int, help="gunicorn processes for Ratchet (default: see WEB)")
     parser.add_argument("--web-threads", type=int, help="threads per gunicorn process (default: see WEB)")
     parser.add_argument("--ls-processes", type=int, help="uWSGI processes for Label Studio (default: its own, cores x 2)")
+    parser.add_argument("--rank-k", type=int, choices=[2, 3, 4], default=2,
+                        help="answers per comparison: 2 pairs; 3 or 4 k-sets rated by rankings (Ratchet only)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the work folders")
     args = parser.parse_args()
@@ -322,6 +328,8 @@ def main() -> None:
     else:
         levels = [(f"closed, {n} annotators", n, None) for n in args.annotators]
     results = []
+    if args.rank_k > 2 and args.targets != ["ratchet"]:
+        parser.error("--rank-k 3 or 4 loads Ratchet only (the peer has no k-set rankings here)")
     for kind in args.targets:
         results += run_target(kind, db=args.db, levels=levels, args=args)
 

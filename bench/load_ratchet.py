@@ -45,10 +45,15 @@ def seed_ratchet(spec: dict) -> dict:
     names = [f"annotator{i:04d}" for i in range(spec["annotators"])]
     users = users_create(names, roles=[Role.ANNOTATOR])
     campaigns = []
+    rank_k = spec.get("rank_k", 2)
+    rows = pairs(spec["comparisons"] + 1)
     for name in spec["campaigns"]:
-        prompts = [{"external_id": r["external_id"], "prompt": r["prompt"], "answers": [r["a"], r["b"]]}
-                   for r in pairs(spec["comparisons"])]
-        [round_] = campaign_seed(name=name, prompts=prompts, overlap=OVERLAP, annotators=names)
+        # A k-set's third and fourth answers: the next row's (another prompt's, which is what a
+        # rater ranks low; the load measures the server, not the texts).
+        prompts = [{"external_id": r["external_id"], "prompt": r["prompt"],
+                    "answers": ([r["a"], r["b"]] + [rows[i + 1]["a"], rows[i + 1]["b"]])[:max(2, rank_k)]}
+                   for i, r in enumerate(rows[:-1])]
+        [round_] = campaign_seed(name=name, prompts=prompts, overlap=OVERLAP, annotators=names, rank_k=rank_k)
         campaigns.append(round_.campaign_id)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")  # fresh statistics, as a live database would have
@@ -63,8 +68,9 @@ class Ratchet(LoadTarget):
     next_method, next_path, no_work_status, item_key = "POST", "/api/campaigns/{campaign}/next/", 204, "comparison"
     submit_path = "/api/ratings/"
 
-    def __init__(self, workdir: Path, db: str, web: dict | None = None):
+    def __init__(self, workdir: Path, db: str, web: dict | None = None, rank_k: int = 2):
         self.db = db
+        self.rank_k = rank_k  # 3 or 4: the campaigns rank k-sets, and the annotators send rankings
         backend = {"postgres": "services", "sqlite": "embedded"}[db]
         self.web = {**WEB[db], **(web or {})}
         self.platform = Platform(workdir, backend=backend, extra_env=WEB_ENV, **self.web)
@@ -97,7 +103,8 @@ class Ratchet(LoadTarget):
         self.platform.stop()
 
     def seed(self, *, annotators: int, levels: list[str], comparisons: int) -> dict:
-        spec = {"annotators": annotators, "campaigns": [f"load {name}" for name in levels], "comparisons": comparisons}
+        spec = {"annotators": annotators, "campaigns": [f"load {name}" for name in levels], "comparisons": comparisons,
+                "rank_k": self.rank_k}
         out = subprocess.run(
             [sys.executable, "-m", "bench.load_ratchet", json.dumps(spec)],
             cwd=ROOT, env={**self.platform.env, "DJANGO_SETTINGS_MODULE": "config.settings"},
@@ -108,6 +115,17 @@ class Ratchet(LoadTarget):
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     def rating(self, item: int, rng: random.Random, key: str) -> dict:
+        if self.rank_k > 2:
+            # A random order of the k answers, a tie now and then (about one ranking in three).
+            order = rng.sample(range(1, self.rank_k + 1), self.rank_k)
+            ranking = [[order[0]]]
+            for position in order[1:]:
+                if rng.random() < 0.15:
+                    ranking[-1].append(position)
+                else:
+                    ranking.append([position])
+            return {"comparison": item, "ranking": ranking, "idempotency_key": key,
+                    "time_on_task_ms": rng.randint(5000, 60000)}
         choice = rng.choice(["A", "A", "B", "B", "tie"])
         payload = {"comparison": item, "choice": choice, "idempotency_key": key,
                    "time_on_task_ms": rng.randint(2000, 30000)}
@@ -140,9 +158,23 @@ class Ratchet(LoadTarget):
                 f"WHERE comparison_id IN ({scope})", (campaign,))
         }
         missing = [a for a in acked if stored.get(a[3]) != (a[0], a[1], a[2].replace("-", ""))]
+        # Rankings: each k-set's rating ranks every one of its answers once, and nothing else rates it.
+        bad_rankings = 0
+        if self.rank_k > 2:
+            for choice, ranking, shown in self.query(
+                "SELECT x.choice, x.ranking, c.answers FROM annotate_rating x JOIN annotate_comparison c"
+                " ON c.id = x.comparison_id JOIN annotate_round r ON r.id = c.round_id WHERE r.campaign_id = ?",
+                (campaign,),
+            ):
+                ranking = json.loads(ranking) if isinstance(ranking, str) else ranking
+                shown = json.loads(shown) if isinstance(shown, str) else shown
+                positions = sorted(p for group in ranking or [] for p in group)
+                if choice != "ranking" or len(shown) != self.rank_k or positions != list(range(1, self.rank_k + 1)):
+                    bad_rankings += 1
         return self.invariants(stored=len(stored), acked=acked, missing=missing, over_k=over_k,
                                duplicates=duplicates, given=given,
-                               leases_over_k_sql=len(leased_over_k), rating_count_drift=len(count_drift))
+                               leases_over_k_sql=len(leased_over_k), rating_count_drift=len(count_drift),
+                               **({"rankings_malformed": bad_rankings} if self.rank_k > 2 else {}))
 
 
 if __name__ == "__main__":

@@ -38,17 +38,21 @@ def users_create(names: list[str], *, roles: list[str]) -> list[User]:
 
 
 def campaign_seed(*, name: str, prompts: list[dict], overlap: int, versions: int = 1,
-                  annotators: list[str] = ()) -> list[Round]:
+                  annotators: list[str] = (), rank_k: int = 2) -> list[Round]:
     """An active campaign made by the services an admin's calls use (create,
     prompt import, pool), with rounds 0 to versions - 1 open as training
     leaves them: round 0 compares two answers of v0, round i the answer of
     v_i with v_(i-1)'s. `prompts`: {"external_id", "prompt", "answers"},
     the answers in that order (v0's two, then one per later version).
+    `rank_k` 3 or 4: a campaign ranking k-sets; round 0 only (versions=1),
+    v0's k answers given.
     Answers are bulk-created, so thousands of prompts are cheap."""
     campaign = campaign_create(
         name=name, base_model="bench: answers are stored, no model runs", overlap=overlap,
-        comparisons_per_round=len(prompts), auto_train=False,
+        comparisons_per_round=len(prompts), auto_train=False, rank_k=rank_k,
     )
+    if rank_k > 2 and versions != 1:
+        raise ValueError("campaign_seed seeds a ranking campaign's round 0 only: versions=1")
     jsonl = "\n".join(json.dumps({"external_id": p["external_id"], "prompt": p["prompt"]}) for p in prompts)
     prompts_import(campaign=campaign, data=jsonl.encode())
     chain: list[PolicyVersion] = []
@@ -57,7 +61,7 @@ def campaign_seed(*, name: str, prompts: list[dict], overlap: int, versions: int
         chain.append(PolicyVersion.objects.create(campaign=campaign, version=v, parent=chain[-1] if chain else None,
                                                   path=path, sha256=hashlib.sha256(path.encode()).hexdigest()))
     stored = {p.external_id: p for p in campaign.prompts.all()}
-    samples = [(chain[0], 0), (chain[0], 1)] + [(version, 0) for version in chain[1:]]
+    samples = [(chain[0], s) for s in range(max(2, rank_k))] + [(version, 0) for version in chain[1:]]
     Answer.objects.bulk_create(
         [Answer(prompt=stored[p["external_id"]], policy_version=version, sample_index=sample, text=text)
          for p in prompts for (version, sample), text in zip(samples, p["answers"], strict=True)],

@@ -139,15 +139,16 @@ def evaluation_campaign(*, models: int = 4, prompts: int = 10, annotators=(), te
 
 def open_round(*, prompts: int = 4, annotators=(), **campaign_fields) -> Round:
     """Round 0 of a fresh campaign, as the bootstrap run leaves it: v0 (fake
-    files) answered every prompt twice, and round_open paired the two samples.
+    files) answered every prompt twice, and round_open paired the two samples
+    (rank_k=3 or 4 in campaign_fields: k samples, in k-sets).
 
     `campaign_fields` go to CampaignFactory (overlap=3, lease_ttl_seconds=...)."""
     campaign_fields.setdefault("comparisons_per_round", prompts)
     campaign = CampaignFactory(annotators=list(annotators), **campaign_fields)
     v0 = PolicyVersionFactory(campaign=campaign, version=0)
     for prompt in PromptFactory.create_batch(prompts, campaign=campaign):
-        AnswerFactory(prompt=prompt, policy_version=v0, sample_index=0)
-        AnswerFactory(prompt=prompt, policy_version=v0, sample_index=1)
+        for sample in range(max(2, campaign.rank_k)):
+            AnswerFactory(prompt=prompt, policy_version=v0, sample_index=sample)
     return round_open(campaign=campaign, index=0, candidate=v0, baseline=v0)
 
 

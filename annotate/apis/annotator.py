@@ -56,6 +56,11 @@ class AnnotatorProgressSerializer(serializers.Serializer):
     mine_in_campaign = serializers.IntegerField()
 
 
+class KSetAnswerSerializer(serializers.Serializer):
+    text = serializers.CharField()
+    truncated = serializers.BooleanField(help_text="cut at the token limit")
+
+
 class ComparisonNextApi(APIView):
     """Lease the next comparison to rate (or get back the one you hold).
 
@@ -77,6 +82,11 @@ class ComparisonNextApi(APIView):
         response_b = serializers.CharField()
         response_a_truncated = serializers.BooleanField(help_text="answer A was cut at the token limit")
         response_b_truncated = serializers.BooleanField(help_text="answer B was cut at the token limit")
+        answers = KSetAnswerSerializer(
+            many=True, allow_null=True,
+            help_text="a k-set (campaign rank_k 3 or 4): its answers in display order, numbered 1..k (response_a and "
+            "response_b are answers 1 and 2); rate it with a ranking. null for a pair",
+        )
         leased_until = serializers.DateTimeField()
         progress = AnnotatorProgressSerializer()
         round_progress = RoundProgressSerializer()
@@ -155,7 +165,13 @@ class RatingCreateApi(APIView):
 
     class InputSerializer(serializers.Serializer):
         comparison = serializers.IntegerField()
-        choice = serializers.CharField(max_length=20)
+        choice = serializers.CharField(max_length=20, required=False, default="",
+                                       help_text="a pair's: A, B, tie or both_bad; leave it out with a ranking")
+        # Checked by the service (ranking_validate), which names what is wrong.
+        ranking = serializers.JSONField(
+            required=False, allow_null=True,
+            help_text="a k-set's: tie groups of its answer numbers (1..k), best first, e.g. [[2], [1, 3], [4]]",
+        )
         strength = serializers.IntegerField(required=False, allow_null=True)
         reason = serializers.CharField(required=False, allow_blank=True, default="", trim_whitespace=False)
         time_on_task_ms = serializers.IntegerField(required=False, allow_null=True)
@@ -181,6 +197,7 @@ class RatingCreateApi(APIView):
         comparison = serializers.IntegerField(source="comparison_id")
         choice = serializers.ChoiceField(choices=Rating.Choice.choices)
         strength = serializers.IntegerField(allow_null=True)
+        ranking = serializers.JSONField(allow_null=True)
         reason = serializers.CharField(allow_blank=True)
         time_on_task_ms = serializers.IntegerField(allow_null=True)
         aspects = serializers.DictField(child=serializers.CharField())
@@ -205,6 +222,7 @@ class RatingCreateApi(APIView):
             idempotency_key=data["idempotency_key"],
             demonstration=data.get("demonstration"),
             aspects=data.get("aspects"),
+            ranking=data.get("ranking"),
         )
         return Response(
             self.OutputSerializer(rating).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK

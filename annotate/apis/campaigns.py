@@ -50,7 +50,7 @@ class CampaignOutputSerializer(serializers.ModelSerializer):
             "gold_frequency", "gold_min_accuracy", "gold_min_count", "reference_model", "reference_model_name",
             "demonstrations", "demonstration_reviews", "demonstration_pairs", "sft_schedule", "sft_every_n",
             "sft_anchor", "aspects", "aspects_required", "aspect_training", "aspect_weights",
-            "selection", "selection_exploration", "selection_pool",
+            "selection", "selection_exploration", "selection_pool", "rank_k",
         ]
 
 
@@ -65,6 +65,8 @@ class CampaignCreateApi(APIView):
                                            help_text="a local path or a hub id; loop campaigns only (required there)")
         instructions = serializers.CharField(required=False, allow_blank=True, default="", max_length=50000)
         overlap = serializers.IntegerField(min_value=1, max_value=50, default=3)
+        rank_k = serializers.IntegerField(min_value=2, max_value=4, default=2,
+                                          help_text="answers per comparison: 2 = pairs, 3 or 4 = rank k answers")
         comparisons_per_round = serializers.IntegerField(min_value=1, max_value=100000, default=64)
         lease_ttl_seconds = serializers.IntegerField(min_value=30, max_value=86400, default=600)
         training_config = serializers.JSONField(required=False, default=dict)
@@ -130,6 +132,7 @@ class CampaignDetailApi(AdminsAndEngineersRead, APIView):
         base_model = serializers.CharField(required=False, max_length=500)
         instructions = serializers.CharField(required=False, allow_blank=True, max_length=50000, trim_whitespace=False)
         overlap = serializers.IntegerField(required=False)
+        rank_k = serializers.IntegerField(required=False, help_text="applies from the next round opened")
         comparisons_per_round = serializers.IntegerField(required=False)
         lease_ttl_seconds = serializers.IntegerField(required=False)
         training_config = serializers.JSONField(required=False)

@@ -23,7 +23,7 @@ def record_what_came_before(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotate', '0018_aspects'),
+        ('annotate', '0019_rankings'),
     ]
 
     operations = [

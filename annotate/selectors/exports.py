@@ -5,15 +5,15 @@ from collections.abc import Iterator
 from django.db.models import Case, CharField, F, QuerySet, Value, When
 from django.db.models.functions import Cast, Concat
 
-from annotate.models import Campaign, Rating, Round
+from annotate.models import Answer, Campaign, Rating, Round
 
 
 def answer_model_name(answer: str):
     """An expression for the model that wrote the answer at lookup path
-    `answer` (e.g. "comparison__response_a"), as people name it: "v3" for a
+    `answer` (e.g. "comparison__response_a"; "" on Answer rows), as people name it: "v3" for a
     policy version, its name for an external model, null for a gold pair's
     answer."""
-    answer = f"{answer}__"
+    answer = f"{answer}__" if answer else ""  # "": the Answer itself
     # A Case, not Coalesce over Concat: PostgreSQL's Concat reads a null as "".
     return Case(
         When(**{f"{answer}external_model__isnull": False}, then=F(f"{answer}external_model__name")),
@@ -49,6 +49,10 @@ RATING_EXPORT_COLUMNS = {
     "candidate_version": "comparison__round__candidate__version",
     "baseline_version": "comparison__round__baseline__version",
     "gold_choice": "comparison__gold_choice",
+    # A k-set's ranking (display positions 1..k in tie groups, best first) and
+    # the model at each position; null for a pair.
+    "ranking": "ranking",
+    "k_set_models": "comparison__answers",
 }
 
 
@@ -57,6 +61,18 @@ def rating_export_columns(*, campaign: Campaign) -> list[str]:
     `aspect_<name>` column per aspect of the campaign ("A", "B", "same", or
     empty where the rating did not judge it; sides as `choice`)."""
     return [*RATING_EXPORT_COLUMNS, *(f"aspect_{a['name']}" for a in campaign.aspects)]
+
+
+def chunks(iterable, size: int):
+    """Lists of up to `size` items of `iterable`, in order."""
+    chunk = []
+    for item in iterable:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def rating_export_rows(*, campaign: Campaign, round_: Round | None = None) -> Iterator[dict]:
@@ -69,12 +85,18 @@ def rating_export_rows(*, campaign: Campaign, round_: Round | None = None) -> It
         ratings = ratings.filter(comparison__round=round_)
     names = [a["name"] for a in campaign.aspects]
     lookups = [*RATING_EXPORT_COLUMNS.values(), "aspects"]
-    for values in ratings.order_by("pk").values_list(*lookups).iterator(chunk_size=2000):
-        row = dict(zip(RATING_EXPORT_COLUMNS, values))
-        row["created_at"] = row["created_at"].isoformat()
-        for name in names:
-            row[f"aspect_{name}"] = values[-1].get(name, "")
-        yield row
+    rows = ratings.order_by("pk").values_list(*lookups).iterator(chunk_size=2000)
+    for chunk in chunks(rows, 2000):
+        chunk = [(dict(zip(RATING_EXPORT_COLUMNS, values)), values[-1]) for values in chunk]
+        # The k-sets' answers' models, one statement a chunk (none without k-sets).
+        wanted = {pk for row, _ in chunk for pk in row["k_set_models"] or ()}
+        models = dict(Answer.objects.filter(pk__in=wanted).values_list("pk", answer_model_name(""))) if wanted else {}
+        for row, aspects in chunk:
+            row["created_at"] = row["created_at"].isoformat()
+            row["k_set_models"] = [models.get(pk) for pk in row["k_set_models"]] or None
+            for name in names:
+                row[f"aspect_{name}"] = aspects.get(name, "")
+            yield row
 
 
 def campaign_exports(*, campaign: Campaign) -> QuerySet:

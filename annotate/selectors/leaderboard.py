@@ -15,7 +15,7 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Coalesce, NullIf
 
 from annotate.stats import intervals, ranking
-from annotate.models import Campaign, PolicyVersion, Rating
+from annotate.models import Answer, Campaign, PolicyVersion, Rating
 from annotate.selectors.memo import memoized_latest, ratings_state
 
 # The normalised length difference of A's answer over B's is tallied in
@@ -133,7 +133,9 @@ def _leaderboard(campaign: Campaign, versions: list, externals: list, rounds: li
                  by_round: bool) -> dict:
     base = Rating.objects.filter(
         comparison__round__campaign=campaign,
-        choice__in=[Rating.Choice.A, Rating.Choice.B, Rating.Choice.TIE],
+        # Rankings too, only to learn whether there are any (a group each, no
+        # query more for a campaign without them); _ranking_tallies reads them.
+        choice__in=[Rating.Choice.A, Rating.Choice.B, Rating.Choice.TIE, Rating.Choice.RANKING],
         comparison__gold_choice="",
     )
     # One tally serves both fits and the win rates: a loop round has its own
@@ -144,6 +146,11 @@ def _leaderboard(campaign: Campaign, versions: list, externals: list, rounds: li
         .annotate(ratings=Count("pk"))
         .order_by("choice", *SIDES, "comparison__round_id", "comparison__candidate_is_a", "length_bin")
     )
+    n_rankings = sum(row[-1] for row in by_length if row[0] == Rating.Choice.RANKING)
+    by_length = [row for row in by_length if row[0] != Rating.Choice.RANKING]
+    n_pair_ratings = sum(row[-1] for row in by_length)
+    if n_rankings:
+        by_length += _ranking_tallies(campaign, rounds)
     merged = Counter()
     for row in by_length:
         merged[row[:7]] += row[-1]
@@ -223,7 +230,13 @@ def _leaderboard(campaign: Campaign, versions: list, externals: list, rounds: li
             "lower": float(fit.coef_lower[0]),
             "upper": float(fit.coef_upper[0]),
         },
-        "n_ratings": sum(counts),
+        "n_ratings": n_pair_ratings + n_rankings,
+        "n_rankings": n_rankings,
+        "rankings": (
+            "a ranking of k answers counts as its k(k-1)/2 implied pairs (tied answers a tie), each of weight 2/k: "
+            "k-1 judgements in all, the choices a ranking is made of (best of k, best of the rest, ...), not "
+            "k(k-1)/2 independent ones"
+        ),
         "reference_model": next((e["name"] for e in entries if e["reference"]), None),
         "models": board,
         "versions": [e for e in board if e["kind"] == "policy"],
@@ -270,6 +283,47 @@ def _aspect_board(campaign: Campaign, aspect: dict, entries: list[dict], sides, 
     models.sort(key=lambda m: (m["score"] is None, -(m["score"] or 0.0), m["kind"] != "policy", m["version"] or 0,
                                m["name"]))
     return {"name": name, "question": aspect["question"], "n_ratings": sum(counts), "models": models}
+
+
+def _ranking_tallies(campaign: Campaign, rounds: list) -> list[tuple]:
+    """The campaign's rankings of k-sets (gold pairs are never k-sets) as
+    implied pairs, in the tallies' row shape (choice of the first over the
+    second, the models on each side, round, candidate_is_a, length step,
+    weight). Each ranking of k answers gives its
+    k(k-1)/2 pairs weight 2/k each, k-1 in all: under Plackett-Luce a
+    ranking is k-1 successive choices (the best of k, then of the k-1
+    left, ...), so it weighs as k-1 pair judgements, not as k(k-1)/2
+    independent ones; the pairs are not independent of each other (a
+    ranking cannot be intransitive). candidate_is_a is set where exactly one
+    of the two is the round's candidate policy and the other its baseline's
+    (a loop round's win rate); null otherwise (two samples of one policy)."""
+    rows = list(
+        Rating.objects.filter(comparison__round__campaign=campaign, choice=Rating.Choice.RANKING)
+        .values_list("ranking", "comparison__answers", "comparison__round_id")
+    )
+    ids = {pk for _, shown, _ in rows for pk in shown}
+    answers = {
+        pk: (pv, em, n)
+        for pk, pv, em, n in Answer.objects.filter(pk__in=ids)
+        .annotate(n=OctetLength("text")).values_list("pk", "policy_version_id", "external_model_id", "n")
+    }
+    playing = {r.pk: (r.candidate_id, r.baseline_id) for r in rounds}
+    merged = Counter()
+    for ranking, shown, round_id in rows:
+        k = len(shown)
+        place = {p: g for g, group in enumerate(ranking) for p in group}
+        candidate, baseline = playing.get(round_id, (None, None))
+        for x in range(1, k + 1):
+            for y in range(x + 1, k + 1):
+                (pa, ea, la), (pb, eb, lb) = answers[shown[x - 1]], answers[shown[y - 1]]
+                choice = Rating.Choice.TIE if place[x] == place[y] else (
+                    Rating.Choice.A if place[x] < place[y] else Rating.Choice.B)
+                # As _length_bin: integer arithmetic, truncated towards 0.
+                step = (abs(LENGTH_STEPS * (la - lb)) // (la + lb)) * (1 if la >= lb else -1) if la + lb else 0
+                sides = {pa, pb}
+                candidate_is_a = (pa == candidate) if candidate != baseline and sides == {candidate, baseline} else None
+                merged[(choice, pa, ea, pb, eb, round_id, candidate_is_a, step)] += 2.0 / k
+    return [(*key, weight) for key, weight in merged.items()]
 
 
 def _scores_by_round(tallies: list, entries: list[dict], sides, rounds: list, seed: int) -> dict:

@@ -45,9 +45,21 @@ def annotator_progress_by_campaign(*, annotator: User, campaign_ids: list[int]) 
     return {c: {"mine_today": mine_today, "mine_in_campaign": counts.get(c, 0)} for c in campaign_ids}
 
 
+def _k_set_answers(ids) -> list[dict] | None:
+    """A k-set's answers in display order as [{text, truncated}] (one more
+    statement, for k-sets only); None for a pair."""
+    if isinstance(ids, str):
+        ids = json.loads(ids or "[]")
+    if not ids:
+        return None
+    rows = {pk: (text, meta)
+            for pk, text, meta in Answer.objects.filter(pk__in=ids).values_list("pk", "text", "metadata")}
+    return [{"text": rows[pk][0], "truncated": _truncated(rows[pk][1])} for pk in ids]
+
+
 def comparison_lease_payload(*, comparison_id: int, annotator: User, campaign: Campaign) -> dict:
     """What the next API sends with a lease, in one statement: the comparison
-    (prompt, both answers, round index), the annotator's counts
+    (prompt, both answers, round index; a k-set's answers in one more), the annotator's counts
     (annotator_progress) and the round's (round_progress's counts). SQL: this
     runs on every next call, where three querysets cost more to build than
     to run (bench/load.py)."""
@@ -59,7 +71,7 @@ def comparison_lease_payload(*, comparison_id: int, annotator: User, campaign: C
         f" (SELECT COUNT(*) FROM {t['Rating']} x WHERE x.annotator_id = %s AND x.created_at >= %s),"
         f" (SELECT COUNT(*) FROM {t['Rating']} x JOIN {t['Comparison']} xc ON xc.id = x.comparison_id"
         f"  JOIN {t['Round']} xr ON xr.id = xc.round_id WHERE x.annotator_id = %s AND xr.campaign_id = %s),"
-        " g.n, g.s"
+        " g.n, g.s, c.answers"
         f" FROM {t['Comparison']} c JOIN {t['Round']} r ON r.id = c.round_id JOIN {t['Prompt']} p ON p.id = c.prompt_id"
         f" JOIN {t['Answer']} ra ON ra.id = c.response_a_id JOIN {t['Answer']} rb ON rb.id = c.response_b_id"
         # Both round counts in one pass over the round.
@@ -70,9 +82,8 @@ def comparison_lease_payload(*, comparison_id: int, annotator: User, campaign: C
     with connection.cursor() as cursor:
         cursor.execute(sql, [annotator.pk, connection.ops.adapt_datetimefield_value(today), annotator.pk, campaign.pk,
                              comparison_id, comparison_id])
-        cid, index, text, turns, a, b, meta_a, meta_b, mine_today, mine_in_campaign, comparisons, ratings = (
-            cursor.fetchone()
-        )
+        (cid, index, text, turns, a, b, meta_a, meta_b, mine_today, mine_in_campaign, comparisons, ratings,
+         k_set) = cursor.fetchone()
     comparisons, ratings, k = comparisons or 0, int(ratings or 0), campaign.overlap
     return {
         "comparison": cid,
@@ -84,6 +95,7 @@ def comparison_lease_payload(*, comparison_id: int, annotator: User, campaign: C
         # Cut at the token limit (Answer.metadata["truncated"]): the page says so at the answer's end.
         "response_a_truncated": _truncated(meta_a),
         "response_b_truncated": _truncated(meta_b),
+        "answers": _k_set_answers(k_set),
         "progress": {"mine_today": mine_today, "mine_in_campaign": mine_in_campaign},
         "round_progress": {
             "round": index,

@@ -34,7 +34,8 @@ def _rating_facts(*, campaign: Campaign, round_: Round | None = None) -> dict[st
     index into agreement.CATEGORIES; -1: not a gold pair). Columns, not rows:
     campaign_quality's statistics run on whole arrays, since a campaign has
     100,000 ratings and more and this is read inside a request."""
-    ratings = Rating.objects.filter(comparison__round__campaign=campaign)
+    # A pair's ratings: a k-set's rankings have their own figures (_ranking_agreement).
+    ratings = Rating.objects.filter(comparison__round__campaign=campaign).exclude(choice=Rating.Choice.RANKING)
     if round_ is not None:
         ratings = ratings.filter(comparison__round=round_)
     rows = list(
@@ -57,6 +58,37 @@ def _rating_facts(*, campaign: Campaign, round_: Round | None = None) -> dict[st
     # to disk there; the order only fixes floating-point summation order.
     order = np.argsort(np.array(pk, dtype=np.int64), kind="stable")
     return {name: column[order] for name, column in columns.items()}
+
+
+def _ranking_agreement(*, campaign: Campaign, round_: Round | None) -> dict:
+    """Krippendorff's alpha over the rankings of k-sets, ordinal: each
+    answer of a k-set is a unit, and each annotator's value for it its rank
+    in their ranking (1 best; tied answers share the mean of the ranks they
+    span, e.g. two tied for first are 1.5 each). Ordinal rather than the
+    implied pairs' agreement: a ranking is one ordinal judgement per answer,
+    and its pairs are not independent units."""
+    ratings = Rating.objects.filter(comparison__round__campaign=campaign, choice=Rating.Choice.RANKING)
+    if round_ is not None:
+        ratings = ratings.filter(comparison__round=round_)
+    unit, value, n = [], [], 0
+    for comparison_id, ranking in ratings.values_list("comparison_id", "ranking").iterator(chunk_size=5000):
+        n += 1
+        above = 0
+        for group in ranking:
+            for position in group:
+                unit.append(comparison_id * 8 + position)  # k <= 4 < 8: one unit per (k-set, answer)
+                value.append(above + (len(group) + 1) / 2)
+            above += len(group)
+    units = np.unique(np.array(unit, dtype=np.int64), return_counts=True)[1] if unit else np.array([])
+    return {
+        "n_rankings": n,
+        "ranking_alpha": agreement.krippendorff_alpha_ordinal_ratings(unit, value) if unit else None,
+        "ranking_alpha_units": int((units >= 2).sum()),
+        "ranking_alpha_note": (
+            "Krippendorff's alpha, ordinal, over rankings of k-sets: each answer of a k-set a unit, its value the "
+            "rank an annotator gave it (1 best, tied answers the mean of the ranks they span)."
+        ),
+    }
 
 
 def _reliability(facts: dict[str, np.ndarray]) -> tuple[consensus.DawidSkeneResult, np.ndarray, dict, dict]:
@@ -191,6 +223,7 @@ def _quality(campaign: Campaign, round_: Round | None) -> dict:
         "annotators": table,
         # Each rubric aspect's A / B / same judgments, the same figures (selectors/aspects.py).
         "aspects": aspects_quality(campaign=campaign, round_=round_, min_ratings=RELIABILITY_MIN_RATINGS),
+        **_ranking_agreement(campaign=campaign, round_=round_),
     }
 
 

@@ -12,7 +12,7 @@ from annotate.models import (
     Answer, Campaign, PolicyVersion, Rating, RewardModelVersion, Round, SFTModelVersion, TrainingRun,
 )
 from annotate.selectors.access import campaigns_readable_by
-from annotate.selectors.exports import answer_model_name
+from annotate.selectors.exports import answer_model_name, chunks
 from annotate.selectors.quality import annotator_weights
 from annotate.services.aspects import COMBINED, OVERALL, aspect_sign, aspect_weight
 
@@ -41,8 +41,9 @@ def preference_rows_iter(*, campaign: Campaign, round_: Round | None = None, asp
     overall choice; an aspect's name: that aspect's A or B (margin 0); or
     "combined": the sign of campaign.aspect_weights' sum over the overall
     choice (+1 A, -1 B, 0 tie or both bad) and the aspects (+1 A, -1 B, 0
-    same), a 0 sum making no pair (margin 0). Demonstration pairs join the
-    overall rows only."""
+    same), a 0 sum making no pair (margin 0). The rankings of k-sets follow
+    as ranking rows (ranking_rows_iter; no aspects: a k-set is ranked whole),
+    and they and the demonstration pairs join the overall rows only."""
     weights = annotator_weights(campaign=campaign)
     names = [a["name"] for a in campaign.aspects]
     ratings = Rating.objects.filter(comparison__round__campaign=campaign)
@@ -85,7 +86,10 @@ def preference_rows_iter(*, campaign: Campaign, round_: Round | None = None, asp
         if names:
             row["aspects"] = {n: aspect_sign(judged[n], chosen_is_a=chosen_is_a) for n in names if n in judged}
         yield row
-    if campaign.demonstration_pairs and not aspect:
+    if aspect:
+        return  # rankings and demonstration pairs carry no aspects: they join the overall rows only
+    yield from ranking_rows_iter(campaign=campaign, round_=round_, weights=weights)
+    if campaign.demonstration_pairs:
         # Accepted edits of the better answer, as the campaign asks.
         from annotate.selectors.demonstrations import demonstration_preference_rows_iter
 
@@ -116,6 +120,66 @@ def reward_aspect_settings(campaign: Campaign) -> dict:
     if campaign.aspect_training != Campaign.AspectTraining.HEADS or not campaign.aspects:
         return {}
     return {"aspects": [a["name"] for a in campaign.aspects], "aspect_weights": dict(campaign.aspect_weights)}
+
+
+def ranking_rows_iter(*, campaign: Campaign, round_: Round | None = None,
+                      weights: dict[int, float] | None = None) -> Iterator[dict]:
+    """Every ranking of a k-set (Rating.ranking), as the ranking rows of the
+    training-data contract: {"prompt", "ranking": [[text, ...], ...]} tie
+    groups of answer texts, best first, each answer once; beside it
+    "ranking_models" (who wrote each, the same shape), the weight and ids
+    as pair rows carry. A ranking whose answers are all tied says nothing
+    about which is better and is left out, as a pair's tie is. Two samples
+    can be the same text; the contract (rlhf/data.py) names each text once,
+    so a repeat keeps its best place only (_ranking_texts)."""
+    if weights is None:
+        weights = annotator_weights(campaign=campaign)
+    ratings = Rating.objects.filter(comparison__round__campaign=campaign, choice=Rating.Choice.RANKING)
+    if round_ is not None:
+        ratings = ratings.filter(comparison__round=round_)
+    rows = ratings.order_by("pk").values_list(
+        "pk", "ranking", "annotator_id", "comparison_id", "comparison__round__index", "comparison__answers",
+        "comparison__prompt_id", "comparison__prompt__text", "comparison__prompt__turns",
+    )
+    for chunk in chunks(rows.iterator(chunk_size=500), 500):
+        # The chunk's answers in one statement, (text, model) by id; only
+        # this chunk's are held, so memory stays flat.
+        wanted = {pk for row in chunk for pk in row[5]}
+        answers = {pk: (text, model) for pk, text, model in
+                   Answer.objects.filter(pk__in=wanted).values_list("pk", "text", answer_model_name(""))}
+        for rating_id, ranking, annotator_id, comparison_id, round_index, shown, prompt_id, text, turns in chunk:
+            groups = _ranking_texts(ranking, [answers[pk] for pk in shown])
+            if len(groups) < 2:
+                continue
+            yield {
+                "prompt": turns if turns else text,  # as Prompt.content
+                "ranking": [[t for t, _ in group] for group in groups],
+                "weight": weights.get(annotator_id, 1.0),
+                "prompt_id": str(prompt_id),
+                "rating_id": rating_id,
+                "comparison_id": comparison_id,
+                "annotator_id": annotator_id,
+                "round": round_index,
+                "ranking_models": [[m for _, m in group] for group in groups],
+            }
+
+
+def _ranking_texts(ranking: list[list[int]], shown: list[tuple]) -> list[list[tuple]]:
+    """A ranking's tie groups of display positions as groups of (text,
+    model), best first, each text once: a sample whose text an answer ranked
+    above it (or beside it) already has adds nothing the ranking can train
+    on, and a group left empty goes."""
+    seen, groups = set(), []
+    for group in ranking:
+        kept = []
+        for position in group:
+            text, model = shown[position - 1]
+            if text not in seen:
+                seen.add(text)
+                kept.append((text, model))
+        if kept:
+            groups.append(kept)
+    return groups
 
 
 # --- training runs -------------------------------------------------------------

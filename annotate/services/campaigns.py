@@ -16,6 +16,9 @@ User = get_user_model()
 # serializers and the console's forms both end up here.
 NUMBER_LIMITS = {
     "overlap": (1, 50),
+    # Answers per comparison: 2 = pairs; rankings of 3 or 4 (more is more
+    # reading per judgement than a screen shows side by side).
+    "rank_k": (2, 4),
     "comparisons_per_round": (1, 100000),
     "lease_ttl_seconds": (30, 86400),
     "gold_frequency": (0.0, 0.9),
@@ -237,6 +240,7 @@ def campaign_create(
     created_by: User | None = None,
     instructions: str = "",
     overlap: int = 3,
+    rank_k: int = 2,
     comparisons_per_round: int = 64,
     lease_ttl_seconds: int = 600,
     training_config: dict | None = None,
@@ -264,7 +268,7 @@ def campaign_create(
         raise Conflict(f"A campaign named '{name}' already exists; pick another name.")
     fields = campaign_fields_validate(
         fields=dict(
-            name=name, base_model=base_model, kind=kind, instructions=instructions, overlap=overlap,
+            name=name, base_model=base_model, kind=kind, instructions=instructions, overlap=overlap, rank_k=rank_k,
             comparisons_per_round=comparisons_per_round, lease_ttl_seconds=lease_ttl_seconds,
             training_config=training_config or {}, auto_train=auto_train, method=method, kl_budget=kl_budget,
             gold_frequency=gold_frequency,

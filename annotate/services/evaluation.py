@@ -20,6 +20,7 @@ mixed in as in loop rounds (annotate/services/gold.py). The round's
 candidate and baseline and each comparison's candidate_is_a stay null.
 """
 import heapq
+import itertools
 import random
 from collections import Counter, defaultdict
 from collections.abc import Collection, Hashable, Iterable, Mapping
@@ -110,6 +111,49 @@ def pair_schedule(
     return scheduled
 
 
+def k_set_schedule(
+    answered: Mapping[Hashable, Collection[Hashable]],
+    count: int,
+    k: int,
+    *,
+    seed: int | str = 0,
+    earlier: Iterable[tuple[Hashable, Collection[Hashable]]] = (),
+) -> list[tuple[Hashable, tuple]]:
+    """Up to `count` k-sets (prompt, k models in display order) for a
+    campaign that ranks k answers: each step takes the prompt used least
+    (ties at random) among those k or more models answered, and on it the k
+    models shown least so far whose set has not been shown on that prompt
+    (`earlier`: the (prompt, models) sets already made); the order is
+    random. A prompt with no new set left drops out. Fewer than `count` when
+    the sets run out. Deterministic for a given seed; pure, as pair_schedule."""
+    rng = random.Random(seed)
+    model_count: Counter = Counter()
+    prompt_count: Counter = Counter()
+    done: set = set()
+    for prompt, models in earlier:
+        done.add((prompt, frozenset(models)))
+        model_count.update(models)
+        prompt_count[prompt] += 1
+    heap = [(prompt_count[p], rng.random(), p) for p, who in answered.items() if len(set(who)) >= k]
+    heapq.heapify(heap)
+    tiebreak: dict = {}
+    scheduled: list[tuple[Hashable, tuple]] = []
+    while heap and len(scheduled) < count:
+        _, _, prompt = heapq.heappop(heap)
+        who = sorted(set(answered[prompt]), key=lambda m: tiebreak.setdefault(m, rng.random()))
+        fresh = [c for c in itertools.combinations(who, k) if (prompt, frozenset(c)) not in done]
+        if not fresh:
+            continue  # every set of k of its models was shown on it
+        chosen = list(min(fresh, key=lambda c: sum(model_count[m] for m in c)))
+        rng.shuffle(chosen)
+        done.add((prompt, frozenset(chosen)))
+        model_count.update(chosen)
+        prompt_count[prompt] += 1
+        scheduled.append((prompt, tuple(chosen)))
+        heapq.heappush(heap, (prompt_count[prompt], rng.random(), prompt))
+    return scheduled
+
+
 # --- the database side --------------------------------------------------------
 
 
@@ -160,13 +204,16 @@ def _comparisons_schedule(*, round_: Round, count: int) -> int:
     answered, answer_of = _answers_by_model(campaign)
     earlier = _earlier(campaign)
     seed = f"evaluation:{campaign.pk}:{round_.index}:{len(earlier)}"
-    comparisons = [
-        Comparison(
-            round=round_, prompt_id=p.prompt, response_a_id=answer_of[(p.prompt, p.a)],
-            response_b_id=answer_of[(p.prompt, p.b)], candidate_is_a=None,
-        )
-        for p in pair_schedule(answered, count, seed=seed, earlier=earlier)
-    ]
+    if campaign.rank_k > 2:
+        comparisons = _k_sets(round_=round_, answered=answered, answer_of=answer_of, count=count, seed=seed)
+    else:
+        comparisons = [
+            Comparison(
+                round=round_, prompt_id=p.prompt, response_a_id=answer_of[(p.prompt, p.a)],
+                response_b_id=answer_of[(p.prompt, p.b)], candidate_is_a=None,
+            )
+            for p in pair_schedule(answered, count, seed=seed, earlier=earlier)
+        ]
     if not comparisons:
         return 0
     # A gold pair is mixed into a round once: an extension skips those the
@@ -183,16 +230,35 @@ def _comparisons_schedule(*, round_: Round, count: int) -> int:
     return added
 
 
+def _k_sets(*, round_: Round, answered: dict, answer_of: dict, count: int, seed: str) -> list[Comparison]:
+    """Unsaved k-sets (campaign.rank_k answers of distinct models to one
+    prompt, k_set_schedule), balanced with the campaign's earlier k-sets."""
+    models_of = {pk: model for (_, model), pk in answer_of.items()}
+    earlier = [
+        (prompt, [models_of.get(pk) for pk in shown])
+        for prompt, shown in Comparison.objects.filter(round__campaign=round_.campaign, gold_choice="")
+        .exclude(answers=[]).values_list("prompt_id", "answers").iterator(chunk_size=5000)
+    ]
+    comparisons = []
+    for prompt, models in k_set_schedule(answered, count, round_.campaign.rank_k, seed=seed, earlier=earlier):
+        shown = [answer_of[(prompt, m)] for m in models]
+        comparisons.append(Comparison(round=round_, prompt_id=prompt, response_a_id=shown[0], response_b_id=shown[1],
+                                      candidate_is_a=None, answers=shown))
+    return comparisons
+
+
 def _models_check(campaign: Campaign) -> None:
     answered, _ = _answers_by_model(campaign)
     models = {m for who in answered.values() for m in who}
-    shared = sum(1 for who in answered.values() if len(who) >= 2)
-    if len(models) < 2 or not shared:
+    k = max(2, campaign.rank_k)  # a k-set needs k models' answers to one prompt
+    n = "two" if k == 2 else str(k)
+    shared = sum(1 for who in answered.values() if len(who) >= k)
+    if len(models) < k or not shared:
         names = sorted(campaign.external_models.values_list("name", flat=True))
         raise ValidationFailed(
-            f"An evaluation campaign compares the answers of at least two models to the same prompts; "
+            f"An evaluation campaign compares the answers of at least {n} models to the same prompts; "
             f"campaign '{campaign.name}' has answers from {len(models)} model(s) "
-            f"(its external models: {', '.join(names) or 'none'}) and {shared} prompt(s) answered by two or more. "
+            f"(its external models: {', '.join(names) or 'none'}) and {shared} prompt(s) answered by {n} or more. "
             "Import answers or add an endpoint and generate, then start it."
         )
 

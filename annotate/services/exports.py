@@ -58,7 +58,8 @@ def _write_csv(rows: Iterable[dict], sink: _HashingWriter, columns: list[str]) -
     writer.writeheader()
     count = 0
     for count, row in enumerate(rows, start=1):
-        writer.writerow(row)
+        # Lists (a k-set's ranking and models) as JSON, which a CSV reader can parse back.
+        writer.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()})
     return count
 
 

@@ -35,6 +35,71 @@ def rating_validate(*, choice: str, strength: int | None, reason: str, time_on_t
         raise ValidationFailed("time_on_task_ms must be between 0 and one day.")
 
 
+def ranking_validate(*, ranking, k: int) -> list[list[int]]:
+    """A k-set's ranking as sent: tie groups of display positions (1..k),
+    best first, each position exactly once, e.g. [[2], [1, 3], [4]].
+    Returns it cleaned (ints); a ValidationFailed that names the problem."""
+    example = "e.g. [[2], [1, 3], [4]]: 2 best, 1 and 3 tied, 4 last"
+    if not isinstance(ranking, list) or not ranking:
+        raise ValidationFailed(f"ranking must be a list of tie groups of answer numbers, best first ({example}).")
+    seen: list[int] = []
+    clean = []
+    for group in ranking:
+        if not isinstance(group, list) or not group:
+            raise ValidationFailed(f"Each tie group of ranking must be a non-empty list of answer numbers ({example}).")
+        for position in group:
+            if isinstance(position, bool) or not isinstance(position, int):
+                raise ValidationFailed(f"ranking holds {position!r}; answer numbers are whole numbers 1..{k}.")
+            if not 1 <= position <= k:
+                raise ValidationFailed(f"ranking names answer {position}; this comparison has answers 1..{k}.")
+            if position in seen:
+                raise ValidationFailed(f"ranking names answer {position} twice; rank each of the {k} answers once.")
+            seen.append(position)
+        clean.append(list(group))
+    missing = sorted(set(range(1, k + 1)) - set(seen))
+    if missing:
+        raise ValidationFailed(
+            f"ranking leaves out answer{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))};"
+            f" rank all {k} answers (ties allowed)."
+        )
+    return clean
+
+
+def _submission_kind_check(*, choice: str, ranking, strength, demonstration, aspects) -> None:
+    """A pair's choice or a k-set's ranking, not both, not neither; a
+    ranking comes without strength, demonstration or aspects."""
+    if ranking is None:
+        if choice == Rating.Choice.RANKING:
+            raise ValidationFailed("choice 'ranking' comes with a ranking (tie groups of answer numbers, best first).")
+        if not choice:
+            raise ValidationFailed("Send choice (a pair: A, B, tie, both_bad) or ranking (a k-set).")
+        return
+    if choice not in ("", Rating.Choice.RANKING):
+        raise ValidationFailed(f"Send either choice '{choice}' (a pair) or ranking (a k-set), not both.")
+    if strength is not None:
+        raise ValidationFailed("strength applies only to a pair's A or B; a ranking has none, leave it out.")
+    if demonstration is not None:
+        raise ValidationFailed("A better answer (demonstration) goes with a pair's rating, not with a ranking.")
+    if aspects:
+        raise ValidationFailed(
+            "Aspects go with a pair's rating, not with a ranking: a k-set is ranked whole; leave aspects out.",
+            details={"aspects": "not with a ranking"},
+        )
+
+
+def _comparison_kind_check(*, comparison_id: int, k_set: int, ranking) -> None:
+    """The submission fits the comparison: a ranking for a k-set, a choice for a pair."""
+    if ranking is not None and not k_set:
+        raise ValidationFailed(
+            f"Comparison {comparison_id} is a pair: send choice (A, B, tie, both_bad), not a ranking."
+        )
+    if ranking is None and k_set:
+        raise ValidationFailed(
+            f"Comparison {comparison_id} is a set of {k_set} answers to rank: send ranking (tie groups of the"
+            f" answer numbers 1..{k_set}, best first), not choice."
+        )
+
+
 class _LockedComparison(NamedTuple):
     id: int
     round_id: int
@@ -45,6 +110,13 @@ class _LockedComparison(NamedTuple):
     overlap: int
     aspects: list  # the campaign's rubric aspects (services/aspects.py)
     aspects_required: bool
+    answers: object  # the k-set's answer ids (a JSON string on SQLite); empty for a pair
+
+    @property
+    def k_set(self) -> int:
+        """The number of answers of a k-set; 0 for a pair."""
+        answers = json.loads(self.answers) if isinstance(self.answers, str) else self.answers
+        return len(answers or [])
 
 
 def _comparison_locked(*, annotator: User, comparison_id: int) -> _LockedComparison | None:
@@ -58,7 +130,8 @@ def _comparison_locked(*, annotator: User, comparison_id: int) -> _LockedCompari
     clause, params = visible
     sql = (
         f"SELECT c.id, c.round_id, c.gold_choice, r.status, r.{connection.ops.quote_name('index')}, r.campaign_id,"
-        f" k.overlap, k.aspects, k.aspects_required FROM {Comparison._meta.db_table} c JOIN {Round._meta.db_table} r ON r.id = c.round_id"
+        f" k.overlap, k.aspects, k.aspects_required, c.answers FROM {Comparison._meta.db_table} c"
+        f" JOIN {Round._meta.db_table} r ON r.id = c.round_id"
         f" JOIN {Campaign._meta.db_table} k ON k.id = r.campaign_id WHERE c.id = %s{clause}"
     )
     if connection.features.has_select_for_update_of:
@@ -69,7 +142,7 @@ def _comparison_locked(*, annotator: User, comparison_id: int) -> _LockedCompari
     if not row:
         return None
     aspects = json.loads(row[7]) if isinstance(row[7], str) else row[7]  # SQLite sends JSON as text
-    return _LockedComparison(*row[:7], aspects or [], bool(row[8]))
+    return _LockedComparison(*row[:7], aspects or [], bool(row[8]), row[9])
 
 
 class _MyState(NamedTuple):
@@ -116,13 +189,16 @@ def _rating_write(*, rating: Rating, db_key, assignment_id: int) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             f"WITH r AS (INSERT INTO {Rating._meta.db_table} (comparison_id, annotator_id, choice, strength, reason,"
-            " time_on_task_ms, aspects, idempotency_key, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " time_on_task_ms, aspects, idempotency_key, created_at, ranking)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)"
             " RETURNING id),"
             f" a AS (UPDATE {Lease._meta.db_table} SET status = %s WHERE id = %s),"
             f" c AS (UPDATE {Comparison._meta.db_table} SET rating_count = rating_count + 1 WHERE id = %s)"
             " SELECT id FROM r",
             [rating.comparison_id, rating.annotator_id, rating.choice, rating.strength, rating.reason,
-             rating.time_on_task_ms, json.dumps(rating.aspects), db_key, connection.ops.adapt_datetimefield_value(rating.created_at),
+             rating.time_on_task_ms, json.dumps(rating.aspects), db_key,
+             connection.ops.adapt_datetimefield_value(rating.created_at),
+             None if rating.ranking is None else json.dumps(rating.ranking),
              Lease.Status.DONE, assignment_id, rating.comparison_id],
         )
         rating.pk = cursor.fetchone()[0]
@@ -141,6 +217,7 @@ def rating_create(
     time_on_task_ms: int | None = None,
     demonstration: dict | None = None,
     aspects: dict | None = None,
+    ranking: list | None = None,
 ) -> tuple[Rating, bool]:
     """Store one rating; returns (rating, created). The same idempotency key
     sent again returns the first rating and writes nothing. `demonstration`
@@ -148,7 +225,16 @@ def rating_create(
     (services/demonstrations.py), stored with the rating or, if anything
     about either is refused, neither is. `aspects` ({name: "A" | "B" |
     "same"}): the rubric aspects judged with it (services/aspects.py), checked
-    against the campaign's; a bad one refuses the whole rating."""
+    against the campaign's; a bad one refuses the whole rating. `ranking` (a
+    k-set's, with choice "ranking" or empty): tie groups of its display
+    positions, best first (ranking_validate); a ranking for a pair or a choice
+    for a k-set is refused, and so are aspects with a ranking (aspects apply to
+    pairs only)."""
+    _submission_kind_check(
+        choice=choice, ranking=ranking, strength=strength, demonstration=demonstration, aspects=aspects
+    )
+    if ranking is not None:
+        choice = Rating.Choice.RANKING
     rating_validate(choice=choice, strength=strength, reason=reason, time_on_task_ms=time_on_task_ms)
     clean_demo = None
     if demonstration is not None:
@@ -169,7 +255,12 @@ def rating_create(
         if (earlier := replay()) is not None:
             return earlier, False
         raise NotFound(f"No comparison {comparison_id} in your campaigns.")
-    clean_aspects = rating_aspects_validate(
+    _comparison_kind_check(comparison_id=comparison_id, k_set=comparison.k_set, ranking=ranking)
+    if ranking is not None:
+        ranking = ranking_validate(ranking=ranking, k=comparison.k_set)
+    # A k-set is ranked whole, without aspects (refused above), so a
+    # campaign's required aspects ask nothing of it.
+    clean_aspects = {} if comparison.k_set else rating_aspects_validate(
         aspects=aspects, campaign_aspects=comparison.aspects, required=comparison.aspects_required
     )
     key = idempotency_key if isinstance(idempotency_key, uuid.UUID) else uuid.UUID(str(idempotency_key))
@@ -202,6 +293,7 @@ def rating_create(
         annotator=annotator,
         choice=choice,
         strength=strength,
+        ranking=ranking,
         reason=reason,
         time_on_task_ms=time_on_task_ms,
         aspects=clean_aspects,

@@ -57,8 +57,9 @@ def _round_choice(*, campaign: Campaign, index: int, selection: RoundSelection |
 def round_open(*, campaign: Campaign, index: int, candidate: PolicyVersion, baseline: PolicyVersion,
                selection: RoundSelection | None = None) -> Round:
     """Open round `index`: one comparison per prompt, candidate against
-    baseline answers, sides randomised and recorded, each with why it was
-    chosen (`selection`'s picks, or the prompts in turn); where the campaign has
+    baseline answers, sides randomised and recorded (a k-set of rank_k
+    answers where the campaign ranks: _k_set_comparison), each with why it
+    was chosen (`selection`'s picks, or the prompts in turn); where the campaign has
     a reference model, also the candidate against the reference's answer on
     each of the round's prompts it answered (placed at random among the
     others, counted in the round like them); plus copies of gold pairs
@@ -86,6 +87,11 @@ def round_open(*, campaign: Campaign, index: int, candidate: PolicyVersion, base
     comparisons = []
     for prompt in prompts:
         new_sample, old_sample, reason, score = chosen[prompt.pk]
+        if campaign.rank_k > 2:
+            k_set = _k_set_comparison(round_=round_, prompt=prompt, responses=responses, rng=rng)
+            k_set.selection_reason, k_set.selection_score = reason, score
+            comparisons.append(k_set)
+            continue
         new = responses.get((prompt.pk, candidate.pk, new_sample))
         old = responses.get((prompt.pk, baseline.pk, old_sample))
         if new is None or old is None:
@@ -114,6 +120,37 @@ def round_open(*, campaign: Campaign, index: int, candidate: PolicyVersion, base
     )
     transaction.on_commit(comparisons_analyze)
     return round_
+
+
+def k_set_samples(*, campaign: Campaign, candidate: PolicyVersion, baseline: PolicyVersion) -> list[tuple[int, int]]:
+    """The (policy version id, sample index) answers a k-set of a loop round
+    shows, k = campaign.rank_k: round 0 (the base against itself) k samples
+    of the base; later rounds k - 1 samples of the candidate and the
+    baseline's first, so each set still meets the previous policy."""
+    k = campaign.rank_k
+    if candidate.pk == baseline.pk:
+        return [(candidate.pk, s) for s in range(k)]
+    return [(candidate.pk, s) for s in range(k - 1)] + [(baseline.pk, 0)]
+
+
+def _k_set_comparison(*, round_: Round, prompt: Prompt, responses: dict, rng) -> Comparison:
+    """An unsaved k-set: the answers k_set_samples names, in a random display
+    order recorded in `answers` (1..k on the page); response_a and
+    response_b are the first two shown. candidate_is_a is null: who wrote
+    each position is read from its answer."""
+    wanted = k_set_samples(campaign=round_.campaign, candidate=round_.candidate, baseline=round_.baseline)
+    shown = []
+    for version_id, sample in wanted:
+        answer = responses.get((prompt.pk, version_id, sample))
+        if answer is None:
+            raise RuntimeError(
+                f"Prompt {prompt.external_id} has no answer {sample} from policy version id {version_id}; "
+                "run the generate stage first."
+            )
+        shown.append(answer)
+    rng.shuffle(shown)
+    return Comparison(round=round_, prompt=prompt, response_a=shown[0], response_b=shown[1], candidate_is_a=None,
+                      answers=[a.pk for a in shown])
 
 
 def _reference_comparisons(*, round_: Round, prompts: list[Prompt], candidate: PolicyVersion, rng) -> list[Comparison]:

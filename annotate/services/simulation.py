@@ -95,14 +95,15 @@ class ServiceRaterClient:
     def rate(self, rating: dict) -> tuple[int, object]:
         def call(user):
             made, created = rating_create(
-                annotator=user, comparison_id=rating["comparison"], choice=rating["choice"],
-                strength=rating.get("strength"), reason=rating.get("reason", ""),
+                annotator=user, comparison_id=rating["comparison"], choice=rating.get("choice", ""),
+                strength=rating.get("strength"), reason=rating.get("reason", ""), ranking=rating.get("ranking"),
                 time_on_task_ms=rating.get("time_on_task_ms"), idempotency_key=uuid.UUID(rating["idempotency_key"]),
-                demonstration=rating.get("demonstration"),
+                demonstration=rating.get("demonstration"), aspects=rating.get("aspects"),
             )
             return 201 if created else 200, {
                 "id": made.pk, "comparison": made.comparison_id, "choice": made.choice, "strength": made.strength,
-                "reason": made.reason, "time_on_task_ms": made.time_on_task_ms,
+                "ranking": made.ranking,
+                "reason": made.reason, "time_on_task_ms": made.time_on_task_ms, "aspects": made.aspects,
                 "idempotency_key": str(made.idempotency_key), "created_at": _iso(made.created_at),
             }
 

@@ -195,6 +195,43 @@ def simulated_choice(
     return choice, 1 + sum(abs(z) >= cut for cut in STRENGTH_Z)
 
 
+def simulated_ranking(
+    scores: list[float], *, strength: float, noise: float, rng: random.Random
+) -> list[list[int]]:
+    """One rater's ranking of a k-set whose answers (positions 1..k) the
+    preference scores so: tie groups of positions, best first.
+
+    With probability `noise` a random order (a careless rater); otherwise
+    Plackett-Luce, the Bradley-Terry rater of simulated_choice extended to
+    k: the best drawn with probability proportional to exp(strength x
+    score), then the best of the rest, and so on; neighbours in that order
+    whose scores are closer than the rater can see (TIE_Z) share a place.
+    An answer that says nothing (score -inf) goes last. No position bias."""
+    positions = list(range(1, len(scores) + 1))
+    if rng.random() < noise:
+        rng.shuffle(positions)
+        return [[p] for p in positions]
+    z = {p: s if math.isinf(s) else strength * s for p, s in zip(positions, scores)}
+    order, left = [], positions[:]
+    while left:
+        top = max(z[p] for p in left)
+        if math.isinf(top):  # only -inf left, or an inf that always wins
+            weights = [1.0 if z[p] == top else 0.0 for p in left]
+        else:
+            weights = [math.exp(z[p] - top) if not math.isinf(z[p]) else 0.0 for p in left]
+        pick = rng.choices(left, weights=weights)[0]
+        order.append(pick)
+        left.remove(pick)
+    ranking = [[order[0]]]
+    for before, p in zip(order, order[1:]):
+        same = z[before] == z[p] or (not math.isinf(z[p]) and abs(z[before] - z[p]) < TIE_Z)
+        if same:
+            ranking[-1].append(p)
+        else:
+            ranking.append([p])
+    return ranking
+
+
 class Judge:
     """A preference ready to score answers; a reward model is loaded (torch,
     lazily) the first time it is needed, once, and shared by every rater.

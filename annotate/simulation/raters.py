@@ -25,7 +25,9 @@ from typing import Callable
 
 from annotate.apis.client import TransportError
 from annotate.simulation.clients import RaterClient
-from annotate.simulation.preference import Judge, preference_parse, references_load, simulated_choice
+from annotate.simulation.preference import (
+    Judge, preference_parse, references_load, simulated_choice, simulated_ranking,
+)
 
 @dataclass
 class SimulationConfig:
@@ -222,6 +224,9 @@ class Simulation:
         held, rater.held = rater.held, None
         comparison = held["comparison"]
         prompt = held.get("prompt_turns") or held["prompt"]
+        if held.get("answers"):  # a k-set: a ranking
+            self._submit_ranking(rater, held, prompt)
+            return
         try:
             margin = self.judge.margin(prompt, held["response_a"], held["response_b"])
         except Exception as exc:  # a judge that cannot judge this one: give it back, say why
@@ -254,6 +259,32 @@ class Simulation:
             # As the rating page sends it (rate.js, rate_demo.js): written
             # from nothing on both bad (origin ''), in the rating's body.
             payload["demonstration"] = {"text": written, "origin": "", "time_on_task_ms": payload["time_on_task_ms"]}
+        self._send_rating(rater, held, payload, written=written)
+
+    def _submit_ranking(self, rater: Rater, held: dict, prompt) -> None:
+        """A k-set's ranking by the preference (simulated_ranking); a
+        ranking comes with no demonstration (the rating API refuses one)."""
+        texts = [a["text"] for a in held["answers"]]
+        try:
+            scores = self.judge.scores([prompt] * len(texts), texts)
+        except Exception as exc:  # as _submit: give it back, say why
+            reason = f"simulated rater could not judge it: {exc}"[:500]
+            self._call(lambda: rater.client.skip(held["comparison"], reason))
+            rater.skips += 1
+            self.result.skips += 1
+            return
+        ranking = simulated_ranking(scores, strength=self.config.strength, noise=self.config.noise, rng=rater.rng)
+        payload = {
+            "comparison": held["comparison"],
+            "ranking": ranking,
+            "reason": "",
+            "time_on_task_ms": int(1000 * (self.clock() - rater.leased_at)),
+            "idempotency_key": str(uuid.uuid4()),
+        }
+        self._send_rating(rater, held, payload, written=None)
+
+    def _send_rating(self, rater: Rater, held: dict, payload: dict, *, written: str | None) -> None:
+        choice = payload.get("choice", "ranking")
         status, body = self._call(lambda: rater.client.rate(payload))
         if status in (200, 201):
             rater.ratings += 1

@@ -119,7 +119,9 @@ def stage_import(run: TrainingRun, reporter: Reporter) -> dict:
 def stage_generate_round0(run: TrainingRun, reporter: Reporter) -> dict:
     base = _base_version(run)
     prompts = round_prompts(campaign=run.campaign, index=0)
-    written = _generate_missing(run, reporter.progress, base, _missing(base, prompts, [0, 1]), samples=[0, 1])
+    # Two samples for pairs, k for a campaign ranking k-sets (rounds.k_set_samples).
+    samples = list(range(max(2, run.campaign.rank_k)))
+    written = _generate_missing(run, reporter.progress, base, _missing(base, prompts, samples), samples=samples)
     return {"responses": written, "prompts": len(prompts)}
 
 
@@ -368,9 +370,11 @@ def stage_generate_next(run: TrainingRun, reporter: Reporter) -> dict:
     plan = selection_plan(campaign=run.campaign, run=run)
     prompts = round_prompts(campaign=run.campaign, index=index, pool=plan.pool)
     # Two pieces of work, one bar: answers done over the answers of both.
-    mine, theirs = _missing(new, prompts, [0]), _missing(previous, prompts, [0])
+    # k - 1 samples of the new policy where the campaign ranks k-sets (rounds.k_set_samples).
+    new_samples = list(range(max(1, run.campaign.rank_k - 1)))
+    mine, theirs = _missing(new, prompts, new_samples), _missing(previous, prompts, [0])
     total = len(mine[1]) + len(theirs[1])
-    written = _generate_missing(run, reporter.part(0, len(mine[1]), total), new, mine, samples=[0])
+    written = _generate_missing(run, reporter.part(0, len(mine[1]), total), new, mine, samples=new_samples)
     written += _generate_missing(run, reporter.part(len(mine[1]), len(theirs[1]), total), previous, theirs,
                                  samples=[0])
     selection = plan.as_round()

@@ -35,7 +35,7 @@ from frontend.console.access import admin_view, console_view, form_errors as _er
 
 # Form fields of a campaign, in the order the form shows them.
 CAMPAIGN_FIELDS = [
-    "name", "instructions", "overlap", "comparisons_per_round", "lease_ttl_seconds", "gold_frequency",
+    "name", "instructions", "overlap", "rank_k", "comparisons_per_round", "lease_ttl_seconds", "gold_frequency",
     "gold_min_accuracy", "gold_min_count", "base_model", "method", "kl_budget", "training_config", "auto_train",
     "reference_model", "demonstrations", "demonstration_reviews", "demonstration_pairs", "sft_schedule", "sft_every_n",
     "sft_anchor", "aspects", "aspects_required", "aspect_training", "aspect_weights", "selection", "selection_exploration",
@@ -47,7 +47,7 @@ LOOP_FIELDS = {"base_model", "method", "kl_budget", "training_config", "auto_tra
                "sft_every_n", "sft_anchor", "aspect_training",
                "selection", "selection_exploration", "selection_pool"}
 NEW_CAMPAIGN_DEFAULTS = {
-    "overlap": 3, "comparisons_per_round": 64, "lease_ttl_seconds": 600, "gold_frequency": 0.1,
+    "overlap": 3, "rank_k": 2, "comparisons_per_round": 64, "lease_ttl_seconds": 600, "gold_frequency": 0.1,
     "gold_min_accuracy": 0.6, "gold_min_count": 5, "training_config": "{}", "auto_train": True,
     "method": Campaign.Method.RLOO, "kl_budget": "", "kind": Campaign.Kind.LOOP,
     "demonstrations": Campaign.Demonstrations.OFF, "demonstration_reviews": 1, "demonstration_pairs": False,
@@ -88,7 +88,7 @@ def _campaign_form_fields(post, *, include_base_model: bool, kind: str) -> tuple
         if kind == Campaign.Kind.EVALUATION and key in LOOP_FIELDS:
             continue
         if key in ("reference_model", "demonstrations", "demonstration_reviews", "sft_schedule", "sft_every_n",
-                   "sft_anchor", "selection", "selection_exploration", "selection_pool") and key not in post:
+                   "sft_anchor", "selection", "selection_exploration", "selection_pool", "rank_k") and key not in post:
             continue  # a form without the field (a new campaign has no models yet)
         if key in ASPECT_FIELDS and "aspects" not in post:
             continue  # a form without the aspect settings

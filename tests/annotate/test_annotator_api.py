@@ -114,7 +114,7 @@ def test_comparison_next_never_tells_the_annotator_which_policy_wrote_which_side
     body = answer.content.decode()
     assert set(answer.data) == {
         "comparison", "round", "prompt", "prompt_turns", "response_a", "response_b", "response_a_truncated",
-        "response_b_truncated", "leased_until", "progress", "round_progress",
+        "response_b_truncated", "answers", "leased_until", "progress", "round_progress",
     }
     for leak in ("candidate", "baseline", "policy", "version", "sha256", "/nonexistent/store"):
         assert leak not in body

@@ -230,7 +230,7 @@ def test_an_evaluation_comparison_is_leased_blind_and_rated(annotator, annotator
     body = answer.content.decode()
     assert set(answer.data) == {
         "comparison", "round", "prompt", "prompt_turns", "response_a", "response_b", "response_a_truncated",
-        "response_b_truncated", "leased_until", "progress", "round_progress",
+        "response_b_truncated", "answers", "leased_until", "progress", "round_progress",
     }
     for leak in ("model", "external", "candidate", "baseline", "version", *(m.name for m in models)):
         assert leak not in body

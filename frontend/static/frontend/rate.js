@@ -17,12 +17,14 @@
 // leased behind it. What shares none of it lives in api.js, markdown.js,
 // rate_done.js (the page with nothing left to rate, waiting for the next round),
 // rate_demo.js (the better-answer editor; its draft rides in the rating's body)
-// and rate_aspects.js (the rubric aspects' rows; their answers ride in it too).
+// rate_aspects.js (the rubric aspects' rows; their answers ride in it too)
+// and rate_rank.js (a k-set's answers and the ranking keys; its value rides in the body).
 import { api, errorText, escapeHtml, serverOffsetMs, uuid4 } from "./api.js";
 import { markdown, markdownText } from "./markdown.js";
 import { watchDone } from "./rate_done.js";
 import { demoEditor } from "./rate_demo.js";
 import { aspectRows } from "./rate_aspects.js";
+import { rankingUi } from "./rate_rank.js";
 
 const config = JSON.parse(document.getElementById("rate-config").textContent);
 const $ = (id) => document.getElementById(id);
@@ -57,6 +59,7 @@ function prepare(data) {
       prompt: promptHtml(data),
       a: answerHtml(data.response_a, data.response_a_truncated),
       b: answerHtml(data.response_b, data.response_b_truncated),
+      answers: data.answers ? data.answers.map((a) => answerHtml(a.text, a.truncated)) : null, // a k-set
     },
     leaseEnd: Date.parse(data.leased_until) - serverOffsetMs(), // local clock
     leaseTtl: Math.max(30_000, Date.parse(data.leased_until) - (Date.now() + serverOffsetMs())),
@@ -299,6 +302,9 @@ function show(item) {
   $("answer-b").innerHTML = item.html.b;
   $("answer-a").scrollTop = 0;
   $("answer-b").scrollTop = 0;
+  // A k-set shows its answers and the ranking controls instead of A/B.
+  main.dataset.kind = d.answers ? "k-set" : "pair";
+  if (d.answers) rank.show(item); else rank.hide();
   resetForm();
   demo.reset(d.comparison);
   $("comparison").hidden = false;
@@ -387,28 +393,32 @@ let busy = false;
 
 async function submit(t0 = performance.now()) {
   if (!current || busy || main.dataset.state !== "rating") return;
-  const choice = form.elements.choice.value;
+  const ranking = rank.active ? rank.value() : null;
+  if (rank.active && !ranking) { showNotice(rank.missing()); return; }
+  const choice = ranking ? "" : form.elements.choice.value;
   const strength = form.elements.strength.value;
-  if (!choice) { showNotice("Pick an answer first: 1 A better, 2 B better, 3 tie, 4 both bad."); return; }
-  if ((choice === "A" || choice === "B") && !strength) {
-    showNotice(`How much better is ${choice}? q slightly, w clearly, e much.`);
-    return;
+  if (!ranking) { // a k-set's ranking has no choice, strength or better answer
+    if (!choice) { showNotice("Pick an answer first: 1 A better, 2 B better, 3 tie, 4 both bad."); return; }
+    if ((choice === "A" || choice === "B") && !strength) {
+      showNotice(`How much better is ${choice}? q slightly, w clearly, e much.`);
+      return;
+    }
+    if (aspects.missing()) return; // a required aspect without an answer: its row is armed, the notice says which
+    if (demo.askFirst(current.data.comparison, choice)) return; // both bad: a better answer is asked for first
   }
-  if (aspects.missing()) return; // a required aspect without an answer: its row is armed, the notice says which
-  if (demo.askFirst(current.data.comparison, choice)) return; // both bad: a better answer is asked for first
   clearNotice();
   const item = current;
-  const demonstration = demo.payload(item.data.comparison, choice);
+  const demonstration = ranking ? null : demo.payload(item.data.comparison, choice);
   const body = {
     comparison: item.data.comparison,
-    choice,
+    ...(ranking ? { ranking } : { choice }),
     reason: $("reason").value,
     time_on_task_ms: timeNow(),
     idempotency_key: item.key,
   };
   if (choice === "A" || choice === "B") body.strength = Number(strength);
   if (demonstration) body.demonstration = demonstration;
-  const judged = aspects.payload();
+  const judged = ranking ? null : aspects.payload(); // rankings have no aspects
   if (judged) body.aspects = judged;
   const entry = { kind: "rating", key: item.key, body };
   outboxAdd(entry);
@@ -470,7 +480,11 @@ $("demo-dialog").addEventListener("demo-closed", () => { if (current) demo.sync(
 $("open-demo")?.addEventListener("click", () => KEYS.d());
 
 // --- the rubric aspects (rate_aspects.js) ----------------------------------------
+// A pair's only: a k-set is ranked whole, without aspects (its rows are hidden).
 const aspects = aspectRows({ aspects: config.aspects || [], required: !!config.aspects_required, notice: showNotice });
+
+// --- a k-set's ranking (rate_rank.js) -------------------------------------------
+const rank = rankingUi({ notice: showNotice });
 
 // --- controls: buttons and keys do the same thing ----------------------------
 function choose(value) {
@@ -502,7 +516,7 @@ const KEYS = {
   1: () => choose("A"), 2: () => choose("B"), 3: () => choose("tie"), 4: () => choose("both_bad"),
   q: () => strengthSet("1"), w: () => strengthSet("2"), e: () => strengthSet("3"),
   s: skipDialog,
-  d: () => { if (current && demo.enabled) demo.open(current.data.comparison, form.elements.choice.value); },
+  d: () => { if (current && demo.enabled && !rank.active) demo.open(current.data.comparison, form.elements.choice.value); },
   r: () => $("reason").focus(),
   i: () => $("instructions-dialog").showModal(),
   "?": () => $("keys-dialog").showModal(),
@@ -528,8 +542,10 @@ document.addEventListener("keydown", (e) => {
     else if (e.key === "Escape") t.blur();
     return;
   }
-  // An aspect's key arms its row; then 1-3 answer it (not the overall choice).
-  if (main.dataset.state === "rating" && aspects.key(e.key)) {
+  // A k-set: numbers, = and Backspace build the ranking (rate_rank.js).
+  if (main.dataset.state === "rating" && rank.key(e)) { e.preventDefault(); return; }
+  // A pair: an aspect's key arms its row; then 1-3 answer it (not the overall choice).
+  if (main.dataset.state === "rating" && !rank.active && aspects.key(e.key)) {
     e.preventDefault();
     return;
   }

@@ -126,3 +126,24 @@ def test_reward_preference_scores_as_rlhf_reward_does(tiny_reward_model):
     judged = Judge(preference_parse(f"reward:{tiny_reward_model}"), tiny_reward_model).scores(["q"] * 3, answers)
     assert judged == pytest.approx(score(tiny_reward_model, ["q"] * 3, answers), abs=1e-5)
     assert len(set(judged)) == 3
+
+
+def test_simulated_ranking_follows_clear_scores_ties_close_ones_and_noise_shuffles():
+    import random
+
+    from annotate.simulation.preference import simulated_ranking
+
+    rng = random.Random(0)
+    # clear differences, a careful rater: the scores' order, every time
+    for _ in range(50):
+        assert simulated_ranking([1.0, 9.0, 5.0, -3.0], strength=4, noise=0.0, rng=rng) == [[2], [3], [1], [4]]
+    # two answers closer than the rater can see share a place; one that says nothing is last
+    assert simulated_ranking([2.0, 2.01, 9.0, float("-inf")], strength=4, noise=0.0, rng=rng) in (
+        [[3], [1, 2], [4]], [[3], [2, 1], [4]])
+    # Plackett-Luce: with a small difference the better answer is first about sigmoid(strength x margin)
+    firsts = sum(simulated_ranking([0.3, 0.0, -9.0], strength=4, noise=0.0, rng=rng)[0][0] == 1 for _ in range(4000))
+    assert abs(firsts / 4000 - 1 / (1 + math.exp(-1.2))) < 0.03
+    # noise 1: every order at random, no ties
+    orders = {tuple(g[0] for g in simulated_ranking([1.0, 9.0, 5.0], strength=4, noise=1.0, rng=rng))
+              for _ in range(200)}
+    assert len(orders) == 6

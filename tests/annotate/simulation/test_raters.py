@@ -146,3 +146,23 @@ def test_rounds_mode_waits_for_training_to_open_the_next_round_then_rates_it():
     assert result.rounds == [0, 1] and result.ratings == 6
     assert result.ended == "nothing left to rate in round 1"
     assert 2.0 in clock.slept  # it polled progress while round 1 was not open
+
+
+@pytest.mark.django_db
+def test_raters_rank_a_k_set_campaign_as_the_preference_says(make_open_round):
+    from annotate.models import Answer
+
+    # given: 4 k-sets of 3 answers of growing length, overlap 2
+    round_ = make_open_round(prompts=4, overlap=2, rank_k=3)
+    for answer in Answer.objects.filter(prompt__campaign=round_.campaign):
+        answer.text = "Paris" + " is in France" * 27 ** answer.sample_index  # 4, 82 and 2,188 words
+        answer.save(update_fields=["text"])
+    # when
+    result = run(round_.campaign, raters=2, preference="shorter", noise=0.0)
+    # then: every k-set ranked twice, shortest first, through leases
+    assert (result.ratings, result.skips, result.lost) == (8, 0, 0)
+    for rating in Rating.objects.select_related("comparison"):
+        sample = dict(Answer.objects.filter(pk__in=rating.comparison.answers).values_list("pk", "sample_index"))
+        ranked = [sample[rating.comparison.answers[group[0] - 1]] for group in rating.ranking]
+        assert rating.choice == "ranking" and ranked == [0, 1, 2], rating.ranking
+    assert Lease.objects.filter(status="done").count() == 8
