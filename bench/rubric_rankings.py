@@ -11,7 +11,8 @@ the reward model's accuracy on held-out questions (every two of their 4
 candidate answers whose true utilities differ, ordered as the noiseless
 preference orders them) at the same annotator-hours, and the win rate
 against the SFT model of a DPO policy trained on the same data, judged by
-the noiseless preference on held-out questions.
+the noiseless preference on held-out questions (one sampled answer each,
+a tie counting half).
 
 The world. Questions "question i: is the sky blue?"; an answer opens yes/no,
 may give a reason ("because ..."), and runs on with 0-5 filler clauses. Two
@@ -280,7 +281,7 @@ def win_rate(policy: str, ref_answers: list[str], test_ids: list[int], seed: int
     from rlhf.generate import GenerateConfig, generate
 
     answers = [a[0] for a in generate(policy, [question(i) for i in test_ids],
-                                      GenerateConfig(max_new_tokens=new_tokens, seed=seed, batch_size=64, do_sample=False))]
+                                      GenerateConfig(max_new_tokens=new_tokens, seed=seed, batch_size=64))]
     outcomes = [1.0 if utility(a) > utility(b) else 0.5 if utility(a) == utility(b) else 0.0
                 for a, b in zip(answers, ref_answers)]
     return sum(outcomes) / len(outcomes)
@@ -300,8 +301,10 @@ def run(seeds: list[int], hours: float, costs: Costs, lrs: list[float], rm_epoch
         work = Path(tmp)
         t0 = time.perf_counter()
         sft = build_sft_model(work, train_ids, sft_epochs)
+        # Sampled (temperature 0.8, top-p 0.95), as the loop's generate stage does: greedy answers are one
+        # sentence for every question, and a win rate over them would be one comparison.
         ref_answers = [a[0] for a in generate(sft, [question(i) for i in test_ids],
-                                              GenerateConfig(max_new_tokens=new_tokens, do_sample=False, batch_size=64))]
+                                              GenerateConfig(max_new_tokens=new_tokens, seed=1234, batch_size=64))]
         log(json.dumps({"sft_s": round(time.perf_counter() - t0, 1), "sft_example": ref_answers[0],
                         "sft_mean_utility": statistics.fmean(map(utility, ref_answers))}))
         for seed in seeds:

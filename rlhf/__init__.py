@@ -73,6 +73,7 @@ keeps. Rewards are in the reward model's units, KL in nats per answer.
     policy/advantage_std          RLOO: standard deviation of the round's leave-one-out advantages
     policy/completion_length      RLOO: mean tokens per sampled answer
     policy/accuracy               DPO: share of pairs whose chosen implicit reward is above the rejected one
+                                  (ranking rows: their implied pairs, answers of different tie groups)
     policy/margin                 DPO: mean chosen - rejected implicit reward
     policy/chosen_reward          DPO: mean implicit reward beta * (log pi - log ref) of the chosen answers
     policy/rejected_reward        DPO: the same for the rejected answers

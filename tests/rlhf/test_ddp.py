@@ -169,3 +169,29 @@ def test_rloo_on_two_gloo_processes_matches_one_process(tiny_model_path, tmp_pat
     gap = _weight_change_gap(Path(tiny_model_path), tmp_path / "one", tmp_path / "two")
     assert gap < 0.05
     assert lines[-1]["final"]["policy/reward_mean"] == pytest.approx(single["policy/reward_mean"], abs=LOSS_TOL)
+
+
+def test_reward_training_with_rankings_and_aspect_heads_on_two_processes_matches_one(tiny_model_path, tmp_path):
+    from rlhf.reward import RewardConfig, train_reward
+
+    rows = separable_pairs(8, 1, seed=7)
+    for i, r in enumerate(rows):
+        r["aspects"] = {"terse": (1, -1, 0)[i % 3]}
+    for r in separable_pairs(8, 1, seed=8):
+        tail = r["chosen"][len("yes, "):]
+        rows.append({"prompt": r["prompt"], "prompt_id": "r" + r["prompt_id"], "weight": 1.5,
+                     "ranking": [[r["chosen"]], ["maybe, " + tail, r["rejected"]]]})
+    write_jsonl(rows, tmp_path / "rows.jsonl")
+    config = RewardConfig(lr=1e-3, epochs=2, batch_size=5, log_every=1, eval_fraction=0.25, aspects=["terse"],
+                          aspect_weights={"overall": 1.0, "terse": 0.5})
+    single = train_reward(config, rows, tiny_model_path, tmp_path / "one")
+    lines = _torchrun("rlhf.train_reward", ["--data", str(tmp_path / "rows.jsonl"), "--base", tiny_model_path,
+                                            "--out", str(tmp_path / "two"), "--lr", "1e-3", "--epochs", "2",
+                                            "--batch-size", "5", "--log-every", "1", "--eval-fraction", "0.25",
+                                            "--aspects", "terse", "--aspect-weights", '{"overall": 1.0, "terse": 0.5}'],
+                      tmp_path)
+    final = lines[-1]["final"]
+    assert final["reward/steps"] == single["reward/steps"]
+    assert _max_weight_diff(tmp_path / "one", tmp_path / "two") < WEIGHT_TOL
+    for key in ("eval/reward/loss", "reward/loss", "eval/reward/val_loss", "eval/reward/ranking_loss"):
+        assert final[key] == pytest.approx(single[key], abs=LOSS_TOL), key
