@@ -17,6 +17,7 @@ from annotate.models import Role
 from annotate.selectors.access import campaigns_visible_to, user_roles
 from annotate.selectors.console import campaign_console_rows
 from annotate.selectors.leases import annotator_progress_by_campaign
+from annotate.services.rating_form import rating_form_version
 
 STATIC_DIR = Path(__file__).resolve().parent / "static" / "frontend"
 
@@ -102,6 +103,10 @@ def rate(request, campaign_id: int):
         "demonstrations": campaign.demonstrations,  # the better-answer editor: off, optional, both_bad
         "aspects": campaign.aspects,  # rubric aspects: [{name, question, key}] (rate_aspects.js)
         "aspects_required": campaign.aspects_required,
+        # Sent with each rating: an admin may change the form while the page
+        # is open, and the rating is then kept as made (services/rating_form.py).
+        "form": rating_form_version(aspects=campaign.aspects, aspects_required=campaign.aspects_required,
+                                    demonstrations=campaign.demonstrations),
     }
     return render(request, "frontend/rate.html", {"campaign": campaign, "config": config})
 

@@ -189,6 +189,12 @@ class RatingCreateApi(APIView):
             help_text='the campaign\'s rubric aspects judged: {"<aspect name>": "A" | "B" | "same"}; '
             "with aspects_required, every aspect",
         )
+        form = serializers.CharField(
+            required=False, allow_blank=True, max_length=64,
+            help_text="the rating form's version the page was built from (the rating page's config.form); "
+            "if the campaign's aspects or written-answer setting changed since, the rating is stored as made "
+            "and the answer says form_changed",
+        )
 
     class OutputSerializer(serializers.Serializer):
         # Declared, not a ModelSerializer: that one builds its fields from the
@@ -203,6 +209,9 @@ class RatingCreateApi(APIView):
         aspects = serializers.DictField(child=serializers.CharField())
         idempotency_key = serializers.UUIDField()
         created_at = serializers.DateTimeField()
+        # True when the campaign's form changed since the page was built and
+        # the rating was stored as made (services/rating_form.py).
+        form_changed = serializers.BooleanField(default=False)
 
     @extend_schema(
         request=InputSerializer,
@@ -223,6 +232,7 @@ class RatingCreateApi(APIView):
             demonstration=data.get("demonstration"),
             aspects=data.get("aspects"),
             ranking=data.get("ranking"),
+            form=data.get("form") or None,
         )
         return Response(
             self.OutputSerializer(rating).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK

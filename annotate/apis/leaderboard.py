@@ -62,6 +62,10 @@ class CampaignLeaderboardApi(APIView):
             policy_version_id = serializers.IntegerField(allow_null=True)
             external_model_id = serializers.IntegerField(allow_null=True)
             reference = serializers.BooleanField(help_text="the campaign's reference model")
+            sft_version = serializers.IntegerField(
+                allow_null=True, default=None,
+                help_text="policy versions whose step started from an SFT model: that model's number (s1, s2…)",
+            )
             n = serializers.FloatField(help_text="ratings this model was in; a ranking's implied pairs count 2/k each")
             score = serializers.FloatField(allow_null=True)
             lower = serializers.FloatField(allow_null=True)

@@ -122,11 +122,17 @@ def campaign_leaderboard(*, campaign: Campaign, resamples: int = 200, seed: int 
         [(r.pk, r.index, r.candidate_id, r.baseline_id) for r in rounds], resamples, seed, by_round,
         [(a["name"], a["question"]) for a in campaign.aspects],
     )
-    return memoized_latest(
+    board = memoized_latest(
         "leaderboard", state=state, params={"resamples": resamples, "seed": seed, "by_round": by_round}, key=key,
         compute=lambda: _leaderboard(campaign, versions, externals, rounds, resamples, seed, by_round),
         stale_ok=stale_ok,
     )
+    # Which versions were fine-tuned on demonstrations first (their policy
+    # step started from that SFT model): read now, not kept with the result.
+    sft_of = dict(PolicyVersion.objects.filter(campaign=campaign, sft_model__isnull=False)
+                  .values_list("pk", "sft_model__version"))
+    models = [{**m, "sft_version": sft_of.get(m["policy_version_id"])} for m in board["models"]]
+    return {**board, "models": models, "versions": [m for m in models if m["kind"] == "policy"]}
 
 
 def _leaderboard(campaign: Campaign, versions: list, externals: list, rounds: list, resamples: int, seed: int,

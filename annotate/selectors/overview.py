@@ -20,7 +20,7 @@ from django.core.cache import cache
 from django.db.models import Count, Max, Min, Q, Sum
 from django.utils import timezone
 
-from annotate.models import Campaign, Comparison, PolicyVersion, Rating, RewardModelVersion, Round, TrainingRun
+from annotate.models import Answer, Campaign, Comparison, PolicyVersion, Rating, RewardModelVersion, Round, TrainingRun
 from annotate.selectors.overview_now import campaign_now, iso, parse_time, seconds_between
 from annotate.selectors.selection import selection_chart, selection_reasons
 from annotate.stats.intervals import wilson_interval
@@ -108,12 +108,50 @@ def _rating_tallies(round_ids: list[int]) -> list[dict]:
     rating time. No answer is joined: at 100,000 ratings, grouping by the
     model of each side made PostgreSQL sort every rating on disk (300 ms
     instead of under 100, bench/RESULTS.md)."""
-    return list(
+    tallies = list(
         Rating.objects.filter(comparison__round_id__in=round_ids, comparison__gold_choice="")
         .values("comparison__round_id", "choice", "comparison__candidate_is_a")
         .annotate(n=Count("pk"), first=Min("created_at"), last=Max("created_at"))
         .order_by()
     )
+    if any(t["choice"] == Rating.Choice.RANKING for t in tallies):
+        tallies += _ranking_tallies([t["comparison__round_id"] for t in tallies if t["choice"] == Rating.Choice.RANKING])
+    return tallies
+
+
+def _ranking_tallies(round_ids: list[int]) -> list[dict]:
+    """A loop round of k-sets (k-1 answers of the candidate beside the
+    baseline's): each ranking read as the candidate's pairs against the
+    baseline's answer (above: a win, in the same tie group: a tie, below: a
+    loss), each pair weighted 2/k as the leaderboard weighs a ranking's
+    implied pairs (selectors/leaderboard.py, _ranking_tallies: a ranking is
+    k-1 judgements, not k(k-1)/2), so the two pages give a round the same
+    win rate and interval. Rows shaped as _rating_tallies' (choice A / tie /
+    B with the candidate shown as A), so _tally_win adds them; their first
+    and last are None."""
+    rounds = {pk: (candidate, baseline) for pk, candidate, baseline in
+              Round.objects.filter(pk__in=set(round_ids)).values_list("pk", "candidate_id", "baseline_id")
+              if candidate and baseline and candidate != baseline}
+    rankings = list(
+        Rating.objects.filter(comparison__round_id__in=list(rounds), comparison__gold_choice="",
+                              choice=Rating.Choice.RANKING)
+        .values_list("comparison__round_id", "ranking", "comparison__answers")
+    )
+    answer_ids = {a for _, _, answers in rankings for a in answers or []}
+    version_of = dict(Answer.objects.filter(pk__in=answer_ids).values_list("pk", "policy_version_id"))
+    outcome = defaultdict(lambda: [0.0, 0.0, 0.0])  # round -> [wins, ties, losses]
+    for round_id, ranking, answers in rankings:
+        candidate, baseline = rounds[round_id]
+        group_of = {answers[p - 1]: g for g, group in enumerate(ranking) for p in group}
+        for c in answers:
+            for b in answers:
+                if version_of.get(c) == candidate and version_of.get(b) == baseline:
+                    outcome[round_id][0 if group_of[c] < group_of[b] else 1 if group_of[c] == group_of[b] else 2] \
+                        += 2.0 / len(answers)
+    return [{"comparison__round_id": round_id, "choice": choice, "comparison__candidate_is_a": True, "n": n,
+             "first": None, "last": None}
+            for round_id, record in outcome.items()
+            for choice, n in zip((Rating.Choice.A, Rating.Choice.TIE, Rating.Choice.B), record) if n]
 
 
 def _tallies(rounds: list[dict], progress: dict, *, references: bool) -> tuple[list[dict], list[dict]]:
@@ -295,8 +333,8 @@ def _counts(row: dict, progress: dict, tallies_by_round: dict, now: datetime) ->
         "ratings": ratings,
         "opened_at": iso(row["opened_at"]),
         "closed_at": iso(row["closed_at"]),
-        "first_rating_at": iso(min((t["first"] for t in rated), default=None)),
-        "last_rating_at": iso(max((t["last"] for t in rated), default=None)),
+        "first_rating_at": iso(min((t["first"] for t in rated if t["first"]), default=None)),
+        "last_rating_at": iso(max((t["last"] for t in rated if t["last"]), default=None)),
         # Over the time the round collected (to now while it still does).
         "ratings_per_hour": ratings / hours if hours > 0 else None,
     }

@@ -93,10 +93,17 @@ def aspect_weight(weights: dict, name: str) -> float:
     return float(weights.get(name, 1.0 if name == OVERALL else 0.0))
 
 
-def rating_aspects_validate(*, aspects, campaign_aspects: list[dict], required: bool) -> dict:
+def rating_aspects_validate(*, aspects, campaign_aspects: list[dict], required: bool,
+                            form_changed: bool = False) -> dict:
     """A rating's aspect judgments, cleaned: {name: "A" | "B" | "same"}.
     ValidationFailed (nothing is written) names the aspect the campaign does
-    not have, the bad value, or the required aspects missing."""
+    not have, the bad value, or the required aspects missing.
+
+    `form_changed`: the rating was made on a page built before the campaign's
+    aspects changed (services/rating_form.py). Then what the annotator judged
+    is kept as made: an aspect the campaign no longer has is stored under its
+    old name (after the current ones; per-aspect figures and training read
+    only current names), and none is required. Bad values are refused still."""
     if aspects is None:
         aspects = {}
     if not isinstance(aspects, dict):
@@ -104,7 +111,7 @@ def rating_aspects_validate(*, aspects, campaign_aspects: list[dict], required: 
                                details={"aspects": "not an object"})
     known = [a["name"] for a in campaign_aspects]
     unknown = sorted(set(aspects) - set(known))
-    if unknown:
+    if unknown and not form_changed:
         raise ValidationFailed(
             f"This campaign has no aspect {', '.join(repr(u) for u in unknown)}; "
             f"its aspects: {', '.join(known) or 'none'}.",
@@ -117,14 +124,16 @@ def rating_aspects_validate(*, aspects, campaign_aspects: list[dict], required: 
             f"aspects.{name} is {value!r}; use one of {', '.join(VALUES)} (A better, B better, the same).",
             details={f"aspects.{n}": f"one of {', '.join(VALUES)}" for n in bad},
         )
-    if required:
+    if required and not form_changed:
         missing = [n for n in known if n not in aspects]
         if missing:
             raise ValidationFailed(
                 f"This campaign requires every aspect; missing: {', '.join(missing)}.",
                 details={f"aspects.{n}": "required" for n in missing},
             )
-    return {n: aspects[n] for n in known if n in aspects}  # the campaign's order
+    # The campaign's order, then (form changed only) the ones it no longer has
+    # (PostgreSQL's jsonb keeps its own key order; readers go by name).
+    return {**{n: aspects[n] for n in known if n in aspects}, **{u: aspects[u] for u in unknown}}
 
 
 def aspect_sign(value: str, *, chosen_is_a: bool) -> int:

@@ -12,6 +12,7 @@ from annotate.errors import Conflict, NotFound, ValidationFailed
 from annotate.models import Lease, Campaign, Comparison, Rating, Round
 from annotate.selectors.access import campaign_visibility_sql
 from annotate.services.aspects import rating_aspects_validate
+from annotate.services.rating_form import rating_form_version
 from annotate.services.leases import LIVE_BY_OTHERS_SQL
 
 User = get_user_model()
@@ -111,6 +112,11 @@ class _LockedComparison(NamedTuple):
     aspects: list  # the campaign's rubric aspects (services/aspects.py)
     aspects_required: bool
     answers: object  # the k-set's answer ids (a JSON string on SQLite); empty for a pair
+    demonstrations: str  # the campaign's setting: off, optional, both_bad
+
+    def form_version(self) -> str:
+        return rating_form_version(aspects=self.aspects, aspects_required=self.aspects_required,
+                                   demonstrations=self.demonstrations)
 
     @property
     def k_set(self) -> int:
@@ -130,7 +136,7 @@ def _comparison_locked(*, annotator: User, comparison_id: int) -> _LockedCompari
     clause, params = visible
     sql = (
         f"SELECT c.id, c.round_id, c.gold_choice, r.status, r.{connection.ops.quote_name('index')}, r.campaign_id,"
-        f" k.overlap, k.aspects, k.aspects_required, c.answers FROM {Comparison._meta.db_table} c"
+        f" k.overlap, k.aspects, k.aspects_required, c.answers, k.demonstrations FROM {Comparison._meta.db_table} c"
         f" JOIN {Round._meta.db_table} r ON r.id = c.round_id"
         f" JOIN {Campaign._meta.db_table} k ON k.id = r.campaign_id WHERE c.id = %s{clause}"
     )
@@ -142,7 +148,7 @@ def _comparison_locked(*, annotator: User, comparison_id: int) -> _LockedCompari
     if not row:
         return None
     aspects = json.loads(row[7]) if isinstance(row[7], str) else row[7]  # SQLite sends JSON as text
-    return _LockedComparison(*row[:7], aspects or [], bool(row[8]), row[9])
+    return _LockedComparison(*row[:7], aspects or [], bool(row[8]), row[9], row[10])
 
 
 class _MyState(NamedTuple):
@@ -218,6 +224,7 @@ def rating_create(
     demonstration: dict | None = None,
     aspects: dict | None = None,
     ranking: list | None = None,
+    form: str | None = None,
 ) -> tuple[Rating, bool]:
     """Store one rating; returns (rating, created). The same idempotency key
     sent again returns the first rating and writes nothing. `demonstration`
@@ -229,7 +236,10 @@ def rating_create(
     k-set's, with choice "ranking" or empty): tie groups of its display
     positions, best first (ranking_validate); a ranking for a pair or a choice
     for a k-set is refused, and so are aspects with a ranking (aspects apply to
-    pairs only)."""
+    pairs only). `form`: the rating form's version the page was built from
+    (services/rating_form.py); when the campaign's form has changed since,
+    the rating is stored as it was made, not refused for the new settings
+    (`rating.form_changed` says so)."""
     _submission_kind_check(
         choice=choice, ranking=ranking, strength=strength, demonstration=demonstration, aspects=aspects
     )
@@ -258,10 +268,13 @@ def rating_create(
     _comparison_kind_check(comparison_id=comparison_id, k_set=comparison.k_set, ranking=ranking)
     if ranking is not None:
         ranking = ranking_validate(ranking=ranking, k=comparison.k_set)
+    # A page built before an admin changed the form: keep what was made.
+    form_changed = bool(form) and form != comparison.form_version()
     # A k-set is ranked whole, without aspects (refused above), so a
     # campaign's required aspects ask nothing of it.
     clean_aspects = {} if comparison.k_set else rating_aspects_validate(
-        aspects=aspects, campaign_aspects=comparison.aspects, required=comparison.aspects_required
+        aspects=aspects, campaign_aspects=comparison.aspects, required=comparison.aspects_required,
+        form_changed=form_changed,
     )
     key = idempotency_key if isinstance(idempotency_key, uuid.UUID) else uuid.UUID(str(idempotency_key))
     db_key = Rating._meta.get_field("idempotency_key").get_db_prep_value(key, connection)
@@ -283,11 +296,12 @@ def rating_create(
     rating_count = mine.rating_count
     if comparison.overlap - rating_count - mine.others_live <= 0:
         raise Conflict("Your lease expired and the comparison has all the ratings it needs; your rating was not stored.")
-    if clean_demo is not None:
+    if clean_demo is not None and not form_changed:
+        # (Form changed: the page offered the editor, so the answer written
+        # there is kept; it trains only if a reviewer accepts it.)
         from annotate.services.demonstrations import demonstration_campaign_check
 
-        setting = Campaign.objects.values_list("demonstrations", flat=True).get(pk=comparison.campaign_id)
-        demonstration_campaign_check(campaign_setting=setting, choice=choice)
+        demonstration_campaign_check(campaign_setting=comparison.demonstrations, choice=choice)
     rating = Rating(
         comparison_id=comparison.id,
         annotator=annotator,
@@ -319,6 +333,7 @@ def rating_create(
         from annotate.services.gold import gold_membership_check
 
         gold_membership_check(annotator=annotator, campaign=Campaign.objects.get(pk=comparison.campaign_id))
+    rating.form_changed = form_changed
     if rating_count + 1 >= comparison.overlap:
         # This comparison is now full: the round may be complete.
         from annotate.services.rounds import round_progress_check_enqueue

@@ -200,10 +200,8 @@ def models(request, campaign_id: int):
             else None
         )
     policies = list(campaign_policy_versions(campaign=campaign))
-    # The leaderboard names policy versions; say which were fine-tuned on demonstrations first.
-    sft_of = {p.version: p.sft_model.version for p in policies if p.sft_model_id}
-    ranked = [{**m, "sft_version": sft_of.get(m["version"]) if m["kind"] == "policy" else None}
-              for m in board["models"]]
+    # The leaderboard's models say which were fine-tuned on demonstrations first (sft_version).
+    ranked = board["models"]
     return render(
         request,
         "frontend/console/models.html",

@@ -64,7 +64,9 @@ def test_the_models_page_shows_sft_models_and_the_policies_made_from_them(open_r
     assert f"/api/training-runs/{run.pk}/sft-dataset/" in lineage
 
 
-def test_the_leaderboard_says_which_policy_versions_went_through_an_sft_model(make_user, ml_engineer, client):
+def test_the_leaderboard_says_which_policy_versions_went_through_an_sft_model(
+    make_user, ml_engineer, client, api_client_for
+):
     from tests.factories import loop_campaign_with_history
 
     # given: rounds of v0, v1, v2 rated; v1's step started from s1
@@ -81,3 +83,8 @@ def test_the_leaderboard_says_which_policy_versions_went_through_an_sft_model(ma
     rows = {m: row for m, row in re.findall(r'<tr data-model="([^"]+)">(.*?)</tr>', board, re.S)}
     assert {"v0", "v1", "v2"} <= set(rows)
     assert "via sft s1" in rows["v1"] and "via sft" not in rows["v0"] + rows["v2"]
+    # and so does the leaderboard API
+    answer = api_client_for(ml_engineer).get(f"/api/campaigns/{campaign.pk}/leaderboard/?resamples=0")
+    assert answer.status_code == 200, answer.content
+    marks = {m["name"]: m["sft_version"] for m in answer.data["models"]}
+    assert (marks["v0"], marks["v1"], marks["v2"]) == (None, 1, None)

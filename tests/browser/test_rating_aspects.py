@@ -112,3 +112,28 @@ def test_the_keys_dialog_lists_each_aspect(page, live_server, logged_in):
     page.keyboard.press("?")
     page.wait_for_selector("#keys-dialog[open]")
     expect(page.locator("#keys-dialog")).to_contain_text("correctness: A better, B better, same")
+
+
+def test_a_rating_made_before_the_admin_changed_the_aspects_is_kept_and_said(page, live_server, logged_in):
+    # given: the page is open with optional aspects
+    campaign, user = logged_in
+    _aspects(campaign, required=False)
+    page.goto(rate_url(live_server, campaign))
+    shown = wait_for_comparison(page)
+    # when: the admin renames "style" and makes every aspect required, and the
+    # annotator, on the rows the page still shows, answers two of three
+    renamed = [*ASPECTS[:2], {"name": "clarity", "question": "Which answer is clearer?", "key": "l"}]
+    Campaign.objects.filter(pk=campaign.pk).update(aspects=renamed, aspects_required=True)
+    page.keyboard.press("2")
+    page.keyboard.press("e")
+    page.keyboard.press("y")
+    page.keyboard.press("1")
+    page.keyboard.press("c")
+    page.keyboard.press("2")
+    page.keyboard.press("Enter")
+    # then: stored as made (the old aspect under its old name), and the page says why it should reload
+    wait_for_comparison(page, other_than=shown)
+    rating = wait_until(page, lambda: Rating.objects.filter(annotator=user).first(), what="the rating")
+    assert (rating.comparison_id, rating.choice, rating.strength) == (shown, "B", 3)
+    assert rating.aspects == {"correctness": "B", "style": "A"}
+    expect(page.locator("#notice")).to_contain_text("rating form changed after this page loaded")

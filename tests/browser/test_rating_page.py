@@ -53,8 +53,9 @@ def test_annotator_logs_in_and_rates_five_comparisons_with_the_keyboard_alone(pa
     assert {pk: (r.choice, r.strength) for pk, r in ratings.items()} == expected
     assert all(r.time_on_task_ms and r.time_on_task_ms > 0 for r in ratings.values())
     # and the page counts them (today and in this campaign)
-    page.wait_for_function("document.getElementById('count-campaign').textContent === '5'")
-    assert page.text_content("#count-today") == "5"
+    # (the two counters are written one after the other: wait for both)
+    expect(page.locator("#count-campaign")).to_have_text("5")
+    expect(page.locator("#count-today")).to_have_text("5")
 
 
 def test_a_submit_during_a_network_failure_is_retried_with_the_same_key_and_makes_one_rating(

@@ -5,7 +5,9 @@
 // - A submit goes to an outbox in localStorage with its idempotency key and
 //   is sent (and re-sent with backoff on network failure) until the server
 //   answers: 2xx = stored, 4xx = said plainly and dropped. The same key twice
-//   makes one rating on the server.
+//   makes one rating on the server. Each rating names the form the page was
+//   built from (config.form), so one made before an admin changed the
+//   aspects or the written-answer setting is stored as made, not refused.
 // - Leases are renewed while the annotator is active; one that is lost
 //   anyway is said plainly, and the submit then waits for the server's answer
 //   before moving on.
@@ -135,6 +137,9 @@ async function drain() {
       if (status >= 200 && status < 300) {
         if (item.kind !== "skip" && status === 201) confirmed += 1;
         renderCounters();
+        if (data?.form_changed) {
+          showNotice("This campaign's rating form changed after this page loaded; your rating was kept as you made it. Reload the page (F5) to rate with the new form.");
+        }
       } else if (!waiters.has(item.key)) {
         const what = item.kind === "skip" ? "Your skip of an earlier comparison" : "Your rating of an earlier comparison";
         showNotice(`${what} was not stored: ${errorText(data, status)}`, true);
@@ -415,6 +420,7 @@ async function submit(t0 = performance.now()) {
     reason: $("reason").value,
     time_on_task_ms: timeNow(),
     idempotency_key: item.key,
+    form: config.form, // the form this page was built from: if an admin changes it meanwhile, the rating is kept as made
   };
   if (choice === "A" || choice === "B") body.strength = Number(strength);
   if (demonstration) body.demonstration = demonstration;
