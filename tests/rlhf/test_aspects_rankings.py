@@ -80,14 +80,16 @@ def test_cli_reads_aspects_and_weights():
 # --- aspect heads ---
 
 
-@pytest.fixture(scope="module")
-def with_heads(tiny_model_path, tmp_path_factory):
+@pytest.fixture(scope="module", params=[0, 8], ids=["full", "lora"])
+def with_heads(request, tiny_model_path, tmp_path_factory):
+    """Trained in full and with LoRA (the heads stay fully trainable beside
+    the adapters, and the adapters are merged before the heads are folded)."""
     from rlhf.reward import train_reward
 
     out = tmp_path_factory.mktemp("heads") / "rm"
     calls = []
     config = RewardConfig(lr=3e-3, epochs=3, batch_size=8, seed=0, aspects=["contrarian", "terse"],
-                          aspect_weights={"overall": 0.25, "contrarian": 1.0})
+                          aspect_weights={"overall": 0.25, "contrarian": 1.0}, lora_r=request.param)
     final = train_reward(config, contrarian_rows(), tiny_model_path, out, on_metrics=lambda s, m: calls.append(m))
     return out, final, calls
 
