@@ -17,7 +17,9 @@ a tie counting half).
 The world. Questions "question i: is the sky blue?"; an answer opens yes/no,
 may give a reason ("because ..."), and runs on with 0-5 filler clauses. Two
 aspects with known utilities: concise = -words / 12 and reasoned = 1 if the
-answer gives a reason; the rater's overall utility is their sum. Raters are
+answer gives a reason; the rater's overall utility is their weighted sum
+(--weights, 1 and 1 by default; a second world, 0.3 and 1.5, cares mostly
+for reasons). Raters are
 Plackett–Luce with Gumbel noise of scale TAU (so a pair is Bradley–Terry):
 a pair goes to the higher of utility + noise; an aspect likewise on the
 aspect's own utility, "same" when the two answers do not differ on it
@@ -103,8 +105,13 @@ def aspect_utilities(text: str) -> dict[str, float]:
     return {"concise": -len(text.split()) / 12, "reasoned": 1.0 if "because" in text.split() else 0.0}
 
 
+# The world's weights of the aspects in the raters' overall utility (--weights):
+# one world per process, set by run() before anything is rated.
+WEIGHTS = {"concise": 1.0, "reasoned": 1.0}
+
+
 def utility(text: str) -> float:
-    return sum(aspect_utilities(text).values())
+    return sum(WEIGHTS[name] * u for name, u in aspect_utilities(text).items())
 
 
 def candidates(i: int, k: int, rng: random.Random) -> list[str]:
@@ -240,8 +247,9 @@ def score_sets(path: Path, sets, aspects: bool) -> list:
     return RewardScorer(str(path), aspects=aspects)(prompts, [t for _, texts in sets for t in texts])
 
 
-# Combinations tried on validation for "aspects" (overall, concise, reasoned).
-COMBINATIONS = [(1.0, 0.0, 0.0), (1.0, 1.0, 1.0), (0.0, 1.0, 1.0)]
+# Combinations tried on validation for "aspects" (overall, concise, reasoned):
+# a fixed grid of shapes, the same whatever the world's weights.
+COMBINATIONS = [(1.0, 0.0, 0.0), (1.0, 1.0, 1.0), (0.0, 1.0, 1.0), (0.0, 1.0, 3.0), (0.0, 3.0, 1.0)]
 
 
 def reward_model(way: str, rows, base: str, work: Path, val, test, lrs: list[float], epochs: int) -> dict:
@@ -289,9 +297,12 @@ def win_rate(policy: str, ref_answers: list[str], test_ids: list[int], seed: int
 
 def run(seeds: list[int], hours: float, costs: Costs, lrs: list[float], rm_epochs: int, dpo_epochs: int,
         n_train: int = 200, n_val: int = 30, n_test: int = 50, new_tokens: int = 40, dpo: bool = True,
-        sft_epochs: int = 4, log=lambda line: print(line, flush=True)) -> dict:
+        sft_epochs: int = 4, weights: tuple[float, float] = (1.0, 1.0),
+        log=lambda line: print(line, flush=True)) -> dict:
     from rlhf.dpo import DPOConfig, dpo_train
     from rlhf.generate import GenerateConfig, generate
+
+    WEIGHTS.update(zip(ASPECTS, weights))
 
     ids = list(range(n_train + n_val + n_test))
     train_ids, val_ids, test_ids = ids[:n_train], ids[n_train : n_train + n_val], ids[n_train + n_val :]
@@ -350,11 +361,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rm-epochs", type=int, default=3)
     parser.add_argument("--dpo-epochs", type=int, default=3)
     parser.add_argument("--no-dpo", action="store_true")
+    parser.add_argument("--weights", type=float, nargs=2, default=[1.0, 1.0], metavar=("CONCISE", "REASONED"),
+                        help="the world: each aspect's weight in the raters' overall utility")
     args = parser.parse_args(argv)
     costs = Costs(args.t_read, args.t_judge, args.t_aspect)
     t0 = time.perf_counter()
-    summary = run(args.seeds, args.hours, costs, args.lrs, args.rm_epochs, args.dpo_epochs, dpo=not args.no_dpo)
-    print(json.dumps({"summary": summary, "seconds": round(time.perf_counter() - t0, 1)}, indent=1))
+    summary = run(args.seeds, args.hours, costs, args.lrs, args.rm_epochs, args.dpo_epochs, dpo=not args.no_dpo,
+                  weights=tuple(args.weights))
+    print(json.dumps({"summary": summary, "weights": dict(WEIGHTS), "seconds": round(time.perf_counter() - t0, 1)},
+                     indent=1))
     return 0
 
 

@@ -38,6 +38,22 @@ def test_raters_follow_the_known_utility():
         assert set(p["aspects"].values()) <= {-1, 0, 1}
 
 
+def test_the_worlds_weights_decide_what_raters_prefer(monkeypatch):
+    # a long reasoned answer against a short unreasoned one: the default world
+    # (1, 1) prefers the short one, a world that weighs reasons 1.5 and
+    # brevity 0.3 the reasoned one
+    short = "yes, the sky is blue."
+    reasoned = ("yes, the sky is blue because of the air, and so on, as you can see, and that is all, "
+                "which is plain, as we all know.")
+    assert rb.utility(short) > rb.utility(reasoned)
+    monkeypatch.setitem(rb.WEIGHTS, "concise", 0.3)
+    monkeypatch.setitem(rb.WEIGHTS, "reasoned", 1.5)
+    assert rb.utility(reasoned) > rb.utility(short)
+    rng = random.Random(0)
+    pairs = [p for p in (rb.rate_pair(i, rng, False) for i in range(300)) if p]
+    assert sum(rb.utility(p["chosen"]) > rb.utility(p["rejected"]) for p in pairs) / len(pairs) > 0.7
+
+
 def test_accuracy_counts_pairs_of_different_utility():
     texts = ["yes, a b.", "yes, a b because c d.", "no, a b c d e f g h."]
     utilities = [rb.utility(t) for t in texts]
