@@ -59,8 +59,11 @@ RATING_EXPORT_COLUMNS = {
 def rating_export_columns(*, campaign: Campaign) -> list[str]:
     """The ratings export's columns: RATING_EXPORT_COLUMNS, then one
     `aspect_<name>` column per aspect of the campaign ("A", "B", "same", or
-    empty where the rating did not judge it; sides as `choice`)."""
-    return [*RATING_EXPORT_COLUMNS, *(f"aspect_{a['name']}" for a in campaign.aspects)]
+    empty where the rating did not judge it; sides as `choice`), then
+    `aspects_other`: judgments under names the campaign no longer has
+    (a rating made on a page built before an admin renamed or removed an
+    aspect, services/rating_form.py), {} for none, so none is left behind."""
+    return [*RATING_EXPORT_COLUMNS, *(f"aspect_{a['name']}" for a in campaign.aspects), "aspects_other"]
 
 
 def chunks(iterable, size: int):
@@ -96,6 +99,7 @@ def rating_export_rows(*, campaign: Campaign, round_: Round | None = None) -> It
             row["k_set_models"] = [models.get(pk) for pk in row["k_set_models"]] or None
             for name in names:
                 row[f"aspect_{name}"] = aspects.get(name, "")
+            row["aspects_other"] = {k: v for k, v in sorted(aspects.items()) if k not in names}
             yield row
 
 

@@ -58,8 +58,8 @@ def _write_csv(rows: Iterable[dict], sink: _HashingWriter, columns: list[str]) -
     writer.writeheader()
     count = 0
     for count, row in enumerate(rows, start=1):
-        # Lists (a k-set's ranking and models) as JSON, which a CSV reader can parse back.
-        writer.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()})
+        # Lists and objects (a k-set's ranking and models, aspects_other) as JSON, which a CSV reader can parse back.
+        writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in row.items()})
     return count
 
 

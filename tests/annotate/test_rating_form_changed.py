@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from annotate.models import Campaign, Comparison, Demonstration, Rating
+from annotate.selectors.exports import rating_export_rows
 from annotate.selectors.training import preference_rows
 from annotate.services.campaigns import campaign_update
 from annotate.services.rating_form import rating_form_version
@@ -86,6 +87,10 @@ def test_a_rating_made_under_the_old_rubric_is_stored_as_made(aspect_round, anno
     # and training reads only the campaign's current aspects from it
     (row,) = preference_rows(campaign=Campaign.objects.get(pk=aspect_round.campaign_id))
     assert row["aspects"] == {"correctness": 1}
+    # and the ratings export carries the old judgment beside the current columns
+    (exported,) = rating_export_rows(campaign=Campaign.objects.get(pk=aspect_round.campaign_id))
+    assert (exported["aspect_correctness"], exported["aspect_harmlessness"]) == ("A", "")
+    assert exported["aspects_other"] == {"safety": "B"}
 
 
 def test_a_rating_without_an_aspect_made_required_after_the_page_loaded_is_kept(
