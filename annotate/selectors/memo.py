@@ -140,7 +140,13 @@ def memoized_latest(name: str, *, state: tuple, params: dict, key: tuple, comput
         return _as_of(found[latest], state=state, stale=True, stale_ok=stale_ok)
     entry = {"result": compute(), "ratings": state[5] or 0, "computed_at": timezone.now()}
     try:
-        cache.set_many({exact: entry, latest: entry}, TIMEOUT)
+        # Read again just before writing: a compute of a newer state (more
+        # ratings) that finished while this one ran stays the latest; ratings
+        # are only ever added, so fewer means older.
+        newer = cache.get(latest)
+        keep = {exact: entry} if newer is not None and newer["ratings"] > entry["ratings"] else {
+            exact: entry, latest: entry}
+        cache.set_many(keep, TIMEOUT)
     except Exception:
         logger.warning("stats cache unreachable; %s not kept", name, exc_info=True)
     return _as_of(entry, state=state, stale=False, stale_ok=stale_ok)

@@ -182,3 +182,24 @@ def test_the_redis_cache_serves_the_memo_as_web_and_workers_share_it(rated, sett
     computes = _computes(monkeypatch, quality_module, "_quality")
     first = campaign_quality(campaign=campaign)
     assert campaign_quality(campaign=campaign) == first and len(computes) == 1
+
+
+def test_a_slow_compute_of_an_older_state_does_not_replace_a_newer_latest(settings):
+    # given: the latest of a campaign's figure was computed at 110 ratings
+    from annotate.selectors.memo import memoized_latest
+
+    _fresh(settings)
+    newer_state = (987654, "db", 0, 0, 0, 110)
+    older_state = (987654, "db", 0, 0, 0, 100)
+    memoized_latest("figure", state=newer_state, params={}, key=("newer",), compute=lambda: {"at": 110},
+                    stale_ok=False)
+    # when: a compute that started at 100 ratings finishes after it
+    assert memoized_latest("figure", state=older_state, params={}, key=("older",), compute=lambda: {"at": 100},
+                           stale_ok=False) == {"at": 100}
+    # then: a visitor at a third, unseen state is shown the newer result while a refresh runs
+    shown = memoized_latest("figure", state=(987654, "db", 0, 0, 0, 120), params={}, key=("unseen",),
+                            compute=lambda: {"at": 120}, stale_ok=True)
+    assert (shown["at"], shown["stale"], shown["as_of"]["ratings"]) in [(110, True, 110), (120, False, 120)]
+    # and the older state's own key still answers from its entry
+    assert memoized_latest("figure", state=older_state, params={}, key=("older",), compute=lambda: {"at": -1},
+                           stale_ok=False) == {"at": 100}
