@@ -113,7 +113,12 @@ def campaign_leaderboard(*, campaign: Campaign, resamples: int = 200, seed: int 
     state not computed yet is answered with the previous result, `stale`,
     while a task computes it (memo.memoized_latest); `as_of` says which
     ratings count a result is of."""
-    versions = list(PolicyVersion.objects.filter(campaign=campaign).order_by("version").values_list("pk", "version"))
+    rows = PolicyVersion.objects.filter(campaign=campaign).order_by("version").values_list(
+        "pk", "version", "sft_model__version")
+    versions = [(pk, version) for pk, version, _ in rows]
+    # Which versions were fine-tuned on demonstrations first (their policy
+    # step started from that SFT model): read now, not kept with the result.
+    sft_of = {pk: sft for pk, _, sft in rows if sft is not None}
     externals = list(campaign.external_models.order_by("name", "pk").values_list("pk", "name"))
     rounds = list(campaign.rounds.select_related("candidate", "baseline").order_by("index"))
     state = ratings_state(campaign=campaign)
@@ -127,10 +132,6 @@ def campaign_leaderboard(*, campaign: Campaign, resamples: int = 200, seed: int 
         compute=lambda: _leaderboard(campaign, versions, externals, rounds, resamples, seed, by_round),
         stale_ok=stale_ok,
     )
-    # Which versions were fine-tuned on demonstrations first (their policy
-    # step started from that SFT model): read now, not kept with the result.
-    sft_of = dict(PolicyVersion.objects.filter(campaign=campaign, sft_model__isnull=False)
-                  .values_list("pk", "sft_model__version"))
     models = [{**m, "sft_version": sft_of.get(m["policy_version_id"])} for m in board["models"]]
     return {**board, "models": models, "versions": [m for m in models if m["kind"] == "policy"]}
 

@@ -99,12 +99,14 @@ class ServiceRaterClient:
                 strength=rating.get("strength"), reason=rating.get("reason", ""), ranking=rating.get("ranking"),
                 time_on_task_ms=rating.get("time_on_task_ms"), idempotency_key=uuid.UUID(rating["idempotency_key"]),
                 demonstration=rating.get("demonstration"), aspects=rating.get("aspects"),
+                form=rating.get("form") or None,
             )
             return 201 if created else 200, {
                 "id": made.pk, "comparison": made.comparison_id, "choice": made.choice, "strength": made.strength,
                 "ranking": made.ranking,
                 "reason": made.reason, "time_on_task_ms": made.time_on_task_ms, "aspects": made.aspects,
                 "idempotency_key": str(made.idempotency_key), "created_at": _iso(made.created_at),
+                "form_changed": getattr(made, "form_changed", False),
             }
 
         return self._answer(call, annotator=True)
