@@ -127,7 +127,10 @@ def verbose_evaluation(db, make_user):
     round_, _ = evaluation_start(campaign=campaign)
     rng = random.Random(0)
     rows = []
-    for c in round_.comparisons.select_related("response_a__external_model", "response_b__external_model"):
+    # In creation order: an unordered query may come back in another order
+    # under load, and the ratings drawn below would then differ run to run.
+    shown = round_.comparisons.select_related("response_a__external_model", "response_b__external_model")
+    for c in shown.order_by("pk"):
         a, b = c.response_a, c.response_b
         x = ranking.length_feature([len(a.text)], [len(b.text)])[0]
         logit = STRENGTH[a.external_model.name] - STRENGTH[b.external_model.name] + LENGTH_BIAS * x
