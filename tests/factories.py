@@ -152,6 +152,18 @@ def open_round(*, prompts: int = 4, annotators=(), **campaign_fields) -> Round:
     return round_open(campaign=campaign, index=0, candidate=v0, baseline=v0)
 
 
+def next_k_set_round(round0: Round) -> Round:
+    """Round 1 after `round0` of a k-set campaign (open_round with rank_k):
+    v1 answered each prompt k - 1 times, and round_open ranks those with
+    v0's first answer."""
+    campaign = round0.campaign
+    v1 = PolicyVersionFactory(campaign=campaign, version=1, parent=round0.candidate)
+    for prompt in campaign.prompts.all():
+        for sample in range(campaign.rank_k - 1):
+            AnswerFactory(prompt=prompt, policy_version=v1, sample_index=sample)
+    return round_open(campaign=campaign, index=1, candidate=v1, baseline=round0.candidate)
+
+
 def version_chain_rounds(*, versions: int, prompts: int, annotators=(), **campaign_fields) -> list[Round]:
     """Rounds 0..versions-1 of a fresh campaign, as training leaves them: round
     0 compares two samples of v0, round i the answers of v_i with those of

@@ -6,8 +6,7 @@ import uuid
 import pytest
 
 from annotate.models import Answer, Comparison, Lease, Rating
-from annotate.services.rounds import round_open
-from tests.factories import AnswerFactory, PolicyVersionFactory
+from tests.factories import next_k_set_round
 
 pytestmark = pytest.mark.django_db
 
@@ -53,14 +52,7 @@ def test_round_open_makes_one_k_set_per_prompt_in_a_recorded_shuffled_order(rank
 
 
 def test_a_later_round_ranks_k_minus_1_candidate_samples_with_the_baselines_first(make_open_round):
-    round0 = make_open_round(prompts=2, rank_k=3)
-    campaign = round0.campaign
-    v0 = round0.candidate
-    v1 = PolicyVersionFactory(campaign=campaign, version=1, parent=v0)
-    for prompt in campaign.prompts.all():
-        for sample in (0, 1):
-            AnswerFactory(prompt=prompt, policy_version=v1, sample_index=sample)
-    round1 = round_open(campaign=campaign, index=1, candidate=v1, baseline=v0)
+    round1 = next_k_set_round(make_open_round(prompts=2, rank_k=3))
     for c in round1.comparisons.all():
         shown = Answer.objects.filter(pk__in=c.answers)
         assert sorted((a.policy_version.version, a.sample_index) for a in shown) == [(0, 0), (1, 0), (1, 1)]

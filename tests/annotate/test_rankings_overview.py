@@ -10,8 +10,7 @@ import pytest
 from annotate.models import Answer, Rating
 from annotate.selectors.leaderboard import campaign_leaderboard
 from annotate.selectors.overview import campaign_overview
-from annotate.services.rounds import round_open
-from tests.factories import AnswerFactory, PolicyVersionFactory, UserFactory, ratings_bulk_create
+from tests.factories import UserFactory, next_k_set_round, ratings_bulk_create
 
 pytestmark = pytest.mark.django_db
 
@@ -26,14 +25,8 @@ def ranking_with(comparison, order_by_version: list[list[tuple[int, int]]]) -> l
 
 def test_a_k_set_rounds_win_rate_reads_each_ranking_as_one_judgement(make_open_round):
     # given: round 1 ranks v1's two samples with v0's first, on 3 prompts
-    round0 = make_open_round(prompts=3, rank_k=3)
-    campaign = round0.campaign
-    v0 = round0.candidate
-    v1 = PolicyVersionFactory(campaign=campaign, version=1, parent=v0)
-    for prompt in campaign.prompts.all():
-        for sample in (0, 1):
-            AnswerFactory(prompt=prompt, policy_version=v1, sample_index=sample)
-    round1 = round_open(campaign=campaign, index=1, candidate=v1, baseline=v0)
+    round1 = next_k_set_round(make_open_round(prompts=3, rank_k=3))
+    campaign = round1.campaign
     c1, c2, c3 = round1.comparisons.order_by("pk")
     orders = [
         (c1, [[(1, 0)], [(0, 0)], [(1, 1)]]),  # a win and a loss, 2/3 each
