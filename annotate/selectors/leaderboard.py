@@ -113,8 +113,8 @@ def campaign_leaderboard(*, campaign: Campaign, resamples: int = 200, seed: int 
     state not computed yet is answered with the previous result, `stale`,
     while a task computes it (memo.memoized_latest); `as_of` says which
     ratings count a result is of."""
-    rows = PolicyVersion.objects.filter(campaign=campaign).order_by("version").values_list(
-        "pk", "version", "sft_model__version")
+    rows = list(PolicyVersion.objects.filter(campaign=campaign).order_by("version").values_list(
+        "pk", "version", "sft_model__version"))
     versions = [(pk, version) for pk, version, _ in rows]
     # Which versions were fine-tuned on demonstrations first (their policy
     # step started from that SFT model): read now, not kept with the result.
