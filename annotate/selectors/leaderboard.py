@@ -316,20 +316,17 @@ def _ranking_tallies(campaign: Campaign, rounds: list) -> list[tuple]:
     }
     playing = {r.pk: (r.candidate_id, r.baseline_id) for r in rounds}
     merged = Counter()
-    for ranking, shown, round_id in rows:
+    for order, shown, round_id in rows:
         k = len(shown)
-        place = {p: g for g, group in enumerate(ranking) for p in group}
         candidate, baseline = playing.get(round_id, (None, None))
-        for x in range(1, k + 1):
-            for y in range(x + 1, k + 1):
-                (pa, ea, la), (pb, eb, lb) = answers[shown[x - 1]], answers[shown[y - 1]]
-                choice = Rating.Choice.TIE if place[x] == place[y] else (
-                    Rating.Choice.A if place[x] < place[y] else Rating.Choice.B)
-                # As _length_bin: integer arithmetic, truncated towards 0.
-                step = (abs(LENGTH_STEPS * (la - lb)) // (la + lb)) * (1 if la >= lb else -1) if la + lb else 0
-                sides = {pa, pb}
-                candidate_is_a = (pa == candidate) if candidate != baseline and sides == {candidate, baseline} else None
-                merged[(choice, pa, ea, pb, eb, round_id, candidate_is_a, step)] += 2.0 / k
+        for x, y, score in ranking.implied_pairs(order, k):
+            (pa, ea, la), (pb, eb, lb) = answers[shown[x - 1]], answers[shown[y - 1]]
+            choice = {1.0: Rating.Choice.A, 0.5: Rating.Choice.TIE, 0.0: Rating.Choice.B}[score]
+            # As _length_bin: integer arithmetic, truncated towards 0.
+            step = (abs(LENGTH_STEPS * (la - lb)) // (la + lb)) * (1 if la >= lb else -1) if la + lb else 0
+            sides = {pa, pb}
+            candidate_is_a = (pa == candidate) if candidate != baseline and sides == {candidate, baseline} else None
+            merged[(choice, pa, ea, pb, eb, round_id, candidate_is_a, step)] += 2.0 / k
     return [(*key, weight) for key, weight in merged.items()]
 
 

@@ -24,6 +24,7 @@ from annotate.models import Answer, Campaign, Comparison, PolicyVersion, Rating,
 from annotate.selectors.overview_now import campaign_now, iso, parse_time, seconds_between
 from annotate.selectors.selection import selection_chart, selection_reasons
 from annotate.stats.intervals import wilson_interval
+from annotate.stats.ranking import implied_pairs
 from annotate.training.stages import STAGES
 
 # The runs the page lists, newest first.
@@ -140,14 +141,13 @@ def _ranking_tallies(round_ids: list[int]) -> list[dict]:
     answer_ids = {a for _, _, answers in rankings for a in answers or []}
     version_of = dict(Answer.objects.filter(pk__in=answer_ids).values_list("pk", "policy_version_id"))
     outcome = defaultdict(lambda: [0.0, 0.0, 0.0])  # round -> [wins, ties, losses]
-    for round_id, ranking, answers in rankings:
+    for round_id, order, answers in rankings:
         candidate, baseline = rounds[round_id]
-        group_of = {answers[p - 1]: g for g, group in enumerate(ranking) for p in group}
-        for c in answers:
-            for b in answers:
-                if version_of.get(c) == candidate and version_of.get(b) == baseline:
-                    outcome[round_id][0 if group_of[c] < group_of[b] else 1 if group_of[c] == group_of[b] else 2] \
-                        += 2.0 / len(answers)
+        for x, y, score in implied_pairs(order, len(answers)):
+            versions = version_of.get(answers[x - 1]), version_of.get(answers[y - 1])
+            if versions in ((candidate, baseline), (baseline, candidate)):
+                candidate_score = score if versions[0] == candidate else 1.0 - score
+                outcome[round_id][{1.0: 0, 0.5: 1, 0.0: 2}[candidate_score]] += 2.0 / len(answers)
     return [{"comparison__round_id": round_id, "choice": choice, "comparison__candidate_is_a": True, "n": n,
              "first": None, "last": None}
             for round_id, record in outcome.items()

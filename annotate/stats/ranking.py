@@ -15,6 +15,18 @@ ELO_SCALE = 400.0 / log(10.0)
 ELO_BASE = 1000.0
 
 
+def implied_pairs(ranking: Sequence[Sequence[int]], k: int):
+    """A ranking of k answers (tie groups of positions 1..k, best first) as
+    its k(k-1)/2 implied pairs (x, y, score of x: 1, 0.5 tied, 0), x < y,
+    each of weight 2/k: under Plackett-Luce a ranking is k-1 successive
+    choices, so its pairs weigh k-1 judgements in all, not k(k-1)/2
+    independent ones. The leaderboard and the overview read rankings so."""
+    place = {p: g for g, group in enumerate(ranking) for p in group}
+    for x in range(1, k + 1):
+        for y in range(x + 1, k + 1):
+            yield x, y, 0.5 if place[x] == place[y] else float(place[x] < place[y])
+
+
 def outcomes_matrix(outcomes: Sequence[tuple[int, int, float]], n: int, counts: np.ndarray | None = None) -> np.ndarray:
     """wins[i, j] = (fractional) wins of i over j, from (i, j, score of i) rows:
     score 1 a win of i, 0 a win of j, 0.5 half a win each. `counts` repeats
